@@ -1,0 +1,386 @@
+//! Queue messages, the SQS sender with claim check, and partial batch responses.
+//!
+//! - [`EventMessage`]: what webhook-intake puts on every queue; all consumers read it.
+//! - [`QueueSender`]: the sending port. [`SqsSender`] stores a body over the SQS limit in the
+//!   object store and sends a small [`ClaimCheck`] pointer instead; [`resolve_body`] turns a
+//!   pointer back into the body, so consumers never see the difference.
+//! - [`process_batch`]: runs a handler on each record of an SQS batch, one by one, and reports
+//!   only the failed records (`batchItemFailures`), so one poison message never fails its
+//!   neighbours; SQS redelivers it and the queue's redrive policy parks it in the DLQ.
+
+use crate::error::{Error, Result};
+use crate::storage::ObjectStore;
+use async_trait::async_trait;
+use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+
+/// SQS's message size limit (256 KiB), message attributes included; bodies above
+/// [`CLAIM_CHECK_THRESHOLD`] go to the object store.
+pub const SQS_MAX_BYTES: usize = 256 * 1024;
+/// Bodies larger than this are sent by claim check (a margin for attributes is kept).
+pub const CLAIM_CHECK_THRESHOLD: usize = SQS_MAX_BYTES - 8 * 1024;
+/// Most entries in one `SendMessageBatch`.
+pub const SQS_BATCH_MAX: usize = 10;
+
+/// An accepted webhook event, as intake enqueues it for every consumer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventMessage {
+    /// The event id given by the sender (Stripe `evt_...`, or the `webhook-id`).
+    pub id: String,
+    /// `stripe`, `portal`, `telemetry`, ...
+    pub source: String,
+    /// The event type (`customer.subscription.created`, `signup`, `usage`, ...).
+    #[serde(rename = "type")]
+    pub event_type: String,
+    /// When intake accepted it (RFC 3339).
+    pub received_at: chrono::DateTime<chrono::Utc>,
+    /// The S3 key of the raw, verified bytes.
+    pub raw_key: String,
+    /// The parsed event.
+    pub event: serde_json::Value,
+}
+
+/// A pointer to a body kept in the object store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClaimCheck {
+    pub bucket: String,
+    pub key: String,
+    pub bytes: usize,
+}
+
+#[derive(Serialize, Deserialize)]
+struct ClaimCheckBody {
+    blapi_claim_check: ClaimCheck,
+}
+
+/// The sending port.
+#[async_trait]
+pub trait QueueSender: Send + Sync {
+    /// Sends one message body.
+    async fn send(&self, queue_url: &str, body: String) -> Result<()>;
+    /// Sends many bodies, in batches of at most 10; fails if any entry could not be sent
+    /// (after one retry of the failed entries).
+    async fn send_all(&self, queue_url: &str, bodies: Vec<String>) -> Result<()> {
+        for body in bodies {
+            self.send(queue_url, body).await?;
+        }
+        Ok(())
+    }
+}
+
+/// SQS adapter with claim check.
+#[derive(Clone)]
+pub struct SqsSender {
+    sqs: aws_sdk_sqs::Client,
+    store: Arc<dyn ObjectStore>,
+    threshold: usize,
+}
+
+impl std::fmt::Debug for SqsSender {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqsSender").field("bucket", &self.store.bucket()).finish()
+    }
+}
+
+impl SqsSender {
+    pub fn new(sqs: aws_sdk_sqs::Client, store: Arc<dyn ObjectStore>) -> Self {
+        Self {
+            sqs,
+            store,
+            threshold: CLAIM_CHECK_THRESHOLD,
+        }
+    }
+
+    /// Overrides the claim-check threshold (tests).
+    pub fn with_threshold(mut self, threshold: usize) -> Self {
+        self.threshold = threshold;
+        self
+    }
+
+    /// The body to put on the queue: itself, or a claim-check pointer.
+    async fn outgoing(&self, body: String) -> Result<String> {
+        check_out(self.store.as_ref(), self.threshold, body).await
+    }
+}
+
+/// Stores `body` in `store` and returns the pointer message when it exceeds `threshold`.
+pub async fn check_out(store: &dyn ObjectStore, threshold: usize, body: String) -> Result<String> {
+    if body.len() <= threshold {
+        return Ok(body);
+    }
+    let key = format!("claim-check/{}.json", uuid::Uuid::now_v7());
+    let bytes = body.len();
+    store.put(&key, body.into_bytes(), "application/json").await?;
+    let pointer = ClaimCheckBody {
+        blapi_claim_check: ClaimCheck {
+            bucket: store.bucket().to_owned(),
+            key,
+            bytes,
+        },
+    };
+    serde_json::to_string(&pointer).map_err(|e| Error::Invalid(format!("claim check: {e}")))
+}
+
+/// The real body of a received message: fetched from the store when it is a claim check.
+pub async fn resolve_body(store: &dyn ObjectStore, body: &str) -> Result<String> {
+    // Cheap test first: only pointers start like this.
+    if !body.trim_start().starts_with("{\"blapi_claim_check\"") {
+        return Ok(body.to_owned());
+    }
+    let Ok(pointer) = serde_json::from_str::<ClaimCheckBody>(body) else {
+        return Ok(body.to_owned());
+    };
+    let key = pointer.blapi_claim_check.key;
+    let bytes = store
+        .get(&key)
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("claim-checked body {key}")))?;
+    String::from_utf8(bytes).map_err(|_| Error::Invalid(format!("claim-checked body {key} is not UTF-8")))
+}
+
+#[async_trait]
+impl QueueSender for SqsSender {
+    async fn send(&self, queue_url: &str, body: String) -> Result<()> {
+        let body = self.outgoing(body).await?;
+        self.sqs
+            .send_message()
+            .queue_url(queue_url)
+            .message_body(body)
+            .send()
+            .await
+            .map_err(|e| Error::aws("sqs", e))?;
+        Ok(())
+    }
+
+    async fn send_all(&self, queue_url: &str, bodies: Vec<String>) -> Result<()> {
+        let mut outgoing = Vec::with_capacity(bodies.len());
+        for b in bodies {
+            outgoing.push(self.outgoing(b).await?);
+        }
+        // A batch is at most 10 entries and 256 KiB in all.
+        let mut batches: Vec<Vec<String>> = Vec::new();
+        let mut size = 0;
+        for body in outgoing {
+            let fits = batches
+                .last()
+                .is_some_and(|b| b.len() < SQS_BATCH_MAX && size + body.len() <= SQS_MAX_BYTES);
+            if !fits {
+                batches.push(Vec::new());
+                size = 0;
+            }
+            size += body.len();
+            if let Some(last) = batches.last_mut() {
+                last.push(body);
+            }
+        }
+        for batch in batches {
+            let mut pending: Vec<(String, String)> =
+                batch.into_iter().enumerate().map(|(i, b)| (i.to_string(), b)).collect();
+            for round in 0..2 {
+                let entries = pending
+                    .iter()
+                    .map(|(id, body)| {
+                        aws_sdk_sqs::types::SendMessageBatchRequestEntry::builder()
+                            .id(id)
+                            .message_body(body)
+                            .build()
+                            .map_err(|e| Error::Invalid(format!("batch entry: {e}")))
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                let out = self
+                    .sqs
+                    .send_message_batch()
+                    .queue_url(queue_url)
+                    .set_entries(Some(entries))
+                    .send()
+                    .await
+                    .map_err(|e| Error::aws("sqs", e))?;
+                let failed: Vec<String> = out.failed().iter().map(|f| f.id().to_owned()).collect();
+                if failed.is_empty() {
+                    break;
+                }
+                if round == 1 {
+                    return Err(Error::dependency(
+                        "sqs",
+                        true,
+                        format!("{} of a batch could not be sent", failed.len()),
+                    ));
+                }
+                pending.retain(|(id, _)| failed.contains(id));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// In-memory sender for unit tests: records bodies per queue URL.
+#[derive(Debug, Default)]
+pub struct MemoryQueue {
+    sent: Mutex<BTreeMap<String, Vec<String>>>,
+    failing: std::sync::atomic::AtomicBool,
+}
+
+impl MemoryQueue {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Makes every following send fail with a retryable error (or succeed again).
+    pub fn set_failing(&self, failing: bool) {
+        self.failing.store(failing, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// The bodies sent to `queue_url`, in order.
+    pub fn sent(&self, queue_url: &str) -> Vec<String> {
+        self.sent
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(queue_url)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Every message sent, all queues together.
+    pub fn total(&self) -> usize {
+        self.sent.lock().unwrap_or_else(|p| p.into_inner()).values().map(Vec::len).sum()
+    }
+}
+
+#[async_trait]
+impl QueueSender for MemoryQueue {
+    async fn send(&self, queue_url: &str, body: String) -> Result<()> {
+        if self.failing.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(Error::dependency("sqs", true, "queue unavailable (simulated)"));
+        }
+        self.sent
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(queue_url.to_owned())
+            .or_default()
+            .push(body);
+        Ok(())
+    }
+}
+
+/// One received message, its body already resolved from a claim check.
+#[derive(Debug, Clone)]
+pub struct QueueRecord {
+    pub message_id: String,
+    pub body: String,
+    /// How many times SQS has delivered it (1 on the first delivery).
+    pub receive_count: u32,
+    /// The ARN of the queue it came from.
+    pub source_queue: Option<String>,
+}
+
+impl QueueRecord {
+    /// Parses the body as JSON into `T`; a malformed body is a non-retryable failure.
+    pub fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T> {
+        serde_json::from_str(&self.body)
+            .map_err(|e| Error::Invalid(format!("message {} is not a valid message: {e}", self.message_id)))
+    }
+}
+
+/// Runs `handler` on each record in order and returns the ids of the failed ones only.
+/// A record whose claim check cannot be resolved fails alone, like any other.
+pub async fn process_batch<F, Fut>(event: SqsEvent, store: &dyn ObjectStore, mut handler: F) -> SqsBatchResponse
+where
+    F: FnMut(QueueRecord) -> Fut,
+    Fut: Future<Output = Result<()>>,
+{
+    let mut response = SqsBatchResponse::default();
+    for record in event.records {
+        let message_id = record.message_id.clone().unwrap_or_default();
+        let span = tracing::info_span!("record", message_id = %message_id);
+        let _enter = span.enter();
+        let outcome = async {
+            let raw = record
+                .body
+                .as_deref()
+                .ok_or_else(|| Error::Invalid("message has no body".into()))?;
+            let body = resolve_body(store, raw).await?;
+            let receive_count = record
+                .attributes
+                .get("ApproximateReceiveCount")
+                .and_then(|c| c.parse().ok())
+                .unwrap_or(1);
+            handler(QueueRecord {
+                message_id: message_id.clone(),
+                body,
+                receive_count,
+                source_queue: record.event_source_arn.clone(),
+            })
+            .await
+        }
+        .await;
+        if let Err(e) = outcome {
+            tracing::warn!(
+                error = %e.chain(),
+                retryable = e.is_retryable(),
+                "record failed; reported for redelivery"
+            );
+            let mut failure = BatchItemFailure::default();
+            failure.item_identifier = message_id;
+            response.batch_item_failures.push(failure);
+        }
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::MemoryStore;
+    use aws_lambda_events::event::sqs::SqsMessage;
+
+    fn msg(id: &str, body: &str) -> SqsMessage {
+        let mut m = SqsMessage::default();
+        m.message_id = Some(id.to_owned());
+        m.body = Some(body.to_owned());
+        m
+    }
+
+    #[tokio::test]
+    async fn only_failed_records_are_reported() {
+        let store = MemoryStore::new();
+        let mut event = SqsEvent::default();
+        event.records = vec![msg("1", r#"{"n":1}"#), msg("2", "not json"), msg("3", r#"{"n":3}"#)];
+        let mut seen = Vec::new();
+        let resp = process_batch(event, &store, |r| {
+            let parsed = r.json::<serde_json::Value>();
+            seen.push(r.message_id.clone());
+            async move { parsed.map(|_| ()) }
+        })
+        .await;
+        assert_eq!(seen, vec!["1", "2", "3"], "every record is processed");
+        let failed: Vec<_> = resp.batch_item_failures.iter().map(|f| f.item_identifier.as_str()).collect();
+        assert_eq!(failed, vec!["2"]);
+    }
+
+    #[tokio::test]
+    async fn claim_check_round_trip_and_small_bodies_pass_through() {
+        let store = MemoryStore::new();
+        let small = "x".repeat(100);
+        assert_eq!(check_out(&store, 1000, small.clone()).await.unwrap(), small);
+        let big = format!("{{\"data\":\"{}\"}}", "y".repeat(300 * 1024));
+        let pointer = check_out(&store, CLAIM_CHECK_THRESHOLD, big.clone()).await.unwrap();
+        assert!(pointer.len() < 300, "pointer is small: {pointer}");
+        assert_eq!(store.keys().len(), 1);
+        assert_eq!(resolve_body(&store, &pointer).await.unwrap(), big);
+        assert_eq!(resolve_body(&store, &small).await.unwrap(), small);
+    }
+
+    #[tokio::test]
+    async fn missing_claim_check_fails_that_record() {
+        let store = MemoryStore::new();
+        let pointer = r#"{"blapi_claim_check":{"bucket":"b","key":"claim-check/gone.json","bytes":9}}"#;
+        let mut event = SqsEvent::default();
+        event.records = vec![msg("a", pointer), msg("b", "{}")];
+        let resp = process_batch(event, &store, |_| async { Ok(()) }).await;
+        assert_eq!(resp.batch_item_failures.len(), 1);
+        assert_eq!(resp.batch_item_failures[0].item_identifier, "a");
+    }
+}

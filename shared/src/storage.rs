@@ -1,0 +1,122 @@
+//! The object-store port: raw webhook archive, claim checks, license files, invoice artifacts,
+//! CRM exports. [`S3Store`] writes with server-side encryption; [`MemoryStore`] is for unit tests.
+
+use crate::error::{Error, Result};
+use async_trait::async_trait;
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::ServerSideEncryption;
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+#[async_trait]
+pub trait ObjectStore: Send + Sync {
+    /// Writes `body` at `key` (overwriting: keys are chosen so a rewrite is the same content).
+    async fn put(&self, key: &str, body: Vec<u8>, content_type: &str) -> Result<()>;
+    /// Reads `key`; `None` when it does not exist.
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>>;
+    /// The bucket (or store) name, for messages that point into it.
+    fn bucket(&self) -> &str;
+}
+
+/// S3 bucket adapter. Every object is written with SSE (AES256).
+#[derive(Debug, Clone)]
+pub struct S3Store {
+    client: aws_sdk_s3::Client,
+    bucket: String,
+}
+
+impl S3Store {
+    pub fn new(client: aws_sdk_s3::Client, bucket: impl Into<String>) -> Self {
+        Self {
+            client,
+            bucket: bucket.into(),
+        }
+    }
+}
+
+#[async_trait]
+impl ObjectStore for S3Store {
+    async fn put(&self, key: &str, body: Vec<u8>, content_type: &str) -> Result<()> {
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .content_type(content_type)
+            .server_side_encryption(ServerSideEncryption::Aes256)
+            .body(ByteStream::from(body))
+            .send()
+            .await
+            .map_err(|e| Error::aws("s3", e))?;
+        Ok(())
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        match self.client.get_object().bucket(&self.bucket).key(key).send().await {
+            Ok(out) => {
+                let bytes = out
+                    .body
+                    .collect()
+                    .await
+                    .map_err(|e| Error::dependency("s3", true, e))?;
+                Ok(Some(bytes.into_bytes().to_vec()))
+            }
+            Err(e) if e.as_service_error().is_some_and(|se| se.is_no_such_key()) => Ok(None),
+            Err(e) => Err(Error::aws("s3", e)),
+        }
+    }
+
+    fn bucket(&self) -> &str {
+        &self.bucket
+    }
+}
+
+/// In-memory store for unit tests. `fail_puts` simulates an unavailable bucket.
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    objects: Mutex<BTreeMap<String, (Vec<u8>, String)>>,
+    fail_puts: std::sync::atomic::AtomicBool,
+}
+
+impl MemoryStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Makes every following `put` fail with a retryable error (or succeed again).
+    pub fn set_failing(&self, failing: bool) {
+        self.fail_puts.store(failing, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, (Vec<u8>, String)>> {
+        self.objects.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Keys currently stored, sorted.
+    pub fn keys(&self) -> Vec<String> {
+        self.lock().keys().cloned().collect()
+    }
+
+    /// The stored bytes at `key`.
+    pub fn object(&self, key: &str) -> Option<Vec<u8>> {
+        self.lock().get(key).map(|(b, _)| b.clone())
+    }
+}
+
+#[async_trait]
+impl ObjectStore for MemoryStore {
+    async fn put(&self, key: &str, body: Vec<u8>, content_type: &str) -> Result<()> {
+        if self.fail_puts.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(Error::dependency("s3", true, "store unavailable (simulated)"));
+        }
+        self.lock().insert(key.to_owned(), (body, content_type.to_owned()));
+        Ok(())
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        Ok(self.object(key))
+    }
+
+    fn bucket(&self) -> &str {
+        "memory"
+    }
+}

@@ -1,0 +1,169 @@
+//! Logs and metrics.
+//!
+//! Logs: `tracing` events, JSON when Lambda's `AWS_LAMBDA_LOG_FORMAT=JSON` (the template sets
+//! it), plain text otherwise; the level comes from `RUST_LOG`, else `AWS_LAMBDA_LOG_LEVEL`, else
+//! `info`. The runtime opens a span per invocation carrying `requestId`; it is printed with
+//! every event, and handlers add business ids as fields (`customer_id = %id`).
+//!
+//! Metrics: [`Metrics`] writes CloudWatch Embedded Metric Format lines to stdout, which Lambda
+//! turns into metrics without an API call.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use tracing_subscriber::EnvFilter;
+
+/// Installs the global subscriber. Call once at the top of `main`.
+pub fn init() {
+    let level = std::env::var("RUST_LOG")
+        .ok()
+        .filter(|v| !v.is_empty())
+        .or_else(|| std::env::var("AWS_LAMBDA_LOG_LEVEL").ok().map(|l| l.to_lowercase()))
+        .unwrap_or_else(|| "info".to_owned());
+    let filter = EnvFilter::try_new(&level).unwrap_or_else(|_| EnvFilter::new("info"));
+    let json = std::env::var("AWS_LAMBDA_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
+    let result = if json {
+        builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .with_ansi(false)
+            .try_init()
+    } else {
+        builder.with_ansi(false).try_init()
+    };
+    // A second init (tests) keeps the first subscriber.
+    drop(result);
+}
+
+/// CloudWatch metric units used here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unit {
+    Count,
+    Milliseconds,
+    Bytes,
+    None,
+}
+
+impl Unit {
+    fn as_str(self) -> &'static str {
+        match self {
+            Unit::Count => "Count",
+            Unit::Milliseconds => "Milliseconds",
+            Unit::Bytes => "Bytes",
+            Unit::None => "None",
+        }
+    }
+}
+
+/// A set of metrics written as one EMF line by [`Metrics::flush`]. Values of the same name
+/// add up (counters); dimensions are fixed per instance.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    namespace: String,
+    dimensions: BTreeMap<String, String>,
+    values: BTreeMap<String, (f64, Unit)>,
+}
+
+impl Metrics {
+    /// `namespace` from `METRICS_NAMESPACE` in Lambda; `function` becomes a dimension.
+    pub fn new(namespace: impl Into<String>, function: impl Into<String>) -> Self {
+        let mut dimensions = BTreeMap::new();
+        dimensions.insert("function".to_owned(), function.into());
+        Self {
+            namespace: namespace.into(),
+            dimensions,
+            values: BTreeMap::new(),
+        }
+    }
+
+    /// Adds a dimension (keep the set small: each combination is a metric of its own).
+    pub fn with_dimension(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.dimensions.insert(name.into(), value.into());
+        self
+    }
+
+    /// Adds `value` to counter `name`.
+    pub fn count(&mut self, name: &str, value: u64) {
+        self.add(name, value as f64, Unit::Count);
+    }
+
+    /// Records a value (added to any earlier value of the same name).
+    pub fn add(&mut self, name: &str, value: f64, unit: Unit) {
+        let entry = self.values.entry(name.to_owned()).or_insert((0.0, unit));
+        entry.0 += value;
+    }
+
+    /// The current value of a metric (tests, summaries).
+    pub fn get(&self, name: &str) -> Option<f64> {
+        self.values.get(name).map(|(v, _)| *v)
+    }
+
+    /// The EMF document for the metrics recorded so far, or `None` when there are none.
+    pub fn render(&self, timestamp_ms: i64) -> Option<String> {
+        if self.values.is_empty() {
+            return None;
+        }
+        let dims: Vec<&String> = self.dimensions.keys().collect();
+        let defs: Vec<serde_json::Value> = self
+            .values
+            .iter()
+            .map(|(name, (_, unit))| serde_json::json!({"Name": name, "Unit": unit.as_str()}))
+            .collect();
+        let mut doc = serde_json::Map::new();
+        doc.insert(
+            "_aws".into(),
+            serde_json::json!({
+                "Timestamp": timestamp_ms,
+                "CloudWatchMetrics": [{
+                    "Namespace": self.namespace,
+                    "Dimensions": [dims],
+                    "Metrics": defs,
+                }]
+            }),
+        );
+        for (k, v) in &self.dimensions {
+            doc.insert(k.clone(), serde_json::Value::String(v.clone()));
+        }
+        for (k, (v, _)) in &self.values {
+            doc.insert(k.clone(), serde_json::json!(v));
+        }
+        Some(serde_json::Value::Object(doc).to_string())
+    }
+
+    /// Writes the EMF line to stdout and clears the values.
+    pub fn flush(&mut self) {
+        if let Some(line) = self.render(chrono::Utc::now().timestamp_millis()) {
+            let mut out = std::io::stdout().lock();
+            // Metrics are best effort: a closed stdout must not fail the invocation.
+            let _ = writeln!(out, "{line}");
+        }
+        self.values.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emf_document_has_definitions_dimensions_and_values() {
+        let mut m = Metrics::new("blapi", "webhook-intake");
+        assert!(m.render(0).is_none());
+        m.count("EventsAccepted", 1);
+        m.count("EventsAccepted", 2);
+        m.add("ArchiveBytes", 4096.0, Unit::Bytes);
+        let doc: serde_json::Value = serde_json::from_str(&m.render(1_700_000_000_000).unwrap()).unwrap();
+        assert_eq!(doc["_aws"]["Timestamp"], 1_700_000_000_000i64);
+        let cw = &doc["_aws"]["CloudWatchMetrics"][0];
+        assert_eq!(cw["Namespace"], "blapi");
+        assert_eq!(cw["Dimensions"][0][0], "function");
+        assert_eq!(cw["Metrics"].as_array().unwrap().len(), 2);
+        assert_eq!(doc["function"], "webhook-intake");
+        assert_eq!(doc["EventsAccepted"], 3.0);
+        assert_eq!(doc["ArchiveBytes"], 4096.0);
+        m.flush();
+        assert!(m.get("EventsAccepted").is_none());
+    }
+}
