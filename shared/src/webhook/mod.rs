@@ -32,7 +32,7 @@ pub use envelope::{Envelope, EnvelopeError, EventId};
 pub use intake::{Headers, Inbound, Intake, Outcome, Reply};
 pub use routing::{Route, Routes, routes};
 pub use signature::SignatureError;
-pub use standard_scheme::{StandardSecret, StandardVerifier};
+pub use standard_scheme::{StandardHeaders, StandardSecret, StandardVerifier};
 pub use stripe_scheme::StripeVerifier;
 
 /// The source name reserved for Stripe (`POST /webhooks/stripe`).
