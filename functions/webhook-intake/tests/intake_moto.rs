@@ -2,6 +2,8 @@
 //! SQS queues as provisioned from template.yaml. Each test that counts queue messages has a
 //! fresh stack of its own, so tests run in parallel and repeatedly.
 
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] fns
+
 mod support;
 
 use base64::Engine;

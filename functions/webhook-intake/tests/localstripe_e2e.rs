@@ -6,6 +6,8 @@
 //!
 //! Needs localstripe at `LOCALSTRIPE_URL` (default `http://127.0.0.1:8420`) and moto.
 
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] fns
+
 mod support;
 
 use base64::Engine;
