@@ -46,6 +46,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let path = out.join(format!("{}.json", sample.name));
         std::fs::write(&path, to_file_json(&req))?;
         eprintln!("wrote {}", path.display());
+        if sample.name == DEFAULT_SAMPLE {
+            // What `make invoke-webhook-intake` sends without EVENT=.
+            std::fs::write(out.join("default.json"), to_file_json(&req))?;
+        }
     }
     Ok(())
 }

@@ -51,6 +51,9 @@ const fn sample(
     }
 }
 
+/// The sample also written as `default.json` (`make invoke-webhook-intake` without `EVENT=`).
+pub const DEFAULT_SAMPLE: &str = "stripe-customer-subscription-created";
+
 /// Every sample.
 pub const SAMPLES: &[Sample] = &[
     sample("stripe-customer-created", "stripe", None, &["lead-events"]),

@@ -14,7 +14,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use webhook_intake::App;
 use webhook_intake::samples::{
-    FIXED_NOW, LocalSecrets, SAMPLES, function_url_request, render, to_file_json, workspace_root,
+    DEFAULT_SAMPLE, FIXED_NOW, LocalSecrets, SAMPLES, function_url_request, render, to_file_json,
+    workspace_root,
 };
 
 fn root() -> PathBuf {
@@ -94,6 +95,14 @@ fn committed_samples_are_current() {
             "{} is stale: run `cargo run -p webhook-intake --example sign-events`",
             path.display()
         );
+        if sample.name == DEFAULT_SAMPLE {
+            let default =
+                std::fs::read_to_string(events_dir().join("default.json")).unwrap_or_default();
+            assert!(
+                default == expected,
+                "default.json is stale: run the generator"
+            );
+        }
     }
 }
 
