@@ -11,7 +11,7 @@
 
 use std::path::PathBuf;
 use webhook_intake::samples::{
-    FIXED_NOW, LocalSecrets, SAMPLES, render, to_file_json, workspace_root,
+    DEFAULT_SAMPLE, FIXED_NOW, LocalSecrets, SAMPLES, render, to_file_json, workspace_root,
 };
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
