@@ -33,16 +33,17 @@ fn body_4k() -> String {
         env!("CARGO_MANIFEST_DIR"),
         "/../../events/webhook-intake/bodies/stripe-invoice-paid.json"
     );
-    let mut body = std::fs::read_to_string(path).expect("sample body");
+    let base = std::fs::read_to_string(path).expect("sample body");
+    let base = base.trim_end();
     // Pad to exactly 4096 bytes inside the metadata, keeping it one valid event.
-    let pad = 4096usize.saturating_sub(body.len() + 12);
-    body = body.replacen(
-        "\"metadata\": {}",
-        &format!("\"metadata\": {{\"p\": \"{}\"}}", "x".repeat(pad)),
-        1,
-    );
-    body.truncate(body.trim_end().len());
-    body
+    let with = |n: usize| {
+        base.replacen(
+            "\"metadata\": {}",
+            &format!("\"metadata\": {{\"p\": \"{}\"}}", "x".repeat(n)),
+            1,
+        )
+    };
+    with(4096usize.saturating_sub(with(0).len()))
 }
 
 struct NoLedger;
