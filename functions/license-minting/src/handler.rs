@@ -409,6 +409,108 @@ mod tests {
         }
     }
 
+    fn sample(name: &str) -> Value {
+        let path = format!(
+            "{}/../../events/license-minting/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
+    #[tokio::test]
+    async fn sample_events_drive_the_handler() {
+        let (app, stripe, store) = app();
+        let now = chrono_now();
+        let sub = |status: &str, qty: u64| {
+            json!({"id": "sub_SampleLicense0001", "customer": "cus_SampleLicense0001", "status": status,
+                "current_period_start": now - 60, "current_period_end": now + 30 * 86400,
+                "items": {"data": [{"id": "si_SampleLicense0001", "quantity": qty,
+                    "price": {"id": "price_SampleProfessional", "product": "prod_SampleMattermost", "metadata": {"sku": "professional"}}}]}})
+        };
+        stripe.put_customer(
+            json!({"id": "cus_SampleLicense0001", "name": "Sample Co", "email": "ops@example.com"}),
+        );
+        stripe.put_subscription(sub("active", 5));
+        let ok = |v: &Value| v["batchItemFailures"].as_array().map(Vec::len) == Some(0);
+        for name in [
+            "sqs-subscription-created.json",
+            "sqs-invoice-paid.json",
+            "sqs-invoice-payment-succeeded.json",
+            "sqs-checkout-session-completed.json",
+        ] {
+            let resp = call(&app, sample(name)).await.unwrap();
+            assert!(ok(&resp), "{name}: {resp}");
+        }
+        assert_eq!(store.all().len(), 1);
+
+        let resp = call(&app, sample("sqs-batch-duplicates-and-poison.json"))
+            .await
+            .unwrap();
+        let failed: Vec<&str> = resp["batchItemFailures"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["itemIdentifier"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            failed,
+            vec!["0e4f7c2a-0000-4000-8000-000000000002"],
+            "only the poison record"
+        );
+
+        stripe.put_subscription(sub("active", 12));
+        assert!(ok(&call(
+            &app,
+            sample("sqs-subscription-updated-seats.json")
+        )
+        .await
+        .unwrap()));
+        assert_eq!(store.all().len(), 2, "seat change superseded");
+
+        let listed = call(&app, sample("admin-list-subscription.json"))
+            .await
+            .unwrap();
+        assert_eq!(listed["count"], 2);
+        assert_eq!(
+            call(&app, sample("admin-list-customer.json"))
+                .await
+                .unwrap()["count"],
+            2
+        );
+        assert_eq!(
+            call(&app, sample("admin-mint.json")).await.unwrap()["outcome"],
+            "existing"
+        );
+        let verify = call(&app, sample("admin-verify-file.json")).await.unwrap();
+        assert_eq!(verify["reason"], "truncated");
+        // The sample ids name no stored license.
+        assert!(matches!(
+            call(&app, sample("admin-verify-id.json")).await,
+            Err(Error::NotFound(_))
+        ));
+        assert!(matches!(
+            call(&app, sample("admin-revoke.json")).await,
+            Err(Error::NotFound(_))
+        ));
+
+        stripe.put_subscription(sub("canceled", 12));
+        assert!(ok(&call(&app, sample("sqs-subscription-deleted.json"))
+            .await
+            .unwrap()));
+        assert!(
+            store
+                .all()
+                .iter()
+                .all(|r| r.status == LicenseStatus::Revoked),
+            "both revoked"
+        );
+        assert_eq!(
+            call(&app, sample("admin-publish.json")).await.unwrap()["published"],
+            true
+        );
+    }
+
     #[test]
     fn config_names_the_missing_variable() {
         let e = Config::from_env(&Env::from_map([("LICENSES_TABLE", "t")])).unwrap_err();

@@ -50,7 +50,9 @@
 //! The idempotency key of a license is (subscription, period start, quantity, SKU, the
 //! license it supersedes or none) — [`LicenseKey`]; the license id is derived from it, so a
 //! retry or a duplicate that sees the same state names the same license and the same S3 key.
-//! A license costs one KMS `Sign`; the public key is fetched once per cold start.
+//! A license costs one KMS `Sign`; the public key is fetched once per cold start. (Duplicates
+//! handled at the very same moment by different workers may each sign before one of them wins
+//! the head; the losers' signatures are dropped, never written.)
 //!
 //! 1. Sign (KMS). A KMS failure is retryable and nothing has been written.
 //! 2. `begin`: one DynamoDB transaction puts the license record with status ISSUING (holding
