@@ -495,6 +495,53 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn http_adapter_classifies_stripe_answers() {
+        use wiremock::matchers::{method, path};
+        use wiremock::{Mock, MockServer, ResponseTemplate};
+        let server = MockServer::start().await;
+        Mock::given(method("GET"))
+            .and(path("/v1/subscriptions/sub_ok"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+                "id": "sub_ok", "object": "subscription", "customer": "cus_1", "status": "active",
+                "items": {"object": "list", "data": [{"id": "si_1", "quantity": 2, "current_period_start": 1, "current_period_end": 2,
+                    "price": {"id": "price_1", "product": "prod_1", "metadata": {"sku": "advanced"}}}]}})))
+            .mount(&server)
+            .await;
+        Mock::given(method("GET"))
+            .and(path("/v1/subscriptions/sub_gone"))
+            .respond_with(ResponseTemplate::new(404).set_body_json(
+                json!({"error": {"type": "invalid_request_error", "code": "resource_missing", "message": "No such subscription"}}),
+            ))
+            .mount(&server)
+            .await;
+        Mock::given(method("GET"))
+            .and(path("/v1/customers/cus_busy"))
+            .respond_with(ResponseTemplate::new(503))
+            .mount(&server)
+            .await;
+        let client = StripeClient::new(
+            server.uri(),
+            crate::config::Secret::new("sk_test_x".into()),
+            std::time::Duration::from_secs(2),
+        )
+        .unwrap()
+        .with_retry(crate::retry::RetryPolicy::immediate(2));
+        let api = StripeApi::new(client);
+        let sub = api.subscription("sub_ok").await.unwrap();
+        let state = SubscriptionState::from_subscription(&sub).unwrap();
+        assert_eq!(state.item.unwrap().sku.as_deref(), Some("advanced"));
+        let e = api.subscription("sub_gone").await.unwrap_err();
+        assert!(matches!(e, Error::NotFound(_)) && !e.is_retryable());
+        assert!(api.customer("cus_busy").await.unwrap_err().is_retryable());
+        // Ids are checked before they go into a URL.
+        assert!(matches!(
+            api.subscription("../customers/x").await,
+            Err(Error::Invalid(_))
+        ));
+        assert_eq!(api.calls(), 1 + 1 + 2);
+    }
+
+    #[tokio::test]
     async fn memory_stripe_not_found_is_permanent_and_outage_retryable() {
         let s = MemoryStripe::new();
         let e = s.subscription("sub_missing").await.unwrap_err();
