@@ -36,7 +36,9 @@ async fn count(sqs: &aws_sdk_sqs::Client, url: &str) -> usize {
         .get_queue_attributes()
         .queue_url(url)
         .attribute_names(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages)
-        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+        .attribute_names(
+            aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessagesNotVisible,
+        )
         .send()
         .await
         .unwrap();
@@ -62,7 +64,9 @@ async fn poison_goes_to_the_dlq_and_good_records_are_deleted() {
         .await;
     // Other functions' queues stay empty; answer them anyway.
     Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({"batchItemFailures": []})))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(serde_json::json!({"batchItemFailures": []})),
+        )
         .mount(&lambda)
         .await;
 
@@ -70,7 +74,12 @@ async fn poison_goes_to_the_dlq_and_good_records_are_deleted() {
     let queue = stack.physical("LeadEventsQueue").to_owned();
     let dlq = stack.physical("LeadEventsDLQ").to_owned();
     for body in ["{\"lead\":1}", "{\"lead\":\"poison\"}", "{\"lead\":3}"] {
-        sqs.send_message().queue_url(&queue).message_body(body).send().await.unwrap();
+        sqs.send_message()
+            .queue_url(&queue)
+            .message_body(body)
+            .send()
+            .await
+            .unwrap();
     }
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -94,12 +103,26 @@ async fn poison_goes_to_the_dlq_and_good_records_are_deleted() {
     stop.store(true, Ordering::SeqCst);
     let counters = mapper.await.unwrap().unwrap();
 
-    assert_eq!(count(&sqs, &queue).await, 0, "nothing left on the source queue");
+    assert_eq!(
+        count(&sqs, &queue).await,
+        0,
+        "nothing left on the source queue"
+    );
     let parked = sqs.receive_message().queue_url(&dlq).send().await.unwrap();
     let bodies: Vec<&str> = parked.messages().iter().filter_map(|m| m.body()).collect();
-    assert_eq!(bodies, vec!["{\"lead\":\"poison\"}"], "only the poison message is in the DLQ");
-    assert_eq!(counters.deleted, 2, "both good records were deleted: {counters:?}");
-    assert!(counters.failed >= 5, "the poison record was retried up to maxReceiveCount: {counters:?}");
+    assert_eq!(
+        bodies,
+        vec!["{\"lead\":\"poison\"}"],
+        "only the poison message is in the DLQ"
+    );
+    assert_eq!(
+        counters.deleted, 2,
+        "both good records were deleted: {counters:?}"
+    );
+    assert!(
+        counters.failed >= 5,
+        "the poison record was retried up to maxReceiveCount: {counters:?}"
+    );
     assert!(invocations.load(Ordering::SeqCst) >= 5);
 }
 
@@ -118,7 +141,12 @@ async fn a_function_error_leaves_the_whole_batch_for_redelivery() {
         .await;
     let sqs = aws_sdk_sqs::Client::new(&stack.sdk_config().await);
     let queue = stack.physical("UsageEventsQueue").to_owned();
-    sqs.send_message().queue_url(&queue).message_body("{}").send().await.unwrap();
+    sqs.send_message()
+        .queue_url(&queue)
+        .message_body("{}")
+        .send()
+        .await
+        .unwrap();
 
     let stop = Arc::new(AtomicBool::new(false));
     let opts = MapperOptions {
@@ -132,7 +160,12 @@ async fn a_function_error_leaves_the_whole_batch_for_redelivery() {
         tokio::spawn(async move { run(&stack, &template, opts, stop).await })
     };
     for _ in 0..40 {
-        if !lambda.received_requests().await.unwrap_or_default().is_empty() {
+        if !lambda
+            .received_requests()
+            .await
+            .unwrap_or_default()
+            .is_empty()
+        {
             break;
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
@@ -141,5 +174,9 @@ async fn a_function_error_leaves_the_whole_batch_for_redelivery() {
     let counters = mapper.await.unwrap().unwrap();
     assert_eq!(counters.deleted, 0);
     assert_eq!(counters.failed, 1);
-    assert_eq!(count(&sqs, &queue).await, 1, "the message is kept for redelivery");
+    assert_eq!(
+        count(&sqs, &queue).await,
+        1,
+        "the message is kept for redelivery"
+    );
 }
