@@ -1,0 +1,1 @@
+//! DynamoDB adapters of the billing ports (filled next).

@@ -1,0 +1,1 @@
+//! Stripe invoicing adapter (filled next).
