@@ -52,10 +52,11 @@ impl Partial {
         self.count += 1;
         self.sum += i128::from(value.micros());
         self.max = Some(self.max.map_or(value.micros(), |m| m.max(value.micros())));
-        if unique && let Some(i) = installation {
-            if !self.unique.contains(i) {
-                self.unique.insert(i.to_owned());
-            }
+        if unique
+            && let Some(i) = installation
+            && !self.unique.contains(i)
+        {
+            self.unique.insert(i.to_owned());
         }
     }
 

@@ -227,14 +227,14 @@ mod tests {
     fn graduated_tier_edges() {
         let m = PriceModel::Graduated { tiers: tiers() };
         let table = [
-            (0, 0, 0),                   // no pieces
-            (1, 0, 1),                   // 1 free
-            (1000, 0, 1),                // exactly on the boundary: still tier 1
-            (1001, 0, 2),                // 1 unit at 0.5 = 0.5 -> 0 (even)
-            (1002, 1, 2),                // 2 × 0.5 = 1
-            (1003, 2, 2),                // 1.5 -> 2
-            (10_000, 4500, 2),           // 9000 × 0.5
-            (10_001, 4500 + 0 + 100, 3), // 1 × 0.25 -> 0, + flat 100
+            (0, 0, 0),         // no pieces
+            (1, 0, 1),         // 1 free
+            (1000, 0, 1),      // exactly on the boundary: still tier 1
+            (1001, 0, 2),      // 1 unit at 0.5 = 0.5 -> 0 (even)
+            (1002, 1, 2),      // 2 × 0.5 = 1
+            (1003, 2, 2),      // 1.5 -> 2
+            (10_000, 4500, 2), // 9000 × 0.5
+            (10_001, 4600, 3), // 4500 + 1 × 0.25 -> 0, + flat 100
             (20_000, 4500 + 2500 + 100, 3),
         ];
         for (qty, want, pieces) in table {

@@ -65,15 +65,12 @@ impl StripeInvoicing {
         self.client.calls()
     }
 
-    async fn list<T: serde::de::DeserializeOwned>(
+    async fn list<T: serde::de::DeserializeOwned + HasId>(
         &self,
         path: &str,
         customer: &str,
         mut visit: impl FnMut(&T) -> bool,
-    ) -> Result<()>
-    where
-        T: HasId,
-    {
+    ) -> Result<()> {
         let mut after: Option<String> = None;
         for _ in 0..MAX_PAGES {
             let mut q: Vec<(&str, &str)> = vec![("customer", customer), ("limit", "100")];
