@@ -57,6 +57,8 @@ pub struct Overrides {
     pub artifacts: Option<Arc<dyn ObjectStore>>,
     pub clock: Option<Clock>,
     pub stripe_retry: Option<blapi::retry::RetryPolicy>,
+    /// A ready Stripe client (shares its call counter with the caller: benchmarks).
+    pub stripe_client: Option<StripeClient>,
 }
 
 impl App {
@@ -75,18 +77,6 @@ impl App {
         let table = env.required("BILLING_TABLE")?;
         let jobs = env.required("BILLING_JOBS_QUEUE_URL")?;
         let notes = env.required("NOTIFICATIONS_QUEUE_URL")?;
-        let base = match o.stripe_base {
-            Some(b) => b,
-            None => env.url("STRIPE_API_BASE")?,
-        };
-        let key = match o.stripe_key {
-            Some(k) => Secret::new(k),
-            None => {
-                let id = env.required("STRIPE_API_KEY_SECRET_ID")?;
-                let s = blapi::secrets::load_json::<StripeKey>(&clients.secrets, &id).await?;
-                Secret::new(s.expose().api_key.clone())
-            }
-        };
         let suspend_days = env.parsed::<i64>("DUNNING_SUSPEND_AFTER_DAYS")?;
         let suspend_attempts = env.parsed_or::<i64>("DUNNING_SUSPEND_AFTER_ATTEMPTS", 4)?;
         let grace_hours = env.parsed_or::<i64>("USAGE_GRACE_HOURS", 72)?;
@@ -98,10 +88,29 @@ impl App {
 
         let s3: Arc<dyn ObjectStore> = Arc::new(S3Store::new(clients.s3.clone(), bucket));
         let artifacts = o.artifacts.unwrap_or_else(|| s3.clone());
-        let mut stripe = StripeClient::new(base, key, Duration::from_secs(20))?;
-        if let Some(p) = o.stripe_retry {
-            stripe = stripe.with_retry(p);
-        }
+        let stripe = match o.stripe_client {
+            Some(c) => c,
+            None => {
+                let base = match o.stripe_base {
+                    Some(b) => b,
+                    None => env.url("STRIPE_API_BASE")?,
+                };
+                let key = match o.stripe_key {
+                    Some(k) => Secret::new(k),
+                    None => {
+                        let id = env.required("STRIPE_API_KEY_SECRET_ID")?;
+                        let s =
+                            blapi::secrets::load_json::<StripeKey>(&clients.secrets, &id).await?;
+                        Secret::new(s.expose().api_key.clone())
+                    }
+                };
+                let mut c = StripeClient::new(base, key, Duration::from_secs(20))?;
+                if let Some(p) = o.stripe_retry {
+                    c = c.with_retry(p);
+                }
+                c
+            }
+        };
         let table = Arc::new(DynamoBilling::new(clients.dynamodb.clone(), table));
         let book = match table.price_book().await? {
             Some(b) => b,
@@ -268,7 +277,7 @@ impl App {
         match job {
             Job::Plan { period } => {
                 let period = period.unwrap_or_else(|| Period::of((self.clock)()).prev());
-                let n = self.billing.plan(period).await?;
+                let n = self.billing.plan(period, (self.clock)()).await?;
                 Self::count(m, "PlanShardsSent", n as u64);
                 Ok(serde_json::json!({"action": "plan", "period": period, "shard_jobs": n}))
             }

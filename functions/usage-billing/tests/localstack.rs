@@ -22,7 +22,7 @@ fn localstripe() -> String {
 }
 
 fn clock() -> Arc<dyn Fn() -> DateTime<Utc> + Send + Sync> {
-    let now: DateTime<Utc> = "2026-10-31T23:00:00Z".parse().unwrap();
+    let now: DateTime<Utc> = "2026-11-01T02:00:00Z".parse().unwrap();
     Arc::new(move || now)
 }
 

@@ -230,7 +230,11 @@ impl Billing {
     // ------------------------------------------------------------------------------- plan
 
     /// Closes `period` and enqueues one `plan_shard` job per shard. Returns the jobs sent.
-    pub async fn plan(&self, period: Period) -> Result<usize> {
+    /// A period that has not ended at `now` is refused (closing it would refuse its usage).
+    pub async fn plan(&self, period: Period, now: DateTime<Utc>) -> Result<usize> {
+        if period.end() > now {
+            return Err(Error::Invalid(format!("period {period} has not ended yet")));
+        }
         self.usage.close(period).await?;
         let jobs = (0..SHARDS)
             .map(|shard| serde_json::to_string(&Job::PlanShard { period, shard }))
@@ -312,6 +316,11 @@ impl Billing {
             Claim::Acquired(lease) => lease,
         };
         match self.run_bill(customer, period).await {
+            Ok(BillOutcome::NothingToBill) => {
+                // Not completed: a subscription view that arrives late can still be billed.
+                self.ledger.release(&lease).await?;
+                Ok(BillOutcome::NothingToBill)
+            }
             Ok(outcome) => {
                 let result = match &outcome {
                     BillOutcome::Invoiced { stripe_invoice, .. } => {

@@ -144,7 +144,10 @@ async fn ingest_dedupes_and_refuses_with_reasons() {
         "refusals are stored, not dropped"
     );
     // closed period: late
-    r.billing.plan(period()).await.unwrap();
+    r.billing
+        .plan(period(), "2026-11-01T03:00:00Z".parse().unwrap())
+        .await
+        .unwrap();
     let rep = r
         .billing
         .ingest(
@@ -339,7 +342,17 @@ async fn plan_fans_out_by_shard_and_enqueues_each_billable_customer_once() {
     later.start = ts("2026-11-05T00:00:00Z");
     r.table.upsert(&later).await.unwrap();
 
-    assert_eq!(r.billing.plan(period()).await.unwrap(), SHARDS as usize);
+    assert!(
+        r.billing.plan(period(), now()).await.is_err(),
+        "an open period cannot be planned"
+    );
+    assert_eq!(
+        r.billing
+            .plan(period(), "2026-11-01T03:00:00Z".parse().unwrap())
+            .await
+            .unwrap(),
+        SHARDS as usize
+    );
     let shard_jobs = r.queue.sent(JOBS);
     assert_eq!(shard_jobs.len(), SHARDS as usize);
     let mut total = 0;
@@ -482,4 +495,18 @@ async fn dunning_events_notify_on_changes_only() {
             .status,
         Status::Active
     );
+}
+
+#[tokio::test]
+async fn nothing_to_bill_is_not_final() {
+    let r = rig();
+    assert_eq!(
+        r.billing.bill("cus_late", period()).await.unwrap(),
+        BillOutcome::NothingToBill
+    );
+    subscribe(&r, "cus_late", "cloud-pro", 1).await;
+    assert!(matches!(
+        r.billing.bill("cus_late", period()).await.unwrap(),
+        BillOutcome::Invoiced { total: 1500, .. }
+    ));
 }
