@@ -44,6 +44,7 @@ async fn call(app: &App, payload: serde_json::Value) -> serde_json::Value {
 
 #[tokio::main]
 async fn main() {
+    blapi::telemetry::init();
     let args: Vec<usize> = std::env::args()
         .skip(1)
         .filter_map(|a| a.parse().ok())
