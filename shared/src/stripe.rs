@@ -132,7 +132,10 @@ impl StripeClient {
             let bytes = match resp.bytes().await {
                 Ok(b) => b,
                 Err(e) => {
-                    return Attempt::Retry(Error::dependency("stripe", true, e.without_url()), None);
+                    return Attempt::Retry(
+                        Error::dependency("stripe", true, e.without_url()),
+                        None,
+                    );
                 }
             };
             if status.is_success() {
