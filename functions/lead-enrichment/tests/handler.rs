@@ -2,6 +2,9 @@
 //! batch failures, duplicates, sticky owners, free-mail and provider outages. (The same flows
 //! against moto + wiremock are in `local_stack.rs`.)
 
+// Test helpers outside #[test] fns unwrap too (clippy.toml allows it only inside them).
+#![allow(clippy::unwrap_used)]
+
 use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
 use blapi::crm::MemoryCrm;
 use blapi::leads::enrichment::{
