@@ -250,19 +250,24 @@ impl SalesforceCrm {
     }
 
     async fn token(&self, force: bool) -> std::result::Result<Token, CrmError> {
-        if !force
-            && let Some(t) = self.token.read().await.as_ref()
-            && t.expires > Instant::now()
-        {
-            return Ok(t.clone());
+        if !force {
+            let cached = self
+                .token
+                .read()
+                .await
+                .as_ref()
+                .filter(|t| t.expires > Instant::now())
+                .cloned();
+            if let Some(t) = cached {
+                return Ok(t);
+            }
         }
         let mut slot = self.token.write().await;
         // Another task may have refreshed it while we waited.
-        if let Some(t) = slot.as_ref()
-            && t.expires > Instant::now()
-            && !force
-        {
-            return Ok(t.clone());
+        if !force {
+            if let Some(t) = slot.as_ref().filter(|t| t.expires > Instant::now()) {
+                return Ok(t.clone());
+            }
         }
         let url = format!("{}/services/oauth2/token", self.cfg.login_url);
         let creds = self.creds.expose();
@@ -342,7 +347,17 @@ impl SalesforceCrm {
         put("Website", json!(lead.company_domain));
         put("Industry", json!(lead.industry));
         put("NumberOfEmployees", json!(lead.employees));
-        put("CountryCode", json!(lead.country));
+        // `Country` (the ISO short name) works with and without State and Country picklists;
+        // `CountryCode` exists only when they are enabled.
+        put(
+            "Country",
+            json!(
+                lead.country
+                    .as_deref()
+                    .and_then(crate::leads::normalize::Country::parse)
+                    .map(|c| c.name())
+            ),
+        );
         put("LeadSource", json!(lead.lead_source));
         put("OwnerId", json!(lead.owner_id));
         put("HasOptedOutOfEmail", json!(!lead.marketing_opt_in));
@@ -779,7 +794,7 @@ mod tests {
         let body = SalesforceCrm::body(&lead());
         assert_eq!(body["OwnerId"], "005000000000NE1AAA");
         assert_eq!(body["LastName"], "Lovelace");
-        assert_eq!(body["CountryCode"], "US");
+        assert_eq!(body["Country"], "United States");
         assert_eq!(body["HasOptedOutOfEmail"], false);
         assert!(body.get("Blapi_Lead_Id__c").is_none());
         assert!(body.get("Phone").is_none(), "absent fields are not sent");

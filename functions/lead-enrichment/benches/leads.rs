@@ -158,7 +158,7 @@ fn provider_cost_report(rt: &tokio::runtime::Runtime) {
         corporate += ev
             .records
             .iter()
-            .filter(|r| r.body.as_deref().is_some_and(|b| b.contains("company")))
+            .filter(|r| r.body.as_deref().is_some_and(|b| b.contains("@company")))
             .count() as u64;
         let resp = rt
             .block_on(app.handle(LambdaEvent::new(ev, Context::default())))

@@ -329,3 +329,55 @@ async fn crm_outage_fails_the_record_for_redelivery_and_the_retry_succeeds() {
     );
     assert_eq!(f.crm.len(), 1);
 }
+
+/// A `tracing` writer into a shared buffer.
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn logs_carry_the_lead_id_never_the_email() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::DEBUG)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let provider = Arc::new(MemoryProvider::new());
+    provider.set_down(true); // the outage path logs too
+    let f = fakes(provider);
+    f.app
+        .handle(LambdaEvent::new(
+            sample("batch-mixed.json"),
+            Context::default(),
+        ))
+        .await
+        .unwrap();
+    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    assert!(logs.contains("lead_id=ld_"), "{logs}");
+    assert!(logs.contains("lead upserted"));
+    assert!(logs.contains("record failed"), "failures are logged");
+    for email in [
+        "ada.lovelace@globex.example",
+        "grace.hopper@umbrella.example",
+        "linus.t@gmail.com",
+        "margaret@tyrell.example",
+        "not-an-email",
+    ] {
+        assert!(
+            !logs.to_lowercase().contains(email),
+            "{email} leaked: {logs}"
+        );
+    }
+}

@@ -12,6 +12,7 @@ use blapi::config::Env;
 use blapi::crm::SinkCrm;
 use blapi::leads::input::LeadId;
 use blapi::leads::normalize::Email;
+use blapi::leads::routing::Account;
 use blapi::leads::store::{DynamoLeadsTable, LeadStore};
 use blapi::retry::RetryPolicy;
 use blapi::storage::{ObjectStore, S3Store};
@@ -300,7 +301,7 @@ async fn salesforce_upsert_request_shape() {
     assert_eq!(body["FirstName"], "Test");
     assert_eq!(body["LastName"], "Person");
     assert_eq!(body["Company"], "Umbrella GmbH");
-    assert_eq!(body["CountryCode"], "DE");
+    assert_eq!(body["Country"], "Germany");
     assert_eq!(body["NumberOfEmployees"], 8000);
     assert_eq!(body["LeadSource"], "Web Sign-up");
     assert_eq!(body["Territory_Team__c"], "dach-enterprise");
@@ -434,6 +435,33 @@ async fn provider_faults_never_lose_the_lead() {
         u.company, unknown,
         "an unknown company is named by its domain"
     );
+}
+
+#[tokio::test]
+async fn a_seeded_account_owner_keeps_leads_of_its_domain() {
+    let provider = MockServer::start().await;
+    let domain = format!("{}.example", uid());
+    provider_mock(&domain)
+        .respond_with(ResponseTemplate::new(200).set_body_json(company(&domain, 9000, "US")))
+        .mount(&provider)
+        .await;
+    let h = harness(stack(), &[("ENRICHMENT_API_BASE", provider.uri())]).await;
+    h.leads
+        .put_account(&Account {
+            domain: domain.clone(),
+            account_id: "001SEEDED".into(),
+            name: "Seeded Customer".into(),
+            owner_id: "005SEEDEDOWNER".into(),
+        })
+        .await
+        .unwrap();
+    let msg = lead_msg(&uid(), &format!("new.user@{domain}"), "US");
+    assert!(send(&h.app, &msg).await.batch_item_failures.is_empty());
+    let id = LeadId::for_event("portal", msg["id"].as_str().unwrap());
+    let (crm, _) = h.sink.get(id.as_str()).await.unwrap().unwrap();
+    assert_eq!(crm.owner_id, "005SEEDEDOWNER");
+    assert_eq!(crm.team, None);
+    assert!(crm.routing_reason.contains("001SEEDED"));
 }
 
 #[tokio::test]
