@@ -21,10 +21,11 @@ export CARGO_TERM_COLOR ?= never
 
 FUNCTIONS := webhook-intake usage-billing license-minting lead-enrichment
 
-.PHONY: help setup build test lint fmt up down demo bench deploy clean-local $(addprefix invoke-,$(FUNCTIONS))
+.PHONY: help setup build test lint fmt up down functions demo bench deploy $(addprefix invoke-,$(FUNCTIONS))
 
 help: ## this list
 	@grep -E '^[a-z%-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 18
+	@printf '%-18s%s\n' 'invoke-<fn>' 'run one function on a sample event: make invoke-webhook-intake [EVENT=events/...]' 
 
 setup: $(VENV)/.installed ## install the pinned dev tools (moto, localstripe, cargo-lambda, cfn-lint) into .venv/
 
@@ -60,8 +61,12 @@ demo: setup ## run the whole business flow on the local stack
 bench: setup ## measure size, cold start, memory and hot paths; writes target/bench/report.md
 	@echo "make bench: not yet - the harness arrives with the performance issue"
 
-$(addprefix invoke-,$(FUNCTIONS)): invoke-%: ## run one function on a sample event: make invoke-webhook-intake [EVENT=events/...]
-	@echo "make $@: needs `make up` and `cargo lambda watch`; arrives with the demo issue"
+functions: up ## run the functions under cargo lambda watch and the event-source mapper
+	infra/stack.sh functions
+
+$(addprefix invoke-,$(FUNCTIONS)): invoke-%: functions
+	$(BIN)/cargo-lambda lambda invoke $* -A 127.0.0.1 -P $(LAMBDA_PORT) \
+	  --data-file $(or $(EVENT),events/$*/default.json)
 
 deploy: ## build and deploy to AWS with SAM (needs AWS credentials and the SAM CLI; never run in CI)
 	sam build --beta-features

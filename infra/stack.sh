@@ -3,6 +3,8 @@
 #   infra/stack.sh start   start what is not running yet, wait until it answers
 #   infra/stack.sh stop    stop what `start` started (by pid)
 #   infra/stack.sh status  say what runs
+#   infra/stack.sh functions   start `cargo lambda watch` (the functions behind the Lambda API and
+#                              Function URLs) and the local event-source mapper; needs `make up` first
 #   infra/stack.sh run CMD...  start what is missing, run CMD, then stop only what was started
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,6 +12,7 @@ BIN=.venv/bin
 RUN=.local/run
 MOTO_PORT=${MOTO_PORT:-4599}
 STRIPE_PORT=${STRIPE_PORT:-8420}
+LAMBDA_PORT=${LAMBDA_PORT:-9001}
 mkdir -p "$RUN"
 
 answers() { curl -s -o /dev/null --max-time 2 "$1"; }
@@ -61,6 +64,25 @@ start() {
   start_one localstripe "$stripe_url" "$BIN/localstripe" --port "$STRIPE_PORT"
 }
 
+functions() {
+  [ -f .local/lambda.env ] || { echo ".local/lambda.env missing: run 'make up' first" >&2; exit 1; }
+  # Every function builds before the first request, so the mapper's first invocations don't time out.
+  cargo build --quiet --bins
+  local lambda_url="http://127.0.0.1:${LAMBDA_PORT}"
+  if ! answers "$lambda_url/"; then
+    nohup "$BIN/cargo-lambda" lambda watch -A 127.0.0.1 -P "$LAMBDA_PORT" --env-file .local/lambda.env \
+      >"$RUN/lambda-watch.log" 2>&1 &
+    echo $! >"$RUN/lambda-watch.pid"
+    echo "started cargo lambda watch on $lambda_url (pid $!, log $RUN/lambda-watch.log)"
+    for _ in $(seq 1 150); do answers "$lambda_url/" && break; sleep 0.2; done
+  fi
+  if ! { [ -f "$RUN/mapper.pid" ] && kill -0 "$(cat "$RUN/mapper.pid")" 2>/dev/null; }; then
+    nohup target/debug/blapi-local map --lambda "$lambda_url" >"$RUN/mapper.log" 2>&1 &
+    echo $! >"$RUN/mapper.pid"
+    echo "started the event-source mapper (pid $!, log $RUN/mapper.log)"
+  fi
+}
+
 stop() {
   for name in lambda-watch mapper localstripe moto; do stop_one "$name"; done
   rm -f "$RUN/started"
@@ -68,6 +90,7 @@ stop() {
 
 case "${1:-}" in
   start) start ;;
+  functions) functions ;;
   stop) stop ;;
   status)
     answers "$moto_url" && echo "moto: up at http://127.0.0.1:${MOTO_PORT}" || echo "moto: down"

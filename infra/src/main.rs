@@ -5,11 +5,33 @@
 //!   (names and per-function environment) and `.local/lambda.env` (the environment
 //!   `cargo lambda watch --env-file` gives the functions). Safe to re-run.
 //! - `blapi-local env FUNCTION` prints a function's resolved environment as `KEY=value` lines.
+//! - `blapi-local map [--lambda URL] [--retry-after SECS]` runs the local event-source mapper
+//!   (SQS queues of the template -> functions under `cargo lambda watch`) until SIGINT/SIGTERM.
+//! - `blapi-local schedule` invokes each scheduled function once with its template `Input`.
 
 use anyhow::{Context, Result, bail};
+use blapi_infra::mapper::MapperOptions;
+use blapi_infra::template::Template;
 use blapi_infra::{LocalStack, ProvisionOptions, default_endpoint, provision, repo_root};
 use std::io::Write;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+fn flag(args: &[String], name: &str) -> Option<String> {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .cloned()
+}
+
+fn default_lambda_url() -> String {
+    format!(
+        "http://127.0.0.1:{}",
+        std::env::var("LAMBDA_PORT").unwrap_or_else(|_| "9001".to_owned())
+    )
+}
 
 fn local_dir() -> PathBuf {
     repo_root().join(".local")
@@ -72,8 +94,53 @@ async fn main() -> Result<()> {
             }
             write!(out, "{}", env_lines(&stack.process_env(function)))?;
         }
+        Some("map") => {
+            tracing_subscriber::fmt()
+                .with_target(false)
+                .with_ansi(false)
+                .init();
+            let stack = load_stack()?;
+            let template = Template::load(&repo_root().join("template.yaml"))?;
+            let opts = MapperOptions {
+                lambda_url: flag(&args, "--lambda").unwrap_or_else(default_lambda_url),
+                retry_after: Duration::from_secs(
+                    flag(&args, "--retry-after")
+                        .and_then(|s| s.parse().ok())
+                        .unwrap_or(1),
+                ),
+                wait: Duration::from_secs(1),
+            };
+            let stop = Arc::new(AtomicBool::new(false));
+            let signal_stop = stop.clone();
+            tokio::spawn(async move {
+                let mut term =
+                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending::<()>().await } } => {}
+                }
+                signal_stop.store(true, Ordering::SeqCst);
+            });
+            let counters = blapi_infra::mapper::run(&stack, &template, opts, stop).await?;
+            tracing::info!(?counters, "mapper stopped");
+        }
+        Some("schedule") => {
+            let template = Template::load(&repo_root().join("template.yaml"))?;
+            let lambda = flag(&args, "--lambda").unwrap_or_else(default_lambda_url);
+            let http = reqwest::Client::new();
+            for (function, event, input) in blapi_infra::mapper::schedules(&template) {
+                let input = match flag(&args, "--input") {
+                    Some(raw) => serde_json::from_str(&raw)?,
+                    None => input,
+                };
+                let resp = blapi_infra::mapper::invoke(&http, &lambda, &function, &input).await?;
+                writeln!(out, "{function} ({event}): {resp}")?;
+            }
+        }
         _ => {
-            bail!("usage: blapi-local up [--prefix P] | env FUNCTION");
+            bail!(
+                "usage: blapi-local up [--prefix P] | env FUNCTION | map [--lambda URL] [--retry-after SECS] | schedule [--input JSON]"
+            );
         }
     }
     Ok(())
