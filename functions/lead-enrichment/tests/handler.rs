@@ -146,10 +146,11 @@ async fn sample_batch_upserts_four_and_fails_only_the_bad_two() {
 
 #[tokio::test]
 async fn every_single_sample_event_is_processed() {
-    for name in [
-        "portal-signup.json",
-        "contact-us.json",
-        "stripe-customer-created.json",
+    for (name, leads) in [
+        ("default.json", 4),
+        ("portal-signup.json", 1),
+        ("contact-us.json", 1),
+        ("stripe-customer-created.json", 1),
     ] {
         let f = fixture_fakes();
         let resp = f
@@ -158,7 +159,7 @@ async fn every_single_sample_event_is_processed() {
             .await
             .unwrap();
         assert!(resp.batch_item_failures.is_empty(), "{name}");
-        assert_eq!(f.crm.len(), 1, "{name}");
+        assert_eq!(f.crm.len(), leads, "{name}");
     }
 }
 
