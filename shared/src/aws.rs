@@ -25,7 +25,9 @@ impl Clients {
     pub fn new(config: &SdkConfig) -> Self {
         // moto (and MinIO-like emulators) serve S3 on one host: path-style addressing works
         // there and in AWS alike.
-        let s3_config = aws_sdk_s3::config::Builder::from(config).force_path_style(true).build();
+        let s3_config = aws_sdk_s3::config::Builder::from(config)
+            .force_path_style(true)
+            .build();
         Self {
             dynamodb: aws_sdk_dynamodb::Client::new(config),
             s3: aws_sdk_s3::Client::from_conf(s3_config),

@@ -64,9 +64,15 @@ impl Env {
     }
 
     /// Reads only the given map (tests, local tools).
-    pub fn from_map<K: Into<String>, V: Into<String>>(vars: impl IntoIterator<Item = (K, V)>) -> Self {
+    pub fn from_map<K: Into<String>, V: Into<String>>(
+        vars: impl IntoIterator<Item = (K, V)>,
+    ) -> Self {
         Self {
-            overrides: Some(vars.into_iter().map(|(k, v)| (k.into(), v.into())).collect()),
+            overrides: Some(
+                vars.into_iter()
+                    .map(|(k, v)| (k.into(), v.into()))
+                    .collect(),
+            ),
         }
     }
 
@@ -81,7 +87,9 @@ impl Env {
     pub fn required(&self, name: &str) -> Result<String, ConfigError> {
         match self.get(name) {
             Some(v) if !v.trim().is_empty() => Ok(v),
-            _ => Err(ConfigError::Missing { name: name.to_owned() }),
+            _ => Err(ConfigError::Missing {
+                name: name.to_owned(),
+            }),
         }
     }
 
@@ -155,7 +163,10 @@ mod tests {
     #[test]
     fn empty_counts_as_missing() {
         let env = Env::from_map([("LEDGER_TABLE", "  ")]);
-        assert!(matches!(env.required("LEDGER_TABLE"), Err(ConfigError::Missing { .. })));
+        assert!(matches!(
+            env.required("LEDGER_TABLE"),
+            Err(ConfigError::Missing { .. })
+        ));
         assert_eq!(env.optional("LEDGER_TABLE"), None);
     }
 
@@ -163,7 +174,11 @@ mod tests {
     fn malformed_number_is_named_with_reason() {
         let env = Env::from_map([("WEBHOOK_TOLERANCE_SECS", "five")]);
         let err = env.parsed::<u64>("WEBHOOK_TOLERANCE_SECS").unwrap_err();
-        assert!(err.to_string().contains("WEBHOOK_TOLERANCE_SECS is malformed"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("WEBHOOK_TOLERANCE_SECS is malformed"),
+            "{err}"
+        );
         assert_eq!(env.parsed_or::<u64>("ABSENT", 300).unwrap(), 300);
         assert_eq!(
             Env::from_map([("N", " 42 ")]).parsed::<u64>("N").unwrap(),
@@ -173,7 +188,11 @@ mod tests {
 
     #[test]
     fn urls_are_checked_and_trimmed() {
-        let env = Env::from_map([("A", "http://127.0.0.1:8420/"), ("B", "ftp://x"), ("C", "nope")]);
+        let env = Env::from_map([
+            ("A", "http://127.0.0.1:8420/"),
+            ("B", "ftp://x"),
+            ("C", "nope"),
+        ]);
         assert_eq!(env.url("A").unwrap(), "http://127.0.0.1:8420");
         assert!(env.url("B").unwrap_err().to_string().contains("scheme"));
         assert!(matches!(env.url("C"), Err(ConfigError::Malformed { .. })));

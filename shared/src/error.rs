@@ -74,7 +74,9 @@ impl Error {
         E: StdError + ProvideErrorMetadata + Send + Sync + 'static,
     {
         let retryable = match &err {
-            SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => true,
+            SdkError::TimeoutError(_)
+            | SdkError::DispatchFailure(_)
+            | SdkError::ResponseError(_) => true,
             SdkError::ServiceError(se) => {
                 se.raw().status().is_server_error()
                     || se.raw().status().as_u16() == 429
@@ -153,7 +155,12 @@ impl From<Error> for lambda_runtime::Diagnostic {
     fn from(e: Error) -> Self {
         tracing::error!(error = %e.chain(), retryable = e.is_retryable(), "invocation failed");
         lambda_runtime::Diagnostic {
-            error_type: if e.is_retryable() { "Retryable" } else { "NonRetryable" }.to_owned(),
+            error_type: if e.is_retryable() {
+                "Retryable"
+            } else {
+                "NonRetryable"
+            }
+            .to_owned(),
             error_message: e.to_string(),
         }
     }

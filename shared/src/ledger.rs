@@ -70,7 +70,8 @@ pub trait Ledger: Send + Sync {
     /// Claims `key` for a request whose payload hashes to `hash`.
     async fn claim(&self, key: &str, hash: &str, opts: ClaimOptions) -> Result<Claim>;
     /// Marks the claimed work done, storing `result` for later claimants.
-    async fn complete(&self, lease: &Lease, result: Option<&str>, opts: ClaimOptions) -> Result<()>;
+    async fn complete(&self, lease: &Lease, result: Option<&str>, opts: ClaimOptions)
+    -> Result<()>;
     /// Gives the claim up so the work can be retried.
     async fn release(&self, lease: &Lease) -> Result<()>;
     /// The stored result of a completed key, if any.
@@ -122,7 +123,9 @@ fn s(item: &HashMap<String, AttributeValue>, name: &str) -> Option<String> {
 }
 
 fn n(item: &HashMap<String, AttributeValue>, name: &str) -> Option<i64> {
-    item.get(name).and_then(|v| v.as_n().ok()).and_then(|v| v.parse().ok())
+    item.get(name)
+        .and_then(|v| v.as_n().ok())
+        .and_then(|v| v.parse().ok())
 }
 
 fn is_conditional_failure<E: aws_sdk_dynamodb::error::ProvideErrorMetadata>(
@@ -189,16 +192,25 @@ impl Ledger for DynamoLedger {
                 _ => {
                     let until = n(&item, "lease_until").unwrap_or(0);
                     if until >= now_ms() {
-                        return Ok(Claim::InProgress { lease_until_ms: until });
+                        return Ok(Claim::InProgress {
+                            lease_until_ms: until,
+                        });
                     }
                     // Stale lease and same payload: the conditional put lost a race; retry.
                 }
             }
         }
-        Err(Error::InProgress(format!("idempotency key {key} is contended")))
+        Err(Error::InProgress(format!(
+            "idempotency key {key} is contended"
+        )))
     }
 
-    async fn complete(&self, lease: &Lease, result: Option<&str>, opts: ClaimOptions) -> Result<()> {
+    async fn complete(
+        &self,
+        lease: &Lease,
+        result: Option<&str>,
+        opts: ClaimOptions,
+    ) -> Result<()> {
         let mut update = self
             .client
             .update_item()
@@ -341,7 +353,12 @@ impl Ledger for MemoryLedger {
         }))
     }
 
-    async fn complete(&self, lease: &Lease, result: Option<&str>, _opts: ClaimOptions) -> Result<()> {
+    async fn complete(
+        &self,
+        lease: &Lease,
+        result: Option<&str>,
+        _opts: ClaimOptions,
+    ) -> Result<()> {
         let mut map = self.lock();
         match map.get_mut(&lease.key) {
             Some(rec) if rec.token == lease.token => {
@@ -394,7 +411,10 @@ mod tests {
         let Claim::Acquired(lease) = l.claim("k", &h, opts(60_000)).await.unwrap() else {
             panic!("first claim must win")
         };
-        assert!(matches!(l.claim("k", &h, opts(60_000)).await.unwrap(), Claim::InProgress { .. }));
+        assert!(matches!(
+            l.claim("k", &h, opts(60_000)).await.unwrap(),
+            Claim::InProgress { .. }
+        ));
         assert!(matches!(
             l.claim("k", &payload_hash(b"b"), opts(60_000)).await,
             Err(Error::Conflict(_))
@@ -424,7 +444,10 @@ mod tests {
         let Claim::Acquired(new) = l.claim("k", &h, opts(60_000)).await.unwrap() else {
             panic!("stale lease must be taken over")
         };
-        assert!(matches!(l.complete(&old, None, opts(0)).await, Err(Error::Conflict(_))));
+        assert!(matches!(
+            l.complete(&old, None, opts(0)).await,
+            Err(Error::Conflict(_))
+        ));
         l.complete(&new, None, opts(0)).await.unwrap();
     }
 }

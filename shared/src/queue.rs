@@ -81,7 +81,9 @@ pub struct SqsSender {
 
 impl std::fmt::Debug for SqsSender {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SqsSender").field("bucket", &self.store.bucket()).finish()
+        f.debug_struct("SqsSender")
+            .field("bucket", &self.store.bucket())
+            .finish()
     }
 }
 
@@ -113,7 +115,9 @@ pub async fn check_out(store: &dyn ObjectStore, threshold: usize, body: String) 
     }
     let key = format!("claim-check/{}.json", uuid::Uuid::now_v7());
     let bytes = body.len();
-    store.put(&key, body.into_bytes(), "application/json").await?;
+    store
+        .put(&key, body.into_bytes(), "application/json")
+        .await?;
     let pointer = ClaimCheckBody {
         blapi_claim_check: ClaimCheck {
             bucket: store.bucket().to_owned(),
@@ -138,7 +142,8 @@ pub async fn resolve_body(store: &dyn ObjectStore, body: &str) -> Result<String>
         .get(&key)
         .await?
         .ok_or_else(|| Error::NotFound(format!("claim-checked body {key}")))?;
-    String::from_utf8(bytes).map_err(|_| Error::Invalid(format!("claim-checked body {key} is not UTF-8")))
+    String::from_utf8(bytes)
+        .map_err(|_| Error::Invalid(format!("claim-checked body {key} is not UTF-8")))
 }
 
 #[async_trait]
@@ -177,8 +182,11 @@ impl QueueSender for SqsSender {
             }
         }
         for batch in batches {
-            let mut pending: Vec<(String, String)> =
-                batch.into_iter().enumerate().map(|(i, b)| (i.to_string(), b)).collect();
+            let mut pending: Vec<(String, String)> = batch
+                .into_iter()
+                .enumerate()
+                .map(|(i, b)| (i.to_string(), b))
+                .collect();
             for round in 0..2 {
                 let entries = pending
                     .iter()
@@ -230,7 +238,8 @@ impl MemoryQueue {
 
     /// Makes every following send fail with a retryable error (or succeed again).
     pub fn set_failing(&self, failing: bool) {
-        self.failing.store(failing, std::sync::atomic::Ordering::SeqCst);
+        self.failing
+            .store(failing, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// The bodies sent to `queue_url`, in order.
@@ -245,7 +254,12 @@ impl MemoryQueue {
 
     /// Every message sent, all queues together.
     pub fn total(&self) -> usize {
-        self.sent.lock().unwrap_or_else(|p| p.into_inner()).values().map(Vec::len).sum()
+        self.sent
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .map(Vec::len)
+            .sum()
     }
 }
 
@@ -253,7 +267,11 @@ impl MemoryQueue {
 impl QueueSender for MemoryQueue {
     async fn send(&self, queue_url: &str, body: String) -> Result<()> {
         if self.failing.load(std::sync::atomic::Ordering::SeqCst) {
-            return Err(Error::dependency("sqs", true, "queue unavailable (simulated)"));
+            return Err(Error::dependency(
+                "sqs",
+                true,
+                "queue unavailable (simulated)",
+            ));
         }
         self.sent
             .lock()
@@ -279,14 +297,22 @@ pub struct QueueRecord {
 impl QueueRecord {
     /// Parses the body as JSON into `T`; a malformed body is a non-retryable failure.
     pub fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T> {
-        serde_json::from_str(&self.body)
-            .map_err(|e| Error::Invalid(format!("message {} is not a valid message: {e}", self.message_id)))
+        serde_json::from_str(&self.body).map_err(|e| {
+            Error::Invalid(format!(
+                "message {} is not a valid message: {e}",
+                self.message_id
+            ))
+        })
     }
 }
 
 /// Runs `handler` on each record in order and returns the ids of the failed ones only.
 /// A record whose claim check cannot be resolved fails alone, like any other.
-pub async fn process_batch<F, Fut>(event: SqsEvent, store: &dyn ObjectStore, mut handler: F) -> SqsBatchResponse
+pub async fn process_batch<F, Fut>(
+    event: SqsEvent,
+    store: &dyn ObjectStore,
+    mut handler: F,
+) -> SqsBatchResponse
 where
     F: FnMut(QueueRecord) -> Fut,
     Fut: Future<Output = Result<()>>,
@@ -347,7 +373,11 @@ mod tests {
     async fn only_failed_records_are_reported() {
         let store = MemoryStore::new();
         let mut event = SqsEvent::default();
-        event.records = vec![msg("1", r#"{"n":1}"#), msg("2", "not json"), msg("3", r#"{"n":3}"#)];
+        event.records = vec![
+            msg("1", r#"{"n":1}"#),
+            msg("2", "not json"),
+            msg("3", r#"{"n":3}"#),
+        ];
         let mut seen = Vec::new();
         let resp = process_batch(event, &store, |r| {
             let parsed = r.json::<serde_json::Value>();
@@ -356,7 +386,11 @@ mod tests {
         })
         .await;
         assert_eq!(seen, vec!["1", "2", "3"], "every record is processed");
-        let failed: Vec<_> = resp.batch_item_failures.iter().map(|f| f.item_identifier.as_str()).collect();
+        let failed: Vec<_> = resp
+            .batch_item_failures
+            .iter()
+            .map(|f| f.item_identifier.as_str())
+            .collect();
         assert_eq!(failed, vec!["2"]);
     }
 
@@ -366,7 +400,9 @@ mod tests {
         let small = "x".repeat(100);
         assert_eq!(check_out(&store, 1000, small.clone()).await.unwrap(), small);
         let big = format!("{{\"data\":\"{}\"}}", "y".repeat(300 * 1024));
-        let pointer = check_out(&store, CLAIM_CHECK_THRESHOLD, big.clone()).await.unwrap();
+        let pointer = check_out(&store, CLAIM_CHECK_THRESHOLD, big.clone())
+            .await
+            .unwrap();
         assert!(pointer.len() < 300, "pointer is small: {pointer}");
         assert_eq!(store.keys().len(), 1);
         assert_eq!(resolve_body(&store, &pointer).await.unwrap(), big);
@@ -376,7 +412,8 @@ mod tests {
     #[tokio::test]
     async fn missing_claim_check_fails_that_record() {
         let store = MemoryStore::new();
-        let pointer = r#"{"blapi_claim_check":{"bucket":"b","key":"claim-check/gone.json","bytes":9}}"#;
+        let pointer =
+            r#"{"blapi_claim_check":{"bucket":"b","key":"claim-check/gone.json","bytes":9}}"#;
         let mut event = SqsEvent::default();
         event.records = vec![msg("a", pointer), msg("b", "{}")];
         let resp = process_batch(event, &store, |_| async { Ok(()) }).await;

@@ -36,9 +36,10 @@ impl RetryPolicy {
     /// The delay before attempt `attempt + 1` (`attempt` starts at 1): a random duration in
     /// `[0, min(max, base * 2^(attempt-1))]` ("full jitter").
     pub fn delay(&self, attempt: u32) -> Duration {
-        let exp = self
-            .base_delay
-            .saturating_mul(1u32.checked_shl(attempt.saturating_sub(1)).unwrap_or(u32::MAX));
+        let exp = self.base_delay.saturating_mul(
+            1u32.checked_shl(attempt.saturating_sub(1))
+                .unwrap_or(u32::MAX),
+        );
         let cap = exp.min(self.max_delay);
         if cap.is_zero() {
             return cap;
@@ -54,7 +55,9 @@ fn jitter(max: u64) -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.subsec_nanos() as u64)
         .unwrap_or(0);
-    let x = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let x = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     x % (max + 1)
 }
 
@@ -84,7 +87,8 @@ where
                     return Err(e);
                 }
                 // A server-given delay is honoured, within reason.
-                let wait = after.map_or_else(|| policy.delay(attempt), |a| a.min(Duration::from_secs(60)));
+                let wait =
+                    after.map_or_else(|| policy.delay(attempt), |a| a.min(Duration::from_secs(60)));
                 tracing::debug!(attempt, wait_ms = wait.as_millis() as u64, "retrying");
                 tokio::time::sleep(wait).await;
                 attempt += 1;
@@ -126,7 +130,11 @@ mod tests {
     #[tokio::test]
     async fn retries_until_done_or_exhausted() {
         let r: Result<u32, &str> = retry(RetryPolicy::immediate(5), |n| async move {
-            if n < 3 { Attempt::Retry("busy", None) } else { Attempt::Done(n) }
+            if n < 3 {
+                Attempt::Retry("busy", None)
+            } else {
+                Attempt::Done(n)
+            }
         })
         .await;
         assert_eq!(r, Ok(3));

@@ -8,7 +8,10 @@ use crate::error::{Error, Result};
 use serde::de::DeserializeOwned;
 
 /// Fetches a JSON secret and parses it into `T` (itself wrapped, so it cannot be printed).
-pub async fn load_json<T: DeserializeOwned>(client: &aws_sdk_secretsmanager::Client, secret_id: &str) -> Result<Secret<T>> {
+pub async fn load_json<T: DeserializeOwned>(
+    client: &aws_sdk_secretsmanager::Client,
+    secret_id: &str,
+) -> Result<Secret<T>> {
     let out = client
         .get_secret_value()
         .secret_id(secret_id)
@@ -19,11 +22,13 @@ pub async fn load_json<T: DeserializeOwned>(client: &aws_sdk_secretsmanager::Cli
         .secret_string()
         .ok_or_else(|| Error::Invalid(format!("secret {secret_id} has no string value")))?;
     // The parse error would quote the secret: report only where it failed.
-    serde_json::from_str::<T>(text).map(Secret::new).map_err(|e| {
-        Error::Invalid(format!(
-            "secret {secret_id} is not the expected JSON (line {}, column {})",
-            e.line(),
-            e.column()
-        ))
-    })
+    serde_json::from_str::<T>(text)
+        .map(Secret::new)
+        .map_err(|e| {
+            Error::Invalid(format!(
+                "secret {secret_id} is not the expected JSON (line {}, column {})",
+                e.line(),
+                e.column()
+            ))
+        })
 }

@@ -51,7 +51,14 @@ impl ObjectStore for S3Store {
     }
 
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
-        match self.client.get_object().bucket(&self.bucket).key(key).send().await {
+        match self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+        {
             Ok(out) => {
                 let bytes = out
                     .body
@@ -84,7 +91,8 @@ impl MemoryStore {
 
     /// Makes every following `put` fail with a retryable error (or succeed again).
     pub fn set_failing(&self, failing: bool) {
-        self.fail_puts.store(failing, std::sync::atomic::Ordering::SeqCst);
+        self.fail_puts
+            .store(failing, std::sync::atomic::Ordering::SeqCst);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, (Vec<u8>, String)>> {
@@ -106,9 +114,14 @@ impl MemoryStore {
 impl ObjectStore for MemoryStore {
     async fn put(&self, key: &str, body: Vec<u8>, content_type: &str) -> Result<()> {
         if self.fail_puts.load(std::sync::atomic::Ordering::SeqCst) {
-            return Err(Error::dependency("s3", true, "store unavailable (simulated)"));
+            return Err(Error::dependency(
+                "s3",
+                true,
+                "store unavailable (simulated)",
+            ));
         }
-        self.lock().insert(key.to_owned(), (body, content_type.to_owned()));
+        self.lock()
+            .insert(key.to_owned(), (body, content_type.to_owned()));
         Ok(())
     }
 

@@ -43,7 +43,11 @@ struct ErrorDetail {
 
 impl StripeClient {
     /// `base_url` without trailing slash, e.g. `https://api.stripe.com`.
-    pub fn new(base_url: impl Into<String>, api_key: Secret<String>, timeout: Duration) -> Result<Self> {
+    pub fn new(
+        base_url: impl Into<String>,
+        api_key: Secret<String>,
+        timeout: Duration,
+    ) -> Result<Self> {
         Ok(Self {
             http: crate::http::client(timeout)?,
             base_url: base_url.into().trim_end_matches('/').to_owned(),
@@ -116,14 +120,23 @@ impl StripeClient {
                 Err(e) => {
                     let retryable = crate::http::retryable_transport(&e);
                     let err = Error::dependency("stripe", retryable, e.without_url());
-                    return if retryable { Attempt::Retry(err, None) } else { Attempt::Fail(err) };
+                    return if retryable {
+                        Attempt::Retry(err, None)
+                    } else {
+                        Attempt::Fail(err)
+                    };
                 }
             };
             let status = resp.status();
             let after = retry_after(resp.headers());
             let bytes = match resp.bytes().await {
                 Ok(b) => b,
-                Err(e) => return Attempt::Retry(Error::dependency("stripe", true, e.without_url()), None),
+                Err(e) => {
+                    return Attempt::Retry(
+                        Error::dependency("stripe", true, e.without_url()),
+                        None,
+                    );
+                }
             };
             if status.is_success() {
                 return match serde_json::from_slice::<T>(&bytes) {
@@ -135,7 +148,9 @@ impl StripeClient {
                     )),
                 };
             }
-            let detail = serde_json::from_slice::<ErrorBody>(&bytes).ok().map(|b| b.error);
+            let detail = serde_json::from_slice::<ErrorBody>(&bytes)
+                .ok()
+                .map(|b| b.error);
             let message = detail
                 .as_ref()
                 .map(|d| {
@@ -155,7 +170,11 @@ impl StripeClient {
             } else if status == reqwest::StatusCode::NOT_FOUND {
                 Attempt::Fail(Error::NotFound(format!("stripe: {message}")))
             } else {
-                Attempt::Fail(Error::dependency("stripe", false, format!("HTTP {status}: {message}")))
+                Attempt::Fail(Error::dependency(
+                    "stripe",
+                    false,
+                    format!("HTTP {status}: {message}"),
+                ))
             }
         })
         .await
@@ -174,9 +193,13 @@ mod tests {
     use wiremock::{Mock, MockServer, ResponseTemplate};
 
     fn client(base: &str) -> StripeClient {
-        StripeClient::new(base, Secret::new("sk_test_x".into()), Duration::from_secs(2))
-            .unwrap()
-            .with_retry(RetryPolicy::immediate(3))
+        StripeClient::new(
+            base,
+            Secret::new("sk_test_x".into()),
+            Duration::from_secs(2),
+        )
+        .unwrap()
+        .with_retry(RetryPolicy::immediate(3))
     }
 
     #[tokio::test]
@@ -193,12 +216,18 @@ mod tests {
             .and(path("/v1/invoiceitems"))
             .and(header("Idempotency-Key", "inv-c1-2026-10-item-0"))
             .and(header("authorization", "Bearer sk_test_x"))
-            .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({"id": "ii_1"})))
+            .respond_with(
+                ResponseTemplate::new(200).set_body_json(serde_json::json!({"id": "ii_1"})),
+            )
             .mount(&server)
             .await;
         let c = client(&server.uri());
         let v: serde_json::Value = c
-            .post("invoiceitems", &form_pairs([("amount", "100".to_owned())]), "inv-c1-2026-10-item-0")
+            .post(
+                "invoiceitems",
+                &form_pairs([("amount", "100".to_owned())]),
+                "inv-c1-2026-10-item-0",
+            )
             .await
             .unwrap();
         assert_eq!(v["id"], "ii_1");
@@ -216,7 +245,10 @@ mod tests {
             .mount(&server)
             .await;
         let c = client(&server.uri());
-        let e = c.get::<serde_json::Value>("subscriptions/sub_missing", &[]).await.unwrap_err();
+        let e = c
+            .get::<serde_json::Value>("subscriptions/sub_missing", &[])
+            .await
+            .unwrap_err();
         assert!(matches!(e, Error::NotFound(_)), "{e:?}");
         assert!(!e.is_retryable());
         assert_eq!(c.calls(), 1);
@@ -230,7 +262,10 @@ mod tests {
             .mount(&server)
             .await;
         let c = client(&server.uri());
-        let e = c.get::<serde_json::Value>("customers/cus_1", &[]).await.unwrap_err();
+        let e = c
+            .get::<serde_json::Value>("customers/cus_1", &[])
+            .await
+            .unwrap_err();
         assert!(e.is_retryable());
         assert_eq!(c.calls(), 3);
     }
@@ -238,7 +273,10 @@ mod tests {
     #[tokio::test]
     async fn connection_refused_is_retryable() {
         let c = client("http://127.0.0.1:9");
-        let e = c.get::<serde_json::Value>("customers/cus_1", &[]).await.unwrap_err();
+        let e = c
+            .get::<serde_json::Value>("customers/cus_1", &[])
+            .await
+            .unwrap_err();
         assert!(e.is_retryable(), "{e:?}");
     }
 

@@ -17,11 +17,17 @@ pub fn init() {
     let level = std::env::var("RUST_LOG")
         .ok()
         .filter(|v| !v.is_empty())
-        .or_else(|| std::env::var("AWS_LAMBDA_LOG_LEVEL").ok().map(|l| l.to_lowercase()))
+        .or_else(|| {
+            std::env::var("AWS_LAMBDA_LOG_LEVEL")
+                .ok()
+                .map(|l| l.to_lowercase())
+        })
         .unwrap_or_else(|| "info".to_owned());
     let filter = EnvFilter::try_new(&level).unwrap_or_else(|_| EnvFilter::new("info"));
     let json = std::env::var("AWS_LAMBDA_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false);
     let result = if json {
         builder
             .json()
@@ -154,7 +160,8 @@ mod tests {
         m.count("EventsAccepted", 1);
         m.count("EventsAccepted", 2);
         m.add("ArchiveBytes", 4096.0, Unit::Bytes);
-        let doc: serde_json::Value = serde_json::from_str(&m.render(1_700_000_000_000).unwrap()).unwrap();
+        let doc: serde_json::Value =
+            serde_json::from_str(&m.render(1_700_000_000_000).unwrap()).unwrap();
         assert_eq!(doc["_aws"]["Timestamp"], 1_700_000_000_000i64);
         let cw = &doc["_aws"]["CloudWatchMetrics"][0];
         assert_eq!(cw["Namespace"], "blapi");

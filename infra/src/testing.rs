@@ -1,0 +1,50 @@
+//! Test support: a stack provisioned from `template.yaml` under a random prefix.
+//!
+//! [`stack`] provisions once per test process (on its own thread and runtime, so any test's
+//! runtime can use it) and hands out the names; tests build their own clients from
+//! [`LocalStack::sdk_config`]. [`fresh_stack`] provisions a new isolated stack for a test that
+//! needs empty queues or tables to itself. The emulator must be running (`make up`, which
+//! `make test` does).
+
+use crate::provision::{LocalStack, ProvisionOptions, default_endpoint, provision};
+use std::sync::OnceLock;
+
+static STACK: OnceLock<LocalStack> = OnceLock::new();
+
+/// A random, valid resource-name prefix (`t` + 10 hex digits).
+pub fn random_prefix() -> String {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    format!("t{}", &id[..10])
+}
+
+/// The stack shared by all tests of this process.
+///
+/// # Panics
+/// When the emulator is not reachable — with a message saying to run `make up`.
+pub fn stack() -> &'static LocalStack {
+    STACK.get_or_init(|| {
+        std::thread::spawn(|| {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a tokio runtime");
+            rt.block_on(provision(&ProvisionOptions::new(
+                random_prefix(),
+                default_endpoint(),
+            )))
+        })
+        .join()
+        .expect("provisioning thread")
+        .unwrap_or_else(|e| panic!("provisioning the local stack failed: {e:#}"))
+    })
+}
+
+/// A new stack of its own, for tests that need empty resources.
+///
+/// # Panics
+/// When the emulator is not reachable.
+pub async fn fresh_stack() -> LocalStack {
+    provision(&ProvisionOptions::new(random_prefix(), default_endpoint()))
+        .await
+        .unwrap_or_else(|e| panic!("provisioning the local stack failed: {e:#}"))
+}

@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# The local stack's services: moto server (AWS) and localstripe (Stripe), on loopback.
+#   infra/stack.sh start   start what is not running yet, wait until it answers
+#   infra/stack.sh stop    stop what `start` started (by pid)
+#   infra/stack.sh status  say what runs
+#   infra/stack.sh run CMD...  start what is missing, run CMD, then stop only what was started
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN=.venv/bin
+RUN=.local/run
+MOTO_PORT=${MOTO_PORT:-4599}
+STRIPE_PORT=${STRIPE_PORT:-8420}
+mkdir -p "$RUN"
+
+answers() { curl -s -o /dev/null --max-time 2 "$1"; }
+moto_url="http://127.0.0.1:${MOTO_PORT}/moto-api/"
+stripe_url="http://127.0.0.1:${STRIPE_PORT}/v1/customers"
+
+wait_for() { # name url pidfile
+  for _ in $(seq 1 100); do
+    if curl -s -o /dev/null --max-time 2 -u sk_test_wait: "$2"; then return 0; fi
+    if [ -f "$3" ] && ! kill -0 "$(cat "$3")" 2>/dev/null; then
+      echo "$1 exited during start; see $RUN/$1.log" >&2; tail -20 "$RUN/$1.log" >&2; return 1
+    fi
+    sleep 0.2
+  done
+  echo "$1 did not answer at $2 within 20 s; see $RUN/$1.log" >&2
+  return 1
+}
+
+start_one() { # name url cmd...
+  local name=$1 url=$2; shift 2
+  if curl -s -o /dev/null --max-time 2 -u sk_test_wait: "$url"; then
+    echo "$name already answers at $url"
+    return 0
+  fi
+  nohup "$@" >"$RUN/$name.log" 2>&1 &
+  echo $! >"$RUN/$name.pid"
+  echo "started $name (pid $!)"
+  wait_for "$name" "$url" "$RUN/$name.pid"
+  echo "$name" >>"$RUN/started"
+}
+
+stop_one() { # name
+  local pidfile="$RUN/$1.pid"
+  if [ -f "$pidfile" ]; then
+    local pid; pid=$(cat "$pidfile")
+    if kill -0 "$pid" 2>/dev/null; then
+      kill "$pid" 2>/dev/null || true
+      for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+      kill -9 "$pid" 2>/dev/null || true
+      echo "stopped $1 (pid $pid)"
+    fi
+    rm -f "$pidfile"
+  fi
+}
+
+start() {
+  [ -x "$BIN/moto_server" ] || { echo "dev tools missing: run 'make setup'" >&2; exit 1; }
+  start_one moto "$moto_url" "$BIN/moto_server" -H 127.0.0.1 -p "$MOTO_PORT"
+  start_one localstripe "$stripe_url" "$BIN/localstripe" --port "$STRIPE_PORT"
+}
+
+stop() {
+  for name in lambda-watch mapper localstripe moto; do stop_one "$name"; done
+  rm -f "$RUN/started"
+}
+
+case "${1:-}" in
+  start) start ;;
+  stop) stop ;;
+  status)
+    answers "$moto_url" && echo "moto: up at http://127.0.0.1:${MOTO_PORT}" || echo "moto: down"
+    curl -s -o /dev/null --max-time 2 -u sk_test_x: "$stripe_url" && echo "localstripe: up at http://127.0.0.1:${STRIPE_PORT}" || echo "localstripe: down"
+    ;;
+  run)
+    shift
+    rm -f "$RUN/started"
+    start
+    started=$(cat "$RUN/started" 2>/dev/null || true)
+    cleanup() { for name in $started; do stop_one "$name"; done; }
+    trap cleanup EXIT
+    "$@"
+    ;;
+  *) echo "usage: $0 start|stop|status|run CMD..." >&2; exit 2 ;;
+esac
