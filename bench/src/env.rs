@@ -2,9 +2,10 @@
 //! resolved to the local stack's resources, and its `MemorySize` (Lambda passes it to the
 //! runtime as `AWS_LAMBDA_FUNCTION_MEMORY_SIZE`).
 //!
-//! The resolved variables come from a JSON file `{"<function>": {"VAR": "value", ...}, ...}`
-//! (as the local stack provisioning prints it), so the bench never keeps its own list of
-//! resources.
+//! The resolved variables come from `blapi_infra::provision` (the runner provisions its own
+//! stack prefix), or from a JSON file: `{"<function>": {"VAR": "value"}}` or the
+//! `.local/stack.json` that `make up` writes (its `functions`). The bench never keeps its own
+//! list of resources.
 
 use anyhow::{Context, Result};
 use serde_norway::Value;
@@ -21,9 +22,13 @@ pub fn from_json_file(path: &Path) -> Result<FunctionEnvs> {
     from_json(&text).with_context(|| format!("parsing {}", path.display()))
 }
 
-/// Parses `{"<function>": {"VAR": "value"}}`.
+/// Parses `{"<function>": {"VAR": "value"}}`, or `{"functions": {...}, ...}` (`.local/stack.json`).
 pub fn from_json(text: &str) -> Result<FunctionEnvs> {
-    let raw: BTreeMap<String, BTreeMap<String, serde_json::Value>> = serde_json::from_str(text)?;
+    let mut doc: serde_json::Value = serde_json::from_str(text)?;
+    if let Some(functions) = doc.get_mut("functions").filter(|f| f.is_object()) {
+        doc = functions.take();
+    }
+    let raw: BTreeMap<String, BTreeMap<String, serde_json::Value>> = serde_json::from_value(doc)?;
     Ok(raw
         .into_iter()
         .map(|(function, vars)| {
@@ -88,6 +93,8 @@ mod tests {
         .unwrap();
         assert_eq!(envs["webhook-intake"]["LEDGER_TABLE"], "x-ledger");
         assert_eq!(envs["webhook-intake"]["WEBHOOK_TOLERANCE_SECS"], "300");
+        let stack = from_json(r#"{"prefix": "p", "functions": {"usage-billing": {"BILLING_TABLE": "p-BillingTable"}}}"#).unwrap();
+        assert_eq!(stack["usage-billing"]["BILLING_TABLE"], "p-BillingTable");
     }
 
     #[test]

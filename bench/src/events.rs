@@ -4,7 +4,8 @@
 //! functions deduplicate (ledger): replaying one fixed event would time the "duplicate" fast
 //! path from the second run on. Rendering, in order:
 //! 1. placeholders in every string: `{{uuid}}` (one fresh v4 uuid per run), `{{now}}` (unix
-//!    seconds), `{{now_ms}}`, `{{now_rfc3339}}`;
+//!    seconds), `{{now_ms}}`, `{{now_rfc3339}}`, `{{stack_prefix}}` (the local stack's name
+//!    prefix, for queue ARNs);
 //! 2. every `"body"` given as a JSON object or array is serialised to its compact string (an
 //!    SQS record body, a Function URL body), so templates stay readable;
 //! 3. signature placeholders in headers, computed over the event's final top-level `"body"`:
@@ -56,14 +57,16 @@ impl WebhookSecrets {
 pub struct RunValues {
     pub uuid: String,
     pub now: chrono::DateTime<chrono::Utc>,
+    pub stack_prefix: String,
 }
 
 impl RunValues {
-    /// A fresh uuid and the current time.
-    pub fn fresh() -> RunValues {
+    /// A fresh uuid and the current time, for a stack named `stack_prefix`.
+    pub fn fresh(stack_prefix: &str) -> RunValues {
         RunValues {
             uuid: uuid::Uuid::new_v4().to_string(),
             now: chrono::Utc::now(),
+            stack_prefix: stack_prefix.to_owned(),
         }
     }
 }
@@ -84,6 +87,7 @@ fn substitute(value: &mut Value, run: &RunValues) {
                 .replace("{{uuid}}", &run.uuid)
                 .replace("{{now}}", &run.now.timestamp().to_string())
                 .replace("{{now_ms}}", &run.now.timestamp_millis().to_string())
+                .replace("{{stack_prefix}}", &run.stack_prefix)
                 .replace(
                     "{{now_rfc3339}}",
                     &run.now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
@@ -172,6 +176,7 @@ mod tests {
         RunValues {
             uuid: "11111111-2222-3333-4444-555555555555".into(),
             now: chrono::DateTime::from_timestamp(1_700_000_000, 0).unwrap(),
+            stack_prefix: "bench".into(),
         }
     }
 
@@ -185,9 +190,10 @@ mod tests {
 
     #[test]
     fn substitutes_and_stringifies_bodies() {
-        let t = r#"{"Records":[{"messageId":"{{uuid}}","body":{"id":"evt_{{uuid}}","at":"{{now_rfc3339}}","n":1}}],"t":"{{now}}"}"#;
+        let t = r#"{"Records":[{"messageId":"{{uuid}}","body":{"id":"evt_{{uuid}}","at":"{{now_rfc3339}}","n":1}}],"t":"{{now}}","arn":"q:{{stack_prefix}}-Q"}"#;
         let v: Value = serde_json::from_slice(&render(t, &run(), &secrets()).unwrap()).unwrap();
         assert_eq!(v["t"], "1700000000");
+        assert_eq!(v["arn"], "q:bench-Q");
         assert_eq!(
             v["Records"][0]["messageId"],
             "11111111-2222-3333-4444-555555555555"

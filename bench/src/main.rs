@@ -42,8 +42,11 @@ Measures binaries already built (bench/run.sh builds them). Options:
   --compare NAME      also measure the binaries found in <target>/<NAME> (repeatable), e.g. release-small
   --functions LIST    comma-separated functions (default: all four)
   --runs N            cold starts per binary (default: 20)
-  --env-file FILE     JSON {\"<function>\": {\"VAR\": \"value\"}}: each function's env on the local stack
-  --endpoint URL      AWS_ENDPOINT_URL of the local stack (default: http://127.0.0.1:4599; 'none' to unset)
+  --stack-prefix P    provision template.yaml into the local stack under this prefix (default: blapi-bench)
+                      and run each function with its resolved environment
+  --env-file FILE     instead of provisioning: JSON {\"<function>\": {\"VAR\": \"value\"}} or .local/stack.json
+  --endpoint URL      the local stack (default: $BLAPI_MOTO_URL, else http://127.0.0.1:4599;
+                      'none': no stack, functions run unconfigured)
   --events-dir DIR    event templates (default: <repo>/bench/events)
   --secrets FILE      local test secrets that sign webhook events (default: <repo>/infra/local-secrets.json)
   --no-callgrind      skip the instruction counts (and the TLS experiment)
@@ -60,6 +63,7 @@ struct Options {
     functions: Vec<String>,
     runs: usize,
     env_file: Option<PathBuf>,
+    stack_prefix: String,
     endpoint: Option<String>,
     events_dir: PathBuf,
     secrets: PathBuf,
@@ -77,7 +81,8 @@ fn parse_options() -> Result<Options> {
     let mut functions: Vec<String> = FUNCTIONS.iter().map(|f| (*f).to_owned()).collect();
     let mut runs = 20;
     let mut env_file = None;
-    let mut endpoint = Some("http://127.0.0.1:4599".to_owned());
+    let mut stack_prefix = "blapi-bench".to_owned();
+    let mut endpoint = Some(blapi_infra::default_endpoint());
     let mut events_dir = None;
     let mut secrets = None;
     let mut callgrind = true;
@@ -99,6 +104,7 @@ fn parse_options() -> Result<Options> {
             }
             "--runs" => runs = value()?.parse().context("--runs")?,
             "--env-file" => env_file = Some(PathBuf::from(value()?)),
+            "--stack-prefix" => stack_prefix = value()?,
             "--endpoint" => endpoint = Some(value()?).filter(|v| v != "none"),
             "--events-dir" => events_dir = Some(PathBuf::from(value()?)),
             "--secrets" => secrets = Some(PathBuf::from(value()?)),
@@ -129,6 +135,7 @@ fn parse_options() -> Result<Options> {
         functions,
         runs,
         env_file,
+        stack_prefix,
         endpoint,
         callgrind,
         tls_function,
@@ -147,11 +154,25 @@ struct Subject {
 fn main() -> Result<()> {
     let opts = parse_options()?;
     let mut notes = Vec::new();
-    let envs: FunctionEnvs = match &opts.env_file {
-        Some(path) => env::from_json_file(path)?,
-        None => {
+    let envs: FunctionEnvs = match (&opts.env_file, &opts.endpoint) {
+        (Some(path), _) => env::from_json_file(path)?,
+        (None, Some(endpoint)) => {
+            progress(&format!(
+                "provisioning template.yaml into {endpoint} (prefix {})",
+                opts.stack_prefix
+            ));
+            let stack = provision_stack(&opts, endpoint)?;
+            eprintln!();
+            stack
+                .functions
+                .keys()
+                .map(|f| (f.clone(), stack.process_env(f)))
+                .collect()
+        }
+        (None, None) => {
             notes.push(
-                "No --env-file given: functions ran without their own configuration.".to_owned(),
+                "No local stack (--endpoint none): functions ran without their configuration."
+                    .to_owned(),
             );
             FunctionEnvs::new()
         }
@@ -217,7 +238,7 @@ fn main() -> Result<()> {
                 .out
                 .join("logs")
                 .join(format!("{}.log", file_label(&s.target.label)));
-            let run = RunValues::fresh();
+            let run = RunValues::fresh(&opts.stack_prefix);
             let result = events::render(&s.template, &run, &secrets).and_then(|event| {
                 measure::cold_start(&stub, &s.target, event, &log, COLD_START_TIMEOUT)
             });
@@ -318,6 +339,19 @@ fn main() -> Result<()> {
         opts.out.join("report.md").display()
     )?;
     Ok(())
+}
+
+/// Provisions template.yaml into the local stack under the bench's own prefix (re-running with
+/// the same prefix reuses the resources).
+fn provision_stack(opts: &Options, endpoint: &str) -> Result<blapi_infra::LocalStack> {
+    let mut provision = blapi_infra::ProvisionOptions::new(&opts.stack_prefix, endpoint);
+    provision.root = opts.repo.canonicalize().context("--repo")?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(blapi_infra::provision(&provision)).with_context(|| {
+        format!("provisioning the local stack at {endpoint} (is it up? `make up`, or infra/stack.sh start)")
+    })
 }
 
 fn subject(

@@ -379,7 +379,11 @@ impl Report {
             self.runs_per_binary
         );
         let hello = self.rows.iter().find(|r| r.function == "hello");
-        let _ = writeln!(md, "## Cold start, size and memory (profile `{}`)\n", self.profile);
+        let _ = writeln!(
+            md,
+            "## Cold start, size and memory (profile `{}`)\n",
+            self.profile
+        );
         figures_table(&mut md, &self.rows, hello);
         md.push('\n');
         for r in &self.rows {
