@@ -63,9 +63,12 @@ pub const INTAKE_SQS_SENDS: f64 = 1.2;
 pub const CONSUMER_SQS_REQUESTS_PER_MESSAGE: f64 = 0.2;
 
 // ---- usage-billing call counts, per monthly run ----
-// Path (ARCHITECTURE.md "usage-billing"): schedule -> plan (list customers, enqueue one job per
-// customer in batches of 10) -> per job: ledger claim -> read the period's usage aggregates ->
-// price -> Stripe invoice (Idempotency-Key) -> S3 JSON + HTML -> invoices table -> complete.
+// Path (shared/src/billing/service.rs, `Billing::bill` -> `run_bill`, a fresh bill): ledger
+// claim -> invoices.load -> compose (subscriptions query, one usage query per metric, credit
+// balance) -> invoices.create -> save (attempt) -> Planned->Credited -> one Stripe invoice item
+// + save per billable line -> ItemsCreated -> Stripe create invoice -> InvoiceCreated -> Stripe
+// finalize -> Finalized -> S3 JSON + HTML -> ArtifactsWritten -> Done -> ledger complete.
+// The planner lists customers and enqueues one job per customer in batches of 10.
 
 /// Memory of usage-billing (template.yaml: MemorySize 256).
 pub const BILLING_MEMORY_MB: f64 = 256.0;
@@ -73,22 +76,31 @@ pub const BILLING_MEMORY_MB: f64 = 256.0;
 pub const BILLING_JOBS_BATCH: f64 = 5.0;
 /// Billing-jobs concurrency (template.yaml: ScalingConfig.MaximumConcurrency 5).
 pub const BILLING_MAX_CONCURRENCY: f64 = 5.0;
-/// Per customer: ledger claim + complete (2) + invoice record PutItem (1).
-pub const BILLING_DYNAMODB_WRITES_PER_CUSTOMER: f64 = 3.0;
-/// Per customer: one Query of the period's daily usage aggregates (pre-aggregated at ingest,
-/// ~31 small items per metric: ≤ 2 read units) + the subscription item (1).
-pub const BILLING_DYNAMODB_READS_PER_CUSTOMER: f64 = 3.0;
+/// Billable lines per invoice. Assumption: one plan with a base fee and one metered charge.
+pub const BILLING_LINES_PER_INVOICE: f64 = 2.0;
+/// Metered metrics per subscription (one usage query each). Assumption: 1.
+pub const BILLING_METRICS_PER_SUBSCRIPTION: f64 = 1.0;
+/// Per customer: ledger claim + complete (2), invoice record create (1), attempt save (1),
+/// 6 state advances (Credited, ItemsCreated, InvoiceCreated, Finalized, ArtifactsWritten,
+/// Done), one save per billable line. Counted as 1 WRU each (records under 1 KB).
+pub const BILLING_DYNAMODB_WRITES_PER_CUSTOMER: f64 =
+    2.0 + 1.0 + 1.0 + 6.0 + BILLING_LINES_PER_INVOICE;
+/// Per customer: invoice record load (1), subscriptions query (1), usage query per metric,
+/// credit balance (1). 1 RRU each (small items, pre-aggregated usage).
+pub const BILLING_DYNAMODB_READS_PER_CUSTOMER: f64 = 3.0 + BILLING_METRICS_PER_SUBSCRIPTION;
 /// Per customer: `invoices/{customer}/{period}.json` and `.html`.
 pub const BILLING_S3_PUTS_PER_CUSTOMER: f64 = 2.0;
-/// Per customer: create the draft invoice (1) + one invoice item per priced line (assumed 2
-/// lines) + finalize (1).
-pub const STRIPE_CALLS_PER_INVOICE: f64 = 4.0;
+/// Per customer: one invoice item per billable line + create invoice (1) + finalize (1).
+pub const STRIPE_CALLS_PER_INVOICE: f64 = BILLING_LINES_PER_INVOICE + 2.0;
 /// Per customer: receive + delete of its job message (batched by 5: ~2 requests per batch)
 /// plus its share of the planner's SendMessageBatch (1 per 10 jobs).
 pub const BILLING_SQS_REQUESTS_PER_CUSTOMER: f64 = 2.0 / BILLING_JOBS_BATCH + 0.1;
-/// AWS calls' time per customer: claim + complete + invoice put (writes), 1 query (~ a write),
-/// 2 S3 puts.
-pub const BILLING_AWS_MS_PER_CUSTOMER: f64 = 4.0 * DYNAMODB_WRITE_MS + 2.0 * S3_PUT_MS;
+/// AWS calls' time per customer, sequential: every DynamoDB call at the PutItem p50 and the 2
+/// S3 puts.
+pub const BILLING_AWS_MS_PER_CUSTOMER: f64 = (BILLING_DYNAMODB_WRITES_PER_CUSTOMER
+    + BILLING_DYNAMODB_READS_PER_CUSTOMER)
+    * DYNAMODB_WRITE_MS
+    + BILLING_S3_PUTS_PER_CUSTOMER * S3_PUT_MS;
 
 /// One line of a cost table.
 #[derive(Debug, Clone, Serialize)]
@@ -213,14 +225,18 @@ pub fn billing_run(customers: f64) -> (Vec<CostLine>, BillingRunTime) {
             customers * BILLING_DYNAMODB_WRITES_PER_CUSTOMER,
             "WRU",
             customers * BILLING_DYNAMODB_WRITES_PER_CUSTOMER * DYNAMODB_PER_WRU,
-            "ledger claim + complete + invoice record".into(),
+            format!(
+                "{BILLING_DYNAMODB_WRITES_PER_CUSTOMER} per invoice: ledger 2, record create + attempt 2, 6 state steps, 1 per line"
+            ),
         ),
         line(
             "DynamoDB reads",
             customers * BILLING_DYNAMODB_READS_PER_CUSTOMER,
             "RRU",
             customers * BILLING_DYNAMODB_READS_PER_CUSTOMER * DYNAMODB_PER_RRU,
-            "usage aggregates query + subscription".into(),
+            format!(
+                "{BILLING_DYNAMODB_READS_PER_CUSTOMER} per invoice: record, subscriptions, usage per metric, credit"
+            ),
         ),
         line(
             "SQS requests",
