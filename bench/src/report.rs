@@ -435,15 +435,41 @@ impl Report {
         }
         if !self.tls.is_empty() {
             md.push_str("\n## TLS root store at init (callgrind, exec -> first /next)\n\n");
-            md.push_str("| function | root store | init instructions |\n|---|---|---:|\n");
+            md.push_str(
+                "| function | root store | init instructions | vs default | x hello |\n|---|---|---:|---:|---:|\n",
+            );
+            let hello_ir = hello.and_then(|h| h.init_instructions).map(|i| i as f64);
+            let default_ir = self
+                .tls
+                .first()
+                .and_then(|t| t.init_instructions)
+                .map(|i| i as f64);
             for t in &self.tls {
+                let ir = t.init_instructions.map(|i| i as f64);
                 let cell = match (&t.init_instructions, &t.error) {
                     (Some(_), _) => mega(t.init_instructions),
                     (None, Some(e)) => format!("failed: {e}"),
                     _ => "-".to_owned(),
                 };
-                let _ = writeln!(md, "| {} | {} | {} |", t.function, t.setting, cell);
+                let vs_default = ratio(ir, default_ir).map_or_else(
+                    || "-".to_owned(),
+                    |r| format!("{:+.0} %", (r - 1.0) * 100.0),
+                );
+                let _ = writeln!(
+                    md,
+                    "| {} | {} | {} | {} | {} |",
+                    t.function,
+                    t.setting,
+                    cell,
+                    vs_default,
+                    ratio_cell(ratio(ir, hello_ir))
+                );
             }
+            md.push_str(
+                "\nrustls-native-certs reads `SSL_CERT_FILE` when set, else every file openssl-probe finds \
+                 (the bundle and each certificate in the cert directory); the AWS SDK's HTTP client (once) and \
+                 every reqwest client (rustls-platform-verifier, when built) load and parse that store.\n",
+            );
         }
         md.push_str(
             "\n## Cost model\n\nPer 1 M webhooks through webhook-intake (arm64, us-east-1):\n\n",
