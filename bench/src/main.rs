@@ -51,6 +51,7 @@ Measures binaries already built (bench/run.sh builds them). Options:
   --secrets FILE      local test secrets that sign webhook events (default: <repo>/infra/local-secrets.json)
   --no-callgrind      skip the instruction counts (and the TLS experiment)
   --tls-function NAME function for the TLS root-store experiment (default: webhook-intake; 'none' skips)
+  --criterion-dir DIR criterion results (default: <target>/criterion)
   --out DIR           report directory (default: <target>/bench)
 ";
 
@@ -69,6 +70,7 @@ struct Options {
     secrets: PathBuf,
     callgrind: bool,
     tls_function: Option<String>,
+    criterion_dir: PathBuf,
     out: PathBuf,
 }
 
@@ -88,6 +90,7 @@ fn parse_options() -> Result<Options> {
     let mut callgrind = true;
     let mut tls_function = Some("webhook-intake".to_owned());
     let mut out = None;
+    let mut criterion_dir = None;
     while let Some(arg) = args.next() {
         let mut value = || args.next().with_context(|| format!("{arg} needs a value"));
         match arg.as_str() {
@@ -111,6 +114,7 @@ fn parse_options() -> Result<Options> {
             "--no-callgrind" => callgrind = false,
             "--tls-function" => tls_function = Some(value()?).filter(|v| v != "none"),
             "--out" => out = Some(PathBuf::from(value()?)),
+            "--criterion-dir" => criterion_dir = Some(PathBuf::from(value()?)),
             "-h" | "--help" => {
                 print!("{USAGE}");
                 std::process::exit(0);
@@ -128,6 +132,7 @@ fn parse_options() -> Result<Options> {
         events_dir: events_dir.unwrap_or_else(|| repo.join("bench/events")),
         secrets: secrets.unwrap_or_else(|| repo.join("infra/local-secrets.json")),
         out: out.unwrap_or_else(|| target_dir.join("bench")),
+        criterion_dir: criterion_dir.unwrap_or_else(|| target_dir.join("criterion")),
         repo,
         target_dir,
         profile,
@@ -289,7 +294,7 @@ fn main() -> Result<()> {
 
     let rows: Vec<Row> = subjects.iter().map(|s| row(s, &instructions)).collect();
     let profile_variants: Vec<Row> = variants.iter().map(|s| row(s, &instructions)).collect();
-    let benches = criterion::collect(&opts.target_dir.join("criterion"));
+    let benches = criterion::collect(&opts.criterion_dir);
     let budgets = report::budgets(&rows, &benches);
     let intake_ir = rows
         .iter()
