@@ -1,0 +1,193 @@
+//! Criterion benches of webhook-intake.
+//!
+//! - `verify_parse/stripe_4k`: Stripe signature check + envelope parse of a 4 KB event (the
+//!   sample `invoice.paid`), the CPU work on every delivery. Target <= 10 us.
+//! - `verify_parse/standard_4k`: the same for a Standard Webhooks delivery.
+//! - `handler/stripe_4k`: the whole handler (Function URL request -> response) with no-op
+//!   ports, so only our code is measured: routing, verify, parse, ledger key, archive key,
+//!   message JSON, reply JSON.
+//!
+//! Run: `cargo bench -p webhook-intake` (or `make bench`).
+
+use async_trait::async_trait;
+use blapi::config::Secret;
+use blapi::ledger::{Claim, ClaimOptions, Lease, Ledger};
+use blapi::queue::QueueSender;
+use blapi::storage::ObjectStore;
+use blapi::webhook::config::Verifiers;
+use blapi::webhook::{
+    IntakeConfig, SourceSecrets, StandardHeaders, StandardSecret, StandardVerifier, StripeSecrets,
+    StripeVerifier, envelope, stripe_scheme,
+};
+use criterion::{Criterion, criterion_group, criterion_main};
+use std::hint::black_box;
+use std::sync::Arc;
+use webhook_intake::App;
+use webhook_intake::samples::{FIXED_NOW, stripe_request};
+
+const STRIPE_SECRET: &str = "whsec_local_stripe_test_secret";
+const PORTAL_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+fn body_4k() -> String {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../events/webhook-intake/bodies/stripe-invoice-paid.json"
+    );
+    let mut body = std::fs::read_to_string(path).expect("sample body");
+    // Pad to exactly 4096 bytes inside the metadata, keeping it one valid event.
+    let pad = 4096usize.saturating_sub(body.len() + 12);
+    body = body.replacen(
+        "\"metadata\": {}",
+        &format!("\"metadata\": {{\"p\": \"{}\"}}", "x".repeat(pad)),
+        1,
+    );
+    body.truncate(body.trim_end().len());
+    body
+}
+
+struct NoLedger;
+#[async_trait]
+impl Ledger for NoLedger {
+    async fn claim(&self, key: &str, _hash: &str, _opts: ClaimOptions) -> blapi::Result<Claim> {
+        Ok(Claim::Acquired(Lease {
+            key: key.to_owned(),
+            token: String::new(),
+        }))
+    }
+    async fn complete(
+        &self,
+        _lease: &Lease,
+        _result: Option<&str>,
+        _opts: ClaimOptions,
+    ) -> blapi::Result<()> {
+        Ok(())
+    }
+    async fn release(&self, _lease: &Lease) -> blapi::Result<()> {
+        Ok(())
+    }
+    async fn completed(&self, _key: &str) -> blapi::Result<Option<Option<String>>> {
+        Ok(None)
+    }
+}
+
+struct NoStore;
+#[async_trait]
+impl ObjectStore for NoStore {
+    async fn put(&self, _key: &str, body: Vec<u8>, _content_type: &str) -> blapi::Result<()> {
+        black_box(body);
+        Ok(())
+    }
+    async fn get(&self, _key: &str) -> blapi::Result<Option<Vec<u8>>> {
+        Ok(None)
+    }
+    fn bucket(&self) -> &str {
+        "bench"
+    }
+}
+
+struct NoQueue;
+#[async_trait]
+impl QueueSender for NoQueue {
+    async fn send(&self, _queue_url: &str, body: String) -> blapi::Result<()> {
+        black_box(body);
+        Ok(())
+    }
+}
+
+fn verify_parse(c: &mut Criterion) {
+    let body = body_4k();
+    assert_eq!(body.len(), 4096, "4 KB event");
+    let secrets = [Secret::new(STRIPE_SECRET.to_owned())];
+    let verifier = StripeVerifier::new(&secrets);
+    let header = stripe_scheme::header(&[STRIPE_SECRET], FIXED_NOW, body.as_bytes());
+    assert!(
+        verifier
+            .verify(Some(&header), body.as_bytes(), FIXED_NOW, 300)
+            .is_ok()
+    );
+    let mut group = c.benchmark_group("verify_parse");
+    group.bench_function("stripe_4k", |b| {
+        b.iter(|| {
+            let t = verifier
+                .verify(
+                    Some(black_box(&header)),
+                    black_box(body.as_bytes()),
+                    FIXED_NOW,
+                    300,
+                )
+                .expect("verified");
+            let env = envelope::parse_stripe(black_box(body.as_bytes())).expect("parsed");
+            black_box((t, env.id, env.event_type.len()));
+        })
+    });
+
+    let secret = StandardSecret::parse(PORTAL_SECRET).expect("secret");
+    let std_verifier = StandardVerifier::new([&secret]);
+    let sig = secret.sign("msg_bench", FIXED_NOW, body.as_bytes());
+    let ts = FIXED_NOW.to_string();
+    let headers = StandardHeaders {
+        id: Some("msg_bench"),
+        timestamp: Some(&ts),
+        signature: Some(&sig),
+    };
+    group.bench_function("standard_4k", |b| {
+        b.iter(|| {
+            let (id, _) = std_verifier
+                .verify(
+                    black_box(headers),
+                    black_box(body.as_bytes()),
+                    FIXED_NOW,
+                    300,
+                )
+                .expect("verified");
+            let env = envelope::parse_standard(id, black_box(body.as_bytes())).expect("parsed");
+            black_box(env.event_type.len());
+        })
+    });
+    group.finish();
+}
+
+fn handler(c: &mut Criterion) {
+    let body = body_4k();
+    let config = IntakeConfig {
+        queue_urls: ["q/lr", "q/be", "q/ue", "q/le"].map(String::from),
+        stripe_secret_id: "s".into(),
+        source_secret_id: "f".into(),
+        tolerance_secs: 300,
+        max_body_bytes: 256 * 1024,
+        ledger_table: "t".into(),
+        bucket: "bench".into(),
+        metrics_namespace: "blapi".into(),
+    };
+    let verifiers = Verifiers::new(
+        &StripeSecrets {
+            secrets: vec![STRIPE_SECRET.into()],
+        },
+        &SourceSecrets(Default::default()),
+        ("s", "f"),
+    )
+    .expect("verifiers");
+    let app = App::with_ports(
+        &config,
+        verifiers,
+        Arc::new(NoLedger),
+        Arc::new(NoStore),
+        Arc::new(NoQueue),
+    );
+    let req = stripe_request(&body, &[STRIPE_SECRET], FIXED_NOW);
+    let now = chrono::DateTime::from_timestamp(FIXED_NOW, 0).expect("time");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
+    let resp = rt.block_on(app.respond(&req, now));
+    assert_eq!(resp.status_code, 200, "{:?}", resp.body);
+    c.bench_function("handler/stripe_4k", |b| {
+        b.iter(|| {
+            let resp = rt.block_on(app.respond(black_box(&req), now));
+            black_box(resp.status_code);
+        })
+    });
+}
+
+criterion_group!(benches, verify_parse, handler);
+criterion_main!(benches);

@@ -1,0 +1,383 @@
+//! The verified body, read just enough to route it: event id, event type and event time.
+//!
+//! Parsing happens only after the signature matched. The body is checked to be UTF-8 and one
+//! JSON object; only `id`/`type`/`created` (Stripe) or `type`/`timestamp` (Standard Webhooks)
+//! are extracted, borrowed, without building a JSON tree. The queue message then embeds the
+//! raw body verbatim as its `event` (see [`message_json`]): consumers get the event exactly as
+//! it was sent, and intake never re-serialises it.
+
+use super::Source;
+use crate::queue::EventMessage;
+use chrono::{DateTime, Datelike, Utc};
+use serde::Deserialize;
+use std::borrow::Cow;
+
+/// Longest event id accepted (Stripe ids are ~30 chars; Standard Webhooks ids are short).
+pub const MAX_EVENT_ID: usize = 255;
+
+/// Why a verified body is not an event we can take.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EnvelopeError {
+    #[error("body is empty")]
+    Empty,
+    #[error("body is not UTF-8")]
+    NotUtf8,
+    #[error("body is not valid JSON (line {line}, column {column})")]
+    NotJson { line: usize, column: usize },
+    #[error("body is not a JSON object")]
+    NotAnObject,
+    #[error(
+        "event fields have the wrong type: id and type must be strings (line {line}, column {column})"
+    )]
+    NotAnEvent { line: usize, column: usize },
+    #[error("event has no id")]
+    NoId,
+    #[error("event has no type")]
+    NoType,
+    #[error("event id must be 1 to 255 characters of A-Z a-z 0-9 _ - . :")]
+    BadId,
+}
+
+impl EnvelopeError {
+    /// A stable snake_case code: metric dimension and log field.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            EnvelopeError::Empty => "empty_body",
+            EnvelopeError::NotUtf8 => "not_utf8",
+            EnvelopeError::NotJson { .. } => "not_json",
+            EnvelopeError::NotAnObject => "not_an_object",
+            EnvelopeError::NotAnEvent { .. } => "not_an_event",
+            EnvelopeError::NoId => "no_event_id",
+            EnvelopeError::NoType => "no_event_type",
+            EnvelopeError::BadId => "bad_event_id",
+        }
+    }
+}
+
+/// An event id: the ledger key and the archive file name, so restricted to characters safe in
+/// both (no `/`, no `..` path tricks).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct EventId(String);
+
+impl EventId {
+    pub fn parse(raw: &str) -> Result<Self, EnvelopeError> {
+        let ok = !raw.is_empty()
+            && raw.len() <= MAX_EVENT_ID
+            && raw != "."
+            && raw != ".."
+            && raw
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':'));
+        if ok {
+            Ok(Self(raw.to_owned()))
+        } else {
+            Err(EnvelopeError::BadId)
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for EventId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// What intake needs of a verified event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Envelope<'a> {
+    pub id: EventId,
+    pub event_type: Cow<'a, str>,
+    /// When the event happened according to the sender (Stripe `created`, Standard Webhooks
+    /// `timestamp`), if given and well-formed: it dates the archive key, so a retry on another
+    /// day rewrites the same object.
+    pub occurred_at: Option<DateTime<Utc>>,
+    /// The raw body, verified and known to be one JSON object.
+    pub body: &'a str,
+}
+
+#[derive(Deserialize)]
+struct StripeHead<'a> {
+    #[serde(borrow, default)]
+    id: Option<Cow<'a, str>>,
+    #[serde(rename = "type", borrow, default)]
+    event_type: Option<Cow<'a, str>>,
+    #[serde(default)]
+    created: Option<i64>,
+}
+
+#[derive(Deserialize)]
+struct StandardHead<'a> {
+    #[serde(rename = "type", borrow, default)]
+    event_type: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    timestamp: Option<Cow<'a, str>>,
+}
+
+/// The body as text, known to start like a JSON object (serde would also accept an array for
+/// a struct, which no event is).
+fn object_text(body: &[u8]) -> Result<&str, EnvelopeError> {
+    if body.is_empty() {
+        return Err(EnvelopeError::Empty);
+    }
+    let text = std::str::from_utf8(body).map_err(|_| EnvelopeError::NotUtf8)?;
+    match text.trim_start().as_bytes().first() {
+        Some(b'{') => Ok(text),
+        Some(b'[' | b'"' | b'-' | b'0'..=b'9' | b't' | b'f' | b'n') => {
+            // Valid JSON of another kind, or not JSON at all: say which.
+            match serde_json::from_str::<serde::de::IgnoredAny>(text) {
+                Ok(_) => Err(EnvelopeError::NotAnObject),
+                Err(e) => Err(json_error(&e)),
+            }
+        }
+        Some(_) => Err(serde_json::from_str::<serde::de::IgnoredAny>(text)
+            .err()
+            .map_or(EnvelopeError::NotAnObject, |e| json_error(&e))),
+        None => Err(EnvelopeError::Empty),
+    }
+}
+
+/// Maps a serde error without echoing the body (serde quotes offending values).
+fn json_error(e: &serde_json::Error) -> EnvelopeError {
+    let (line, column) = (e.line(), e.column());
+    match e.classify() {
+        serde_json::error::Category::Data => EnvelopeError::NotAnEvent { line, column },
+        _ => EnvelopeError::NotJson { line, column },
+    }
+}
+
+fn required<'a>(
+    v: Option<Cow<'a, str>>,
+    missing: EnvelopeError,
+) -> Result<Cow<'a, str>, EnvelopeError> {
+    match v {
+        Some(s) if !s.trim().is_empty() => Ok(s),
+        _ => Err(missing),
+    }
+}
+
+/// A Stripe event: `{"id": "evt_...", "type": "...", "created": <unix s>, ...}`.
+pub fn parse_stripe(body: &[u8]) -> Result<Envelope<'_>, EnvelopeError> {
+    let text = object_text(body)?;
+    let head: StripeHead<'_> = serde_json::from_str(text).map_err(|e| json_error(&e))?;
+    let id = required(head.id, EnvelopeError::NoId)?;
+    let event_type = required(head.event_type, EnvelopeError::NoType)?;
+    Ok(Envelope {
+        id: EventId::parse(&id)?,
+        event_type,
+        occurred_at: head.created.and_then(|s| DateTime::from_timestamp(s, 0)),
+        body: text,
+    })
+}
+
+/// A Standard Webhooks payload `{"type": "...", "timestamp": "<RFC 3339>", "data": {...}}`;
+/// the id is the verified `webhook-id` header.
+pub fn parse_standard<'a>(webhook_id: &str, body: &'a [u8]) -> Result<Envelope<'a>, EnvelopeError> {
+    let text = object_text(body)?;
+    let head: StandardHead<'_> = serde_json::from_str(text).map_err(|e| json_error(&e))?;
+    let event_type = required(head.event_type, EnvelopeError::NoType)?;
+    Ok(Envelope {
+        id: EventId::parse(webhook_id)?,
+        event_type,
+        occurred_at: head
+            .timestamp
+            .and_then(|t| DateTime::parse_from_rfc3339(&t).ok())
+            .map(|t| t.with_timezone(&Utc)),
+        body: text,
+    })
+}
+
+/// `raw/{source}/{yyyy}/{mm}/{dd}/{event id}.json`, dated by the event's own time (else the
+/// time it was received).
+pub fn archive_key(source: &Source, envelope: &Envelope<'_>, received_at: DateTime<Utc>) -> String {
+    let at = envelope.occurred_at.unwrap_or(received_at);
+    format!(
+        "raw/{}/{:04}/{:02}/{:02}/{}.json",
+        source.as_str(),
+        at.year(),
+        at.month(),
+        at.day(),
+        envelope.id
+    )
+}
+
+#[derive(serde::Serialize)]
+struct MessageHead<'a> {
+    id: &'a str,
+    source: &'a str,
+    #[serde(rename = "type")]
+    event_type: &'a str,
+    received_at: DateTime<Utc>,
+    raw_key: &'a str,
+}
+
+/// The JSON of the [`EventMessage`] for this event, with the verified body embedded verbatim
+/// as `event` (it is known to be one JSON object, so splicing it is sound).
+pub fn message_json(
+    source: &Source,
+    envelope: &Envelope<'_>,
+    received_at: DateTime<Utc>,
+    raw_key: &str,
+) -> String {
+    let head = MessageHead {
+        id: envelope.id.as_str(),
+        source: source.as_str(),
+        event_type: &envelope.event_type,
+        received_at,
+        raw_key,
+    };
+    // Serialising a struct of strings and a timestamp cannot fail.
+    let head = serde_json::to_string(&head).unwrap_or_else(|_| "{}".to_owned());
+    let mut out = String::with_capacity(head.len() + envelope.body.len() + 12);
+    out.push_str(head.strip_suffix('}').unwrap_or(&head));
+    out.push_str(",\"event\":");
+    out.push_str(envelope.body);
+    out.push('}');
+    out
+}
+
+/// The message as a typed value (tests and tools; intake sends [`message_json`]).
+pub fn message(
+    source: &Source,
+    envelope: &Envelope<'_>,
+    received_at: DateTime<Utc>,
+    raw_key: &str,
+) -> serde_json::Result<EventMessage> {
+    serde_json::from_str(&message_json(source, envelope, received_at, raw_key))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const STRIPE: &[u8] = br#"{"id":"evt_123","object":"event","type":"invoice.paid","created":1700000000,"data":{"object":{"id":"in_1","lines":[1,2,{"a":"b"}]}}}"#;
+
+    #[test]
+    fn stripe_envelope() {
+        let env = parse_stripe(STRIPE).unwrap();
+        assert_eq!(env.id.as_str(), "evt_123");
+        assert_eq!(env.event_type, "invoice.paid");
+        assert_eq!(env.occurred_at, DateTime::from_timestamp(1_700_000_000, 0));
+        // An escaped type is decoded (owned), not borrowed wrongly.
+        let escaped = br#"{"id":"evt_1","type":"invoice.pai\u0064"}"#;
+        assert_eq!(parse_stripe(escaped).unwrap().event_type, "invoice.paid");
+    }
+
+    #[test]
+    fn stripe_bad_bodies() {
+        assert_eq!(parse_stripe(b""), Err(EnvelopeError::Empty));
+        assert_eq!(parse_stripe(b"\xff\xfe{}"), Err(EnvelopeError::NotUtf8));
+        assert!(matches!(
+            parse_stripe(b"{\"id\":"),
+            Err(EnvelopeError::NotJson { .. })
+        ));
+        assert!(matches!(
+            parse_stripe(b"not json"),
+            Err(EnvelopeError::NotJson { .. })
+        ));
+        assert!(matches!(
+            parse_stripe(b"{} trailing"),
+            Err(EnvelopeError::NotJson { .. })
+        ));
+        assert_eq!(parse_stripe(b"[1,2]"), Err(EnvelopeError::NotAnObject));
+        assert_eq!(
+            parse_stripe(br#"["evt_1","invoice.paid"]"#),
+            Err(EnvelopeError::NotAnObject)
+        );
+        assert_eq!(parse_stripe(b" \"evt\""), Err(EnvelopeError::NotAnObject));
+        assert_eq!(parse_stripe(b"   "), Err(EnvelopeError::Empty));
+        assert!(matches!(
+            parse_stripe(b"[1,"),
+            Err(EnvelopeError::NotJson { .. })
+        ));
+        assert!(matches!(
+            parse_stripe(br#"{"id":5,"type":"x"}"#),
+            Err(EnvelopeError::NotAnEvent { .. })
+        ));
+        assert!(matches!(
+            parse_stripe(br#"{"id":"a","id":"b","type":"x"}"#),
+            Err(EnvelopeError::NotAnEvent { .. })
+        ));
+        assert_eq!(parse_stripe(br#"{"type":"x"}"#), Err(EnvelopeError::NoId));
+        assert_eq!(
+            parse_stripe(br#"{"id":"","type":"x"}"#),
+            Err(EnvelopeError::NoId)
+        );
+        assert_eq!(
+            parse_stripe(br#"{"id":"evt_1"}"#),
+            Err(EnvelopeError::NoType)
+        );
+        assert_eq!(
+            parse_stripe(br#"{"id":"evt_1","type":null}"#),
+            Err(EnvelopeError::NoType)
+        );
+        assert_eq!(
+            parse_stripe(br#"{"id":"../../etc","type":"x"}"#),
+            Err(EnvelopeError::BadId)
+        );
+        assert_eq!(
+            parse_stripe(br#"{"id":"evt 1","type":"x"}"#),
+            Err(EnvelopeError::BadId)
+        );
+        // The error text never quotes the body.
+        let err = parse_stripe(br#"{"id":"secret-value-here","type":7}"#).unwrap_err();
+        assert!(!err.to_string().contains("secret-value-here"), "{err}");
+    }
+
+    #[test]
+    fn standard_envelope() {
+        let body = br#"{"type":"lead.signup","timestamp":"2024-02-29T23:59:59+01:00","data":{"email":"a@example.com"}}"#;
+        let env = parse_standard("msg_1", body).unwrap();
+        assert_eq!(env.id.as_str(), "msg_1");
+        assert_eq!(env.event_type, "lead.signup");
+        assert_eq!(
+            env.occurred_at.unwrap().to_rfc3339(),
+            "2024-02-29T22:59:59+00:00"
+        );
+        // A timestamp that is not RFC 3339 only loses the date hint.
+        let env = parse_standard("msg_1", br#"{"type":"x","timestamp":"yesterday"}"#).unwrap();
+        assert_eq!(env.occurred_at, None);
+        assert_eq!(
+            parse_standard("msg_1", br#"{"data":{}}"#),
+            Err(EnvelopeError::NoType)
+        );
+        assert_eq!(
+            parse_standard("a/b", br#"{"type":"x"}"#),
+            Err(EnvelopeError::BadId)
+        );
+        assert_eq!(parse_standard("m", b"[]"), Err(EnvelopeError::NotAnObject));
+    }
+
+    #[test]
+    fn archive_key_and_message() {
+        let source = Source::parse("stripe").unwrap();
+        let env = parse_stripe(STRIPE).unwrap();
+        let received = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        let key = archive_key(&source, &env, received);
+        assert_eq!(key, "raw/stripe/2023/11/14/evt_123.json");
+        let undated = parse_stripe(br#"{"id":"evt_2","type":"x"}"#).unwrap();
+        assert_eq!(
+            archive_key(&source, &undated, received),
+            "raw/stripe/2027/01/15/evt_2.json"
+        );
+
+        let msg = message(&source, &env, received, &key).unwrap();
+        assert_eq!(msg.id, "evt_123");
+        assert_eq!(msg.source, "stripe");
+        assert_eq!(msg.event_type, "invoice.paid");
+        assert_eq!(msg.received_at, received);
+        assert_eq!(msg.raw_key, key);
+        assert_eq!(
+            msg.event,
+            serde_json::from_slice::<serde_json::Value>(STRIPE).unwrap()
+        );
+        // The body is embedded verbatim.
+        assert!(
+            message_json(&source, &env, received, &key)
+                .ends_with(&format!(",\"event\":{}}}", env.body))
+        );
+    }
+}

@@ -1,0 +1,231 @@
+//! The routing table: which queue(s) an accepted event goes to, by source and event type.
+//!
+//! One event may go to several queues (a subscription change is both a license request and a
+//! billing event). An event matching no rule is archived and acknowledged but not enqueued
+//! (counted as unrouted). The table is data, so the rules read like the contract:
+//!
+//! | source      | event type                                   | queue            |
+//! |-------------|----------------------------------------------|------------------|
+//! | `stripe`    | `checkout.session.completed`                 | license-requests |
+//! | `stripe`    | `customer.subscription.*`                    | license-requests, billing-events |
+//! | `stripe`    | `invoice.paid`, `invoice.payment_succeeded`  | license-requests, billing-events |
+//! | `stripe`    | `invoice.*`                                  | billing-events   |
+//! | `stripe`    | `customer.created`                           | lead-events      |
+//! | `portal`    | `lead.signup`, `lead.contact_us`             | lead-events      |
+//! | `telemetry` | `usage.reported`                             | usage-events     |
+
+/// A destination queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Route {
+    LicenseRequests,
+    BillingEvents,
+    UsageEvents,
+    LeadEvents,
+}
+
+impl Route {
+    /// Every route, in a fixed order.
+    pub const ALL: [Route; 4] = [
+        Route::LicenseRequests,
+        Route::BillingEvents,
+        Route::UsageEvents,
+        Route::LeadEvents,
+    ];
+
+    /// The queue's short name (logs, metrics).
+    pub fn name(self) -> &'static str {
+        match self {
+            Route::LicenseRequests => "license-requests",
+            Route::BillingEvents => "billing-events",
+            Route::UsageEvents => "usage-events",
+            Route::LeadEvents => "lead-events",
+        }
+    }
+
+    /// The environment variable (set by template.yaml) holding the queue URL.
+    pub fn env_var(self) -> &'static str {
+        match self {
+            Route::LicenseRequests => "LICENSE_REQUESTS_QUEUE_URL",
+            Route::BillingEvents => "BILLING_EVENTS_QUEUE_URL",
+            Route::UsageEvents => "USAGE_EVENTS_QUEUE_URL",
+            Route::LeadEvents => "LEAD_EVENTS_QUEUE_URL",
+        }
+    }
+
+    fn bit(self) -> u8 {
+        1 << (self as u8)
+    }
+}
+
+/// A set of routes (no allocation; iterates in [`Route::ALL`] order).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Routes(u8);
+
+impl Routes {
+    /// No route: the event is archived only.
+    pub const NONE: Routes = Routes(0);
+
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    pub fn contains(self, route: Route) -> bool {
+        self.0 & route.bit() != 0
+    }
+
+    pub fn len(self) -> usize {
+        self.0.count_ones() as usize
+    }
+
+    pub fn iter(self) -> impl Iterator<Item = Route> {
+        Route::ALL.into_iter().filter(move |r| self.contains(*r))
+    }
+
+    fn with(self, route: Route) -> Self {
+        Routes(self.0 | route.bit())
+    }
+}
+
+impl FromIterator<Route> for Routes {
+    fn from_iter<I: IntoIterator<Item = Route>>(iter: I) -> Self {
+        iter.into_iter().fold(Routes::NONE, Routes::with)
+    }
+}
+
+/// An event-type pattern: exact, or `prefix.*` (one or more further segments).
+#[derive(Debug, Clone, Copy)]
+struct Rule {
+    source: &'static str,
+    pattern: &'static str,
+    route: Route,
+}
+
+const fn rule(source: &'static str, pattern: &'static str, route: Route) -> Rule {
+    Rule {
+        source,
+        pattern,
+        route,
+    }
+}
+
+/// The table. Order does not matter: every matching rule adds its queue.
+const TABLE: &[Rule] = &[
+    rule(
+        "stripe",
+        "checkout.session.completed",
+        Route::LicenseRequests,
+    ),
+    rule("stripe", "customer.subscription.*", Route::LicenseRequests),
+    rule("stripe", "invoice.paid", Route::LicenseRequests),
+    rule(
+        "stripe",
+        "invoice.payment_succeeded",
+        Route::LicenseRequests,
+    ),
+    rule("stripe", "invoice.*", Route::BillingEvents),
+    rule("stripe", "customer.subscription.*", Route::BillingEvents),
+    rule("stripe", "customer.created", Route::LeadEvents),
+    rule("portal", "lead.signup", Route::LeadEvents),
+    rule("portal", "lead.contact_us", Route::LeadEvents),
+    rule("telemetry", "usage.reported", Route::UsageEvents),
+];
+
+fn matches(pattern: &str, event_type: &str) -> bool {
+    match pattern.strip_suffix('*') {
+        // "invoice.*" matches "invoice.paid" but not "invoice." nor "invoiceX.paid".
+        Some(prefix) => event_type.len() > prefix.len() && event_type.starts_with(prefix),
+        None => pattern == event_type,
+    }
+}
+
+/// The queues an event of `event_type` from `source` goes to.
+pub fn routes(source: &str, event_type: &str) -> Routes {
+    TABLE
+        .iter()
+        .filter(|r| r.source == source && matches(r.pattern, event_type))
+        .map(|r| r.route)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use Route::*;
+
+    fn of(source: &str, t: &str) -> Vec<Route> {
+        routes(source, t).iter().collect()
+    }
+
+    #[test]
+    fn stripe_table() {
+        assert_eq!(
+            of("stripe", "checkout.session.completed"),
+            vec![LicenseRequests]
+        );
+        assert_eq!(
+            of("stripe", "customer.subscription.created"),
+            vec![LicenseRequests, BillingEvents]
+        );
+        assert_eq!(
+            of("stripe", "customer.subscription.updated"),
+            vec![LicenseRequests, BillingEvents]
+        );
+        assert_eq!(
+            of("stripe", "customer.subscription.deleted"),
+            vec![LicenseRequests, BillingEvents]
+        );
+        assert_eq!(
+            of("stripe", "invoice.paid"),
+            vec![LicenseRequests, BillingEvents]
+        );
+        assert_eq!(
+            of("stripe", "invoice.payment_succeeded"),
+            vec![LicenseRequests, BillingEvents]
+        );
+        assert_eq!(of("stripe", "invoice.payment_failed"), vec![BillingEvents]);
+        assert_eq!(of("stripe", "invoice.created"), vec![BillingEvents]);
+        assert_eq!(of("stripe", "customer.created"), vec![LeadEvents]);
+        for unrouted in [
+            "customer.updated",
+            "customer.deleted",
+            "checkout.session.expired",
+            "plan.created",
+            "payment_intent.succeeded",
+            "invoice",
+            "invoice.",
+            "invoiceitem.created",
+            "customer.subscription",
+            "",
+        ] {
+            assert!(routes("stripe", unrouted).is_empty(), "{unrouted}");
+        }
+    }
+
+    #[test]
+    fn first_party_tables() {
+        assert_eq!(of("portal", "lead.signup"), vec![LeadEvents]);
+        assert_eq!(of("portal", "lead.contact_us"), vec![LeadEvents]);
+        assert_eq!(of("telemetry", "usage.reported"), vec![UsageEvents]);
+        assert!(routes("portal", "usage.reported").is_empty());
+        assert!(routes("telemetry", "lead.signup").is_empty());
+        assert!(routes("portal", "lead.deleted").is_empty());
+        // Types are per source: a first-party source cannot forge a Stripe route.
+        assert!(routes("portal", "invoice.paid").is_empty());
+        assert!(routes("other", "lead.signup").is_empty());
+    }
+
+    #[test]
+    fn route_set() {
+        let set: Routes = [LeadEvents, LicenseRequests, LeadEvents]
+            .into_iter()
+            .collect();
+        assert_eq!(set.len(), 2);
+        assert_eq!(
+            set.iter().collect::<Vec<_>>(),
+            vec![LicenseRequests, LeadEvents]
+        );
+        assert!(Routes::NONE.is_empty());
+        assert_eq!(LicenseRequests.env_var(), "LICENSE_REQUESTS_QUEUE_URL");
+        assert_eq!(UsageEvents.name(), "usage-events");
+    }
+}
