@@ -1,0 +1,519 @@
+//! Event in, domain call, answer out.
+//!
+//! The function receives either an SQS batch (`{"Records": [...]}`, each body an
+//! [`EventMessage`]) or an admin request (`{"action": ...}`); it dispatches on that shape.
+//! SQS records are handled one by one and only the failed ones are reported
+//! (`batchItemFailures`), so a poison message never fails its neighbours. Admin requests
+//! answer JSON or fail with a `Diagnostic` saying whether a retry can help.
+
+use aws_lambda_events::event::sqs::SqsEvent;
+use blapi::aws::Clients;
+use blapi::config::{Env, Secret};
+use blapi::error::{Error, Result};
+use blapi::licensing::{
+    DynamoLicenseStore, KmsSigner, LicenseId, LicenseService, LicenseSigner, Outcome,
+    RevocationReason, StripeApi,
+};
+use blapi::queue::{EventMessage, process_batch};
+use blapi::storage::{ObjectStore, S3Store};
+use blapi::stripe::StripeClient;
+use blapi::telemetry::Metrics;
+use lambda_runtime::LambdaEvent;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// The function's configuration, from the variables `template.yaml` declares.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub licenses_table: String,
+    /// The KMS key alias (`alias/...-license-signing`).
+    pub key_id: String,
+    pub stripe_api_base: String,
+    pub stripe_secret_id: String,
+    pub artifacts_bucket: String,
+    pub metrics_namespace: String,
+}
+
+impl Config {
+    pub fn from_env(env: &Env) -> Result<Self> {
+        Ok(Self {
+            licenses_table: env.required("LICENSES_TABLE")?,
+            key_id: env.required("LICENSE_KEY_ID")?,
+            stripe_api_base: env.url("STRIPE_API_BASE")?,
+            stripe_secret_id: env.required("STRIPE_API_KEY_SECRET_ID")?,
+            artifacts_bucket: env.required("ARTIFACTS_BUCKET")?,
+            metrics_namespace: env
+                .optional("METRICS_NAMESPACE")
+                .unwrap_or_else(|| "blapi".into()),
+        })
+    }
+}
+
+/// `{"api_key": "sk_..."}` in Secrets Manager.
+#[derive(Deserialize)]
+struct StripeKey {
+    api_key: String,
+}
+
+/// An operator's request (direct invocation; samples in `events/license-minting/`).
+#[derive(Debug, Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case", deny_unknown_fields)]
+pub enum AdminRequest {
+    /// Re-fetch a subscription and mint (or revoke) as its state says.
+    Mint { subscription: String },
+    /// Revoke one license and republish the revocation list.
+    Revoke {
+        license_id: LicenseId,
+        #[serde(default = "operator")]
+        reason: RevocationReason,
+    },
+    /// A customer's or a subscription's licenses.
+    List {
+        customer: Option<String>,
+        subscription: Option<String>,
+    },
+    /// Verify a license file (`license`, the base64 text) or a stored license (`license_id`).
+    Verify {
+        license: Option<String>,
+        license_id: Option<LicenseId>,
+    },
+    /// Republish the public key and the revocation list.
+    Publish,
+}
+
+fn operator() -> RevocationReason {
+    RevocationReason::Operator
+}
+
+/// Everything built once per cold start.
+pub struct App {
+    service: LicenseService,
+    files: Arc<dyn ObjectStore>,
+    metrics_namespace: String,
+}
+
+impl App {
+    /// Production wiring: KMS signer on `LICENSE_KEY_ID`.
+    pub async fn new(env: &Env, clients: &Clients) -> Result<Self> {
+        let config = Config::from_env(env)?;
+        let signer = Arc::new(KmsSigner::new(clients.kms.clone(), config.key_id.clone()));
+        Self::with_signer(config, clients, signer).await
+    }
+
+    /// The same wiring with another signer (tests count KMS calls with a wrapper).
+    pub async fn with_signer(
+        config: Config,
+        clients: &Clients,
+        signer: Arc<dyn LicenseSigner>,
+    ) -> Result<Self> {
+        let key: Secret<StripeKey> =
+            blapi::secrets::load_json(&clients.secrets, &config.stripe_secret_id).await?;
+        let stripe = StripeClient::new(
+            config.stripe_api_base.clone(),
+            Secret::new(key.expose().api_key.clone()),
+            Duration::from_secs(10),
+        )?;
+        let files: Arc<dyn ObjectStore> = Arc::new(S3Store::new(
+            clients.s3.clone(),
+            config.artifacts_bucket.clone(),
+        ));
+        let service = LicenseService::new(
+            Arc::new(StripeApi::new(stripe)),
+            signer,
+            Arc::new(DynamoLicenseStore::new(
+                clients.dynamodb.clone(),
+                config.licenses_table.clone(),
+            )),
+            files.clone(),
+        );
+        // Fetch the public key during init, so every license costs one KMS call. A failure
+        // here is not fatal: the first request tries again and reports it.
+        if let Err(e) = service.public_key().await {
+            tracing::warn!(error = %e.chain(), "public key not available at start");
+        }
+        Ok(Self {
+            service,
+            files,
+            metrics_namespace: config.metrics_namespace,
+        })
+    }
+
+    /// Wiring from parts (unit tests).
+    pub fn from_parts(service: LicenseService, files: Arc<dyn ObjectStore>) -> Self {
+        Self {
+            service,
+            files,
+            metrics_namespace: "blapi".into(),
+        }
+    }
+
+    /// The domain service.
+    pub fn service(&self) -> &LicenseService {
+        &self.service
+    }
+
+    /// The Lambda entry point: an SQS batch or an admin request.
+    pub async fn handle(&self, event: LambdaEvent<Value>) -> Result<Value> {
+        let payload = event.payload;
+        if payload.get("Records").is_some() {
+            let batch: SqsEvent = serde_json::from_value(payload)
+                .map_err(|e| Error::Invalid(format!("not an SQS event: {e}")))?;
+            return self.handle_batch(batch).await;
+        }
+        if payload.get("action").is_some() {
+            let request: AdminRequest = serde_json::from_value(payload)
+                .map_err(|e| Error::Invalid(format!("bad admin request: {e}")))?;
+            return self.admin(request).await;
+        }
+        Err(Error::Invalid(
+            "expected an SQS event (Records) or an admin request (action)".into(),
+        ))
+    }
+
+    async fn handle_batch(&self, batch: SqsEvent) -> Result<Value> {
+        let records = batch.records.len() as u64;
+        let minted = AtomicU64::new(0);
+        let revoked = AtomicU64::new(0);
+        let service = &self.service;
+        let response = process_batch(batch, self.files.as_ref(), |record| {
+            let (minted, revoked) = (&minted, &revoked);
+            async move {
+                let msg: EventMessage = record.json()?;
+                match service.handle_event(&msg).await? {
+                    Outcome::Minted { .. } => minted.fetch_add(1, Ordering::Relaxed),
+                    Outcome::Revoked { license_ids } => {
+                        revoked.fetch_add(license_ids.len() as u64, Ordering::Relaxed)
+                    }
+                    _ => 0,
+                };
+                Ok(())
+            }
+        })
+        .await;
+        let mut metrics = Metrics::new(&self.metrics_namespace, "license-minting");
+        metrics.count("Records", records);
+        metrics.count("RecordFailures", response.batch_item_failures.len() as u64);
+        metrics.count("LicensesMinted", minted.load(Ordering::Relaxed));
+        metrics.count("LicensesRevoked", revoked.load(Ordering::Relaxed));
+        metrics.flush();
+        serde_json::to_value(&response).map_err(|e| Error::Invalid(format!("batch response: {e}")))
+    }
+
+    async fn admin(&self, request: AdminRequest) -> Result<Value> {
+        tracing::info!(request = ?request_kind(&request), "admin request");
+        let to_json = |v: Result<Value, serde_json::Error>| {
+            v.map_err(|e| Error::Invalid(format!("response: {e}")))
+        };
+        match request {
+            AdminRequest::Mint { subscription } => to_json(serde_json::to_value(
+                self.service.reconcile(&subscription).await?,
+            )),
+            AdminRequest::Revoke { license_id, reason } => to_json(serde_json::to_value(
+                self.service.revoke_license(&license_id, reason).await?,
+            )),
+            AdminRequest::List {
+                customer,
+                subscription,
+            } => {
+                let licenses = match (customer, subscription) {
+                    (Some(c), None) => self.service.list_customer(&c).await?,
+                    (None, Some(s)) => self.service.list_subscription(&s).await?,
+                    _ => {
+                        return Err(Error::Invalid(
+                            "list needs exactly one of customer, subscription".into(),
+                        ));
+                    }
+                };
+                Ok(json!({ "count": licenses.len(), "licenses": licenses }))
+            }
+            AdminRequest::Verify {
+                license,
+                license_id,
+            } => {
+                let report = match (license, license_id) {
+                    (Some(file), None) => self.service.verify_file(&file).await?,
+                    (None, Some(id)) => self.service.verify_id(&id).await?,
+                    _ => {
+                        return Err(Error::Invalid(
+                            "verify needs exactly one of license, license_id".into(),
+                        ));
+                    }
+                };
+                to_json(serde_json::to_value(report))
+            }
+            AdminRequest::Publish => {
+                self.service.publish_public_key().await?;
+                let wrote = self.service.publish_revocations().await?;
+                Ok(json!({ "published": true, "revocation_list_rewritten": wrote }))
+            }
+        }
+    }
+}
+
+/// The request without its payload, for the log (a license file is not log material).
+fn request_kind(r: &AdminRequest) -> &'static str {
+    match r {
+        AdminRequest::Mint { .. } => "mint",
+        AdminRequest::Revoke { .. } => "revoke",
+        AdminRequest::List { .. } => "list",
+        AdminRequest::Verify { .. } => "verify",
+        AdminRequest::Publish => "publish",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use blapi::licensing::{InProcessSigner, LicenseStatus, MemoryLicenseStore, MemoryStripe};
+    use blapi::storage::MemoryStore;
+    use lambda_runtime::Context;
+
+    fn app() -> (App, Arc<MemoryStripe>, Arc<MemoryLicenseStore>) {
+        let stripe = Arc::new(MemoryStripe::new());
+        let store = Arc::new(MemoryLicenseStore::new());
+        let files = Arc::new(MemoryStore::new());
+        let signer = Arc::new(InProcessSigner::generate().expect("key"));
+        let service = LicenseService::new(stripe.clone(), signer, store.clone(), files.clone());
+        stripe.put_customer(json!({"id": "cus_1", "name": "Ada", "email": "ada@example.com"}));
+        let now = chrono_now();
+        stripe.put_subscription(json!({"id": "sub_1", "customer": "cus_1", "status": "active",
+            "current_period_start": now - 60, "current_period_end": now + 30 * 86400,
+            "items": {"data": [{"id": "si_1", "quantity": 4, "plan": {"id": "plan_1", "metadata": {"sku": "professional"}}}]}}));
+        (App::from_parts(service, files), stripe, store)
+    }
+
+    fn chrono_now() -> i64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0)
+    }
+
+    fn sqs(bodies: &[&str]) -> Value {
+        let records: Vec<Value> = bodies
+            .iter()
+            .enumerate()
+            .map(|(i, b)| json!({"messageId": format!("m{i}"), "body": b, "attributes": {"ApproximateReceiveCount": "1"}, "eventSource": "aws:sqs"}))
+            .collect();
+        json!({ "Records": records })
+    }
+
+    fn message(event_id: &str, sub: &str) -> String {
+        json!({"id": event_id, "source": "stripe", "type": "customer.subscription.created",
+            "received_at": "2026-11-25T10:00:00Z", "raw_key": format!("raw/stripe/{event_id}.json"),
+            "event": {"id": event_id, "type": "customer.subscription.created", "data": {"object": {"object": "subscription", "id": sub}}}})
+        .to_string()
+    }
+
+    async fn call(app: &App, payload: Value) -> Result<Value> {
+        app.handle(LambdaEvent::new(payload, Context::default()))
+            .await
+    }
+
+    #[tokio::test]
+    async fn batch_reports_only_the_bad_records() {
+        let (app, _, store) = app();
+        let good = message("evt_1", "sub_1");
+        let unknown = message("evt_2", "sub_unknown");
+        let resp = call(&app, sqs(&[&good, "{not json", &unknown, &good]))
+            .await
+            .unwrap();
+        let failed: Vec<&str> = resp["batchItemFailures"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["itemIdentifier"].as_str().unwrap())
+            .collect();
+        assert_eq!(failed, vec!["m1", "m2"]);
+        assert_eq!(store.all().len(), 1, "the duplicate did not mint twice");
+    }
+
+    #[tokio::test]
+    async fn admin_actions() {
+        let (app, _, store) = app();
+        let minted = call(&app, json!({"action": "mint", "subscription": "sub_1"}))
+            .await
+            .unwrap();
+        assert_eq!(minted["outcome"], "minted");
+        let id = minted["license_id"].as_str().unwrap().to_owned();
+
+        let list = call(&app, json!({"action": "list", "customer": "cus_1"}))
+            .await
+            .unwrap();
+        assert_eq!(list["count"], 1);
+        assert_eq!(list["licenses"][0]["status"], "ACTIVE");
+        assert!(
+            list["licenses"][0].get("file").is_none(),
+            "files are not listed"
+        );
+
+        let ok = call(&app, json!({"action": "verify", "license_id": id}))
+            .await
+            .unwrap();
+        assert_eq!(ok["valid"], true, "{ok}");
+        assert!(
+            ok["public_key_pem"]
+                .as_str()
+                .unwrap()
+                .contains("BEGIN PUBLIC KEY")
+        );
+
+        let file = store.all()[0].file.clone();
+        let by_file = call(&app, json!({"action": "verify", "license": file}))
+            .await
+            .unwrap();
+        assert_eq!(by_file["valid"], true);
+        let bad = call(&app, json!({"action": "verify", "license": "AAAA"}))
+            .await
+            .unwrap();
+        assert_eq!(
+            (bad["valid"].as_bool(), bad["reason"].as_str()),
+            (Some(false), Some("truncated"))
+        );
+
+        let revoked = call(
+            &app,
+            json!({"action": "revoke", "license_id": id, "reason": "refunded"}),
+        )
+        .await
+        .unwrap();
+        assert_eq!(revoked["outcome"], "revoked");
+        assert_eq!(store.all()[0].status, LicenseStatus::Revoked);
+        let after = call(&app, json!({"action": "verify", "license_id": id}))
+            .await
+            .unwrap();
+        assert_eq!(after["reason"], "revoked");
+
+        let published = call(&app, json!({"action": "publish"})).await.unwrap();
+        assert_eq!(
+            published["revocation_list_rewritten"], false,
+            "already current"
+        );
+    }
+
+    #[tokio::test]
+    async fn bad_requests_are_permanent_errors() {
+        let (app, _, _) = app();
+        for bad in [
+            json!({"hello": 1}),
+            json!({"action": "explode"}),
+            json!({"action": "list"}),
+            json!({"action": "revoke", "license_id": "nope"}),
+            json!({"action": "verify", "license": "x", "license_id": "y"}),
+        ] {
+            let e = call(&app, bad.clone()).await.unwrap_err();
+            assert!(!e.is_retryable(), "{bad}: {e:?}");
+        }
+    }
+
+    fn sample(name: &str) -> Value {
+        let path = format!(
+            "{}/../../events/license-minting/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
+    #[tokio::test]
+    async fn sample_events_drive_the_handler() {
+        let (app, stripe, store) = app();
+        let now = chrono_now();
+        let sub = |status: &str, qty: u64| {
+            json!({"id": "sub_SampleLicense0001", "customer": "cus_SampleLicense0001", "status": status,
+                "current_period_start": now - 60, "current_period_end": now + 30 * 86400,
+                "items": {"data": [{"id": "si_SampleLicense0001", "quantity": qty,
+                    "price": {"id": "price_SampleProfessional", "product": "prod_SampleMattermost", "metadata": {"sku": "professional"}}}]}})
+        };
+        stripe.put_customer(
+            json!({"id": "cus_SampleLicense0001", "name": "Sample Co", "email": "ops@example.com"}),
+        );
+        stripe.put_subscription(sub("active", 5));
+        let ok = |v: &Value| v["batchItemFailures"].as_array().map(Vec::len) == Some(0);
+        for name in [
+            "sqs-subscription-created.json",
+            "sqs-invoice-paid.json",
+            "sqs-invoice-payment-succeeded.json",
+            "sqs-checkout-session-completed.json",
+        ] {
+            let resp = call(&app, sample(name)).await.unwrap();
+            assert!(ok(&resp), "{name}: {resp}");
+        }
+        assert_eq!(store.all().len(), 1);
+
+        let resp = call(&app, sample("sqs-batch-duplicates-and-poison.json"))
+            .await
+            .unwrap();
+        let failed: Vec<&str> = resp["batchItemFailures"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["itemIdentifier"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            failed,
+            vec!["0e4f7c2a-0000-4000-8000-000000000002"],
+            "only the poison record"
+        );
+
+        stripe.put_subscription(sub("active", 12));
+        assert!(ok(&call(
+            &app,
+            sample("sqs-subscription-updated-seats.json")
+        )
+        .await
+        .unwrap()));
+        assert_eq!(store.all().len(), 2, "seat change superseded");
+
+        let listed = call(&app, sample("admin-list-subscription.json"))
+            .await
+            .unwrap();
+        assert_eq!(listed["count"], 2);
+        assert_eq!(
+            call(&app, sample("admin-list-customer.json"))
+                .await
+                .unwrap()["count"],
+            2
+        );
+        assert_eq!(
+            call(&app, sample("admin-mint.json")).await.unwrap()["outcome"],
+            "existing"
+        );
+        let verify = call(&app, sample("admin-verify-file.json")).await.unwrap();
+        assert_eq!(verify["reason"], "truncated");
+        // The sample ids name no stored license.
+        assert!(matches!(
+            call(&app, sample("admin-verify-id.json")).await,
+            Err(Error::NotFound(_))
+        ));
+        assert!(matches!(
+            call(&app, sample("admin-revoke.json")).await,
+            Err(Error::NotFound(_))
+        ));
+
+        stripe.put_subscription(sub("canceled", 12));
+        assert!(ok(&call(&app, sample("sqs-subscription-deleted.json"))
+            .await
+            .unwrap()));
+        assert!(
+            store
+                .all()
+                .iter()
+                .all(|r| r.status == LicenseStatus::Revoked),
+            "both revoked"
+        );
+        assert_eq!(
+            call(&app, sample("admin-publish.json")).await.unwrap()["published"],
+            true
+        );
+    }
+
+    #[test]
+    fn config_names_the_missing_variable() {
+        let e = Config::from_env(&Env::from_map([("LICENSES_TABLE", "t")])).unwrap_err();
+        assert!(e.to_string().contains("LICENSE_KEY_ID"), "{e}");
+    }
+}

@@ -1,0 +1,181 @@
+//! The DynamoDB store's conditions on moto: the compare-and-swap on the period head,
+//! concurrent deliveries, and the recovery of a license recorded before its file was written.
+//! Stripe and the object store are fakes here so a failure can be injected between the steps;
+//! the table is the template's `LicensesTable` on moto.
+
+use blapi::licensing::{
+    CountingSigner, DynamoLicenseStore, InProcessSigner, LicenseService, LicenseStatus,
+    LicenseStore, MemoryStripe, Outcome,
+};
+use blapi::storage::MemoryStore;
+use serde_json::json;
+use std::sync::{Arc, OnceLock};
+
+fn key() -> InProcessSigner {
+    static KEY: OnceLock<InProcessSigner> = OnceLock::new();
+    KEY.get_or_init(|| InProcessSigner::generate().expect("key"))
+        .clone()
+}
+
+struct Parts {
+    stripe: Arc<MemoryStripe>,
+    store: Arc<DynamoLicenseStore>,
+    files: Arc<MemoryStore>,
+    signer: Arc<CountingSigner<InProcessSigner>>,
+}
+
+async fn parts() -> Parts {
+    let stack = blapi_infra::testing::stack();
+    let clients = blapi::aws::Clients::new(&stack.sdk_config().await);
+    let table = stack.physical("LicensesTable").to_owned();
+    Parts {
+        stripe: Arc::new(MemoryStripe::new()),
+        store: Arc::new(DynamoLicenseStore::new(clients.dynamodb.clone(), table)),
+        files: Arc::new(MemoryStore::new()),
+        signer: Arc::new(CountingSigner::new(key())),
+    }
+}
+
+impl Parts {
+    fn service(&self) -> LicenseService {
+        LicenseService::new(
+            self.stripe.clone(),
+            self.signer.clone(),
+            self.store.clone(),
+            self.files.clone(),
+        )
+    }
+
+    /// A fresh active subscription with random ids.
+    fn subscription(&self, quantity: u64) -> (String, String) {
+        let n = uuid::Uuid::new_v4().simple().to_string();
+        let (cus, sub) = (format!("cus_{}", &n[..14]), format!("sub_{}", &n[..14]));
+        let now = chrono::Utc::now().timestamp();
+        self.stripe
+            .put_customer(json!({"id": cus, "name": "Grace", "email": "grace@example.com"}));
+        self.set(&sub, &cus, "active", quantity, now - 60);
+        (cus, sub)
+    }
+
+    fn set(&self, sub: &str, cus: &str, status: &str, quantity: u64, start: i64) {
+        self.stripe.put_subscription(json!({
+            "id": sub, "customer": cus, "status": status,
+            "current_period_start": start, "current_period_end": start + 30 * 86400,
+            "items": {"data": [{"id": "si_1", "quantity": quantity, "plan": {"id": "plan_1", "metadata": {"sku": "enterprise"}}}]}
+        }));
+    }
+}
+
+#[tokio::test]
+async fn concurrent_deliveries_mint_once() {
+    let p = parts().await;
+    let (cus, sub) = p.subscription(5);
+    // Five cold starts handle the same event at the same time.
+    let services: Vec<LicenseService> = (0..5).map(|_| p.service()).collect();
+    let outcomes = futures::future::join_all(services.iter().map(|s| s.reconcile(&sub))).await;
+    let minted = outcomes
+        .iter()
+        .filter(|o| matches!(o, Ok(Outcome::Minted { .. })))
+        .count();
+    assert_eq!(minted, 1, "{outcomes:?}");
+    for o in &outcomes {
+        // The others found it done, or (racing the winner's last step) reported a retryable
+        // in-progress error: never a second license.
+        match o {
+            Ok(Outcome::Minted { .. } | Outcome::Existing { .. }) => {}
+            Err(e) => assert!(e.is_retryable(), "{e:?}"),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    let all = p.store.by_customer(&cus).await.unwrap();
+    assert_eq!(all.len(), 1);
+    assert_eq!(all[0].status, LicenseStatus::Active);
+    assert_eq!(p.store.heads(&sub).await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_license_recorded_before_its_file_is_completed_by_the_next_delivery() {
+    let p = parts().await;
+    let (cus, sub) = p.subscription(7);
+    let service = p.service();
+    service.publish_public_key().await.unwrap();
+    p.files.set_failing(true);
+    let e = service.reconcile(&sub).await.unwrap_err();
+    assert!(e.is_retryable(), "{e:?}");
+    let recs = p.store.by_customer(&cus).await.unwrap();
+    assert_eq!(recs.len(), 1);
+    assert_eq!(recs[0].status, LicenseStatus::Issuing);
+    assert!(p.files.object(&recs[0].file_key).is_none());
+
+    p.files.set_failing(false);
+    // A new cold start (no shared memory) picks it up from the table.
+    let again = p.service().reconcile(&sub).await.unwrap();
+    assert_eq!(
+        again,
+        Outcome::Existing {
+            license_id: recs[0].license_id.clone()
+        }
+    );
+    let rec = p
+        .store
+        .get(&cus, &recs[0].license_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(rec.status, LicenseStatus::Active);
+    assert_eq!(p.files.object(&rec.file_key).unwrap(), rec.file.as_bytes());
+    assert_eq!(p.signer.signs(), 1, "completed with the recorded signature");
+}
+
+#[tokio::test]
+async fn head_compare_and_swap_and_revocation_on_dynamodb() {
+    let p = parts().await;
+    let (cus, sub) = p.subscription(5);
+    let service = p.service();
+    let Outcome::Minted {
+        license_id: first, ..
+    } = service.reconcile(&sub).await.unwrap()
+    else {
+        panic!("mint")
+    };
+    let rec = p.store.get(&cus, &first).await.unwrap().unwrap();
+    // Recording the same license again, or moving the head from a stale predecessor, fails.
+    assert!(!p.store.begin(&rec, None).await.unwrap());
+    let now = chrono::Utc::now().timestamp();
+    p.set(&sub, &cus, "active", 9, now - 60);
+    let Outcome::Minted {
+        license_id: second,
+        supersedes,
+        ..
+    } = service.reconcile(&sub).await.unwrap()
+    else {
+        panic!("supersede")
+    };
+    assert_eq!(supersedes.as_ref(), Some(&first));
+    let by_sub = p.store.by_subscription(&sub).await.unwrap();
+    assert_eq!(by_sub.len(), 2, "gsi1 lists the subscription's history");
+    assert_eq!(
+        p.store.find(&second).await.unwrap().unwrap().quantity,
+        9,
+        "gsi2 finds by id"
+    );
+
+    p.set(&sub, &cus, "canceled", 9, now - 60);
+    let Outcome::Revoked { license_ids } = service.reconcile(&sub).await.unwrap() else {
+        panic!("revoke")
+    };
+    assert_eq!(
+        license_ids.len(),
+        2,
+        "the superseded one too: {license_ids:?}"
+    );
+    let revocations = p.store.revocations().await.unwrap();
+    assert!(
+        license_ids
+            .iter()
+            .all(|id| revocations.iter().any(|r| &r.id == id))
+    );
+    assert!(
+        matches!(service.reconcile(&sub).await.unwrap(), Outcome::Revoked { license_ids } if license_ids.is_empty())
+    );
+}

@@ -1,0 +1,467 @@
+//! license-minting against the local stack: moto (KMS RSA_2048 key from the template,
+//! DynamoDB, S3, Secrets Manager) and localstripe. Every test makes its own Stripe customer
+//! and subscription, so tests run in parallel and repeatedly on the shared stack.
+
+use base64::Engine;
+use blapi::aws::Clients;
+use blapi::config::{Env, Secret};
+use blapi::licensing::{CountingSigner, KmsSigner, LicenseSigner};
+use blapi::storage::{ObjectStore, S3Store};
+use blapi::stripe::{StripeClient, form_pairs};
+use lambda_runtime::{Context, LambdaEvent};
+use license_minting::handler::{App, Config};
+use rsa::pkcs8::DecodePublicKey;
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::time::Duration;
+
+fn localstripe_url() -> String {
+    std::env::var("LOCALSTRIPE_URL").unwrap_or_else(|_| "http://127.0.0.1:8420".into())
+}
+
+struct Local {
+    app: App,
+    signer: Arc<CountingSigner<KmsSigner>>,
+    clients: Clients,
+    bucket: String,
+}
+
+async fn local_with_key(key_override: Option<&str>) -> Local {
+    let stack = blapi_infra::testing::stack();
+    let clients = Clients::new(&stack.sdk_config().await);
+    let mut env = stack.env("license-minting");
+    env.insert("STRIPE_API_BASE".into(), localstripe_url());
+    let mut config = Config::from_env(&Env::from_map(env)).expect("config from the template");
+    if let Some(k) = key_override {
+        config.key_id = k.to_owned();
+    }
+    let bucket = config.artifacts_bucket.clone();
+    let signer = Arc::new(CountingSigner::new(KmsSigner::new(
+        clients.kms.clone(),
+        config.key_id.clone(),
+    )));
+    let dyn_signer: Arc<dyn LicenseSigner> = signer.clone();
+    let app = App::with_signer(config, &clients, dyn_signer)
+        .await
+        .expect("app");
+    Local {
+        app,
+        signer,
+        clients,
+        bucket,
+    }
+}
+
+async fn local() -> Local {
+    local_with_key(None).await
+}
+
+impl Local {
+    async fn invoke(&self, payload: Value) -> blapi::Result<Value> {
+        self.app
+            .handle(LambdaEvent::new(payload, Context::default()))
+            .await
+    }
+    fn files(&self) -> S3Store {
+        S3Store::new(self.clients.s3.clone(), self.bucket.clone())
+    }
+    async fn object(&self, key: &str) -> Option<Vec<u8>> {
+        self.files().get(key).await.expect("s3 get")
+    }
+    async fn keys_under(&self, prefix: &str) -> Vec<String> {
+        let out = self
+            .clients
+            .s3
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(prefix)
+            .send()
+            .await
+            .expect("list");
+        out.contents()
+            .iter()
+            .filter_map(|o| o.key().map(str::to_owned))
+            .collect()
+    }
+    async fn licenses_of(&self, customer: &str) -> Vec<Value> {
+        let v = self
+            .invoke(json!({"action": "list", "customer": customer}))
+            .await
+            .expect("list");
+        v["licenses"].as_array().cloned().unwrap_or_default()
+    }
+}
+
+/// localstripe, through the same client the function uses.
+struct Stripe(StripeClient);
+
+impl Stripe {
+    fn new() -> Self {
+        Self(
+            StripeClient::new(
+                localstripe_url(),
+                Secret::new("sk_test_blapi_local".into()),
+                Duration::from_secs(10),
+            )
+            .expect("client"),
+        )
+    }
+    async fn post(&self, path: &str, form: &[(&str, String)]) -> Value {
+        let form = form_pairs(form.iter().map(|(k, v)| (*k, v.clone())));
+        self.0
+            .post::<Value>(path, &form, &uuid::Uuid::new_v4().to_string())
+            .await
+            .unwrap_or_else(|e| panic!("localstripe POST {path}: {}", e.chain()))
+    }
+
+    /// A paying customer with an active subscription of `quantity` seats of `sku`.
+    async fn subscription(&self, sku: &str, quantity: u32) -> (String, String, String) {
+        let product = self
+            .post(
+                "products",
+                &[
+                    ("name", "Mattermost".into()),
+                    ("metadata[sku]", "enterprise".into()),
+                ],
+            )
+            .await;
+        let plan = self
+            .post(
+                "plans",
+                &[
+                    ("product", id_of(&product)),
+                    ("amount", "1000".into()),
+                    ("currency", "usd".into()),
+                    ("interval", "month".into()),
+                    ("metadata[sku]", sku.into()),
+                ],
+            )
+            .await;
+        let customer = self
+            .post(
+                "customers",
+                &[
+                    ("name", "Ada Lovelace".into()),
+                    ("email", "ada@example.com".into()),
+                    ("metadata[company]", "Analytical Engines".into()),
+                ],
+            )
+            .await;
+        let cus = id_of(&customer);
+        self.post(
+            &format!("customers/{cus}/sources"),
+            &[
+                ("source[object]", "card".into()),
+                ("source[number]", "4242424242424242".into()),
+                ("source[exp_month]", "12".into()),
+                ("source[exp_year]", "2040".into()),
+                ("source[cvc]", "123".into()),
+            ],
+        )
+        .await;
+        let sub = self
+            .post(
+                "subscriptions",
+                &[
+                    ("customer", cus.clone()),
+                    ("items[0][plan]", id_of(&plan)),
+                    ("items[0][quantity]", quantity.to_string()),
+                ],
+            )
+            .await;
+        assert_eq!(sub["status"], "active", "{sub}");
+        let item = id_of(&sub["items"]["data"][0]);
+        (cus, id_of(&sub), item)
+    }
+
+    async fn set_quantity(&self, sub: &str, item: &str, quantity: u32) {
+        self.post(
+            &format!("subscriptions/{sub}"),
+            &[
+                ("items[0][id]", item.into()),
+                ("items[0][quantity]", quantity.to_string()),
+            ],
+        )
+        .await;
+    }
+
+    async fn cancel(&self, sub: &str) {
+        self.0
+            .delete::<Value>(&format!("subscriptions/{sub}"))
+            .await
+            .unwrap_or_else(|e| panic!("cancel: {}", e.chain()));
+    }
+}
+
+fn id_of(object: &Value) -> String {
+    object["id"]
+        .as_str()
+        .expect("a Stripe object with an id")
+        .to_owned()
+}
+
+/// An EventMessage body as webhook-intake enqueues it.
+fn message(event_type: &str, sub: &str) -> String {
+    let id = format!("evt_{}", uuid::Uuid::new_v4().simple());
+    let object = if event_type.starts_with("invoice.") {
+        json!({"object": "invoice", "id": "in_x", "subscription": sub})
+    } else {
+        json!({"object": "subscription", "id": sub, "status": "stale copy: never trusted"})
+    };
+    json!({"id": id, "source": "stripe", "type": event_type, "received_at": "2026-11-25T10:00:00Z",
+        "raw_key": format!("raw/stripe/{id}.json"),
+        "event": {"id": id, "object": "event", "type": event_type, "created": 1_795_000_000, "data": {"object": object}}})
+    .to_string()
+}
+
+fn batch(bodies: &[String]) -> Value {
+    let records: Vec<Value> = bodies
+        .iter()
+        .enumerate()
+        .map(|(i, b)| {
+            json!({"messageId": format!("m{i}"), "body": b, "eventSource": "aws:sqs",
+                "attributes": {"ApproximateReceiveCount": "1"}})
+        })
+        .collect();
+    json!({ "Records": records })
+}
+
+fn failures(resp: &Value) -> usize {
+    resp["batchItemFailures"].as_array().map_or(0, Vec::len)
+}
+
+/// Verification written against the `rsa` crate directly: not the signing path's code.
+fn independent_verify(pem: &str, file: &str) -> Value {
+    let key = rsa::RsaPublicKey::from_public_key_pem(pem).expect("published PEM");
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(file.trim())
+        .expect("base64");
+    assert!(raw.len() > 256);
+    let (json, sig) = raw.split_at(raw.len() - 256);
+    use sha2::Digest;
+    key.verify(
+        rsa::Pkcs1v15Sign::new::<sha2::Sha512>(),
+        &sha2::Sha512::digest(json),
+        sig,
+    )
+    .expect("signature verifies with the published key");
+    serde_json::from_slice(json).expect("license JSON")
+}
+
+#[tokio::test]
+async fn a_subscription_leads_to_exactly_one_license_verifiable_with_the_published_pem() {
+    let l = local().await;
+    let stripe = Stripe::new();
+    let (cus, sub, _) = stripe.subscription("professional", 5).await;
+
+    let created = message("customer.subscription.created", &sub);
+    let paid = message("invoice.payment_succeeded", &sub);
+    for _ in 0..5 {
+        let resp = l
+            .invoke(batch(&[created.clone(), paid.clone()]))
+            .await
+            .unwrap();
+        assert_eq!(failures(&resp), 0, "{resp}");
+    }
+    let licenses = l.licenses_of(&cus).await;
+    assert_eq!(licenses.len(), 1, "{licenses:?}");
+    assert_eq!(licenses[0]["status"], "ACTIVE");
+    assert_eq!(l.signer.signs(), 1, "one KMS Sign for the one license");
+    assert_eq!(l.signer.public_keys(), 1, "one GetPublicKey per cold start");
+
+    let file_key = licenses[0]["file_key"].as_str().unwrap();
+    assert!(file_key.starts_with(&format!("licenses/{cus}/")));
+    let file = String::from_utf8(l.object(file_key).await.expect("license file in S3")).unwrap();
+    let pem = String::from_utf8(
+        l.object("licenses/public-key.pem")
+            .await
+            .expect("published PEM"),
+    )
+    .unwrap();
+    let doc = independent_verify(&pem, &file);
+    assert_eq!(doc["id"], licenses[0]["license_id"]);
+    assert_eq!(doc["customer"]["id"], cus.as_str());
+    assert_eq!(doc["customer"]["company"], "Analytical Engines");
+    assert_eq!(doc["features"]["users"], 5);
+    assert_eq!(doc["sku_short_name"], "professional");
+    assert_eq!(doc["subscription_id"], sub.as_str());
+    assert!(doc["expires_at"].as_i64().unwrap() > doc["starts_at"].as_i64().unwrap());
+    assert!(
+        doc["issued_at"].as_i64().unwrap() > 1_700_000_000_000,
+        "milliseconds"
+    );
+
+    let verified = l
+        .invoke(json!({"action": "verify", "license": file}))
+        .await
+        .unwrap();
+    assert_eq!(verified["valid"], true, "{verified}");
+}
+
+#[tokio::test]
+async fn reordered_duplicates_with_a_later_seat_change_give_one_license_per_period() {
+    let l = local().await;
+    let stripe = Stripe::new();
+    let (cus, sub, item) = stripe.subscription("enterprise", 5).await;
+    // The seat change happens before any event is processed; events then arrive newest first.
+    stripe.set_quantity(&sub, &item, 12).await;
+    let updated = message("customer.subscription.updated", &sub);
+    let created = message("customer.subscription.created", &sub);
+    let paid = message("invoice.payment_succeeded", &sub);
+    let mut bodies = Vec::new();
+    for _ in 0..5 {
+        bodies.extend([updated.clone(), paid.clone(), created.clone()]);
+    }
+    let resp = l.invoke(batch(&bodies)).await.unwrap();
+    assert_eq!(failures(&resp), 0, "{resp}");
+    let licenses = l.licenses_of(&cus).await;
+    assert_eq!(licenses.len(), 1, "{licenses:?}");
+    assert_eq!(
+        licenses[0]["quantity"], 12,
+        "the current state, not the first event's"
+    );
+
+    // Another seat change in the same period supersedes it.
+    stripe.set_quantity(&sub, &item, 20).await;
+    let later = message("customer.subscription.updated", &sub);
+    for _ in 0..3 {
+        let resp = l
+            .invoke(batch(&[later.clone(), created.clone()]))
+            .await
+            .unwrap();
+        assert_eq!(failures(&resp), 0, "{resp}");
+    }
+    let mut licenses = l.licenses_of(&cus).await;
+    licenses.sort_by_key(|r| r["quantity"].as_u64());
+    assert_eq!(licenses.len(), 2, "{licenses:?}");
+    assert_eq!(licenses[0]["status"], "SUPERSEDED");
+    assert_eq!(licenses[1]["status"], "ACTIVE");
+    assert_eq!(licenses[1]["quantity"], 20);
+    assert_eq!(licenses[1]["supersedes"], licenses[0]["license_id"]);
+    assert_eq!(licenses[0]["superseded_by"], licenses[1]["license_id"]);
+    assert_eq!(
+        licenses[0]["period_start_ms"],
+        licenses[1]["period_start_ms"]
+    );
+    assert_eq!(l.signer.signs(), 2);
+}
+
+#[tokio::test]
+async fn cancellation_revokes_and_the_revocation_list_verifies_offline() {
+    let l = local().await;
+    let stripe = Stripe::new();
+    let (cus, sub, _) = stripe.subscription("advanced", 3).await;
+    let resp = l
+        .invoke(batch(&[message("customer.subscription.created", &sub)]))
+        .await
+        .unwrap();
+    assert_eq!(failures(&resp), 0);
+    let id = l.licenses_of(&cus).await[0]["license_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    stripe.cancel(&sub).await;
+    let deleted = message("customer.subscription.deleted", &sub);
+    let stale_created = message("customer.subscription.created", &sub);
+    let resp = l
+        .invoke(batch(&[deleted.clone(), stale_created, deleted]))
+        .await
+        .unwrap();
+    assert_eq!(failures(&resp), 0, "{resp}");
+    let licenses = l.licenses_of(&cus).await;
+    assert_eq!(licenses.len(), 1);
+    assert_eq!(licenses[0]["status"], "REVOKED");
+    assert_eq!(licenses[0]["revoked_reason"], "subscription_canceled");
+
+    // Independent check of the published list.
+    let pem = String::from_utf8(l.object("licenses/public-key.pem").await.unwrap()).unwrap();
+    let list = l
+        .object("licenses/revoked.json")
+        .await
+        .expect("revocation list");
+    let sig_b64 = String::from_utf8(l.object("licenses/revoked.json.sig").await.unwrap()).unwrap();
+    let sig = base64::engine::general_purpose::STANDARD
+        .decode(sig_b64.trim())
+        .unwrap();
+    let key = rsa::RsaPublicKey::from_public_key_pem(&pem).unwrap();
+    use sha2::Digest;
+    key.verify(
+        rsa::Pkcs1v15Sign::new::<sha2::Sha512>(),
+        &sha2::Sha512::digest(&list),
+        &sig,
+    )
+    .expect("the revocation list is signed by the license key");
+    let doc: Value = serde_json::from_slice(&list).unwrap();
+    // Other tests share the stack and may have published since: the list holds ours either way.
+    assert!(
+        doc["revoked"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["id"] == id.as_str()),
+        "{doc}"
+    );
+    let report = l
+        .invoke(json!({"action": "verify", "license_id": id}))
+        .await
+        .unwrap();
+    assert_eq!(
+        (report["valid"].as_bool(), report["reason"].as_str()),
+        (Some(false), Some("revoked"))
+    );
+}
+
+#[tokio::test]
+async fn an_unknown_subscription_is_a_permanent_failure() {
+    let l = local().await;
+    let e = l
+        .invoke(json!({"action": "mint", "subscription": "sub_doesnotexist0001"}))
+        .await
+        .unwrap_err();
+    assert!(!e.is_retryable(), "{e:?}");
+    let resp = l
+        .invoke(batch(&[message(
+            "customer.subscription.created",
+            "sub_doesnotexist0001",
+        )]))
+        .await
+        .unwrap();
+    assert_eq!(
+        failures(&resp),
+        1,
+        "reported, so SQS parks it in the DLQ after its retries"
+    );
+    assert_eq!(l.signer.signs(), 0);
+}
+
+#[tokio::test]
+async fn a_kms_failure_is_retryable_and_writes_nothing() {
+    let l = local_with_key(Some("alias/no-such-license-key")).await;
+    let stripe = Stripe::new();
+    let (cus, sub, _) = stripe.subscription("professional", 2).await;
+    let e = l
+        .invoke(json!({"action": "mint", "subscription": sub}))
+        .await
+        .unwrap_err();
+    assert!(e.is_retryable(), "{e:?}");
+    let resp = l
+        .invoke(batch(&[message("customer.subscription.created", &sub)]))
+        .await
+        .unwrap();
+    assert_eq!(failures(&resp), 1);
+    assert!(l.licenses_of(&cus).await.is_empty(), "no record");
+    assert!(
+        l.keys_under(&format!("licenses/{cus}/")).await.is_empty(),
+        "no file"
+    );
+
+    // With the right key the same request then succeeds.
+    let good = local().await;
+    let minted = good
+        .invoke(json!({"action": "mint", "subscription": sub}))
+        .await
+        .unwrap();
+    assert_eq!(minted["outcome"], "minted");
+    assert_eq!(good.keys_under(&format!("licenses/{cus}/")).await.len(), 1);
+}

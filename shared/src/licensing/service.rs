@@ -1,0 +1,587 @@
+//! The minting service: Stripe events and admin requests in, licenses and revocations out.
+//! The rules and the write protocol are described in the [module doc](super).
+
+use super::format::{License, LicenseCustomer, LicenseId, LicenseKey, encode_file, file_key};
+use super::revocation::{
+    REVOCATION_LIST_KEY, REVOCATION_SIGNATURE_KEY, RevocationList, RevocationReason,
+};
+use super::signer::{LicenseSigner, PublicKey};
+use super::sku::Sku;
+use super::store::{LicenseRecord, LicenseStatus, LicenseStore};
+use super::stripe::{Standing, StripeSubscriptions, SubscriptionState, subscription_of};
+use super::verify::{GRACE_PERIOD_MS, VerifyError, verify_license, verify_revocation_list};
+use crate::error::{Error, Result};
+use crate::queue::EventMessage;
+use crate::storage::ObjectStore;
+use base64::Engine;
+use serde::Serialize;
+use std::sync::Arc;
+
+/// The S3 key of the current public key.
+pub const PUBLIC_KEY_KEY: &str = "licenses/public-key.pem";
+
+/// How often the compare-and-swap loops re-read before giving up (retryably).
+const ROUNDS: usize = 4;
+
+/// What handling an event or request did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum Outcome {
+    /// A new license was issued (superseding another one for the same period, maybe).
+    Minted {
+        license_id: LicenseId,
+        customer_id: String,
+        subscription_id: String,
+        supersedes: Option<LicenseId>,
+    },
+    /// The period already has its license: nothing to do.
+    Existing { license_id: LicenseId },
+    /// These licenses are now revoked (empty: they already were).
+    Revoked { license_ids: Vec<LicenseId> },
+    /// Nothing to do, and why.
+    Skipped { reason: String },
+}
+
+/// The answer of a verification.
+#[derive(Debug, Clone, Serialize)]
+pub struct VerifyReport {
+    pub valid: bool,
+    /// `None` when valid; otherwise [`VerifyError::code`].
+    pub reason: Option<&'static str>,
+    pub message: String,
+    pub license: Option<License>,
+    /// The record's state, when the license is known here (e.g. `SUPERSEDED`).
+    pub status: Option<&'static str>,
+    pub kid: String,
+    pub public_key_pem: String,
+}
+
+/// Milliseconds since the epoch (injectable for tests).
+pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
+
+/// The minting service. Build it once per cold start: it caches the public key.
+pub struct LicenseService {
+    stripe: Arc<dyn StripeSubscriptions>,
+    signer: Arc<dyn LicenseSigner>,
+    store: Arc<dyn LicenseStore>,
+    files: Arc<dyn ObjectStore>,
+    clock: Clock,
+    public_key: tokio::sync::OnceCell<PublicKey>,
+    key_published: tokio::sync::OnceCell<()>,
+}
+
+impl std::fmt::Debug for LicenseService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LicenseService")
+            .field("bucket", &self.files.bucket())
+            .finish()
+    }
+}
+
+impl LicenseService {
+    pub fn new(
+        stripe: Arc<dyn StripeSubscriptions>,
+        signer: Arc<dyn LicenseSigner>,
+        store: Arc<dyn LicenseStore>,
+        files: Arc<dyn ObjectStore>,
+    ) -> Self {
+        Self {
+            stripe,
+            signer,
+            store,
+            files,
+            clock: Arc::new(|| chrono::Utc::now().timestamp_millis()),
+            public_key: tokio::sync::OnceCell::new(),
+            key_published: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    /// Replaces the clock (tests).
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    fn now(&self) -> i64 {
+        (self.clock)()
+    }
+
+    /// The signing key's public half: one `GetPublicKey` per cold start, then cached.
+    pub async fn public_key(&self) -> Result<&PublicKey> {
+        self.public_key
+            .get_or_try_init(|| self.signer.public_key())
+            .await
+    }
+
+    /// Handles one queued webhook event: finds its subscription, re-fetches it from Stripe and
+    /// acts on its current state.
+    pub async fn handle_event(&self, msg: &EventMessage) -> Result<Outcome> {
+        if msg.source != "stripe" {
+            return Ok(Outcome::Skipped {
+                reason: format!("source {} is not licensing's", msg.source),
+            });
+        }
+        let Some(sub_id) = subscription_of(&msg.event) else {
+            return Ok(Outcome::Skipped {
+                reason: format!("{} concerns no subscription", msg.event_type),
+            });
+        };
+        let outcome = self.reconcile(&sub_id).await;
+        match &outcome {
+            Ok(o) => {
+                tracing::info!(event_id = %msg.id, event_type = %msg.event_type, subscription_id = %sub_id, outcome = ?o, "event handled")
+            }
+            Err(e) => {
+                tracing::warn!(event_id = %msg.id, event_type = %msg.event_type, subscription_id = %sub_id, error = %e.chain(), retryable = e.is_retryable(), "event failed")
+            }
+        }
+        outcome
+    }
+
+    /// Brings the licenses of one subscription in line with its current state on Stripe.
+    pub async fn reconcile(&self, subscription_id: &str) -> Result<Outcome> {
+        let sub = self.stripe.subscription(subscription_id).await?;
+        let state = SubscriptionState::from_subscription(&sub)?;
+        match state.standing {
+            Standing::Licensed { trial } => self.ensure_license(&state, trial).await,
+            Standing::Ended => {
+                self.revoke_subscription(&state.id, RevocationReason::SubscriptionCanceled)
+                    .await
+            }
+            Standing::Pending => Ok(Outcome::Skipped {
+                reason: format!("subscription is {}", state.status),
+            }),
+        }
+    }
+
+    async fn resolve_sku(&self, state: &SubscriptionState) -> Result<Sku> {
+        let item = state
+            .item
+            .as_ref()
+            .ok_or_else(|| Error::Invalid(format!("subscription {} has no items", state.id)))?;
+        if let Some(sku) = item.sku.as_deref().or(item.product_sku.as_deref()) {
+            return Sku::lookup(sku);
+        }
+        let Some(product_id) = item.product_id.as_deref() else {
+            return Err(Error::Invalid(format!(
+                "subscription {}: its price names no SKU and no product",
+                state.id
+            )));
+        };
+        let product = self.stripe.product(product_id).await?;
+        match product
+            .metadata
+            .as_ref()
+            .and_then(|m| m.get("sku"))
+            .and_then(|v| v.as_str())
+        {
+            Some(sku) => Sku::lookup(sku),
+            None => Err(Error::Invalid(format!(
+                "subscription {}: neither its price nor product {product_id} has metadata sku",
+                state.id
+            ))),
+        }
+    }
+
+    async fn ensure_license(&self, state: &SubscriptionState, trial: bool) -> Result<Outcome> {
+        let (Some(period), Some(item)) = (state.period, state.item.as_ref()) else {
+            return Err(Error::Invalid(format!(
+                "subscription {} has no period or item",
+                state.id
+            )));
+        };
+        let sku = self.resolve_sku(state).await?;
+        let quantity = item.quantity;
+        for _ in 0..ROUNDS {
+            let current = match self.store.head(&state.id, period.start_ms).await? {
+                None => None,
+                Some(head) => Some(
+                    self.store
+                        .get(&head.customer_id, &head.license_id)
+                        .await?
+                        .ok_or_else(|| {
+                            Error::dependency(
+                                "licenses",
+                                true,
+                                format!("head points to missing license {}", head.license_id),
+                            )
+                        })?,
+                ),
+            };
+            if let Some(cur) = &current {
+                match cur.status {
+                    // A worker died (or is busy) between the record and the file: finish its
+                    // work with the recorded bytes, then look again.
+                    LicenseStatus::Issuing => {
+                        self.finish(cur).await?;
+                        continue;
+                    }
+                    LicenseStatus::Revoked => {
+                        return Ok(Outcome::Skipped {
+                            reason: format!(
+                                "license {} of this period was revoked",
+                                cur.license_id
+                            ),
+                        });
+                    }
+                    LicenseStatus::Active
+                        if cur.quantity == quantity && cur.sku == sku.short_name =>
+                    {
+                        return Ok(Outcome::Existing {
+                            license_id: cur.license_id.clone(),
+                        });
+                    }
+                    _ => {}
+                }
+            }
+            let previous = current.filter(|c| c.status == LicenseStatus::Active);
+            let record = self
+                .issue(
+                    state,
+                    period.start_ms,
+                    period.end_ms,
+                    quantity,
+                    sku,
+                    trial,
+                    previous.as_ref(),
+                )
+                .await?;
+            if !self
+                .store
+                .begin(&record, previous.as_ref().map(|p| &p.license_id))
+                .await?
+            {
+                continue; // someone else moved the head: look again
+            }
+            self.finish(&record).await?;
+            tracing::info!(
+                license_id = %record.license_id,
+                subscription_id = %record.subscription_id,
+                customer_id = %record.customer_id,
+                seats = record.quantity,
+                sku = %record.sku,
+                "license minted"
+            );
+            return Ok(Outcome::Minted {
+                license_id: record.license_id,
+                customer_id: record.customer_id,
+                subscription_id: record.subscription_id,
+                supersedes: record.supersedes,
+            });
+        }
+        Err(Error::InProgress(format!(
+            "licenses of subscription {} are contended",
+            state.id
+        )))
+    }
+
+    /// Builds and signs a license (one KMS round trip). Writes nothing.
+    #[allow(clippy::too_many_arguments)]
+    async fn issue(
+        &self,
+        state: &SubscriptionState,
+        start_ms: i64,
+        end_ms: i64,
+        quantity: u32,
+        sku: Sku,
+        trial: bool,
+        previous: Option<&LicenseRecord>,
+    ) -> Result<LicenseRecord> {
+        let key = LicenseKey {
+            subscription_id: state.id.clone(),
+            period_start_ms: start_ms,
+            quantity,
+            sku: sku.short_name.to_owned(),
+            supersedes: previous.map(|p| p.license_id.clone()),
+        };
+        let license_id = key.license_id();
+        let customer = self.stripe.customer(&state.customer_id).await?;
+        let kid = self.public_key().await?.kid().to_owned();
+        let issued_at = self.now();
+        let license = License {
+            id: license_id.clone(),
+            issued_at,
+            starts_at: start_ms,
+            expires_at: end_ms,
+            customer: LicenseCustomer {
+                id: state.customer_id.clone(),
+                name: customer.name.clone().unwrap_or_default(),
+                email: customer.email.clone().unwrap_or_default(),
+                company: customer.company(),
+            },
+            features: sku.features(quantity),
+            sku_name: sku.name.to_owned(),
+            sku_short_name: sku.short_name.to_owned(),
+            is_trial: trial,
+            is_gov_sku: false,
+            is_seat_count_enforced: sku.seat_count_enforced,
+            extra_users: 0,
+            signup_jwt: None,
+            kid: kid.clone(),
+            subscription_id: state.id.clone(),
+            supersedes: key.supersedes.clone(),
+        };
+        let json = license.to_json()?;
+        let signature = self.signer.sign(&json).await?;
+        Ok(LicenseRecord {
+            file_key: file_key(&state.customer_id, &license_id),
+            file: encode_file(&json, &signature),
+            license_id,
+            customer_id: state.customer_id.clone(),
+            subscription_id: state.id.clone(),
+            period_start_ms: start_ms,
+            period_end_ms: end_ms,
+            quantity,
+            sku: sku.short_name.to_owned(),
+            status: LicenseStatus::Issuing,
+            supersedes: key.supersedes,
+            superseded_by: None,
+            revoked_at: None,
+            revoked_reason: None,
+            issued_at,
+            starts_at: start_ms,
+            expires_at: end_ms,
+            is_trial: trial,
+            kid,
+        })
+    }
+
+    /// Writes the recorded file and activates the record (superseding its predecessor).
+    /// Safe to run twice, concurrently or after a crash: it writes the same bytes and the
+    /// activation is conditional.
+    async fn finish(&self, record: &LicenseRecord) -> Result<()> {
+        self.publish_public_key().await?;
+        self.files
+            .put(
+                &record.file_key,
+                record.file.clone().into_bytes(),
+                "text/plain",
+            )
+            .await?;
+        let previous = match &record.supersedes {
+            Some(prev) => self
+                .store
+                .get(&record.customer_id, prev)
+                .await?
+                .filter(|p| p.status == LicenseStatus::Active),
+            None => None,
+        };
+        if self.store.activate(record, previous.as_ref()).await? {
+            return Ok(());
+        }
+        // Someone else activated it, or the predecessor left ACTIVE meanwhile (revoked).
+        match self
+            .store
+            .get(&record.customer_id, &record.license_id)
+            .await?
+        {
+            Some(r) if r.status != LicenseStatus::Issuing => Ok(()),
+            Some(_) if self.store.activate(record, None).await? => Ok(()),
+            _ => Err(Error::InProgress(format!(
+                "license {} is being activated",
+                record.license_id
+            ))),
+        }
+    }
+
+    /// Publishes `licenses/public-key.pem` (and `licenses/keys/{kid}.pem`, kept across
+    /// rotations) once per cold start, before the first file it signs.
+    pub async fn publish_public_key(&self) -> Result<()> {
+        self.key_published
+            .get_or_try_init(|| async {
+                let pk = self.public_key().await?;
+                let pem = pk.to_pem()?;
+                self.files
+                    .put(
+                        &format!("licenses/keys/{}.pem", pk.kid()),
+                        pem.clone().into_bytes(),
+                        "application/x-pem-file",
+                    )
+                    .await?;
+                self.files
+                    .put(PUBLIC_KEY_KEY, pem.into_bytes(), "application/x-pem-file")
+                    .await
+            })
+            .await
+            .map(|_| ())
+    }
+
+    /// Revokes every license of a subscription that is still valid, then republishes the
+    /// revocation list.
+    pub async fn revoke_subscription(
+        &self,
+        subscription_id: &str,
+        reason: RevocationReason,
+    ) -> Result<Outcome> {
+        let mut candidates: Vec<LicenseRecord> = Vec::new();
+        for head in self.store.heads(subscription_id).await? {
+            if let Some(r) = self.store.get(&head.customer_id, &head.license_id).await? {
+                candidates.push(r);
+            }
+        }
+        for r in self.store.by_subscription(subscription_id).await? {
+            if !candidates.iter().any(|c| c.license_id == r.license_id) {
+                candidates.push(r);
+            }
+        }
+        let now = self.now();
+        let mut revoked = Vec::new();
+        for mut rec in candidates {
+            if rec.expires_at.saturating_add(GRACE_PERIOD_MS) < now {
+                continue; // expired for good: no need to list it
+            }
+            if rec.status == LicenseStatus::Issuing {
+                self.finish(&rec).await?;
+                rec.status = LicenseStatus::Active;
+            }
+            if self.store.revoke(&rec, reason, now).await? {
+                tracing::info!(license_id = %rec.license_id, subscription_id = %subscription_id, reason = %reason, "license revoked");
+                revoked.push(rec.license_id);
+            }
+        }
+        self.publish_revocations().await?;
+        Ok(Outcome::Revoked {
+            license_ids: revoked,
+        })
+    }
+
+    /// Revokes one license (admin).
+    pub async fn revoke_license(
+        &self,
+        license_id: &LicenseId,
+        reason: RevocationReason,
+    ) -> Result<Outcome> {
+        let rec = self
+            .store
+            .find(license_id)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("license {license_id}")))?;
+        if rec.status == LicenseStatus::Issuing {
+            self.finish(&rec).await?;
+        }
+        let changed = self.store.revoke(&rec, reason, self.now()).await?;
+        self.publish_revocations().await?;
+        Ok(Outcome::Revoked {
+            license_ids: if changed {
+                vec![rec.license_id]
+            } else {
+                vec![]
+            },
+        })
+    }
+
+    /// The published revocation list, verified; `None` when none was published yet.
+    pub async fn published_revocations(&self) -> Result<Option<RevocationList>> {
+        let Some(json) = self.files.get(REVOCATION_LIST_KEY).await? else {
+            return Ok(None);
+        };
+        let Some(sig) = self.files.get(REVOCATION_SIGNATURE_KEY).await? else {
+            return Ok(None);
+        };
+        let pk = self.public_key().await?;
+        match verify_revocation_list(&json, &String::from_utf8_lossy(&sig), pk) {
+            Ok(list) => Ok(Some(list)),
+            // Half-published (crash between the two writes) or signed by an older key.
+            Err(e) => {
+                tracing::warn!(
+                    reason = e.code(),
+                    "published revocation list does not verify; it will be republished"
+                );
+                Ok(None)
+            }
+        }
+    }
+
+    /// Makes `licenses/revoked.json` (+ `.sig`) say what the table says. No-op when it
+    /// already does; re-checks after writing so a concurrent revocation is never lost.
+    pub async fn publish_revocations(&self) -> Result<bool> {
+        self.publish_public_key().await?;
+        let mut wrote = false;
+        for _ in 0..ROUNDS {
+            let entries = self.store.revocations().await?;
+            if let Some(current) = self.published_revocations().await? {
+                if current.same_entries(&entries) {
+                    return Ok(wrote);
+                }
+            }
+            let pk = self.public_key().await?;
+            let list = RevocationList::new(pk.kid(), self.now(), entries);
+            let json = serde_json::to_vec(&list)
+                .map_err(|e| Error::Invalid(format!("revocation list: {e}")))?;
+            let sig = self.signer.sign(&json).await?;
+            let sig_b64 = base64::engine::general_purpose::STANDARD.encode(sig);
+            self.files
+                .put(REVOCATION_LIST_KEY, json, "application/json")
+                .await?;
+            self.files
+                .put(REVOCATION_SIGNATURE_KEY, sig_b64.into_bytes(), "text/plain")
+                .await?;
+            wrote = true;
+            tracing::info!(entries = list.revoked.len(), "revocation list published");
+        }
+        Err(Error::InProgress("revocation list keeps changing".into()))
+    }
+
+    /// Verifies a license file with our public key and the published revocation list.
+    pub async fn verify_file(&self, file: &str) -> Result<VerifyReport> {
+        let pk = self.public_key().await?.clone();
+        let revocations = self.published_revocations().await?;
+        let result = verify_license(file, &pk, revocations.as_ref(), self.now());
+        let status = match &result {
+            Ok(l) => self.store.find(&l.id).await?.map(|r| r.status.as_str()),
+            Err(_) => None,
+        };
+        report(result, status, &pk)
+    }
+
+    /// Verifies a stored license by id.
+    pub async fn verify_id(&self, license_id: &LicenseId) -> Result<VerifyReport> {
+        let rec = self
+            .store
+            .find(license_id)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("license {license_id}")))?;
+        let pk = self.public_key().await?.clone();
+        let revocations = self.published_revocations().await?;
+        let result = verify_license(&rec.file, &pk, revocations.as_ref(), self.now());
+        report(result, Some(rec.status.as_str()), &pk)
+    }
+
+    /// A customer's licenses.
+    pub async fn list_customer(&self, customer_id: &str) -> Result<Vec<LicenseRecord>> {
+        self.store.by_customer(customer_id).await
+    }
+
+    /// A subscription's licenses.
+    pub async fn list_subscription(&self, subscription_id: &str) -> Result<Vec<LicenseRecord>> {
+        self.store.by_subscription(subscription_id).await
+    }
+}
+
+fn report(
+    result: std::result::Result<License, VerifyError>,
+    status: Option<&'static str>,
+    pk: &PublicKey,
+) -> Result<VerifyReport> {
+    let pem = pk.to_pem()?;
+    Ok(match result {
+        Ok(license) => VerifyReport {
+            valid: true,
+            reason: None,
+            message: "valid".into(),
+            license: Some(license),
+            status,
+            kid: pk.kid().to_owned(),
+            public_key_pem: pem,
+        },
+        Err(e) => VerifyReport {
+            valid: false,
+            reason: Some(e.code()),
+            message: e.to_string(),
+            license: None,
+            status,
+            kid: pk.kid().to_owned(),
+            public_key_pem: pem,
+        },
+    })
+}

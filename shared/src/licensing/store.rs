@@ -1,0 +1,745 @@
+//! The license store port: [`DynamoLicenseStore`] on `LICENSES_TABLE`, [`MemoryLicenseStore`]
+//! for unit tests. The item layout is documented in the [module doc](super).
+
+use super::format::LicenseId;
+use super::revocation::{RevocationReason, RevokedLicense};
+use crate::error::{Error, Result};
+use async_trait::async_trait;
+use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem, Update};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+
+/// Where a license is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LicenseStatus {
+    /// Recorded and signed; its file is being written. Never handed out.
+    Issuing,
+    /// Valid: its file is in S3.
+    Active,
+    /// Replaced by a newer license for the same period (seat or SKU change).
+    Superseded,
+    /// Revoked; listed in the revocation list.
+    Revoked,
+}
+
+impl LicenseStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LicenseStatus::Issuing => "ISSUING",
+            LicenseStatus::Active => "ACTIVE",
+            LicenseStatus::Superseded => "SUPERSEDED",
+            LicenseStatus::Revoked => "REVOKED",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "ISSUING" => LicenseStatus::Issuing,
+            "ACTIVE" => LicenseStatus::Active,
+            "SUPERSEDED" => LicenseStatus::Superseded,
+            "REVOKED" => LicenseStatus::Revoked,
+            _ => return None,
+        })
+    }
+}
+
+/// A license as stored: its facts, its state and the signed file itself (a few KB), so a
+/// retry can rewrite the exact bytes and the admin actions can serve it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct LicenseRecord {
+    pub license_id: LicenseId,
+    pub customer_id: String,
+    pub subscription_id: String,
+    pub period_start_ms: i64,
+    pub period_end_ms: i64,
+    pub quantity: u32,
+    pub sku: String,
+    #[serde(serialize_with = "ser_status")]
+    pub status: LicenseStatus,
+    pub supersedes: Option<LicenseId>,
+    pub superseded_by: Option<LicenseId>,
+    pub revoked_at: Option<i64>,
+    pub revoked_reason: Option<RevocationReason>,
+    pub issued_at: i64,
+    pub starts_at: i64,
+    pub expires_at: i64,
+    pub is_trial: bool,
+    pub kid: String,
+    /// S3 key of the file.
+    pub file_key: String,
+    /// The license file (base64 text).
+    #[serde(skip)]
+    pub file: String,
+}
+
+fn ser_status<S: serde::Serializer>(
+    s: &LicenseStatus,
+    ser: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    ser.serialize_str(s.as_str())
+}
+
+/// The current license of one subscription period: the lock the minting rules compare and
+/// swap, read with strong consistency.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TermHead {
+    pub subscription_id: String,
+    pub period_start_ms: i64,
+    pub customer_id: String,
+    pub license_id: LicenseId,
+}
+
+/// The store port.
+#[async_trait]
+pub trait LicenseStore: Send + Sync {
+    /// The head of one period (consistent read).
+    async fn head(&self, subscription_id: &str, period_start_ms: i64) -> Result<Option<TermHead>>;
+    /// Every period head of a subscription (consistent).
+    async fn heads(&self, subscription_id: &str) -> Result<Vec<TermHead>>;
+    /// One license (consistent).
+    async fn get(&self, customer_id: &str, license_id: &LicenseId)
+    -> Result<Option<LicenseRecord>>;
+    /// A license by id alone (index gsi2; eventually consistent).
+    async fn find(&self, license_id: &LicenseId) -> Result<Option<LicenseRecord>>;
+    /// A customer's licenses (consistent).
+    async fn by_customer(&self, customer_id: &str) -> Result<Vec<LicenseRecord>>;
+    /// A subscription's licenses, every period and state (index gsi1; eventually consistent).
+    async fn by_subscription(&self, subscription_id: &str) -> Result<Vec<LicenseRecord>>;
+    /// Records `record` (status ISSUING) and moves its period's head from `previous` (`None`:
+    /// no head yet) to it, atomically. `false`: the head moved or the license exists already.
+    async fn begin(&self, record: &LicenseRecord, previous: Option<&LicenseId>) -> Result<bool>;
+    /// ISSUING -> ACTIVE, and `supersede` ACTIVE -> SUPERSEDED, atomically. `false`: a
+    /// condition failed (someone else did it, or the state moved).
+    async fn activate(
+        &self,
+        record: &LicenseRecord,
+        supersede: Option<&LicenseRecord>,
+    ) -> Result<bool>;
+    /// ACTIVE|SUPERSEDED -> REVOKED plus its revocation entry, atomically. `false`: it was
+    /// not in a revocable state (already revoked, or still issuing).
+    async fn revoke(
+        &self,
+        record: &LicenseRecord,
+        reason: RevocationReason,
+        at_ms: i64,
+    ) -> Result<bool>;
+    /// Every revocation entry (consistent).
+    async fn revocations(&self) -> Result<Vec<RevokedLicense>>;
+}
+
+// ------------------------------------------------------------------ keys
+
+fn customer_pk(customer_id: &str) -> String {
+    format!("CUSTOMER#{customer_id}")
+}
+fn license_sk(id: &LicenseId) -> String {
+    format!("LICENSE#{id}")
+}
+fn sub_pk(subscription_id: &str) -> String {
+    format!("SUB#{subscription_id}")
+}
+fn term_sk(period_start_ms: i64) -> String {
+    format!("TERM#{period_start_ms:013}")
+}
+const REVOKED_PK: &str = "REVOKED";
+
+// ------------------------------------------------------------------ DynamoDB
+
+/// The DynamoDB adapter.
+#[derive(Debug, Clone)]
+pub struct DynamoLicenseStore {
+    client: aws_sdk_dynamodb::Client,
+    table: String,
+}
+
+impl DynamoLicenseStore {
+    pub fn new(client: aws_sdk_dynamodb::Client, table: impl Into<String>) -> Self {
+        Self {
+            client,
+            table: table.into(),
+        }
+    }
+
+    async fn query_all(
+        &self,
+        index: Option<&str>,
+        key_expr: &str,
+        values: &[(&str, String)],
+        consistent: bool,
+    ) -> Result<Vec<HashMap<String, AttributeValue>>> {
+        let mut items = Vec::new();
+        let mut start: Option<HashMap<String, AttributeValue>> = None;
+        loop {
+            let mut q = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression(key_expr)
+                .set_exclusive_start_key(start.take());
+            if let Some(ix) = index {
+                q = q.index_name(ix);
+            } else {
+                q = q.consistent_read(consistent);
+            }
+            for (k, v) in values {
+                q = q.expression_attribute_values(*k, AttributeValue::S(v.clone()));
+            }
+            let out = q.send().await.map_err(|e| Error::aws("dynamodb", e))?;
+            items.extend(out.items.unwrap_or_default());
+            match out.last_evaluated_key {
+                Some(k) if !k.is_empty() => start = Some(k),
+                _ => return Ok(items),
+            }
+        }
+    }
+
+    async fn transact(&self, items: Vec<TransactWriteItem>) -> Result<bool> {
+        match self
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(items))
+            .send()
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e) if is_canceled(&e) => Ok(false),
+            Err(e) => Err(Error::aws("dynamodb", e)),
+        }
+    }
+}
+
+fn is_canceled<E: aws_sdk_dynamodb::error::ProvideErrorMetadata>(
+    e: &aws_sdk_dynamodb::error::SdkError<E, aws_sdk_dynamodb::config::http::HttpResponse>,
+) -> bool {
+    e.as_service_error()
+        .and_then(|se| se.code())
+        .is_some_and(|c| {
+            c == "TransactionCanceledException" || c == "ConditionalCheckFailedException"
+        })
+}
+
+fn s(v: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
+fn n(v: impl ToString) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+
+fn get_s(item: &HashMap<String, AttributeValue>, name: &str) -> Option<String> {
+    item.get(name).and_then(|v| v.as_s().ok()).cloned()
+}
+fn get_n(item: &HashMap<String, AttributeValue>, name: &str) -> Option<i64> {
+    item.get(name)
+        .and_then(|v| v.as_n().ok())
+        .and_then(|v| v.parse().ok())
+}
+fn req_s(item: &HashMap<String, AttributeValue>, name: &str) -> Result<String> {
+    get_s(item, name).ok_or_else(|| Error::Invalid(format!("license item without {name}")))
+}
+fn req_n(item: &HashMap<String, AttributeValue>, name: &str) -> Result<i64> {
+    get_n(item, name).ok_or_else(|| Error::Invalid(format!("license item without {name}")))
+}
+
+fn to_item(r: &LicenseRecord) -> HashMap<String, AttributeValue> {
+    let mut m = HashMap::new();
+    m.insert("pk".into(), s(customer_pk(&r.customer_id)));
+    m.insert("sk".into(), s(license_sk(&r.license_id)));
+    m.insert("gsi1pk".into(), s(sub_pk(&r.subscription_id)));
+    m.insert(
+        "gsi1sk".into(),
+        s(format!(
+            "PERIOD#{:013}#{:013}#{}",
+            r.period_start_ms, r.issued_at, r.license_id
+        )),
+    );
+    m.insert("gsi2pk".into(), s(format!("LICENSE#{}", r.license_id)));
+    m.insert("gsi2sk".into(), s("LICENSE"));
+    m.insert("license_id".into(), s(r.license_id.as_str()));
+    m.insert("customer_id".into(), s(&r.customer_id));
+    m.insert("subscription_id".into(), s(&r.subscription_id));
+    m.insert("period_start".into(), n(r.period_start_ms));
+    m.insert("period_end".into(), n(r.period_end_ms));
+    m.insert("quantity".into(), n(r.quantity));
+    m.insert("sku".into(), s(&r.sku));
+    m.insert("status".into(), s(r.status.as_str()));
+    if let Some(p) = &r.supersedes {
+        m.insert("supersedes".into(), s(p.as_str()));
+    }
+    if let Some(p) = &r.superseded_by {
+        m.insert("superseded_by".into(), s(p.as_str()));
+    }
+    if let Some(at) = r.revoked_at {
+        m.insert("revoked_at".into(), n(at));
+    }
+    if let Some(reason) = r.revoked_reason {
+        m.insert("revoked_reason".into(), s(reason.as_str()));
+    }
+    m.insert("issued_at".into(), n(r.issued_at));
+    m.insert("starts_at".into(), n(r.starts_at));
+    m.insert("expires_at".into(), n(r.expires_at));
+    m.insert("is_trial".into(), AttributeValue::Bool(r.is_trial));
+    m.insert("kid".into(), s(&r.kid));
+    m.insert("file_key".into(), s(&r.file_key));
+    m.insert("file".into(), s(&r.file));
+    m
+}
+
+fn from_item(item: &HashMap<String, AttributeValue>) -> Result<LicenseRecord> {
+    let id = |name: &str| -> Result<Option<LicenseId>> {
+        get_s(item, name).map(|v| v.parse()).transpose()
+    };
+    Ok(LicenseRecord {
+        license_id: req_s(item, "license_id")?.parse()?,
+        customer_id: req_s(item, "customer_id")?,
+        subscription_id: req_s(item, "subscription_id")?,
+        period_start_ms: req_n(item, "period_start")?,
+        period_end_ms: req_n(item, "period_end")?,
+        quantity: u32::try_from(req_n(item, "quantity")?)
+            .map_err(|_| Error::Invalid("quantity".into()))?,
+        sku: req_s(item, "sku")?,
+        status: LicenseStatus::parse(&req_s(item, "status")?)
+            .ok_or_else(|| Error::Invalid("license item with unknown status".into()))?,
+        supersedes: id("supersedes")?,
+        superseded_by: id("superseded_by")?,
+        revoked_at: get_n(item, "revoked_at"),
+        revoked_reason: get_s(item, "revoked_reason").and_then(|r| RevocationReason::parse(&r)),
+        issued_at: req_n(item, "issued_at")?,
+        starts_at: req_n(item, "starts_at")?,
+        expires_at: req_n(item, "expires_at")?,
+        is_trial: item
+            .get("is_trial")
+            .and_then(|v| v.as_bool().ok())
+            .copied()
+            .unwrap_or(false),
+        kid: req_s(item, "kid")?,
+        file_key: req_s(item, "file_key")?,
+        file: req_s(item, "file")?,
+    })
+}
+
+fn head_from_item(item: &HashMap<String, AttributeValue>) -> Result<TermHead> {
+    Ok(TermHead {
+        subscription_id: req_s(item, "subscription_id")?,
+        period_start_ms: req_n(item, "period_start")?,
+        customer_id: req_s(item, "customer_id")?,
+        license_id: req_s(item, "license_id")?.parse()?,
+    })
+}
+
+fn revoked_from_item(item: &HashMap<String, AttributeValue>) -> Result<RevokedLicense> {
+    Ok(RevokedLicense {
+        id: req_s(item, "license_id")?.parse()?,
+        customer_id: req_s(item, "customer_id")?,
+        subscription_id: req_s(item, "subscription_id")?,
+        revoked_at: req_n(item, "revoked_at")?,
+        reason: RevocationReason::parse(&req_s(item, "reason")?)
+            .ok_or_else(|| Error::Invalid("revocation with unknown reason".into()))?,
+    })
+}
+
+fn build<T, E: std::fmt::Display>(r: std::result::Result<T, E>) -> Result<T> {
+    r.map_err(|e| Error::Invalid(format!("dynamodb request: {e}")))
+}
+
+#[async_trait]
+impl LicenseStore for DynamoLicenseStore {
+    async fn head(&self, subscription_id: &str, period_start_ms: i64) -> Result<Option<TermHead>> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", s(sub_pk(subscription_id)))
+            .key("sk", s(term_sk(period_start_ms)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| Error::aws("dynamodb", e))?;
+        out.item.as_ref().map(head_from_item).transpose()
+    }
+
+    async fn heads(&self, subscription_id: &str) -> Result<Vec<TermHead>> {
+        self.query_all(
+            None,
+            "pk = :pk AND begins_with(sk, :p)",
+            &[(":pk", sub_pk(subscription_id)), (":p", "TERM#".into())],
+            true,
+        )
+        .await?
+        .iter()
+        .map(head_from_item)
+        .collect()
+    }
+
+    async fn get(
+        &self,
+        customer_id: &str,
+        license_id: &LicenseId,
+    ) -> Result<Option<LicenseRecord>> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", s(customer_pk(customer_id)))
+            .key("sk", s(license_sk(license_id)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| Error::aws("dynamodb", e))?;
+        out.item.as_ref().map(from_item).transpose()
+    }
+
+    async fn find(&self, license_id: &LicenseId) -> Result<Option<LicenseRecord>> {
+        let items = self
+            .query_all(
+                Some("gsi2"),
+                "gsi2pk = :pk",
+                &[(":pk", format!("LICENSE#{license_id}"))],
+                false,
+            )
+            .await?;
+        match items.first() {
+            // The index is eventually consistent: read the item itself.
+            Some(item) => self.get(&req_s(item, "customer_id")?, license_id).await,
+            None => Ok(None),
+        }
+    }
+
+    async fn by_customer(&self, customer_id: &str) -> Result<Vec<LicenseRecord>> {
+        self.query_all(
+            None,
+            "pk = :pk AND begins_with(sk, :p)",
+            &[(":pk", customer_pk(customer_id)), (":p", "LICENSE#".into())],
+            true,
+        )
+        .await?
+        .iter()
+        .map(from_item)
+        .collect()
+    }
+
+    async fn by_subscription(&self, subscription_id: &str) -> Result<Vec<LicenseRecord>> {
+        self.query_all(
+            Some("gsi1"),
+            "gsi1pk = :pk",
+            &[(":pk", sub_pk(subscription_id))],
+            false,
+        )
+        .await?
+        .iter()
+        .map(from_item)
+        .collect()
+    }
+
+    async fn begin(&self, record: &LicenseRecord, previous: Option<&LicenseId>) -> Result<bool> {
+        let put_license = build(
+            Put::builder()
+                .table_name(&self.table)
+                .set_item(Some(to_item(record)))
+                .condition_expression("attribute_not_exists(pk)")
+                .build(),
+        )?;
+        let mut head = Put::builder()
+            .table_name(&self.table)
+            .item("pk", s(sub_pk(&record.subscription_id)))
+            .item("sk", s(term_sk(record.period_start_ms)))
+            .item("subscription_id", s(&record.subscription_id))
+            .item("period_start", n(record.period_start_ms))
+            .item("customer_id", s(&record.customer_id))
+            .item("license_id", s(record.license_id.as_str()));
+        head = match previous {
+            None => head.condition_expression("attribute_not_exists(pk)"),
+            Some(prev) => head
+                .condition_expression("license_id = :prev")
+                .expression_attribute_values(":prev", s(prev.as_str())),
+        };
+        self.transact(vec![
+            TransactWriteItem::builder().put(put_license).build(),
+            TransactWriteItem::builder()
+                .put(build(head.build())?)
+                .build(),
+        ])
+        .await
+    }
+
+    async fn activate(
+        &self,
+        record: &LicenseRecord,
+        supersede: Option<&LicenseRecord>,
+    ) -> Result<bool> {
+        let mut items = vec![
+            TransactWriteItem::builder()
+                .update(build(
+                    Update::builder()
+                        .table_name(&self.table)
+                        .key("pk", s(customer_pk(&record.customer_id)))
+                        .key("sk", s(license_sk(&record.license_id)))
+                        .update_expression("SET #s = :active")
+                        .condition_expression("#s = :issuing")
+                        .expression_attribute_names("#s", "status")
+                        .expression_attribute_values(":active", s(LicenseStatus::Active.as_str()))
+                        .expression_attribute_values(":issuing", s(LicenseStatus::Issuing.as_str()))
+                        .build(),
+                )?)
+                .build(),
+        ];
+        if let Some(old) = supersede {
+            items.push(
+                TransactWriteItem::builder()
+                    .update(build(
+                        Update::builder()
+                            .table_name(&self.table)
+                            .key("pk", s(customer_pk(&old.customer_id)))
+                            .key("sk", s(license_sk(&old.license_id)))
+                            .update_expression("SET #s = :sup, superseded_by = :by")
+                            .condition_expression("#s = :active")
+                            .expression_attribute_names("#s", "status")
+                            .expression_attribute_values(
+                                ":sup",
+                                s(LicenseStatus::Superseded.as_str()),
+                            )
+                            .expression_attribute_values(
+                                ":active",
+                                s(LicenseStatus::Active.as_str()),
+                            )
+                            .expression_attribute_values(":by", s(record.license_id.as_str()))
+                            .build(),
+                    )?)
+                    .build(),
+            );
+        }
+        self.transact(items).await
+    }
+
+    async fn revoke(
+        &self,
+        record: &LicenseRecord,
+        reason: RevocationReason,
+        at_ms: i64,
+    ) -> Result<bool> {
+        let update = build(
+            Update::builder()
+                .table_name(&self.table)
+                .key("pk", s(customer_pk(&record.customer_id)))
+                .key("sk", s(license_sk(&record.license_id)))
+                .update_expression("SET #s = :revoked, revoked_at = :at, revoked_reason = :why")
+                .condition_expression("#s = :active OR #s = :sup")
+                .expression_attribute_names("#s", "status")
+                .expression_attribute_values(":revoked", s(LicenseStatus::Revoked.as_str()))
+                .expression_attribute_values(":active", s(LicenseStatus::Active.as_str()))
+                .expression_attribute_values(":sup", s(LicenseStatus::Superseded.as_str()))
+                .expression_attribute_values(":at", n(at_ms))
+                .expression_attribute_values(":why", s(reason.as_str()))
+                .build(),
+        )?;
+        let entry = build(
+            Put::builder()
+                .table_name(&self.table)
+                .item("pk", s(REVOKED_PK))
+                .item("sk", s(license_sk(&record.license_id)))
+                .item("license_id", s(record.license_id.as_str()))
+                .item("customer_id", s(&record.customer_id))
+                .item("subscription_id", s(&record.subscription_id))
+                .item("revoked_at", n(at_ms))
+                .item("reason", s(reason.as_str()))
+                .build(),
+        )?;
+        self.transact(vec![
+            TransactWriteItem::builder().update(update).build(),
+            TransactWriteItem::builder().put(entry).build(),
+        ])
+        .await
+    }
+
+    async fn revocations(&self) -> Result<Vec<RevokedLicense>> {
+        self.query_all(None, "pk = :pk", &[(":pk", REVOKED_PK.into())], true)
+            .await?
+            .iter()
+            .map(revoked_from_item)
+            .collect()
+    }
+}
+
+// ------------------------------------------------------------------ in memory
+
+#[derive(Debug, Default)]
+struct Tables {
+    licenses: BTreeMap<(String, LicenseId), LicenseRecord>,
+    heads: BTreeMap<(String, i64), TermHead>,
+    revoked: BTreeMap<LicenseId, RevokedLicense>,
+}
+
+/// The in-memory fake with the same conditions, for unit tests.
+#[derive(Debug, Default)]
+pub struct MemoryLicenseStore {
+    tables: Mutex<Tables>,
+    failing: std::sync::atomic::AtomicBool,
+}
+
+impl MemoryLicenseStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    fn lock(&self) -> std::sync::MutexGuard<'_, Tables> {
+        self.tables.lock().unwrap_or_else(|p| p.into_inner())
+    }
+    /// Makes every following write fail with a retryable error (or succeed again).
+    pub fn set_failing(&self, failing: bool) {
+        self.failing
+            .store(failing, std::sync::atomic::Ordering::SeqCst);
+    }
+    fn check(&self) -> Result<()> {
+        if self.failing.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(Error::dependency(
+                "dynamodb",
+                true,
+                "table unavailable (simulated)",
+            ));
+        }
+        Ok(())
+    }
+    /// Every license stored.
+    pub fn all(&self) -> Vec<LicenseRecord> {
+        self.lock().licenses.values().cloned().collect()
+    }
+}
+
+#[async_trait]
+impl LicenseStore for MemoryLicenseStore {
+    async fn head(&self, subscription_id: &str, period_start_ms: i64) -> Result<Option<TermHead>> {
+        Ok(self
+            .lock()
+            .heads
+            .get(&(subscription_id.to_owned(), period_start_ms))
+            .cloned())
+    }
+    async fn heads(&self, subscription_id: &str) -> Result<Vec<TermHead>> {
+        Ok(self
+            .lock()
+            .heads
+            .values()
+            .filter(|h| h.subscription_id == subscription_id)
+            .cloned()
+            .collect())
+    }
+    async fn get(
+        &self,
+        customer_id: &str,
+        license_id: &LicenseId,
+    ) -> Result<Option<LicenseRecord>> {
+        Ok(self
+            .lock()
+            .licenses
+            .get(&(customer_id.to_owned(), license_id.clone()))
+            .cloned())
+    }
+    async fn find(&self, license_id: &LicenseId) -> Result<Option<LicenseRecord>> {
+        Ok(self
+            .lock()
+            .licenses
+            .values()
+            .find(|r| &r.license_id == license_id)
+            .cloned())
+    }
+    async fn by_customer(&self, customer_id: &str) -> Result<Vec<LicenseRecord>> {
+        Ok(self
+            .lock()
+            .licenses
+            .values()
+            .filter(|r| r.customer_id == customer_id)
+            .cloned()
+            .collect())
+    }
+    async fn by_subscription(&self, subscription_id: &str) -> Result<Vec<LicenseRecord>> {
+        let mut v: Vec<_> = self
+            .lock()
+            .licenses
+            .values()
+            .filter(|r| r.subscription_id == subscription_id)
+            .cloned()
+            .collect();
+        v.sort_by_key(|r| (r.period_start_ms, r.issued_at));
+        Ok(v)
+    }
+    async fn begin(&self, record: &LicenseRecord, previous: Option<&LicenseId>) -> Result<bool> {
+        self.check()?;
+        let mut t = self.lock();
+        let lkey = (record.customer_id.clone(), record.license_id.clone());
+        let hkey = (record.subscription_id.clone(), record.period_start_ms);
+        let head_ok = match (t.heads.get(&hkey), previous) {
+            (None, None) => true,
+            (Some(h), Some(prev)) => &h.license_id == prev,
+            _ => false,
+        };
+        if !head_ok || t.licenses.contains_key(&lkey) {
+            return Ok(false);
+        }
+        t.licenses.insert(lkey, record.clone());
+        t.heads.insert(
+            hkey,
+            TermHead {
+                subscription_id: record.subscription_id.clone(),
+                period_start_ms: record.period_start_ms,
+                customer_id: record.customer_id.clone(),
+                license_id: record.license_id.clone(),
+            },
+        );
+        Ok(true)
+    }
+    async fn activate(
+        &self,
+        record: &LicenseRecord,
+        supersede: Option<&LicenseRecord>,
+    ) -> Result<bool> {
+        self.check()?;
+        let mut t = self.lock();
+        let new_key = (record.customer_id.clone(), record.license_id.clone());
+        if t.licenses.get(&new_key).map(|r| r.status) != Some(LicenseStatus::Issuing) {
+            return Ok(false);
+        }
+        if let Some(old) = supersede {
+            let old_key = (old.customer_id.clone(), old.license_id.clone());
+            match t.licenses.get_mut(&old_key) {
+                Some(o) if o.status == LicenseStatus::Active => {
+                    o.status = LicenseStatus::Superseded;
+                    o.superseded_by = Some(record.license_id.clone());
+                }
+                _ => return Ok(false),
+            }
+        }
+        if let Some(r) = t.licenses.get_mut(&new_key) {
+            r.status = LicenseStatus::Active;
+        }
+        Ok(true)
+    }
+    async fn revoke(
+        &self,
+        record: &LicenseRecord,
+        reason: RevocationReason,
+        at_ms: i64,
+    ) -> Result<bool> {
+        self.check()?;
+        let mut t = self.lock();
+        let key = (record.customer_id.clone(), record.license_id.clone());
+        match t.licenses.get_mut(&key) {
+            Some(r) if matches!(r.status, LicenseStatus::Active | LicenseStatus::Superseded) => {
+                r.status = LicenseStatus::Revoked;
+                r.revoked_at = Some(at_ms);
+                r.revoked_reason = Some(reason);
+            }
+            _ => return Ok(false),
+        }
+        t.revoked.insert(
+            record.license_id.clone(),
+            RevokedLicense {
+                id: record.license_id.clone(),
+                customer_id: record.customer_id.clone(),
+                subscription_id: record.subscription_id.clone(),
+                revoked_at: at_ms,
+                reason,
+            },
+        );
+        Ok(true)
+    }
+    async fn revocations(&self) -> Result<Vec<RevokedLicense>> {
+        Ok(self.lock().revoked.values().cloned().collect())
+    }
+}

@@ -1,0 +1,551 @@
+//! The minting rules, with every port faked.
+
+use super::signer::test_signer;
+use super::*;
+use crate::error::Error;
+use crate::queue::EventMessage;
+use crate::storage::MemoryStore;
+use async_trait::async_trait;
+use serde_json::json;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+const START: i64 = 1_780_000_000;
+const END: i64 = 1_782_592_000;
+const NOW_MS: i64 = (START + 3600) * 1000;
+
+struct Fixture {
+    stripe: Arc<MemoryStripe>,
+    signer: Arc<CountingSigner<Switchable>>,
+    store: Arc<MemoryLicenseStore>,
+    files: Arc<MemoryStore>,
+    service: LicenseService,
+}
+
+/// The in-process signer, which can be made to fail like an unavailable KMS.
+struct Switchable {
+    inner: InProcessSigner,
+    down: AtomicBool,
+}
+
+#[async_trait]
+impl LicenseSigner for Switchable {
+    async fn sign(&self, message: &[u8]) -> crate::Result<Vec<u8>> {
+        if self.down.load(Ordering::SeqCst) {
+            return Err(Error::dependency(
+                "kms",
+                true,
+                "KMS unavailable (simulated)",
+            ));
+        }
+        self.inner.sign(message).await
+    }
+    async fn public_key(&self) -> crate::Result<PublicKey> {
+        self.inner.public_key().await
+    }
+}
+
+fn fixture() -> Fixture {
+    let stripe = Arc::new(MemoryStripe::new());
+    let signer = Arc::new(CountingSigner::new(Switchable {
+        inner: test_signer(),
+        down: AtomicBool::new(false),
+    }));
+    let store = Arc::new(MemoryLicenseStore::new());
+    let files = Arc::new(MemoryStore::new());
+    let service = LicenseService::new(stripe.clone(), signer.clone(), store.clone(), files.clone())
+        .with_clock(Arc::new(|| NOW_MS));
+    stripe.put_customer(json!({"id": "cus_1", "name": "Ada Lovelace", "email": "ada@example.com", "metadata": {"company": "Analytical Engines"}}));
+    stripe.put_product(
+        json!({"id": "prod_1", "name": "Mattermost", "metadata": {"sku": "enterprise"}}),
+    );
+    Fixture {
+        stripe,
+        signer,
+        store,
+        files,
+        service,
+    }
+}
+
+fn subscription(
+    status: &str,
+    quantity: u64,
+    start: i64,
+    plan_meta: serde_json::Value,
+) -> serde_json::Value {
+    json!({
+        "id": "sub_1", "object": "subscription", "customer": "cus_1", "status": status,
+        "current_period_start": start, "current_period_end": start + (END - START),
+        "items": {"object": "list", "data": [{"id": "si_1", "quantity": quantity,
+            "plan": {"id": "plan_1", "product": "prod_1", "metadata": plan_meta}}]}
+    })
+}
+
+fn event(id: &str, event_type: &str) -> EventMessage {
+    let object = if event_type.starts_with("invoice.") {
+        json!({"object": "invoice", "id": "in_1", "subscription": "sub_1"})
+    } else {
+        json!({"object": "subscription", "id": "sub_1"})
+    };
+    EventMessage {
+        id: id.into(),
+        source: "stripe".into(),
+        event_type: event_type.into(),
+        received_at: chrono::Utc::now(),
+        raw_key: format!("raw/stripe/{id}.json"),
+        event: json!({"id": id, "type": event_type, "data": {"object": object}}),
+    }
+}
+
+fn active(f: &Fixture) -> Vec<LicenseRecord> {
+    f.store
+        .all()
+        .into_iter()
+        .filter(|r| r.status == LicenseStatus::Active)
+        .collect()
+}
+
+#[tokio::test]
+async fn duplicates_and_any_event_kind_mint_exactly_one_license() {
+    let f = fixture();
+    f.stripe.put_subscription(subscription(
+        "active",
+        5,
+        START,
+        json!({"sku": "professional"}),
+    ));
+    let first = f
+        .service
+        .handle_event(&event("evt_1", "customer.subscription.created"))
+        .await
+        .unwrap();
+    let Outcome::Minted {
+        license_id,
+        supersedes: None,
+        ..
+    } = first
+    else {
+        panic!("expected a mint, got {first:?}")
+    };
+    for i in 0..5 {
+        let kind = if i % 2 == 0 {
+            "invoice.payment_succeeded"
+        } else {
+            "customer.subscription.created"
+        };
+        let again = f
+            .service
+            .handle_event(&event(&format!("evt_{i}"), kind))
+            .await
+            .unwrap();
+        assert_eq!(
+            again,
+            Outcome::Existing {
+                license_id: license_id.clone()
+            }
+        );
+    }
+    assert_eq!(f.store.all().len(), 1);
+    assert_eq!(f.signer.signs(), 1, "one KMS Sign per license");
+    assert_eq!(f.signer.public_keys(), 1, "public key fetched once");
+
+    let rec = &f.store.all()[0];
+    assert_eq!(rec.status, LicenseStatus::Active);
+    assert_eq!((rec.quantity, rec.sku.as_str()), (5, "professional"));
+    let file = f.files.object(&rec.file_key).expect("file written");
+    assert_eq!(file, rec.file.as_bytes(), "the file is the recorded bytes");
+    assert!(
+        f.files.object(PUBLIC_KEY_KEY).is_some(),
+        "public key published"
+    );
+
+    let pk =
+        PublicKey::from_pem(&String::from_utf8(f.files.object(PUBLIC_KEY_KEY).unwrap()).unwrap())
+            .unwrap();
+    let license = verify_license(&rec.file, &pk, None, NOW_MS).unwrap();
+    assert_eq!(license.customer.email, "ada@example.com");
+    assert_eq!(license.customer.company, "Analytical Engines");
+    assert_eq!(license.features.users, 5);
+    assert_eq!(
+        (license.starts_at, license.expires_at),
+        (START * 1000, END * 1000)
+    );
+    assert_eq!(license.issued_at, NOW_MS);
+    assert_eq!(license.sku_short_name, "professional");
+    assert!(!license.is_trial);
+    assert_eq!(license.kid, pk.kid());
+}
+
+#[tokio::test]
+async fn seat_change_supersedes_and_stale_events_do_not_undo_it() {
+    let f = fixture();
+    f.stripe.put_subscription(subscription(
+        "active",
+        5,
+        START,
+        json!({"sku": "professional"}),
+    ));
+    let Outcome::Minted {
+        license_id: first, ..
+    } = f.service.reconcile("sub_1").await.unwrap()
+    else {
+        panic!()
+    };
+    f.stripe.put_subscription(subscription(
+        "active",
+        12,
+        START,
+        json!({"sku": "professional"}),
+    ));
+    let out = f
+        .service
+        .handle_event(&event("evt_upd", "customer.subscription.updated"))
+        .await
+        .unwrap();
+    let Outcome::Minted {
+        license_id: second,
+        supersedes,
+        ..
+    } = out
+    else {
+        panic!("{out:?}")
+    };
+    assert_eq!(supersedes.as_ref(), Some(&first));
+    // The old "created" event arrives late: the current state has 12 seats.
+    let late = f
+        .service
+        .handle_event(&event("evt_created", "customer.subscription.created"))
+        .await
+        .unwrap();
+    assert_eq!(
+        late,
+        Outcome::Existing {
+            license_id: second.clone()
+        }
+    );
+
+    let old = f.store.get("cus_1", &first).await.unwrap().unwrap();
+    assert_eq!(old.status, LicenseStatus::Superseded);
+    assert_eq!(old.superseded_by.as_ref(), Some(&second));
+    let new = f.store.get("cus_1", &second).await.unwrap().unwrap();
+    assert_eq!((new.status, new.quantity), (LicenseStatus::Active, 12));
+    assert_eq!(active(&f).len(), 1);
+    let report = f.service.verify_id(&first).await.unwrap();
+    assert!(
+        report.valid,
+        "a superseded license still verifies for its paid period"
+    );
+    assert_eq!(report.status, Some("SUPERSEDED"));
+
+    // Back to 5 seats: a third license, not the first one again.
+    f.stripe.put_subscription(subscription(
+        "active",
+        5,
+        START,
+        json!({"sku": "professional"}),
+    ));
+    let Outcome::Minted {
+        license_id: third, ..
+    } = f.service.reconcile("sub_1").await.unwrap()
+    else {
+        panic!()
+    };
+    assert_ne!(third, first);
+    assert_eq!(active(&f).len(), 1);
+}
+
+#[tokio::test]
+async fn renewal_mints_the_next_period_and_trials_are_flagged() {
+    let f = fixture();
+    f.stripe.put_subscription(subscription(
+        "trialing",
+        3,
+        START,
+        json!({"sku": "enterprise"}),
+    ));
+    f.service.reconcile("sub_1").await.unwrap();
+    let next = START + (END - START);
+    f.stripe.put_subscription(subscription(
+        "active",
+        3,
+        next,
+        json!({"sku": "enterprise"}),
+    ));
+    let out = f
+        .service
+        .handle_event(&event("evt_inv", "invoice.paid"))
+        .await
+        .unwrap();
+    assert!(
+        matches!(
+            out,
+            Outcome::Minted {
+                supersedes: None,
+                ..
+            }
+        ),
+        "{out:?}"
+    );
+    let mut all = f.store.all();
+    all.sort_by_key(|r| r.period_start_ms);
+    assert_eq!(all.len(), 2);
+    assert!(all[0].is_trial && !all[1].is_trial);
+    assert_eq!(all[1].period_start_ms, next * 1000);
+    assert!(all.iter().all(|r| r.status == LicenseStatus::Active));
+}
+
+#[tokio::test]
+async fn cancellation_revokes_and_publishes_a_verifiable_list() {
+    let f = fixture();
+    f.stripe.put_subscription(subscription(
+        "active",
+        5,
+        START,
+        json!({"sku": "professional"}),
+    ));
+    let Outcome::Minted { license_id, .. } = f.service.reconcile("sub_1").await.unwrap() else {
+        panic!()
+    };
+    f.stripe.put_subscription(subscription(
+        "canceled",
+        5,
+        START,
+        json!({"sku": "professional"}),
+    ));
+    let out = f
+        .service
+        .handle_event(&event("evt_del", "customer.subscription.deleted"))
+        .await
+        .unwrap();
+    assert_eq!(
+        out,
+        Outcome::Revoked {
+            license_ids: vec![license_id.clone()]
+        }
+    );
+    // Duplicate cancellation: nothing new, list not rewritten (no extra signature).
+    let signs = f.signer.signs();
+    let again = f
+        .service
+        .handle_event(&event("evt_del", "customer.subscription.deleted"))
+        .await
+        .unwrap();
+    assert_eq!(
+        again,
+        Outcome::Revoked {
+            license_ids: vec![]
+        }
+    );
+    assert_eq!(f.signer.signs(), signs);
+    // A stale "created" event after the cancellation does not mint again.
+    let stale = f
+        .service
+        .handle_event(&event("evt_c", "customer.subscription.created"))
+        .await
+        .unwrap();
+    assert_eq!(
+        stale,
+        Outcome::Revoked {
+            license_ids: vec![]
+        }
+    );
+
+    let pk = f.service.public_key().await.unwrap().clone();
+    let json_bytes = f.files.object(REVOCATION_LIST_KEY).unwrap();
+    let sig = String::from_utf8(f.files.object(REVOCATION_SIGNATURE_KEY).unwrap()).unwrap();
+    let list = verify_revocation_list(&json_bytes, &sig, &pk).unwrap();
+    assert_eq!(list.revoked.len(), 1);
+    assert_eq!(
+        list.revoked[0].reason,
+        RevocationReason::SubscriptionCanceled
+    );
+    let rec = f.store.get("cus_1", &license_id).await.unwrap().unwrap();
+    assert_eq!(rec.status, LicenseStatus::Revoked);
+    assert!(matches!(
+        verify_license(&rec.file, &pk, Some(&list), NOW_MS),
+        Err(VerifyError::Revoked { .. })
+    ));
+    let report = f.service.verify_file(&rec.file).await.unwrap();
+    assert_eq!((report.valid, report.reason), (false, Some("revoked")));
+}
+
+#[tokio::test]
+async fn admin_revoke_and_no_automatic_remint() {
+    let f = fixture();
+    f.stripe.put_subscription(subscription(
+        "active",
+        5,
+        START,
+        json!({"sku": "professional"}),
+    ));
+    let Outcome::Minted { license_id, .. } = f.service.reconcile("sub_1").await.unwrap() else {
+        panic!()
+    };
+    let out = f
+        .service
+        .revoke_license(&license_id, RevocationReason::Fraud)
+        .await
+        .unwrap();
+    assert_eq!(
+        out,
+        Outcome::Revoked {
+            license_ids: vec![license_id.clone()]
+        }
+    );
+    let again = f.service.reconcile("sub_1").await.unwrap();
+    assert!(matches!(again, Outcome::Skipped { .. }), "{again:?}");
+    let missing: LicenseId = LicenseKey {
+        subscription_id: "sub_x".into(),
+        period_start_ms: 0,
+        quantity: 1,
+        sku: "professional".into(),
+        supersedes: None,
+    }
+    .license_id();
+    assert!(matches!(
+        f.service
+            .revoke_license(&missing, RevocationReason::Operator)
+            .await,
+        Err(Error::NotFound(_))
+    ));
+}
+
+#[tokio::test]
+async fn sku_from_product_metadata_and_unknown_sku_is_permanent() {
+    let f = fixture();
+    f.stripe
+        .put_subscription(subscription("active", 2, START, json!({})));
+    f.service.reconcile("sub_1").await.unwrap();
+    assert_eq!(
+        f.store.all()[0].sku,
+        "enterprise",
+        "from the product's metadata"
+    );
+
+    let f = fixture();
+    f.stripe
+        .put_subscription(subscription("active", 2, START, json!({"sku": "platinum"})));
+    let e = f.service.reconcile("sub_1").await.unwrap_err();
+    assert!(!e.is_retryable());
+    assert!(e.to_string().contains("unknown SKU"), "{e}");
+    assert!(f.store.all().is_empty() && f.files.keys().is_empty());
+    assert_eq!(f.signer.signs(), 0);
+}
+
+#[tokio::test]
+async fn unknown_subscription_is_permanent_and_stripe_outage_retryable() {
+    let f = fixture();
+    let e = f
+        .service
+        .handle_event(&event("evt_1", "customer.subscription.created"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, Error::NotFound(_)) && !e.is_retryable(),
+        "{e:?}"
+    );
+    f.stripe.set_unavailable(true);
+    let e = f.service.reconcile("sub_1").await.unwrap_err();
+    assert!(e.is_retryable());
+}
+
+#[tokio::test]
+async fn kms_failure_writes_nothing_and_the_retry_mints() {
+    let f = fixture();
+    f.stripe.put_subscription(subscription(
+        "active",
+        5,
+        START,
+        json!({"sku": "professional"}),
+    ));
+    f.signer_down(true);
+    let e = f.service.reconcile("sub_1").await.unwrap_err();
+    assert!(e.is_retryable(), "{e:?}");
+    assert!(f.store.all().is_empty(), "no record");
+    assert!(
+        f.files
+            .keys()
+            .iter()
+            .all(|k| !k.ends_with(".mattermost-license")),
+        "no file"
+    );
+    f.signer_down(false);
+    assert!(matches!(
+        f.service.reconcile("sub_1").await.unwrap(),
+        Outcome::Minted { .. }
+    ));
+    assert_eq!(active(&f).len(), 1);
+}
+
+#[tokio::test]
+async fn s3_failure_leaves_an_issuing_record_that_the_retry_completes_with_the_same_bytes() {
+    let f = fixture();
+    f.stripe.put_subscription(subscription(
+        "active",
+        5,
+        START,
+        json!({"sku": "professional"}),
+    ));
+    f.service.publish_public_key().await.unwrap();
+    f.files.set_failing(true);
+    assert!(
+        f.service
+            .reconcile("sub_1")
+            .await
+            .unwrap_err()
+            .is_retryable()
+    );
+    let rec = f.store.all().pop().unwrap();
+    assert_eq!(
+        rec.status,
+        LicenseStatus::Issuing,
+        "recorded, not handed out"
+    );
+    assert!(f.files.object(&rec.file_key).is_none());
+    f.files.set_failing(false);
+    let out = f.service.reconcile("sub_1").await.unwrap();
+    assert_eq!(
+        out,
+        Outcome::Existing {
+            license_id: rec.license_id.clone()
+        }
+    );
+    assert_eq!(f.files.object(&rec.file_key).unwrap(), rec.file.as_bytes());
+    assert_eq!(f.store.all()[0].status, LicenseStatus::Active);
+    assert_eq!(f.signer.signs(), 1, "the retry reuses the signed bytes");
+}
+
+#[tokio::test]
+async fn pending_subscriptions_and_foreign_events_are_skipped() {
+    let f = fixture();
+    f.stripe.put_subscription(subscription(
+        "past_due",
+        5,
+        START,
+        json!({"sku": "professional"}),
+    ));
+    assert!(matches!(
+        f.service.reconcile("sub_1").await.unwrap(),
+        Outcome::Skipped { .. }
+    ));
+    let mut portal = event("evt_p", "lead.signup");
+    portal.source = "portal".into();
+    assert!(matches!(
+        f.service.handle_event(&portal).await.unwrap(),
+        Outcome::Skipped { .. }
+    ));
+    let mut one_off = event("evt_i", "invoice.paid");
+    one_off.event = json!({"type": "invoice.paid", "data": {"object": {"object": "invoice", "subscription": null}}});
+    assert!(matches!(
+        f.service.handle_event(&one_off).await.unwrap(),
+        Outcome::Skipped { .. }
+    ));
+    assert!(f.store.all().is_empty());
+}
+
+impl Fixture {
+    fn signer_down(&self, down: bool) {
+        self.signer.inner().down.store(down, Ordering::SeqCst);
+    }
+}
