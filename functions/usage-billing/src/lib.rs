@@ -1,0 +1,5 @@
+//! usage-billing: metered usage in, monthly invoices out, exactly once.
+//!
+//! The Lambda's translation layer ([`handler`]); every rule lives in `blapi::billing`.
+
+pub mod handler;

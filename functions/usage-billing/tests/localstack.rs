@@ -1,0 +1,642 @@
+//! usage-billing against the local stack: moto (DynamoDB, SQS, S3, Secrets Manager) provisioned
+//! from template.yaml, and localstripe over HTTP (wiremock where a Stripe fault is needed).
+//! Needs `make up` (moto on 4599, localstripe on 8420).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers: a panic is the failure report
+
+use blapi::aws::Clients;
+use blapi::billing::dynamo::DynamoBilling;
+use blapi::billing::ports::Credits;
+use blapi::config::Env;
+use blapi::retry::RetryPolicy;
+use blapi::storage::{MemoryStore, ObjectStore, S3Store};
+use chrono::{DateTime, Utc};
+use lambda_runtime::{Context, LambdaEvent};
+use std::sync::Arc;
+use usage_billing::handler::{App, Overrides};
+
+const PERIOD: &str = "2026-10";
+
+fn localstripe() -> String {
+    std::env::var("LOCALSTRIPE_URL").unwrap_or_else(|_| "http://127.0.0.1:8420".into())
+}
+
+fn clock() -> Arc<dyn Fn() -> DateTime<Utc> + Send + Sync> {
+    let now: DateTime<Utc> = "2026-10-31T23:00:00Z".parse().unwrap();
+    Arc::new(move || now)
+}
+
+struct Ctx {
+    stack: blapi_infra::LocalStack,
+    clients: Clients,
+}
+
+impl Ctx {
+    async fn new(fresh: bool) -> Self {
+        let stack = if fresh {
+            blapi_infra::testing::fresh_stack().await
+        } else {
+            blapi_infra::testing::stack().clone()
+        };
+        let clients = Clients::new(&stack.sdk_config().await);
+        Self { stack, clients }
+    }
+
+    async fn app(&self, o: Overrides) -> App {
+        let env = Env::from_map(self.stack.env("usage-billing"));
+        let o = Overrides {
+            stripe_base: o.stripe_base.or_else(|| Some(localstripe())),
+            clock: Some(clock()),
+            ..o
+        };
+        App::new(&env, &self.clients, o).await.unwrap()
+    }
+
+    fn env(&self, k: &str) -> String {
+        self.stack.env("usage-billing")[k].clone()
+    }
+
+    fn table(&self) -> DynamoBilling {
+        DynamoBilling::new(self.clients.dynamodb.clone(), self.env("BILLING_TABLE"))
+    }
+
+    fn artifacts(&self) -> S3Store {
+        S3Store::new(self.clients.s3.clone(), self.env("ARTIFACTS_BUCKET"))
+    }
+}
+
+async fn call(app: &App, payload: serde_json::Value) -> serde_json::Value {
+    app.handle(LambdaEvent::new(payload, Context::default()))
+        .await
+        .unwrap()
+}
+
+fn sqs_event(arn: &str, bodies: &[String]) -> serde_json::Value {
+    let records: Vec<_> = bodies
+        .iter()
+        .enumerate()
+        .map(|(i, b)| {
+            serde_json::json!({"messageId": format!("m{i}-{}", uuid::Uuid::new_v4()), "receiptHandle": "rh", "body": b,
+                "attributes": {"ApproximateReceiveCount": "1"}, "messageAttributes": {}, "eventSource": "aws:sqs",
+                "eventSourceARN": arn, "awsRegion": "us-east-1"})
+        })
+        .collect();
+    serde_json::json!({ "Records": records })
+}
+
+fn failures(resp: &serde_json::Value) -> usize {
+    resp["batchItemFailures"].as_array().map_or(0, Vec::len)
+}
+
+fn message(source: &str, t: &str, event: serde_json::Value) -> String {
+    serde_json::json!({"id": uuid::Uuid::new_v4().to_string(), "source": source, "type": t,
+        "received_at": "2026-10-31T22:00:00Z", "raw_key": "raw/test", "event": event})
+    .to_string()
+}
+
+/// Runs every message of the billing-jobs queue through the handler (each delivered
+/// `copies` times) until the queue is empty. Returns the messages handled.
+async fn drain_jobs(ctx: &Ctx, app: &App, copies: usize) -> usize {
+    let url = ctx.env("BILLING_JOBS_QUEUE_URL");
+    let arn = ctx
+        .stack
+        .attr("BillingJobsQueue", "Arn")
+        .unwrap_or("arn:aws:sqs:us-east-1:123456789012:BillingJobsQueue")
+        .to_owned();
+    let mut handled = 0;
+    let mut empty_rounds = 0;
+    while empty_rounds < 2 {
+        let out = ctx
+            .clients
+            .sqs
+            .receive_message()
+            .queue_url(&url)
+            .max_number_of_messages(10)
+            .send()
+            .await
+            .unwrap();
+        let msgs = out.messages.unwrap_or_default();
+        if msgs.is_empty() {
+            empty_rounds += 1;
+            continue;
+        }
+        empty_rounds = 0;
+        let mut bodies = Vec::new();
+        for m in &msgs {
+            for _ in 0..copies {
+                bodies.push(m.body().unwrap().to_owned());
+            }
+        }
+        let resp = call(app, sqs_event(&arn, &bodies)).await;
+        assert_eq!(failures(&resp), 0, "{resp}");
+        for m in &msgs {
+            ctx.clients
+                .sqs
+                .delete_message()
+                .queue_url(&url)
+                .receipt_handle(m.receipt_handle().unwrap())
+                .send()
+                .await
+                .unwrap();
+        }
+        handled += msgs.len();
+    }
+    handled
+}
+
+/// localstripe: a zero-amount plan and, per customer, a customer with a subscription on it
+/// (localstripe only invoices customers that have a subscription).
+async fn stripe_customer(http: &reqwest::Client, base: &str) -> (String, String) {
+    let _ = http
+        .post(format!("{base}/v1/plans"))
+        .basic_auth("sk_test_blapi_local", Some(""))
+        .form(&[
+            ("id", "blapi-metered-zero"),
+            ("amount", "0"),
+            ("currency", "usd"),
+            ("interval", "month"),
+            ("product[name]", "usage"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    let c: serde_json::Value = http
+        .post(format!("{base}/v1/customers"))
+        .basic_auth("sk_test_blapi_local", Some(""))
+        .form(&[(
+            "email",
+            format!("{}@example.com", uuid::Uuid::new_v4().simple()),
+        )])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let cus = c["id"].as_str().unwrap().to_owned();
+    let s: serde_json::Value = http
+        .post(format!("{base}/v1/subscriptions"))
+        .basic_auth("sk_test_blapi_local", Some(""))
+        .form(&[
+            ("customer", cus.as_str()),
+            ("items[0][plan]", "blapi-metered-zero"),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    (cus, s["id"].as_str().unwrap().to_owned())
+}
+
+/// Our invoices of a customer on localstripe: (id, total, line amounts).
+async fn our_invoices(
+    http: &reqwest::Client,
+    base: &str,
+    customer: &str,
+) -> Vec<(String, i64, Vec<i64>)> {
+    let list: serde_json::Value = http
+        .get(format!("{base}/v1/invoices"))
+        .basic_auth("sk_test_blapi_local", Some(""))
+        .query(&[("customer", customer), ("limit", "100")])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    for inv in list["data"].as_array().unwrap() {
+        if !inv["description"]
+            .as_str()
+            .unwrap_or("")
+            .contains(&format!("ref {customer}:{PERIOD}"))
+        {
+            continue;
+        }
+        let mut lines: Vec<i64> = inv["lines"]["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|l| l["type"] == "invoiceitem")
+            .map(|l| l["amount"].as_i64().unwrap())
+            .collect();
+        lines.sort_unstable();
+        out.push((
+            inv["id"].as_str().unwrap().to_owned(),
+            inv["total"].as_i64().unwrap(),
+            lines,
+        ));
+    }
+    out
+}
+
+async fn check(http: &reqwest::Client, base: &str, expected: &[(&String, i64, Vec<i64>)]) {
+    for (cus, total, lines) in expected {
+        let invs = our_invoices(http, base, cus).await;
+        assert_eq!(invs.len(), 1, "{cus}: exactly one invoice: {invs:?}");
+        assert_eq!(invs[0].1, *total, "{cus}: total");
+        assert_eq!(&invs[0].2, lines, "{cus}: lines");
+    }
+}
+
+fn subscription_event(cus: &str, sub: &str, plan: &str, qty: i64, start: &str) -> String {
+    let start = start.parse::<DateTime<Utc>>().unwrap().timestamp();
+    message(
+        "stripe",
+        "customer.subscription.created",
+        serde_json::json!({"id": format!("evt_{}", uuid::Uuid::new_v4().simple()), "type": "customer.subscription.created",
+            "created": start + 1, "data": {"object": {"id": sub, "customer": cus, "status": "active", "start_date": start,
+            "metadata": {"blapi_plan": plan}, "items": {"data": [{"quantity": qty, "plan": {"id": "blapi-metered-zero", "currency": "usd"}}]}}}}),
+    )
+}
+
+fn usage_event(records: Vec<serde_json::Value>) -> String {
+    message(
+        "telemetry",
+        "usage.reported",
+        serde_json::json!({"type": "usage.reported", "timestamp": "2026-10-31T22:00:00Z", "data": {"records": records}}),
+    )
+}
+
+fn rec(
+    cus: &str,
+    sub: &str,
+    metric: &str,
+    value: serde_json::Value,
+    t: &str,
+    inst: &str,
+) -> serde_json::Value {
+    serde_json::json!({"id": uuid::Uuid::new_v4().to_string(), "customer": cus, "subscription": sub, "metric": metric,
+        "value": value, "timestamp": t, "installation": inst})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_period_is_invoiced_once_with_reruns_duplicates_and_a_failed_artifact_write() {
+    let ctx = Ctx::new(true).await;
+    let app = ctx.app(Overrides::default()).await;
+    let http = reqwest::Client::new();
+    let base = localstripe();
+    let (a, sa) = stripe_customer(&http, &base).await;
+    let (b, sb) = stripe_customer(&http, &base).await;
+    let (c, sc) = stripe_customer(&http, &base).await;
+    let (d, sd) = stripe_customer(&http, &base).await;
+    let arn = "arn:aws:sqs:us-east-1:123456789012:local-BillingEventsQueue";
+
+    // the subscription view, from billing events (one delivered twice, out of order)
+    let subs = vec![
+        subscription_event(&a, &sa, "cloud-pro", 2, "2026-09-01T00:00:00Z"),
+        subscription_event(&b, &sb, "cloud-starter", 1, "2026-10-21T00:00:00Z"),
+        subscription_event(&c, &sc, "cloud-pro", 1, "2026-09-01T00:00:00Z"),
+        subscription_event(&d, &sd, "cloud-pro", 1, "2026-09-01T00:00:00Z"),
+    ];
+    let resp = call(&app, sqs_event(arn, &subs)).await;
+    assert_eq!(failures(&resp), 0, "{resp}");
+
+    // usage
+    let mut records: Vec<serde_json::Value> = (0..10)
+        .map(|_| {
+            rec(
+                &a,
+                &sa,
+                "builds",
+                serde_json::json!(1),
+                "2026-10-03T10:00:00Z",
+                "i1",
+            )
+        })
+        .collect();
+    records.extend([
+        rec(
+            &a,
+            &sa,
+            "api_calls",
+            serde_json::json!(20_000),
+            "2026-10-04T10:00:00Z",
+            "i1",
+        ),
+        rec(
+            &a,
+            &sa,
+            "api_calls",
+            serde_json::json!(5_000),
+            "2026-10-24T10:00:00Z",
+            "i1",
+        ),
+        rec(
+            &a,
+            &sa,
+            "peak_nodes",
+            serde_json::json!(3),
+            "2026-10-04T10:00:00Z",
+            "i1",
+        ),
+        rec(
+            &a,
+            &sa,
+            "peak_nodes",
+            serde_json::json!(4),
+            "2026-10-05T10:00:00Z",
+            "i1",
+        ),
+        rec(
+            &a,
+            &sa,
+            "capacity",
+            serde_json::json!(7),
+            "2026-10-10T00:00:00Z",
+            "i1",
+        ),
+        rec(
+            &a,
+            &sa,
+            "capacity",
+            serde_json::json!(5),
+            "2026-10-05T00:00:00Z",
+            "i1",
+        ),
+        rec(
+            &b,
+            &sb,
+            "api_calls",
+            serde_json::json!(1500),
+            "2026-10-22T10:00:00Z",
+            "ia",
+        ),
+        rec(
+            &b,
+            &sb,
+            "storage_gb",
+            serde_json::json!(31),
+            "2026-10-21T00:00:00Z",
+            "ia",
+        ),
+        rec(
+            &b,
+            &sb,
+            "active_installations",
+            serde_json::json!(1),
+            "2026-10-22T00:00:00Z",
+            "ia",
+        ),
+        rec(
+            &b,
+            &sb,
+            "active_installations",
+            serde_json::json!(1),
+            "2026-10-23T00:00:00Z",
+            "ib",
+        ),
+        rec(
+            &b,
+            &sb,
+            "active_installations",
+            serde_json::json!(1),
+            "2026-10-24T00:00:00Z",
+            "ia",
+        ),
+        // refused: unknown metric, negative, unknown customer, too old
+        rec(
+            &a,
+            &sa,
+            "teleportations",
+            serde_json::json!(1),
+            "2026-10-04T10:00:00Z",
+            "i1",
+        ),
+        rec(
+            &a,
+            &sa,
+            "builds",
+            serde_json::json!(-1),
+            "2026-10-04T10:00:00Z",
+            "i1",
+        ),
+        rec(
+            "cus_nobody",
+            "sub_nobody",
+            "builds",
+            serde_json::json!(1),
+            "2026-10-04T10:00:00Z",
+            "i1",
+        ),
+        rec(
+            &a,
+            &sa,
+            "builds",
+            serde_json::json!(1),
+            "2026-08-04T10:00:00Z",
+            "i1",
+        ),
+    ]);
+    let batch = usage_event(records);
+    let uarn = "arn:aws:sqs:us-east-1:123456789012:local-UsageEventsQueue";
+    for _ in 0..2 {
+        // delivered twice: the second delivery is all duplicates
+        let resp = call(&app, sqs_event(uarn, std::slice::from_ref(&batch))).await;
+        assert_eq!(failures(&resp), 0, "{resp}");
+    }
+
+    // credits: B 1000 (less than its invoice), C 5000 (more than its invoice)
+    for (cus, amount) in [(&b, 1000), (&c, 5000)] {
+        let out = call(&app, serde_json::json!({"action": "grant_credit", "customer": cus, "grant_id": "promo", "amount": amount, "currency": "usd"})).await;
+        assert_eq!(out["added"], true);
+    }
+
+    // D: the artifact write fails after the Stripe invoice exists
+    let failing = Arc::new(MemoryStore::new());
+    failing.set_failing(true);
+    let broken = ctx
+        .app(Overrides {
+            artifacts: Some(failing as Arc<dyn ObjectStore>),
+            ..Overrides::default()
+        })
+        .await;
+    let err = broken
+        .handle(LambdaEvent::new(
+            serde_json::json!({"action": "bill", "customer": d, "period": PERIOD}),
+            Context::default(),
+        ))
+        .await
+        .unwrap_err();
+    assert!(err.is_retryable(), "{err:?}");
+    assert_eq!(
+        our_invoices(&http, &base, &d).await.len(),
+        1,
+        "the invoice exists, the artifact does not"
+    );
+
+    // plan + run every job, each delivered twice
+    let out = call(
+        &app,
+        serde_json::json!({"action": "plan", "period": PERIOD}),
+    )
+    .await;
+    assert_eq!(out["shard_jobs"], 16);
+    let handled = drain_jobs(&ctx, &app, 2).await;
+    // each shard job ran twice (duplicate delivery), so each customer's bill job was enqueued twice
+    assert_eq!(
+        handled,
+        16 + 2 * 4,
+        "16 shard jobs + two bill jobs per customer"
+    );
+
+    // A: seats 2 × 1500 + api 25 000 -> 3 × 900 + builds 10 × 2 + peak 4 × 300 + latest capacity 7 × 100
+    // B: platform 2900 × 11/31 = 1029 + api tier 2 500 × 0.5 = 250 + storage 31 GB × 11/31 = 11 × 10 = 110
+    //    + 2 installations × 500 = 1000 -> 2389 - credit 1000 = 1389
+    // C: seat 1500 - credit 1500 = 0 ; D: seat 1500
+    let expected = [
+        (&a, 7620, vec![20, 700, 1200, 2700, 3000]),
+        (&b, 1389, vec![-1000, 110, 250, 1000, 1029]),
+        (&c, 0, vec![-1500, 1500]),
+        (&d, 1500, vec![1500]),
+    ];
+    check(&http, &base, &expected).await;
+    let store = ctx.artifacts();
+    for (cus, total, _) in &expected {
+        let json = store
+            .get(&format!("invoices/{cus}/{PERIOD}.json"))
+            .await
+            .unwrap()
+            .expect("json artifact");
+        let doc: serde_json::Value = serde_json::from_slice(&json).unwrap();
+        assert_eq!(doc["invoice"]["total"], *total);
+        assert!(
+            doc["stripe"]["invoice"]
+                .as_str()
+                .unwrap()
+                .starts_with("in_")
+        );
+        let html = store
+            .get(&format!("invoices/{cus}/{PERIOD}.html"))
+            .await
+            .unwrap()
+            .expect("html artifact");
+        assert!(String::from_utf8(html).unwrap().contains("Total"));
+    }
+    let table = ctx.table();
+    assert_eq!(table.balance(&b).await.unwrap().unwrap().amount, 0);
+    assert_eq!(table.balance(&c).await.unwrap().unwrap().amount, 3500);
+
+    // the whole period again, every job twice: nothing new
+    call(
+        &app,
+        serde_json::json!({"action": "plan", "period": PERIOD}),
+    )
+    .await;
+    drain_jobs(&ctx, &app, 2).await;
+    check(&http, &base, &expected).await;
+    assert_eq!(table.balance(&b).await.unwrap().unwrap().amount, 0);
+    assert_eq!(table.balance(&c).await.unwrap().unwrap().amount, 3500);
+
+    // the period is closed: late usage is refused (reported, not counted)
+    let late = usage_event(vec![rec(
+        &a,
+        &sa,
+        "builds",
+        serde_json::json!(1),
+        "2026-10-30T10:00:00Z",
+        "i1",
+    )]);
+    let resp = call(&app, sqs_event(uarn, &[late])).await;
+    assert_eq!(failures(&resp), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stripe_5xx_and_429_mid_invoice_resume_without_duplicates() {
+    use wiremock::matchers::{method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+    let ctx = Ctx::new(false).await;
+    let server = MockServer::start().await;
+    let cus = format!("cus_{}", uuid::Uuid::new_v4().simple());
+    // items: one 429 then fine
+    Mock::given(method("POST"))
+        .and(path("/v1/invoiceitems"))
+        .respond_with(ResponseTemplate::new(429).insert_header("Retry-After", "0"))
+        .up_to_n_times(1)
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/v1/invoiceitems"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({"id": "ii_x"})))
+        .expect(1)
+        .mount(&server)
+        .await;
+    // invoice: 500 until the retries of the first run are exhausted, then created
+    Mock::given(method("POST"))
+        .and(path("/v1/invoices"))
+        .respond_with(ResponseTemplate::new(500))
+        .up_to_n_times(2)
+        .expect(2)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/v1/invoices"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(serde_json::json!({"id": "in_x", "status": "draft", "total": 1500})),
+        )
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/v1/invoices"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(serde_json::json!({"data": [], "has_more": false})),
+        )
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/v1/invoices/in_x/finalize"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(serde_json::json!({"id": "in_x", "status": "open"})),
+        )
+        .expect(1)
+        .mount(&server)
+        .await;
+    let app = ctx
+        .app(Overrides {
+            stripe_base: Some(server.uri()),
+            stripe_retry: Some(RetryPolicy::immediate(2)),
+            ..Overrides::default()
+        })
+        .await;
+    let sub = format!("sub_{}", uuid::Uuid::new_v4().simple());
+    let resp = call(
+        &app,
+        sqs_event(
+            "arn:aws:sqs:us-east-1:1:BillingEventsQueue",
+            &[subscription_event(
+                &cus,
+                &sub,
+                "cloud-pro",
+                1,
+                "2026-09-01T00:00:00Z",
+            )],
+        ),
+    )
+    .await;
+    assert_eq!(failures(&resp), 0);
+    let job = serde_json::json!({"action": "bill", "customer": cus, "period": PERIOD}).to_string();
+    let jarn = "arn:aws:sqs:us-east-1:1:BillingJobsQueue";
+    let first = call(&app, sqs_event(jarn, std::slice::from_ref(&job))).await;
+    assert_eq!(
+        failures(&first),
+        1,
+        "Stripe kept failing: the job is redelivered"
+    );
+    let second = call(&app, sqs_event(jarn, &[job.clone(), job])).await;
+    assert_eq!(failures(&second), 0, "{second}");
+    server.verify().await;
+    let rec =
+        blapi::billing::ports::InvoiceStore::load(&ctx.table(), &cus, PERIOD.parse().unwrap())
+            .await
+            .unwrap()
+            .unwrap();
+    assert_eq!(rec.refs.invoice.as_deref(), Some("in_x"));
+    assert_eq!(rec.state, blapi::billing::ports::BillState::Done);
+}

@@ -1,0 +1,286 @@
+//! Aggregations of usage into one quantity per (subscription, metric, period).
+//!
+//! Vocabulary from Lago / Stripe meters: `count`, `sum`, `max`, `unique_count` (distinct
+//! `installation` values), `latest` (the value with the latest timestamp), `weighted_sum`
+//! (time-weighted: each value is a level held until the next one, averaged over the period —
+//! e.g. GB stored, seats).
+//!
+//! [`Partial`] is the mergeable state of the first four (one per day in the table, merged at
+//! billing). `latest` and `weighted_sum` need the points themselves ([`Point`]): the table keeps
+//! them as items, which is the trade-off of those two (reads grow with points, not days).
+//! [`Accumulator`] folds records in any order with memory per (customer, metric), not per
+//! record (the in-memory path and the benchmark).
+
+use super::money::{Quantity, SCALE, round_half_even};
+use super::period::Period;
+use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
+
+/// How a metric's records become one quantity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Aggregation {
+    Count,
+    Sum,
+    Max,
+    UniqueCount,
+    Latest,
+    WeightedSum,
+}
+
+impl Aggregation {
+    /// Whether the individual points must be kept (the others pre-aggregate per day).
+    pub fn needs_points(self) -> bool {
+        matches!(self, Aggregation::Latest | Aggregation::WeightedSum)
+    }
+}
+
+/// Mergeable state for count, sum, max and unique count.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Partial {
+    pub count: u64,
+    /// Sum in millionths.
+    pub sum: i128,
+    /// Max in millionths.
+    pub max: Option<i64>,
+    pub unique: HashSet<String>,
+}
+
+impl Partial {
+    /// Adds one record.
+    pub fn add(&mut self, value: Quantity, installation: Option<&str>, unique: bool) {
+        self.count += 1;
+        self.sum += i128::from(value.micros());
+        self.max = Some(self.max.map_or(value.micros(), |m| m.max(value.micros())));
+        if unique
+            && let Some(i) = installation
+            && !self.unique.contains(i)
+        {
+            self.unique.insert(i.to_owned());
+        }
+    }
+
+    /// Merges another partial (another day) into this one.
+    pub fn merge(&mut self, other: Partial) {
+        self.count += other.count;
+        self.sum += other.sum;
+        self.max = match (self.max, other.max) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
+        self.unique.extend(other.unique);
+    }
+}
+
+/// One observed value at an instant (milliseconds since the epoch).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Point {
+    pub ts_ms: i64,
+    pub value: Quantity,
+}
+
+/// The quantity of a period from its partial and points.
+/// `points` must be the period's points; `carry_in` the last value before the period
+/// (weighted sum starts from it, or from zero).
+pub fn quantity(
+    agg: Aggregation,
+    partial: &Partial,
+    points: &[Point],
+    carry_in: Option<Quantity>,
+    period: Period,
+) -> Quantity {
+    match agg {
+        Aggregation::Count => {
+            Quantity::from_int(i64::try_from(partial.count).unwrap_or(i64::MAX / SCALE))
+        }
+        Aggregation::Sum => Quantity::from_micros(i64::try_from(partial.sum).unwrap_or(i64::MAX)),
+        Aggregation::Max => Quantity::from_micros(partial.max.unwrap_or(0)),
+        Aggregation::UniqueCount => Quantity::from_int(partial.unique.len() as i64),
+        Aggregation::Latest => points.iter().max().map_or(Quantity::ZERO, |p| p.value),
+        Aggregation::WeightedSum => weighted(points, carry_in, period),
+    }
+}
+
+/// Time-weighted average level over the period: Σ level × held / period length.
+pub fn weighted(points: &[Point], carry_in: Option<Quantity>, period: Period) -> Quantity {
+    let start = period.start().timestamp_millis();
+    let end = period.end().timestamp_millis();
+    let mut sorted: Vec<Point> = points
+        .iter()
+        .copied()
+        .filter(|p| p.ts_ms >= start && p.ts_ms < end)
+        .collect();
+    sorted.sort();
+    let mut level = i128::from(carry_in.map_or(0, Quantity::micros));
+    let mut at = start;
+    let mut area: i128 = 0;
+    for p in sorted {
+        area += level * i128::from(p.ts_ms - at);
+        at = p.ts_ms;
+        level = i128::from(p.value.micros());
+    }
+    area += level * i128::from(end - at);
+    let avg = round_half_even(area, i128::from(end - start));
+    Quantity::from_micros(i64::try_from(avg).unwrap_or(i64::MAX))
+}
+
+/// Streaming accumulator of one (customer, subscription, metric): constant memory per key
+/// (plus the distinct installations for unique count), records in any order.
+#[derive(Debug, Clone)]
+pub struct Accumulator {
+    pub aggregation: Aggregation,
+    pub partial: Partial,
+    /// (timestamp, value) of the latest point; ties keep the larger value.
+    pub latest: Option<Point>,
+    /// Kept only for weighted sum.
+    pub points: Vec<Point>,
+}
+
+impl Accumulator {
+    pub fn new(aggregation: Aggregation) -> Self {
+        Self {
+            aggregation,
+            partial: Partial::default(),
+            latest: None,
+            points: Vec::new(),
+        }
+    }
+
+    pub fn add(&mut self, ts_ms: i64, value: Quantity, installation: Option<&str>) {
+        let point = Point { ts_ms, value };
+        match self.aggregation {
+            Aggregation::Latest => {
+                if self.latest.is_none_or(|l| point > l) {
+                    self.latest = Some(point);
+                }
+            }
+            Aggregation::WeightedSum => self.points.push(point),
+            agg => self
+                .partial
+                .add(value, installation, agg == Aggregation::UniqueCount),
+        }
+    }
+
+    pub fn quantity(&self, period: Period) -> Quantity {
+        match self.aggregation {
+            Aggregation::Latest => self.latest.map_or(Quantity::ZERO, |p| p.value),
+            agg => quantity(agg, &self.partial, &self.points, None, period),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn q(n: i64) -> Quantity {
+        Quantity::from_int(n)
+    }
+
+    fn period() -> Period {
+        "2026-10".parse().unwrap()
+    }
+
+    /// Records: (day, value, installation). Hand-computed table below.
+    fn records() -> Vec<(i64, Quantity, &'static str)> {
+        let d = |day: i64| period().start().timestamp_millis() + (day - 1) * 86_400_000;
+        vec![
+            (d(1), q(5), "a"),
+            (d(3), q(2), "b"),
+            (d(3), "0.5".parse().unwrap(), "a"),
+            (d(20), q(7), "c"),
+        ]
+    }
+
+    #[test]
+    fn every_aggregation_against_a_hand_computed_table() {
+        // count 4, sum 14.5, max 7, unique {a,b,c} = 3, latest = 7 (day 20)
+        let table = [
+            (Aggregation::Count, q(4)),
+            (Aggregation::Sum, "14.5".parse().unwrap()),
+            (Aggregation::Max, q(7)),
+            (Aggregation::UniqueCount, q(3)),
+            (Aggregation::Latest, q(7)),
+        ];
+        for (agg, want) in table {
+            let mut acc = Accumulator::new(agg);
+            for (ts, v, i) in records() {
+                acc.add(ts, v, Some(i));
+            }
+            assert_eq!(acc.quantity(period()), want, "{agg:?}");
+            // order does not matter
+            let mut rev = Accumulator::new(agg);
+            for (ts, v, i) in records().into_iter().rev() {
+                rev.add(ts, v, Some(i));
+            }
+            assert_eq!(rev.quantity(period()), want, "{agg:?} reversed");
+        }
+    }
+
+    #[test]
+    fn empty_is_zero() {
+        for agg in [
+            Aggregation::Count,
+            Aggregation::Sum,
+            Aggregation::Max,
+            Aggregation::UniqueCount,
+            Aggregation::Latest,
+            Aggregation::WeightedSum,
+        ] {
+            assert_eq!(
+                Accumulator::new(agg).quantity(period()),
+                Quantity::ZERO,
+                "{agg:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn daily_partials_merge_to_the_same_result() {
+        let mut day1 = Partial::default();
+        day1.add(q(5), Some("a"), true);
+        let mut day3 = Partial::default();
+        day3.add(q(2), Some("b"), true);
+        day3.add("0.5".parse().unwrap(), Some("a"), true);
+        let mut all = Partial::default();
+        all.merge(day1);
+        all.merge(day3);
+        assert_eq!(all.count, 3);
+        assert_eq!(all.sum, 7_500_000);
+        assert_eq!(all.max, Some(5_000_000));
+        assert_eq!(
+            quantity(Aggregation::UniqueCount, &all, &[], None, period()),
+            q(2)
+        );
+    }
+
+    #[test]
+    fn weighted_sum_is_time_weighted() {
+        // 31-day month. Level 10 from day 1, 40 from day 16 (start of), carry-in ignored at 0:
+        // (10×15 + 40×16) / 31 = 790/31 = 25.483870..
+        let start = period().start().timestamp_millis();
+        let day = 86_400_000;
+        let pts = [
+            Point {
+                ts_ms: start,
+                value: q(10),
+            },
+            Point {
+                ts_ms: start + 15 * day,
+                value: q(40),
+            },
+        ];
+        assert_eq!(
+            weighted(&pts, None, period()),
+            Quantity::from_micros(25_483_871)
+        );
+        // carry-in 31 and no points: 31 all month
+        assert_eq!(weighted(&[], Some(q(31)), period()), q(31));
+        // carry-in 0, one point of 31 on the last day: 31 × 1/31 = 1
+        let last = Point {
+            ts_ms: start + 30 * day,
+            value: q(31),
+        };
+        assert_eq!(weighted(&[last], None, period()), q(1));
+    }
+}

@@ -1,0 +1,310 @@
+//! Price models: a quantity in, priced pieces out (each piece becomes an invoice line).
+//!
+//! - `per_unit`: quantity × unit price.
+//! - `graduated`: each tier prices the units that fall in it (`up_to` inclusive, Stripe's rule);
+//!   a tier's `flat` is charged once when any unit falls in it. One piece per tier reached.
+//! - `volume`: the tier the whole quantity reaches prices **all** units (plus its `flat`).
+//! - `package`: `ceil(quantity / size)` blocks × block price.
+//! - `flat`: a fixed amount whatever the quantity (platform fee).
+//!
+//! Amounts are rounded half to even per piece ([`super::money::line_amount`]). A zero quantity
+//! costs nothing except under `flat`.
+
+use super::money::{Quantity, Rate, SCALE, line_amount};
+use serde::{Deserialize, Serialize};
+
+/// One tier. `up_to: None` is the last, unbounded tier.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Tier {
+    #[serde(default)]
+    pub up_to: Option<Quantity>,
+    pub unit_price: Rate,
+    /// Flat amount in minor units charged when the tier is reached.
+    #[serde(default)]
+    pub flat: i64,
+}
+
+/// How a quantity is priced.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum PriceModel {
+    PerUnit { unit_price: Rate },
+    Graduated { tiers: Vec<Tier> },
+    Volume { tiers: Vec<Tier> },
+    Package { size: Quantity, price: i64 },
+    Flat { amount: i64 },
+}
+
+/// A priced piece of a charge.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Piece {
+    pub quantity: Quantity,
+    #[serde(default)]
+    pub unit_price: Option<Rate>,
+    /// `tier 2 (1000 < q <= 10000)`, `package of 1000`, ...
+    #[serde(default)]
+    pub tier: Option<String>,
+    /// Minor units.
+    pub amount: i64,
+}
+
+impl PriceModel {
+    /// Checks the model is well formed (tiers ascending, last unbounded, positive sizes).
+    pub fn validate(&self) -> Result<(), String> {
+        match self {
+            PriceModel::Graduated { tiers } | PriceModel::Volume { tiers } => {
+                if tiers.is_empty() {
+                    return Err("tiers must not be empty".into());
+                }
+                let mut prev = Quantity::ZERO;
+                for (i, t) in tiers.iter().enumerate() {
+                    let last = i + 1 == tiers.len();
+                    match (t.up_to, last) {
+                        (None, true) => {}
+                        (None, false) => return Err("only the last tier may be unbounded".into()),
+                        (Some(_), true) => {
+                            return Err("the last tier must be unbounded (up_to: null)".into());
+                        }
+                        (Some(u), false) => {
+                            if u <= prev {
+                                return Err("tier bounds must ascend".into());
+                            }
+                            prev = u;
+                        }
+                    }
+                    if t.unit_price.micros() < 0 || t.flat < 0 {
+                        return Err("prices must not be negative".into());
+                    }
+                }
+                Ok(())
+            }
+            PriceModel::Package { size, price } => {
+                if size.micros() <= 0 || *price < 0 {
+                    Err("package size must be positive and price not negative".into())
+                } else {
+                    Ok(())
+                }
+            }
+            PriceModel::PerUnit { unit_price } if unit_price.micros() < 0 => {
+                Err("negative unit price".into())
+            }
+            PriceModel::Flat { amount } if *amount < 0 => Err("negative flat amount".into()),
+            _ => Ok(()),
+        }
+    }
+
+    /// Prices `quantity`.
+    pub fn price(&self, quantity: Quantity) -> Vec<Piece> {
+        match self {
+            PriceModel::PerUnit { unit_price } => vec![Piece {
+                quantity,
+                unit_price: Some(*unit_price),
+                tier: None,
+                amount: line_amount(quantity, *unit_price),
+            }],
+            PriceModel::Flat { amount } => vec![Piece {
+                quantity: Quantity::from_int(1),
+                unit_price: None,
+                tier: Some("flat fee".into()),
+                amount: *amount,
+            }],
+            PriceModel::Package { size, price } => {
+                let q = i128::from(quantity.micros().max(0));
+                let s = i128::from(size.micros());
+                let blocks = i64::try_from((q + s - 1) / s).unwrap_or(i64::MAX / SCALE);
+                vec![Piece {
+                    quantity,
+                    unit_price: None,
+                    tier: Some(format!("{blocks} package(s) of {size} at {price}")),
+                    amount: blocks.saturating_mul(*price),
+                }]
+            }
+            PriceModel::Graduated { tiers } => {
+                let mut out = Vec::new();
+                let mut lower = Quantity::ZERO;
+                for (i, t) in tiers.iter().enumerate() {
+                    if quantity <= lower {
+                        break;
+                    }
+                    let upper = t.up_to.map_or(quantity, |u| u.min(quantity));
+                    let units = Quantity::from_micros(upper.micros() - lower.micros());
+                    out.push(Piece {
+                        quantity: units,
+                        unit_price: Some(t.unit_price),
+                        tier: Some(tier_label(i, lower, t.up_to)),
+                        amount: line_amount(units, t.unit_price) + t.flat,
+                    });
+                    match t.up_to {
+                        Some(u) => lower = u,
+                        None => break,
+                    }
+                }
+                out
+            }
+            PriceModel::Volume { tiers } => {
+                if quantity.micros() <= 0 {
+                    return vec![Piece {
+                        quantity,
+                        unit_price: tiers.first().map(|t| t.unit_price),
+                        tier: None,
+                        amount: 0,
+                    }];
+                }
+                let mut lower = Quantity::ZERO;
+                for (i, t) in tiers.iter().enumerate() {
+                    if t.up_to.is_none_or(|u| quantity <= u) {
+                        return vec![Piece {
+                            quantity,
+                            unit_price: Some(t.unit_price),
+                            tier: Some(format!("volume {}", tier_label(i, lower, t.up_to))),
+                            amount: line_amount(quantity, t.unit_price) + t.flat,
+                        }];
+                    }
+                    lower = t.up_to.unwrap_or(lower);
+                }
+                Vec::new()
+            }
+        }
+    }
+}
+
+fn tier_label(i: usize, lower: Quantity, up_to: Option<Quantity>) -> String {
+    match up_to {
+        Some(u) if lower == Quantity::ZERO => format!("tier {} (0 - {u})", i + 1),
+        Some(u) => format!("tier {} ({lower} < q <= {u})", i + 1),
+        None => format!("tier {} (above {lower})", i + 1),
+    }
+}
+
+/// The total of pieces.
+pub fn total(pieces: &[Piece]) -> i64 {
+    pieces.iter().map(|p| p.amount).sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn q(n: i64) -> Quantity {
+        Quantity::from_int(n)
+    }
+    fn r(s: &str) -> Rate {
+        s.parse().unwrap()
+    }
+    fn tiers() -> Vec<Tier> {
+        // 0..=1000 free, 1000 < q <= 10000 at 0.5 cent, above at 0.25 cent + 100 flat
+        vec![
+            Tier {
+                up_to: Some(q(1000)),
+                unit_price: r("0"),
+                flat: 0,
+            },
+            Tier {
+                up_to: Some(q(10_000)),
+                unit_price: r("0.5"),
+                flat: 0,
+            },
+            Tier {
+                up_to: None,
+                unit_price: r("0.25"),
+                flat: 100,
+            },
+        ]
+    }
+
+    #[test]
+    fn per_unit_table() {
+        let m = PriceModel::PerUnit {
+            unit_price: r("2.5"),
+        };
+        for (qty, want) in [(0, 0), (1, 2), (2, 5), (3, 8), (1000, 2500)] {
+            // 1 × 2.5 = 2.5 -> 2 (even); 3 × 2.5 = 7.5 -> 8 (even)
+            assert_eq!(total(&m.price(q(qty))), want, "q={qty}");
+        }
+    }
+
+    #[test]
+    fn graduated_tier_edges() {
+        let m = PriceModel::Graduated { tiers: tiers() };
+        let table = [
+            (0, 0, 0),         // no pieces
+            (1, 0, 1),         // 1 free
+            (1000, 0, 1),      // exactly on the boundary: still tier 1
+            (1001, 0, 2),      // 1 unit at 0.5 = 0.5 -> 0 (even)
+            (1002, 1, 2),      // 2 × 0.5 = 1
+            (1003, 2, 2),      // 1.5 -> 2
+            (10_000, 4500, 2), // 9000 × 0.5
+            (10_001, 4600, 3), // 4500 + 1 × 0.25 -> 0, + flat 100
+            (20_000, 4500 + 2500 + 100, 3),
+        ];
+        for (qty, want, pieces) in table {
+            let p = m.price(q(qty));
+            assert_eq!(total(&p), want, "q={qty}: {p:?}");
+            assert_eq!(p.len(), pieces, "q={qty}");
+            let units: i64 = p.iter().map(|x| x.quantity.micros()).sum();
+            assert_eq!(units, q(qty).micros(), "pieces cover the quantity");
+        }
+        assert_eq!(
+            m.price(q(1001))[1].tier.as_deref(),
+            Some("tier 2 (1000 < q <= 10000)")
+        );
+    }
+
+    #[test]
+    fn volume_tier_edges() {
+        let m = PriceModel::Volume { tiers: tiers() };
+        let table = [
+            (0, 0),
+            (1000, 0),   // exactly on the boundary: tier 1 prices all
+            (1001, 500), // 1001 × 0.5 = 500.5 -> 500 (ties to even)
+            (10_000, 5000),
+            (10_001, 2500 + 100), // 10001 × 0.25 = 2500.25 -> 2500, + flat
+        ];
+        for (qty, want) in table {
+            assert_eq!(total(&m.price(q(qty))), want, "q={qty}");
+        }
+    }
+
+    #[test]
+    fn package_and_flat() {
+        let m = PriceModel::Package {
+            size: q(1000),
+            price: 900,
+        };
+        for (qty, want) in [(0, 0), (1, 900), (1000, 900), (1001, 1800), (2500, 2700)] {
+            assert_eq!(total(&m.price(q(qty))), want, "q={qty}");
+        }
+        let f = PriceModel::Flat { amount: 4900 };
+        assert_eq!(total(&f.price(q(0))), 4900);
+        assert_eq!(total(&f.price(q(123))), 4900);
+    }
+
+    #[test]
+    fn fractional_quantities() {
+        let m = PriceModel::PerUnit {
+            unit_price: r("10"),
+        };
+        assert_eq!(total(&m.price("2.55".parse().unwrap())), 26); // 25.5 -> 26 (even)
+        assert_eq!(total(&m.price("2.45".parse().unwrap())), 24); // 24.5 -> 24 (even)
+    }
+
+    #[test]
+    fn validation() {
+        assert!(PriceModel::Graduated { tiers: tiers() }.validate().is_ok());
+        let mut bad = tiers();
+        bad.swap(0, 1);
+        assert!(PriceModel::Graduated { tiers: bad }.validate().is_err());
+        let mut bounded = tiers();
+        bounded[2].up_to = Some(q(99_999));
+        assert!(PriceModel::Volume { tiers: bounded }.validate().is_err());
+        assert!(
+            PriceModel::Package {
+                size: q(0),
+                price: 1
+            }
+            .validate()
+            .is_err()
+        );
+        assert!(PriceModel::Graduated { tiers: vec![] }.validate().is_err());
+    }
+}

@@ -1,0 +1,683 @@
+//! The billing services: ingest usage, plan a period, bill one customer, apply Stripe
+//! billing events, grant credits. They depend only on ports, so the same code runs on the
+//! real adapters (Lambda) and the fakes (unit tests).
+//!
+//! # Bill: a resumable state machine, exactly once
+//! The record of (customer, period) in the billing table moves
+//! `PLANNED -> CREDITED -> ITEMS_CREATED -> INVOICE_CREATED -> FINALIZED -> ARTIFACTS_WRITTEN
+//! -> DONE`, saved after every step with the Stripe ids obtained so far (one save per invoice
+//! item). A run is serialised by a ledger lease on `billing:{customer}:{period}` (completed
+//! for ever once DONE). A rerun loads the record and continues where it stopped. Because a
+//! crash can fall *between* a Stripe POST and the save of its id, a resumed run first looks
+//! the object up by its metadata key (`{customer}:{period}:{line}`) before creating it; the
+//! `Idempotency-Key` of every POST (`{customer}:{period}:{step}`) covers the same window on
+//! real Stripe within 24 h, the lookup covers it after (and on localstripe, which ignores
+//! keys). Credits are debited once per invoice key by a conditional update.
+
+use super::aggregate::Aggregation;
+use super::dunning::{self, InvoiceEvent, Status};
+use super::invoice::{self, Invoice, StripeRefs, SubscriptionUsage, invoice_key};
+use super::money::{Currency, Money};
+use super::period::Period;
+use super::ports::{
+    BillState, Credits, Debit, DunningStore, Finalized, InvoiceRecord, InvoiceStore, Invoicing,
+    ItemRequest, SHARDS, SubscriptionView, UsageStore,
+};
+use super::pricebook::PriceBook;
+use super::subscription::Subscription;
+use super::usage::{IngestPolicy, RawUsage, RejectReason, Rejection, parse};
+use crate::error::{Error, Result};
+use crate::ledger::{Claim, ClaimOptions, Ledger, payload_hash};
+use crate::queue::{EventMessage, QueueSender};
+use crate::storage::ObjectStore;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A message on the billing-jobs queue, or a direct invocation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum Job {
+    /// Close a period and fan out one `plan_shard` job per shard. Without `period`: the
+    /// month before now (the monthly schedule).
+    Plan {
+        #[serde(default)]
+        period: Option<Period>,
+    },
+    /// Enqueue a `bill` job for each billable customer of one shard.
+    PlanShard { period: Period, shard: u32 },
+    /// Bill one customer for one period.
+    Bill { customer: String, period: Period },
+    /// Add prepaid / promotional credit, once per `grant_id`.
+    GrantCredit {
+        customer: String,
+        grant_id: String,
+        amount: i64,
+        currency: Currency,
+    },
+}
+
+/// Settings of the services.
+#[derive(Debug, Clone)]
+pub struct BillingConfig {
+    pub jobs_queue_url: String,
+    pub notifications_queue_url: String,
+    pub ingest: IngestPolicy,
+    pub dunning: dunning::Policy,
+    /// How long a bill run may hold its (customer, period) lease.
+    pub lease: Duration,
+}
+
+/// The ports the services use.
+#[derive(Clone)]
+pub struct Billing {
+    pub usage: Arc<dyn UsageStore>,
+    pub subs: Arc<dyn SubscriptionView>,
+    pub invoices: Arc<dyn InvoiceStore>,
+    pub credits: Arc<dyn Credits>,
+    pub dunning: Arc<dyn DunningStore>,
+    pub stripe: Arc<dyn Invoicing>,
+    pub artifacts: Arc<dyn ObjectStore>,
+    pub ledger: Arc<dyn Ledger>,
+    pub queue: Arc<dyn QueueSender>,
+    pub book: Arc<PriceBook>,
+    pub config: BillingConfig,
+}
+
+/// What an ingest did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct IngestReport {
+    pub accepted: u64,
+    pub duplicates: u64,
+    pub rejected: Vec<Rejection>,
+}
+
+/// What a bill run did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BillOutcome {
+    /// Invoice completed now (possibly resuming an earlier run).
+    Invoiced {
+        stripe_invoice: Option<String>,
+        total: i64,
+        resumed: bool,
+    },
+    /// Done before: nothing happened.
+    AlreadyBilled,
+    /// No billable subscription in the period.
+    NothingToBill,
+}
+
+/// The artifact keys of an invoice.
+pub fn artifact_keys(customer: &str, period: Period) -> (String, String) {
+    (
+        format!("invoices/{customer}/{period}.json"),
+        format!("invoices/{customer}/{period}.html"),
+    )
+}
+
+impl Billing {
+    // ----------------------------------------------------------------------------- ingest
+
+    /// Ingests raw records (JSON values, so one malformed record is refused alone).
+    pub async fn ingest(
+        &self,
+        records: &[serde_json::Value],
+        now: DateTime<Utc>,
+    ) -> Result<IngestReport> {
+        let mut report = IngestReport::default();
+        let mut closed: HashMap<Period, bool> = HashMap::new();
+        let mut subs: HashMap<(String, String), Option<Subscription>> = HashMap::new();
+        for value in records {
+            let raw = match serde_json::from_value::<RawUsage>(value.clone()) {
+                Ok(r) => r,
+                Err(_) => {
+                    let field = |k: &str| {
+                        value
+                            .get(k)
+                            .and_then(|v| v.as_str())
+                            .unwrap_or_default()
+                            .to_owned()
+                    };
+                    let rej = Rejection {
+                        record_id: field("id"),
+                        customer: field("customer"),
+                        reason: RejectReason::Malformed,
+                        record: value.clone(),
+                    };
+                    self.refuse(rej, &mut report).await?;
+                    continue;
+                }
+            };
+            let usage = match parse(&raw, now, &self.config.ingest) {
+                Ok(u) => u,
+                Err(reason) => {
+                    self.refuse(Rejection::new(&raw, reason), &mut report)
+                        .await?;
+                    continue;
+                }
+            };
+            let period = usage.period();
+            let is_closed = match closed.get(&period) {
+                Some(c) => *c,
+                None => {
+                    let c = self.usage.is_closed(period).await?;
+                    closed.insert(period, c);
+                    c
+                }
+            };
+            if is_closed {
+                self.refuse(
+                    Rejection::new(&raw, RejectReason::PeriodClosed),
+                    &mut report,
+                )
+                .await?;
+                continue;
+            }
+            let key = (usage.customer.clone(), usage.subscription.clone());
+            let sub = match subs.get(&key) {
+                Some(s) => s.clone(),
+                None => {
+                    let s = self.subs.get(&key.0, &key.1).await?;
+                    subs.insert(key, s.clone());
+                    s
+                }
+            };
+            let Some(sub) = sub else {
+                self.refuse(
+                    Rejection::new(&raw, RejectReason::UnknownCustomer),
+                    &mut report,
+                )
+                .await?;
+                continue;
+            };
+            let agg = self
+                .book
+                .plan(&sub.plan)
+                .and_then(|(_, p)| p.charge_for(&usage.metric))
+                .and_then(|c| c.aggregation);
+            let Some(agg) = agg else {
+                self.refuse(
+                    Rejection::new(&raw, RejectReason::UnknownMetric),
+                    &mut report,
+                )
+                .await?;
+                continue;
+            };
+            if self.usage.record(&usage, agg).await? {
+                report.accepted += 1;
+            } else {
+                report.duplicates += 1;
+            }
+        }
+        Ok(report)
+    }
+
+    async fn refuse(&self, rej: Rejection, report: &mut IngestReport) -> Result<()> {
+        tracing::warn!(
+            record_id = %rej.record_id,
+            customer_id = %rej.customer,
+            reason = ?rej.reason,
+            list = rej.reason.list(),
+            "usage record refused"
+        );
+        self.usage.reject(&rej).await?;
+        report.rejected.push(rej);
+        Ok(())
+    }
+
+    // ------------------------------------------------------------------------------- plan
+
+    /// Closes `period` and enqueues one `plan_shard` job per shard. Returns the jobs sent.
+    pub async fn plan(&self, period: Period) -> Result<usize> {
+        self.usage.close(period).await?;
+        let jobs = (0..SHARDS)
+            .map(|shard| serde_json::to_string(&Job::PlanShard { period, shard }))
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| Error::Invalid(e.to_string()))?;
+        let n = jobs.len();
+        self.queue
+            .send_all(&self.config.jobs_queue_url, jobs)
+            .await?;
+        tracing::info!(%period, shards = n, "period closed; plan fanned out");
+        Ok(n)
+    }
+
+    /// Enqueues a `bill` job for each customer of `shard` with a subscription billable in
+    /// `period`, page by page (batches of 10). Returns the jobs sent.
+    pub async fn plan_shard(&self, period: Period, shard: u32) -> Result<usize> {
+        if shard >= SHARDS {
+            return Err(Error::Invalid(format!(
+                "shard {shard} out of range 0..{SHARDS}"
+            )));
+        }
+        let mut seen: HashSet<String> = HashSet::new();
+        let mut cursor = None;
+        let mut sent = 0usize;
+        let mut scanned = 0usize;
+        loop {
+            let (page, next) = self.subs.page(shard, cursor).await?;
+            scanned += page.len();
+            let mut jobs = Vec::new();
+            for s in page {
+                if s.billable_in(period) && seen.insert(s.customer.clone()) {
+                    let job = Job::Bill {
+                        customer: s.customer,
+                        period,
+                    };
+                    jobs.push(
+                        serde_json::to_string(&job).map_err(|e| Error::Invalid(e.to_string()))?,
+                    );
+                }
+            }
+            sent += jobs.len();
+            if !jobs.is_empty() {
+                self.queue
+                    .send_all(&self.config.jobs_queue_url, jobs)
+                    .await?;
+            }
+            tracing::info!(%period, shard, scanned, jobs_sent = sent, "plan progress");
+            match next {
+                Some(c) => cursor = Some(c),
+                None => break,
+            }
+        }
+        Ok(sent)
+    }
+
+    // ------------------------------------------------------------------------------- bill
+
+    /// Bills `customer` for `period`, exactly once (see the module docs).
+    pub async fn bill(&self, customer: &str, period: Period) -> Result<BillOutcome> {
+        let key = format!("billing:{}", invoice_key(customer, period));
+        let opts = ClaimOptions {
+            lease: self.config.lease,
+            retain: None,
+        };
+        let lease = match self
+            .ledger
+            .claim(&key, &payload_hash(key.as_bytes()), opts)
+            .await?
+        {
+            Claim::Completed { .. } => {
+                tracing::info!(customer_id = %customer, %period, "already billed; skipped");
+                return Ok(BillOutcome::AlreadyBilled);
+            }
+            Claim::InProgress { .. } => {
+                return Err(Error::InProgress(format!(
+                    "bill run of {customer} {period} holds the lease"
+                )));
+            }
+            Claim::Acquired(lease) => lease,
+        };
+        match self.run_bill(customer, period).await {
+            Ok(outcome) => {
+                let result = match &outcome {
+                    BillOutcome::Invoiced { stripe_invoice, .. } => {
+                        stripe_invoice.clone().unwrap_or_else(|| "none".into())
+                    }
+                    _ => "nothing".into(),
+                };
+                self.ledger.complete(&lease, Some(&result), opts).await?;
+                Ok(outcome)
+            }
+            Err(e) => {
+                if let Err(re) = self.ledger.release(&lease).await {
+                    tracing::warn!(error = %re.chain(), "could not release the bill lease; it will expire");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn compose(&self, customer: &str, period: Period) -> Result<Option<Invoice>> {
+        let subs: Vec<Subscription> = self
+            .subs
+            .for_customer(customer)
+            .await?
+            .into_iter()
+            .filter(|s| s.billable_in(period))
+            .collect();
+        if subs.is_empty() {
+            return Ok(None);
+        }
+        let mut with_usage = Vec::with_capacity(subs.len());
+        for s in subs {
+            let (_, plan) = self.book.plan(&s.plan).ok_or_else(|| {
+                Error::Invalid(format!(
+                    "plan {} of subscription {} has no price",
+                    s.plan, s.subscription
+                ))
+            })?;
+            let metrics: Vec<(String, Aggregation)> = plan
+                .charges
+                .iter()
+                .filter_map(|c| Some((c.metric.clone()?, c.aggregation?)))
+                .collect();
+            let quantities = self
+                .usage
+                .quantities(customer, &s.subscription, &metrics, period)
+                .await?;
+            with_usage.push(SubscriptionUsage {
+                subscription: s,
+                quantities,
+            });
+        }
+        let credit = self.credits.balance(customer).await?;
+        invoice::compose(customer, period, &self.book, &with_usage, credit.as_ref()).map(Some)
+    }
+
+    async fn advance(&self, rec: &mut InvoiceRecord, to: BillState) -> Result<()> {
+        let mut next = rec.clone();
+        next.state = to;
+        next.version += 1;
+        self.invoices.save(&next).await?;
+        *rec = next;
+        tracing::info!(customer_id = %rec.invoice.customer, period = %rec.invoice.period, state = ?to, "bill step done");
+        Ok(())
+    }
+
+    async fn save(&self, rec: &mut InvoiceRecord) -> Result<()> {
+        let mut next = rec.clone();
+        next.version += 1;
+        self.invoices.save(&next).await?;
+        *rec = next;
+        Ok(())
+    }
+
+    async fn run_bill(&self, customer: &str, period: Period) -> Result<BillOutcome> {
+        let mut rec = match self.invoices.load(customer, period).await? {
+            Some(r) => r,
+            None => {
+                let Some(invoice) = self.compose(customer, period).await? else {
+                    tracing::info!(customer_id = %customer, %period, "nothing billable");
+                    return Ok(BillOutcome::NothingToBill);
+                };
+                let rec = InvoiceRecord {
+                    state: BillState::Planned,
+                    invoice,
+                    refs: StripeRefs::default(),
+                    attempts: 0,
+                    version: 1,
+                };
+                if self.invoices.create(&rec).await? {
+                    rec
+                } else {
+                    self.invoices
+                        .load(customer, period)
+                        .await?
+                        .ok_or_else(|| Error::InProgress("invoice record vanished".into()))?
+                }
+            }
+        };
+        if rec.state == BillState::Done {
+            return Ok(BillOutcome::AlreadyBilled);
+        }
+        rec.attempts += 1;
+        self.save(&mut rec).await?;
+        let resuming = rec.attempts > 1;
+        if resuming {
+            tracing::info!(customer_id = %customer, %period, state = ?rec.state, attempts = rec.attempts, "resuming bill run");
+        }
+        let ikey = invoice_key(customer, period);
+        let mut credit_rounds = 0;
+        loop {
+            match rec.state {
+                BillState::Planned => {
+                    let credit = rec.invoice.credit_applied;
+                    if credit > 0 {
+                        match self
+                            .credits
+                            .debit(customer, &ikey, &rec.invoice.money(credit))
+                            .await?
+                        {
+                            Debit::Applied | Debit::AlreadyApplied => {}
+                            Debit::Insufficient => {
+                                credit_rounds += 1;
+                                if credit_rounds > 3 {
+                                    return Err(Error::InProgress(format!(
+                                        "credit balance of {customer} keeps changing"
+                                    )));
+                                }
+                                let balance = self.credits.balance(customer).await?;
+                                rec.invoice = rec.invoice.clone().with_credit(balance.as_ref());
+                                self.save(&mut rec).await?;
+                                continue;
+                            }
+                        }
+                    }
+                    self.advance(&mut rec, BillState::Credited).await?;
+                }
+                BillState::Credited => {
+                    let lines: Vec<_> = rec.invoice.billable_lines().cloned().collect();
+                    for line in lines {
+                        if rec.refs.items.contains_key(&line.id) {
+                            continue;
+                        }
+                        let item_key = format!("{ikey}:{}", line.id);
+                        let found = if resuming {
+                            self.stripe.find_item(customer, &item_key).await?
+                        } else {
+                            None
+                        };
+                        let id = match found {
+                            Some(id) => id,
+                            None => {
+                                let req = ItemRequest {
+                                    customer: customer.to_owned(),
+                                    amount: rec.invoice.money(line.amount),
+                                    description: line_description(&line),
+                                    key: item_key.clone(),
+                                    period,
+                                };
+                                self.stripe
+                                    .create_item(&req, &format!("blapi:{item_key}:item"))
+                                    .await?
+                            }
+                        };
+                        rec.refs.items.insert(line.id.clone(), id);
+                        self.save(&mut rec).await?;
+                    }
+                    self.advance(&mut rec, BillState::ItemsCreated).await?;
+                }
+                BillState::ItemsCreated => {
+                    if rec.refs.items.is_empty() {
+                        // Nothing to charge: the artifacts still explain the zero invoice.
+                        self.advance(&mut rec, BillState::Finalized).await?;
+                        continue;
+                    }
+                    let found = if resuming {
+                        self.stripe.find_invoice(customer, &ikey).await?
+                    } else {
+                        None
+                    };
+                    let inv = match found {
+                        Some(i) => i,
+                        None => {
+                            let description = format!("Usage {period} · ref {ikey}");
+                            self.stripe
+                                .create_invoice(
+                                    customer,
+                                    &ikey,
+                                    &description,
+                                    &format!("blapi:{ikey}:invoice"),
+                                )
+                                .await?
+                        }
+                    };
+                    let expected: i64 = rec.invoice.billable_lines().map(|l| l.amount).sum();
+                    if inv.total.is_some_and(|t| t != expected.max(0)) {
+                        tracing::warn!(customer_id = %customer, %period, stripe_total = ?inv.total, expected, "Stripe invoice total differs (other pending items?)");
+                    }
+                    rec.refs.invoice = Some(inv.id);
+                    self.advance(&mut rec, BillState::InvoiceCreated).await?;
+                }
+                BillState::InvoiceCreated => {
+                    let id = rec.refs.invoice.clone().unwrap_or_default();
+                    let done = self
+                        .stripe
+                        .finalize(&id, &format!("blapi:{ikey}:finalize"))
+                        .await?;
+                    rec.refs.finalized = done == Finalized::Done;
+                    if done == Finalized::Unsupported {
+                        tracing::warn!(invoice = %id, "Stripe API has no finalize endpoint; invoice left as draft");
+                    }
+                    self.advance(&mut rec, BillState::Finalized).await?;
+                }
+                BillState::Finalized => {
+                    let (json_key, html_key) = artifact_keys(customer, period);
+                    self.artifacts
+                        .put(
+                            &json_key,
+                            invoice::render_json(&rec.invoice, &rec.refs),
+                            "application/json",
+                        )
+                        .await?;
+                    self.artifacts
+                        .put(
+                            &html_key,
+                            invoice::render_html(&rec.invoice, &rec.refs),
+                            "text/html; charset=utf-8",
+                        )
+                        .await?;
+                    self.advance(&mut rec, BillState::ArtifactsWritten).await?;
+                }
+                BillState::ArtifactsWritten => {
+                    self.advance(&mut rec, BillState::Done).await?;
+                }
+                BillState::Done => {
+                    tracing::info!(customer_id = %customer, %period, total = rec.invoice.total, stripe_invoice = ?rec.refs.invoice, "invoice done");
+                    return Ok(BillOutcome::Invoiced {
+                        stripe_invoice: rec.refs.invoice.clone(),
+                        total: rec.invoice.total,
+                        resumed: resuming,
+                    });
+                }
+            }
+        }
+    }
+
+    // ----------------------------------------------------------------- billing events
+
+    /// Applies one Stripe event from billing-events. `Ok(false)` for types not handled here.
+    pub async fn apply_event(&self, msg: &EventMessage) -> Result<bool> {
+        let ev = &msg.event;
+        let created = ev
+            .get("created")
+            .and_then(serde_json::Value::as_i64)
+            .unwrap_or_else(|| msg.received_at.timestamp());
+        let t = msg.event_type.as_str();
+        if t.starts_with("customer.subscription.") {
+            let obj = ev
+                .pointer("/data/object")
+                .ok_or_else(|| Error::Invalid(format!("event {} has no data.object", msg.id)))?;
+            let sub = Subscription::from_stripe(obj, created)?;
+            let stored = self.subs.upsert(&sub).await?;
+            tracing::info!(event_id = %msg.id, customer_id = %sub.customer, subscription = %sub.subscription, stored, "subscription view updated");
+            return Ok(true);
+        }
+        let Some((customer, iev)) = InvoiceEvent::from_stripe(t, ev) else {
+            return Ok(false);
+        };
+        for _ in 0..5 {
+            let (mut state, version) = self.dunning.load(&customer).await?;
+            let before = state.clone();
+            let changed = state.apply(&iev, &self.config.dunning);
+            if state == before {
+                return Ok(true);
+            }
+            if let Some(previous) = changed {
+                self.notify(&customer, previous, state.status, state.as_of, &iev)
+                    .await?;
+            }
+            match self.dunning.save(&customer, &state, version).await {
+                Ok(()) => return Ok(true),
+                Err(Error::Conflict(_)) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(Error::InProgress(format!(
+            "dunning state of {customer} is contended"
+        )))
+    }
+
+    async fn notify(
+        &self,
+        customer: &str,
+        previous: Status,
+        status: Status,
+        as_of: i64,
+        ev: &InvoiceEvent,
+    ) -> Result<()> {
+        let invoice = match ev {
+            InvoiceEvent::PaymentFailed { invoice, .. } | InvoiceEvent::Paid { invoice, .. } => {
+                invoice
+            }
+        };
+        let body = serde_json::json!({
+            // Deterministic: a redelivery sends the same id, the mailer dedupes on it.
+            "id": format!("dunning:{customer}:{}:{as_of}", status.as_str()),
+            "type": format!("billing.customer.{}", status.as_str()),
+            "customer": customer,
+            "previous_status": previous.as_str(),
+            "status": status.as_str(),
+            "invoice": invoice,
+            "at": as_of,
+        });
+        tracing::info!(customer_id = %customer, from = previous.as_str(), to = status.as_str(), "dunning status changed");
+        self.queue
+            .send(&self.config.notifications_queue_url, body.to_string())
+            .await
+    }
+
+    // ------------------------------------------------------------------------ credits
+
+    /// Grants credit once per `grant_id`.
+    pub async fn grant_credit(
+        &self,
+        customer: &str,
+        grant_id: &str,
+        amount: Money,
+    ) -> Result<bool> {
+        if amount.amount <= 0 {
+            return Err(Error::Invalid("a credit grant must be positive".into()));
+        }
+        self.credits.grant(customer, grant_id, &amount).await
+    }
+
+    /// Counts of the period's invoices per state (progress report).
+    pub fn summarize(outcomes: &[BillOutcome]) -> BTreeMap<&'static str, usize> {
+        let mut m = BTreeMap::new();
+        for o in outcomes {
+            let k = match o {
+                BillOutcome::Invoiced { .. } => "invoiced",
+                BillOutcome::AlreadyBilled => "skipped_already_billed",
+                BillOutcome::NothingToBill => "nothing_to_bill",
+            };
+            *m.entry(k).or_insert(0) += 1;
+        }
+        m
+    }
+}
+
+fn line_description(line: &invoice::InvoiceLine) -> String {
+    let mut d = line.description.clone();
+    d.push_str(&format!(" · qty {}", line.quantity));
+    if let Some(p) = line.unit_price {
+        d.push_str(&format!(" @ {p}"));
+    }
+    if let Some(t) = &line.tier {
+        d.push_str(&format!(" · {t}"));
+    }
+    if let Some(p) = line.proration {
+        d.push_str(&format!(
+            " · prorated {}/{} days",
+            p.active_days, p.period_days
+        ));
+    }
+    d
+}
+
+#[cfg(test)]
+mod tests;

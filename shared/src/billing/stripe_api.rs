@@ -1,0 +1,366 @@
+//! Stripe invoicing on top of [`crate::stripe::StripeClient`]: invoice items, invoices,
+//! finalize, and the look-ups a resumed bill run makes before creating anything.
+//!
+//! Each object carries our key in its metadata (`blapi_key` on items, `blapi_invoice` on the
+//! invoice, and `ref {key}` in the invoice description, because localstripe drops invoice
+//! metadata on create). Only parameters both Stripe and localstripe accept are sent.
+
+use super::ports::{Finalized, Invoicing, ItemRequest, StripeInvoice};
+use crate::error::{Error, Result};
+use crate::stripe::StripeClient;
+use async_trait::async_trait;
+use serde::Deserialize;
+use std::collections::HashMap;
+
+/// The Stripe adapter of [`Invoicing`].
+#[derive(Debug, Clone)]
+pub struct StripeInvoicing {
+    client: StripeClient,
+}
+
+#[derive(Debug, Deserialize)]
+struct Created {
+    id: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct ItemObj {
+    id: String,
+    #[serde(default)]
+    invoice: Option<String>,
+    #[serde(default)]
+    metadata: HashMap<String, String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct InvoiceObj {
+    id: String,
+    #[serde(default)]
+    status: Option<String>,
+    #[serde(default)]
+    total: Option<i64>,
+    #[serde(default)]
+    description: Option<String>,
+    #[serde(default)]
+    metadata: HashMap<String, String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct List<T> {
+    data: Vec<T>,
+    #[serde(default)]
+    has_more: bool,
+}
+
+/// Most list pages a look-up reads (100 objects each).
+const MAX_PAGES: usize = 10;
+
+impl StripeInvoicing {
+    pub fn new(client: StripeClient) -> Self {
+        Self { client }
+    }
+
+    /// HTTP requests sent so far (calls per invoice in the benchmarks).
+    pub fn calls(&self) -> u64 {
+        self.client.calls()
+    }
+
+    async fn list<T: serde::de::DeserializeOwned + HasId>(
+        &self,
+        path: &str,
+        customer: &str,
+        mut visit: impl FnMut(&T) -> bool,
+    ) -> Result<()> {
+        let mut after: Option<String> = None;
+        for _ in 0..MAX_PAGES {
+            let mut q: Vec<(&str, &str)> = vec![("customer", customer), ("limit", "100")];
+            if let Some(a) = after.as_deref() {
+                q.push(("starting_after", a));
+            }
+            let page: List<T> = self.client.get(path, &q).await?;
+            for obj in &page.data {
+                if visit(obj) {
+                    return Ok(());
+                }
+            }
+            match (page.has_more, page.data.last()) {
+                (true, Some(last)) => after = Some(last.id().to_owned()),
+                _ => return Ok(()),
+            }
+        }
+        Ok(())
+    }
+}
+
+trait HasId {
+    fn id(&self) -> &str;
+}
+impl HasId for ItemObj {
+    fn id(&self) -> &str {
+        &self.id
+    }
+}
+impl HasId for InvoiceObj {
+    fn id(&self) -> &str {
+        &self.id
+    }
+}
+
+fn invoice_ref(key: &str) -> String {
+    format!("ref {key}")
+}
+
+#[async_trait]
+impl Invoicing for StripeInvoicing {
+    async fn create_item(&self, item: &ItemRequest, idempotency_key: &str) -> Result<String> {
+        let form = vec![
+            ("customer".to_owned(), item.customer.clone()),
+            ("amount".to_owned(), item.amount.amount.to_string()),
+            (
+                "currency".to_owned(),
+                item.amount.currency.as_str().to_owned(),
+            ),
+            ("description".to_owned(), item.description.clone()),
+            ("metadata[blapi_key]".to_owned(), item.key.clone()),
+            ("metadata[blapi_period]".to_owned(), item.period.to_string()),
+        ];
+        let c: Created = self
+            .client
+            .post("invoiceitems", &form, idempotency_key)
+            .await?;
+        Ok(c.id)
+    }
+
+    async fn find_item(&self, customer: &str, key: &str) -> Result<Option<String>> {
+        let mut found = None;
+        self.list::<ItemObj>("invoiceitems", customer, |i| {
+            let hit = i.invoice.is_none() && i.metadata.get("blapi_key").is_some_and(|k| k == key);
+            if hit {
+                found = Some(i.id.clone());
+            }
+            hit
+        })
+        .await?;
+        Ok(found)
+    }
+
+    async fn create_invoice(
+        &self,
+        customer: &str,
+        key: &str,
+        description: &str,
+        idempotency_key: &str,
+    ) -> Result<StripeInvoice> {
+        let description = if description.contains(&invoice_ref(key)) {
+            description.to_owned()
+        } else {
+            format!("{description} · {}", invoice_ref(key))
+        };
+        let form = vec![
+            ("customer".to_owned(), customer.to_owned()),
+            ("description".to_owned(), description),
+            ("metadata[blapi_invoice]".to_owned(), key.to_owned()),
+            (
+                "pending_invoice_items_behavior".to_owned(),
+                "include".to_owned(),
+            ),
+        ];
+        let inv: InvoiceObj = self.client.post("invoices", &form, idempotency_key).await?;
+        Ok(StripeInvoice {
+            id: inv.id,
+            status: inv.status,
+            total: inv.total,
+        })
+    }
+
+    async fn find_invoice(&self, customer: &str, key: &str) -> Result<Option<StripeInvoice>> {
+        let mut found = None;
+        let marker = invoice_ref(key);
+        self.list::<InvoiceObj>("invoices", customer, |i| {
+            let hit = i.metadata.get("blapi_invoice").is_some_and(|k| k == key)
+                || i.description
+                    .as_deref()
+                    .is_some_and(|d| d.ends_with(&marker));
+            if hit {
+                found = Some(StripeInvoice {
+                    id: i.id.clone(),
+                    status: i.status.clone(),
+                    total: i.total,
+                });
+            }
+            hit
+        })
+        .await?;
+        Ok(found)
+    }
+
+    async fn finalize(&self, invoice_id: &str, idempotency_key: &str) -> Result<Finalized> {
+        let path = format!("invoices/{invoice_id}/finalize");
+        match self
+            .client
+            .post::<InvoiceObj>(&path, &[], idempotency_key)
+            .await
+        {
+            Ok(_) => Ok(Finalized::Done),
+            Err(e) if !e.is_retryable() => {
+                // Already finalized (a rerun), or an API without the endpoint: ask the invoice.
+                let inv: InvoiceObj = self
+                    .client
+                    .get(&format!("invoices/{invoice_id}"), &[])
+                    .await?;
+                match inv.status.as_deref() {
+                    Some("draft") if matches!(e, Error::NotFound(_)) => Ok(Finalized::Unsupported),
+                    Some("draft") => Err(e),
+                    _ => Ok(Finalized::Done),
+                }
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::billing::money::Money;
+    use crate::config::Secret;
+    use crate::retry::RetryPolicy;
+    use std::time::Duration;
+    use wiremock::matchers::{body_string_contains, header, method, path, query_param};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+
+    fn adapter(uri: &str) -> StripeInvoicing {
+        StripeInvoicing::new(
+            StripeClient::new(uri, Secret::new("sk_test_x".into()), Duration::from_secs(2))
+                .unwrap()
+                .with_retry(RetryPolicy::immediate(3)),
+        )
+    }
+
+    #[tokio::test]
+    async fn item_carries_key_metadata_and_idempotency_key_and_survives_429() {
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .and(path("/v1/invoiceitems"))
+            .respond_with(ResponseTemplate::new(429).insert_header("Retry-After", "0"))
+            .up_to_n_times(1)
+            .mount(&server)
+            .await;
+        Mock::given(method("POST"))
+            .and(path("/v1/invoiceitems"))
+            .and(header("Idempotency-Key", "blapi:cus_1:2026-10:l0:item"))
+            .and(body_string_contains(
+                "metadata%5Bblapi_key%5D=cus_1%3A2026-10%3Al0",
+            ))
+            .respond_with(
+                ResponseTemplate::new(200).set_body_json(serde_json::json!({"id": "ii_1"})),
+            )
+            .mount(&server)
+            .await;
+        let a = adapter(&server.uri());
+        let req = ItemRequest {
+            customer: "cus_1".into(),
+            amount: Money::new(1234, "usd".parse().unwrap()),
+            description: "x".into(),
+            key: "cus_1:2026-10:l0".into(),
+            period: "2026-10".parse().unwrap(),
+        };
+        assert_eq!(
+            a.create_item(&req, "blapi:cus_1:2026-10:l0:item")
+                .await
+                .unwrap(),
+            "ii_1"
+        );
+        assert_eq!(a.calls(), 2);
+    }
+
+    #[tokio::test]
+    async fn lookups_match_by_metadata_or_description() {
+        let server = MockServer::start().await;
+        Mock::given(method("GET"))
+            .and(path("/v1/invoiceitems"))
+            .and(query_param("customer", "cus_1"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({"data": [
+                {"id": "ii_other", "invoice": null, "metadata": {"blapi_key": "cus_1:2026-09:l0"}},
+                {"id": "ii_done", "invoice": "in_9", "metadata": {"blapi_key": "cus_1:2026-10:l0"}},
+                {"id": "ii_hit", "invoice": null, "metadata": {"blapi_key": "cus_1:2026-10:l0"}}], "has_more": false})))
+            .mount(&server)
+            .await;
+        Mock::given(method("GET"))
+            .and(path("/v1/invoices"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({"data": [
+                {"id": "in_sub", "status": "paid", "total": 0, "description": null, "metadata": {}},
+                {"id": "in_hit", "status": "draft", "total": 500, "description": "Usage 2026-10 · ref cus_1:2026-10", "metadata": {}}],
+                "has_more": false})))
+            .mount(&server)
+            .await;
+        let a = adapter(&server.uri());
+        assert_eq!(
+            a.find_item("cus_1", "cus_1:2026-10:l0")
+                .await
+                .unwrap()
+                .as_deref(),
+            Some("ii_hit")
+        );
+        assert_eq!(
+            a.find_item("cus_1", "cus_1:2026-10:l7").await.unwrap(),
+            None
+        );
+        let inv = a
+            .find_invoice("cus_1", "cus_1:2026-10")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((inv.id.as_str(), inv.total), ("in_hit", Some(500)));
+        assert!(
+            a.find_invoice("cus_1", "cus_1:2026-11")
+                .await
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    #[tokio::test]
+    async fn finalize_tolerates_already_finalized_and_missing_endpoint() {
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .and(path("/v1/invoices/in_open/finalize"))
+            .respond_with(ResponseTemplate::new(400).set_body_json(serde_json::json!({"error": {"type": "invalid_request_error", "message": "already finalized"}})))
+            .mount(&server)
+            .await;
+        Mock::given(method("GET"))
+            .and(path("/v1/invoices/in_open"))
+            .respond_with(
+                ResponseTemplate::new(200)
+                    .set_body_json(serde_json::json!({"id": "in_open", "status": "open"})),
+            )
+            .mount(&server)
+            .await;
+        Mock::given(method("POST"))
+            .and(path("/v1/invoices/in_draft/finalize"))
+            .respond_with(ResponseTemplate::new(404).set_body_string("404: Not Found"))
+            .mount(&server)
+            .await;
+        Mock::given(method("GET"))
+            .and(path("/v1/invoices/in_draft"))
+            .respond_with(
+                ResponseTemplate::new(200)
+                    .set_body_json(serde_json::json!({"id": "in_draft", "status": "draft"})),
+            )
+            .mount(&server)
+            .await;
+        Mock::given(method("POST"))
+            .and(path("/v1/invoices/in_5xx/finalize"))
+            .respond_with(ResponseTemplate::new(500))
+            .mount(&server)
+            .await;
+        let a = adapter(&server.uri());
+        assert_eq!(a.finalize("in_open", "k").await.unwrap(), Finalized::Done);
+        assert_eq!(
+            a.finalize("in_draft", "k").await.unwrap(),
+            Finalized::Unsupported
+        );
+        let e = a.finalize("in_5xx", "k").await.unwrap_err();
+        assert!(e.is_retryable());
+    }
+}
