@@ -1,0 +1,331 @@
+//! The handler on in-memory ports: the sample events of `events/lead-enrichment/`, partial
+//! batch failures, duplicates, sticky owners, free-mail and provider outages. (The same flows
+//! against moto + wiremock are in `local_stack.rs`.)
+
+// Test helpers outside #[test] fns unwrap too (clippy.toml allows it only inside them).
+#![allow(clippy::unwrap_used)]
+
+use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
+use blapi::crm::MemoryCrm;
+use blapi::leads::enrichment::{
+    CacheTtl, Company, Enricher, EnrichmentProvider, FixtureProvider, MemoryCache, MemoryProvider,
+};
+use blapi::leads::input::LeadId;
+use blapi::leads::routing::{Account, MemoryAccounts, MemoryCounter};
+use blapi::leads::service::{LeadPorts, LeadService, Outcome};
+use blapi::leads::store::{LeadStore, MemoryLeadStore};
+use blapi::ledger::MemoryLedger;
+use blapi::queue::EventMessage;
+use blapi::storage::MemoryStore;
+use lambda_runtime::{Context, LambdaEvent};
+use lead_enrichment::App;
+use serde_json::json;
+use std::sync::Arc;
+
+struct Fakes {
+    app: App,
+    crm: Arc<MemoryCrm>,
+    accounts: Arc<MemoryAccounts>,
+    leads: Arc<MemoryLeadStore>,
+}
+
+fn fakes(provider: Arc<dyn EnrichmentProvider>) -> Fakes {
+    let crm = Arc::new(MemoryCrm::new());
+    let accounts = Arc::new(MemoryAccounts::new());
+    let leads = Arc::new(MemoryLeadStore::new());
+    let ports = LeadPorts {
+        store: leads.clone(),
+        accounts: accounts.clone(),
+        counter: Arc::new(MemoryCounter::new()),
+        enricher: Enricher::new(provider, Arc::new(MemoryCache::new()), CacheTtl::default()),
+        crm: crm.clone(),
+        ledger: Arc::new(MemoryLedger::new()),
+    };
+    Fakes {
+        app: App::with_service(
+            LeadService::bundled(ports).unwrap(),
+            Arc::new(MemoryStore::new()),
+        ),
+        crm,
+        accounts,
+        leads,
+    }
+}
+
+fn fixture_fakes() -> Fakes {
+    fakes(Arc::new(FixtureProvider::bundled().unwrap()))
+}
+
+fn sample(name: &str) -> SqsEvent {
+    let path = format!(
+        "{}/../../events/lead-enrichment/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+fn event(records: Vec<(&str, serde_json::Value)>) -> LambdaEvent<SqsEvent> {
+    let mut e = SqsEvent::default();
+    e.records = records
+        .into_iter()
+        .map(|(id, body)| {
+            let mut m = SqsMessage::default();
+            m.message_id = Some(id.to_owned());
+            m.body = Some(body.to_string());
+            m
+        })
+        .collect();
+    LambdaEvent::new(e, Context::default())
+}
+
+fn signup(id: &str, email: &str, extra: serde_json::Value) -> serde_json::Value {
+    let mut data = json!({"email": email, "name": "Test Person", "country": "FR"});
+    if let (Some(d), Some(x)) = (data.as_object_mut(), extra.as_object()) {
+        d.extend(x.clone());
+    }
+    json!({"id": id, "source": "portal", "type": "lead.signup", "received_at": "2026-11-25T10:00:00Z",
+           "raw_key": format!("raw/portal/{id}.json"), "event": {"type": "lead.signup", "data": data}})
+}
+
+fn failed(resp: &aws_lambda_events::event::sqs::SqsBatchResponse) -> Vec<String> {
+    resp.batch_item_failures
+        .iter()
+        .map(|f| f.item_identifier.clone())
+        .collect()
+}
+
+#[tokio::test]
+async fn sample_batch_upserts_four_and_fails_only_the_bad_two() {
+    let f = fixture_fakes();
+    let resp = f
+        .app
+        .handle(LambdaEvent::new(
+            sample("batch-mixed.json"),
+            Context::default(),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        failed(&resp),
+        vec![
+            "6c2a0f3e-0015-4c1e-9a53-batch-invalid-email",
+            "6c2a0f3e-0016-4c1e-9a53-batch-malformed"
+        ]
+    );
+    assert_eq!(f.crm.len(), 4);
+    let by_domain = |d: &str| {
+        f.crm
+            .all()
+            .into_iter()
+            .find(|l| l.email.as_deref().is_some_and(|e| e.ends_with(d)))
+            .unwrap()
+    };
+    let globex = by_domain("@globex.example");
+    assert_eq!(globex.team.as_deref(), Some("na-enterprise"));
+    assert_eq!(globex.employees, Some(2400));
+    assert_eq!(globex.email.as_deref(), Some("ada.lovelace@globex.example"));
+    let umbrella = by_domain("@umbrella.example");
+    assert_eq!(umbrella.country.as_deref(), Some("DE"));
+    assert_eq!(umbrella.team.as_deref(), Some("dach-enterprise"));
+    assert_eq!(umbrella.lead_source, "Contact Us");
+    let tyrell = by_domain("@tyrell.example");
+    assert_eq!(tyrell.team.as_deref(), Some("apac"));
+    assert_eq!(tyrell.lead_source, "Self-serve Purchase");
+    assert_eq!(tyrell.title.as_deref(), Some("CTO"));
+    let gmail = by_domain("@gmail.com");
+    assert_eq!(gmail.team.as_deref(), Some("self-serve"));
+    assert_eq!(gmail.company, "[individual]");
+    assert_eq!(gmail.company_domain, None);
+    assert!(!gmail.needs_enrichment);
+    assert!(
+        globex.score > gmail.score,
+        "a company lead outranks a free-mail one"
+    );
+    assert!(globex.score_reasons.contains("technology industry"));
+}
+
+#[tokio::test]
+async fn every_single_sample_event_is_processed() {
+    for name in [
+        "portal-signup.json",
+        "contact-us.json",
+        "stripe-customer-created.json",
+    ] {
+        let f = fixture_fakes();
+        let resp = f
+            .app
+            .handle(LambdaEvent::new(sample(name), Context::default()))
+            .await
+            .unwrap();
+        assert!(resp.batch_item_failures.is_empty(), "{name}");
+        assert_eq!(f.crm.len(), 1, "{name}");
+    }
+}
+
+#[tokio::test]
+async fn redelivery_is_acknowledged_without_a_second_upsert() {
+    let f = fixture_fakes();
+    let ev = || event(vec![("m1", signup("evt-a", "x@globex.example", json!({})))]);
+    f.app.handle(ev()).await.unwrap();
+    let resp = f.app.handle(ev()).await.unwrap();
+    assert!(resp.batch_item_failures.is_empty());
+    let (rec, upserts) = f
+        .crm
+        .all()
+        .pop()
+        .map(|l| f.crm.get(&l.lead_id).unwrap())
+        .unwrap();
+    assert_eq!(upserts, 1, "the ledger short-circuits the same event");
+    let msg: EventMessage =
+        serde_json::from_value(signup("evt-a", "x@globex.example", json!({}))).unwrap();
+    assert!(matches!(
+        f.app.service().handle(&msg).await.unwrap(),
+        Outcome::Duplicate { lead_id: Some(id) } if id == rec.lead_id
+    ));
+}
+
+#[tokio::test]
+async fn same_person_twice_is_one_crm_record_with_a_sticky_owner() {
+    let f = fixture_fakes();
+    f.app
+        .handle(event(vec![(
+            "m1",
+            signup(
+                "evt-1",
+                "Pat@Initech.example",
+                json!({"job_title": "Engineer"}),
+            ),
+        )]))
+        .await
+        .unwrap();
+    let first_owner = f.crm.all().pop().unwrap().owner_id;
+    // Other leads advance the team's counter in between.
+    for i in 0..3 {
+        f.app
+            .handle(event(vec![(
+                "mx",
+                signup(
+                    &format!("evt-x{i}"),
+                    &format!("p{i}@initech.example"),
+                    json!({}),
+                ),
+            )]))
+            .await
+            .unwrap();
+    }
+    let stripe = json!({"id": "evt_2", "source": "stripe", "type": "customer.created",
+        "received_at": "2026-11-25T10:00:00Z", "raw_key": "raw/stripe/evt_2.json",
+        "event": {"id": "evt_2", "type": "customer.created", "data": {"object": {
+            "id": "cus_9", "email": "pat@initech.example", "name": "Pat Smith", "address": {"country": "US"}}}}});
+    f.app.handle(event(vec![("m2", stripe)])).await.unwrap();
+    assert_eq!(f.crm.len(), 4, "4 people, 5 events");
+    let pat = f
+        .crm
+        .all()
+        .into_iter()
+        .find(|l| l.email.as_deref() == Some("pat@initech.example"))
+        .unwrap();
+    let (_, upserts) = f.crm.get(&pat.lead_id).unwrap();
+    assert_eq!(upserts, 2, "updated, not duplicated");
+    assert_eq!(
+        pat.sources,
+        vec!["portal.signup", "stripe.customer"],
+        "intent accumulates"
+    );
+    assert_eq!(
+        pat.title.as_deref(),
+        Some("Engineer"),
+        "known values are kept"
+    );
+    assert_eq!(pat.last_name.as_deref(), Some("Smith"), "new values win");
+    assert_eq!(pat.owner_id, first_owner, "the owner is sticky");
+    let record = f
+        .leads
+        .get(&LeadId::from_stored(pat.lead_id.clone()))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(record.events.len(), 2);
+    assert_eq!(record.stripe_customer.as_deref(), Some("cus_9"));
+}
+
+#[tokio::test]
+async fn existing_account_owner_wins_and_free_mail_is_never_looked_up() {
+    let provider = Arc::new(MemoryProvider::new());
+    provider.insert(Company {
+        domain: "acme.example".into(),
+        employees: Some(20_000),
+        ..Company::default()
+    });
+    let f = fakes(provider.clone());
+    f.accounts.insert(Account {
+        domain: "acme.example".into(),
+        account_id: "001ACME".into(),
+        name: "Acme".into(),
+        owner_id: "005ACCOUNTOWNER".into(),
+    });
+    let resp = f
+        .app
+        .handle(event(vec![
+            ("m1", signup("e1", "wile@acme.example", json!({}))),
+            ("m2", signup("e2", "someone@gmail.com", json!({}))),
+            ("m3", signup("e3", "throwaway@mailinator.com", json!({}))),
+        ]))
+        .await
+        .unwrap();
+    assert!(resp.batch_item_failures.is_empty());
+    assert_eq!(provider.calls(), 1, "only the company domain is looked up");
+    let all = f.crm.all();
+    let acme = all
+        .iter()
+        .find(|l| l.company_domain.as_deref() == Some("acme.example"))
+        .unwrap();
+    assert_eq!(acme.owner_id, "005ACCOUNTOWNER");
+    assert!(acme.routing_reason.contains("existing account"));
+    let disposable = all
+        .iter()
+        .find(|l| l.email.as_deref() == Some("throwaway@mailinator.com"))
+        .unwrap();
+    assert_eq!(disposable.grade, "D");
+    assert_eq!(disposable.team.as_deref(), Some("self-serve"));
+}
+
+#[tokio::test]
+async fn provider_down_routes_with_what_is_known_and_flags_the_lead() {
+    let provider = Arc::new(MemoryProvider::new());
+    provider.set_down(true);
+    let f = fakes(provider);
+    let resp = f
+        .app
+        .handle(event(vec![(
+            "m1",
+            signup("e1", "a@unknown-co.example", json!({"country": "Canada"})),
+        )]))
+        .await
+        .unwrap();
+    assert!(resp.batch_item_failures.is_empty(), "the lead is not lost");
+    let l = f.crm.all().pop().unwrap();
+    assert!(l.needs_enrichment);
+    assert_eq!(
+        l.team.as_deref(),
+        Some("na-commercial"),
+        "routed by country"
+    );
+    assert_eq!(l.employees, None);
+}
+
+#[tokio::test]
+async fn crm_outage_fails_the_record_for_redelivery_and_the_retry_succeeds() {
+    let f = fixture_fakes();
+    f.crm.set_failing(true);
+    let ev = || event(vec![("m1", signup("e1", "a@globex.example", json!({})))]);
+    let resp = f.app.handle(ev()).await.unwrap();
+    assert_eq!(failed(&resp), vec!["m1"]);
+    f.crm.set_failing(false);
+    let resp = f.app.handle(ev()).await.unwrap();
+    assert!(
+        resp.batch_item_failures.is_empty(),
+        "the ledger claim was released"
+    );
+    assert_eq!(f.crm.len(), 1);
+}

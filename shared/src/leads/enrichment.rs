@@ -1,0 +1,633 @@
+//! Company enrichment by e-mail domain.
+//!
+//! - [`EnrichmentProvider`] is the port to the provider (Clearbit-style Company API: `GET
+//!   {base}/v2/companies/find?domain=..` with a bearer key). Adapters: [`HttpProvider`] (timeout,
+//!   retries on 429/5xx honouring `Retry-After`), [`FixtureProvider`] (a bundled or given JSON
+//!   file, for the demo and local runs without any provider), [`MemoryProvider`] (tests, bench).
+//! - [`EnrichmentCache`] keeps each domain's answer (found *or* unknown) with a TTL, so a domain
+//!   costs at most one lookup per TTL however many leads share it. The DynamoDB adapter lives in
+//!   [`super::store`]; [`MemoryCache`] is for tests.
+//! - [`Enricher`] puts them together and never fails a lead: free-mail and disposable domains
+//!   are skipped, a provider failure yields [`Enrichment::Unavailable`] (the lead is routed with
+//!   what is known and flagged `needs_enrichment`).
+
+use crate::config::Secret;
+use crate::error::{Error, Result};
+use crate::retry::{Attempt, RetryPolicy, retry, retry_after};
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use super::domains::DomainClass;
+use super::normalize::Country;
+
+/// Company size bands used by the scoring and territory rules files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+pub enum EmployeeBand {
+    #[serde(rename = "1-10")]
+    Micro,
+    #[serde(rename = "11-50")]
+    Small,
+    #[serde(rename = "51-200")]
+    Medium,
+    #[serde(rename = "201-1000")]
+    Large,
+    #[serde(rename = "1001-5000")]
+    Enterprise,
+    #[serde(rename = "5001+")]
+    Global,
+}
+
+impl EmployeeBand {
+    /// The band of a head count.
+    pub fn of(employees: u64) -> Self {
+        match employees {
+            0..=10 => Self::Micro,
+            11..=50 => Self::Small,
+            51..=200 => Self::Medium,
+            201..=1000 => Self::Large,
+            1001..=5000 => Self::Enterprise,
+            _ => Self::Global,
+        }
+    }
+
+    /// The band of a provider range such as `51-250`, `1K-5K` or `100K+` (its lower bound).
+    pub fn of_range(range: &str) -> Option<Self> {
+        let low = range
+            .trim()
+            .split(['-', '+'])
+            .next()?
+            .trim()
+            .to_ascii_lowercase();
+        let (num, mult) = match low.strip_suffix('k') {
+            Some(n) => (n, 1000),
+            None => (low.as_str(), 1),
+        };
+        num.parse::<u64>().ok().map(|n| Self::of(n * mult))
+    }
+
+    /// The name used in rules files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Micro => "1-10",
+            Self::Small => "11-50",
+            Self::Medium => "51-200",
+            Self::Large => "201-1000",
+            Self::Enterprise => "1001-5000",
+            Self::Global => "5001+",
+        }
+    }
+}
+
+/// What the provider knows of a company.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Company {
+    pub domain: String,
+    pub name: Option<String>,
+    pub sector: Option<String>,
+    pub industry: Option<String>,
+    pub employees: Option<u64>,
+    pub employees_range: Option<String>,
+    pub country: Option<Country>,
+    /// Estimated annual revenue in whole US dollars (an estimate, not money we bill).
+    pub annual_revenue_usd: Option<u64>,
+}
+
+impl Company {
+    /// The size band, from the head count or else the range.
+    pub fn band(&self) -> Option<EmployeeBand> {
+        self.employees.map(EmployeeBand::of).or_else(|| {
+            self.employees_range
+                .as_deref()
+                .and_then(EmployeeBand::of_range)
+        })
+    }
+}
+
+/// The provider's JSON (Clearbit Company API shape; Apollo's maps onto it).
+#[derive(Debug, Deserialize)]
+struct ProviderCompany {
+    domain: Option<String>,
+    name: Option<String>,
+    #[serde(default)]
+    category: ProviderCategory,
+    #[serde(default)]
+    metrics: ProviderMetrics,
+    #[serde(default)]
+    geo: ProviderGeo,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct ProviderCategory {
+    sector: Option<String>,
+    industry: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ProviderMetrics {
+    employees: Option<u64>,
+    employees_range: Option<String>,
+    annual_revenue: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ProviderGeo {
+    country_code: Option<String>,
+    country: Option<String>,
+}
+
+impl ProviderCompany {
+    fn into_company(self, looked_up: &str) -> Company {
+        Company {
+            domain: self
+                .domain
+                .unwrap_or_else(|| looked_up.to_owned())
+                .to_lowercase(),
+            name: self.name,
+            sector: self.category.sector,
+            industry: self.category.industry,
+            employees: self.metrics.employees,
+            employees_range: self.metrics.employees_range,
+            country: self
+                .geo
+                .country_code
+                .as_deref()
+                .and_then(Country::parse)
+                .or_else(|| self.geo.country.as_deref().and_then(Country::parse)),
+            annual_revenue_usd: self.metrics.annual_revenue,
+        }
+    }
+}
+
+/// Why the provider gave no answer (the lead then goes on without enrichment).
+#[derive(Debug, thiserror::Error)]
+pub enum ProviderError {
+    #[error("provider throttled us (HTTP 429) and retries ran out")]
+    Throttled,
+    #[error("provider failed with HTTP {0}")]
+    Server(u16),
+    #[error("provider unreachable or too slow: {0}")]
+    Transport(String),
+    #[error("provider is still researching the domain (HTTP 202)")]
+    Pending,
+    #[error("provider refused our request with HTTP {0} (check the API key)")]
+    Refused(u16),
+    #[error("provider answered something unexpected: {0}")]
+    Unexpected(String),
+}
+
+/// The enrichment provider port: `Ok(None)` = the provider does not know the domain.
+#[async_trait]
+pub trait EnrichmentProvider: Send + Sync {
+    async fn lookup(&self, domain: &str) -> std::result::Result<Option<Company>, ProviderError>;
+    /// Lookups sent so far, retries included (benchmarks count provider cost).
+    fn calls(&self) -> u64;
+}
+
+/// The HTTP adapter.
+#[derive(Debug, Clone)]
+pub struct HttpProvider {
+    http: reqwest::Client,
+    base_url: String,
+    api_key: Secret<String>,
+    policy: RetryPolicy,
+    calls: Arc<AtomicU64>,
+}
+
+impl HttpProvider {
+    /// `base_url` without trailing slash; `timeout` bounds each attempt.
+    pub fn new(
+        base_url: impl Into<String>,
+        api_key: Secret<String>,
+        timeout: Duration,
+    ) -> Result<Self> {
+        Ok(Self {
+            http: crate::http::client(timeout)?,
+            base_url: base_url.into().trim_end_matches('/').to_owned(),
+            api_key,
+            policy: RetryPolicy {
+                max_attempts: 3,
+                base_delay: Duration::from_millis(200),
+                max_delay: Duration::from_secs(2),
+            },
+            calls: Arc::new(AtomicU64::new(0)),
+        })
+    }
+
+    /// Overrides the retry policy (tests use [`RetryPolicy::immediate`]).
+    pub fn with_retry(mut self, policy: RetryPolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+}
+
+#[async_trait]
+impl EnrichmentProvider for HttpProvider {
+    async fn lookup(&self, domain: &str) -> std::result::Result<Option<Company>, ProviderError> {
+        let url = format!("{}/v2/companies/find", self.base_url);
+        retry(self.policy, |_| async {
+            self.calls.fetch_add(1, Ordering::Relaxed);
+            let resp = match self
+                .http
+                .get(&url)
+                .query(&[("domain", domain)])
+                .bearer_auth(self.api_key.expose())
+                .send()
+                .await
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    let retryable = crate::http::retryable_transport(&e);
+                    let err = ProviderError::Transport(e.without_url().to_string());
+                    return if retryable {
+                        Attempt::Retry(err, None)
+                    } else {
+                        Attempt::Fail(err)
+                    };
+                }
+            };
+            let status = resp.status();
+            let after = retry_after(resp.headers());
+            match status.as_u16() {
+                200 => match resp.json::<ProviderCompany>().await {
+                    Ok(c) => Attempt::Done(Some(c.into_company(domain))),
+                    Err(e) => Attempt::Fail(ProviderError::Unexpected(e.without_url().to_string())),
+                },
+                // Unknown company, or a domain the provider will not look up.
+                404 | 422 => Attempt::Done(None),
+                202 => Attempt::Fail(ProviderError::Pending),
+                429 => Attempt::Retry(ProviderError::Throttled, after),
+                s if status.is_server_error() => Attempt::Retry(ProviderError::Server(s), after),
+                s => Attempt::Fail(ProviderError::Refused(s)),
+            }
+        })
+        .await
+    }
+
+    fn calls(&self) -> u64 {
+        self.calls.load(Ordering::Relaxed)
+    }
+}
+
+/// Answers from a JSON array of provider-shaped company objects (keyed by their `domain`).
+/// Selected with `ENRICHMENT_API_BASE=fixture:` (the bundled `shared/data/enrichment-fixture.json`)
+/// or `fixture:<path>` (a file of the same shape); no network, no API key.
+#[derive(Debug)]
+pub struct FixtureProvider {
+    companies: HashMap<String, Company>,
+    calls: AtomicU64,
+}
+
+/// The bundled demo fixture (fictional companies on the reserved `.example` TLD).
+pub const BUNDLED_FIXTURE: &str = include_str!("../../data/enrichment-fixture.json");
+
+impl FixtureProvider {
+    /// Parses a fixture file's text.
+    pub fn parse(json: &str) -> Result<Self> {
+        let list: Vec<ProviderCompany> = serde_json::from_str(json)
+            .map_err(|e| Error::Invalid(format!("enrichment fixture: {e}")))?;
+        let companies = list
+            .into_iter()
+            .filter_map(|c| {
+                let d = c.domain.clone()?.to_lowercase();
+                Some((d.clone(), c.into_company(&d)))
+            })
+            .collect();
+        Ok(Self {
+            companies,
+            calls: AtomicU64::new(0),
+        })
+    }
+
+    /// The bundled fixture.
+    pub fn bundled() -> Result<Self> {
+        Self::parse(BUNDLED_FIXTURE)
+    }
+
+    /// A fixture read from a file.
+    pub fn from_file(path: &str) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Error::Invalid(format!("enrichment fixture {path} cannot be read: {e}"))
+        })?;
+        Self::parse(&text)
+    }
+
+    /// Domains the fixture knows.
+    pub fn domains(&self) -> Vec<String> {
+        let mut d: Vec<String> = self.companies.keys().cloned().collect();
+        d.sort();
+        d
+    }
+}
+
+#[async_trait]
+impl EnrichmentProvider for FixtureProvider {
+    async fn lookup(&self, domain: &str) -> std::result::Result<Option<Company>, ProviderError> {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        Ok(self.companies.get(domain).cloned())
+    }
+
+    fn calls(&self) -> u64 {
+        self.calls.load(Ordering::Relaxed)
+    }
+}
+
+/// In-memory provider for tests and benchmarks: answers from a map, or fails when told to.
+#[derive(Debug, Default)]
+pub struct MemoryProvider {
+    companies: Mutex<HashMap<String, Company>>,
+    down: std::sync::atomic::AtomicBool,
+    calls: AtomicU64,
+}
+
+impl MemoryProvider {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a company the provider knows.
+    pub fn insert(&self, company: Company) {
+        self.companies
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(company.domain.clone(), company);
+    }
+
+    /// Makes every lookup fail (or succeed again).
+    pub fn set_down(&self, down: bool) {
+        self.down.store(down, Ordering::SeqCst);
+    }
+}
+
+#[async_trait]
+impl EnrichmentProvider for MemoryProvider {
+    async fn lookup(&self, domain: &str) -> std::result::Result<Option<Company>, ProviderError> {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        if self.down.load(Ordering::SeqCst) {
+            return Err(ProviderError::Server(503));
+        }
+        Ok(self
+            .companies
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(domain)
+            .cloned())
+    }
+
+    fn calls(&self) -> u64 {
+        self.calls.load(Ordering::Relaxed)
+    }
+}
+
+/// A cached provider answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum CachedLookup {
+    Found { company: Company },
+    Unknown,
+}
+
+/// The per-domain cache port. Entries past their TTL are misses.
+#[async_trait]
+pub trait EnrichmentCache: Send + Sync {
+    async fn get(&self, domain: &str) -> Result<Option<CachedLookup>>;
+    async fn put(&self, domain: &str, entry: &CachedLookup, ttl: Duration) -> Result<()>;
+}
+
+/// In-memory cache (tests, benchmarks).
+#[derive(Debug, Default)]
+pub struct MemoryCache {
+    entries: Mutex<HashMap<String, (CachedLookup, std::time::Instant)>>,
+}
+
+impl MemoryCache {
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+#[async_trait]
+impl EnrichmentCache for MemoryCache {
+    async fn get(&self, domain: &str) -> Result<Option<CachedLookup>> {
+        let map = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(map
+            .get(domain)
+            .filter(|(_, until)| *until > std::time::Instant::now())
+            .map(|(e, _)| e.clone()))
+    }
+
+    async fn put(&self, domain: &str, entry: &CachedLookup, ttl: Duration) -> Result<()> {
+        self.entries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(
+                domain.to_owned(),
+                (entry.clone(), std::time::Instant::now() + ttl),
+            );
+        Ok(())
+    }
+}
+
+/// What enrichment found out about a lead's domain.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum Enrichment {
+    /// The provider knows the company (`cached`: no lookup was needed).
+    Found { company: Company, cached: bool },
+    /// The provider does not know the domain.
+    Unknown { cached: bool },
+    /// Not looked up: free-mail or disposable domain.
+    Skipped { class: DomainClass },
+    /// The provider could not answer now: route with what is known, enrich later.
+    Unavailable { reason: String },
+}
+
+impl Enrichment {
+    pub fn company(&self) -> Option<&Company> {
+        match self {
+            Enrichment::Found { company, .. } => Some(company),
+            _ => None,
+        }
+    }
+
+    /// Whether the lead must be enriched again later.
+    pub fn needs_enrichment(&self) -> bool {
+        matches!(self, Enrichment::Unavailable { .. })
+    }
+}
+
+/// How long cached answers live.
+#[derive(Debug, Clone, Copy)]
+pub struct CacheTtl {
+    pub found: Duration,
+    pub unknown: Duration,
+}
+
+impl Default for CacheTtl {
+    fn default() -> Self {
+        Self {
+            found: Duration::from_secs(30 * 24 * 3600),
+            unknown: Duration::from_secs(7 * 24 * 3600),
+        }
+    }
+}
+
+/// Provider + cache.
+#[derive(Clone)]
+pub struct Enricher {
+    provider: Arc<dyn EnrichmentProvider>,
+    cache: Arc<dyn EnrichmentCache>,
+    ttl: CacheTtl,
+}
+
+impl std::fmt::Debug for Enricher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Enricher").field("ttl", &self.ttl).finish()
+    }
+}
+
+impl Enricher {
+    pub fn new(
+        provider: Arc<dyn EnrichmentProvider>,
+        cache: Arc<dyn EnrichmentCache>,
+        ttl: CacheTtl,
+    ) -> Self {
+        Self {
+            provider,
+            cache,
+            ttl,
+        }
+    }
+
+    /// Provider lookups so far.
+    pub fn provider_calls(&self) -> u64 {
+        self.provider.calls()
+    }
+
+    /// Enriches a domain of the given class. Never fails: cache trouble costs a lookup,
+    /// provider trouble yields [`Enrichment::Unavailable`].
+    pub async fn enrich(&self, domain: &str, class: DomainClass) -> Enrichment {
+        if !class.is_corporate() {
+            return Enrichment::Skipped { class };
+        }
+        match self.cache.get(domain).await {
+            Ok(Some(CachedLookup::Found { company })) => {
+                return Enrichment::Found {
+                    company,
+                    cached: true,
+                };
+            }
+            Ok(Some(CachedLookup::Unknown)) => return Enrichment::Unknown { cached: true },
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e.chain(), "enrichment cache unreadable; looking up"),
+        }
+        let (entry, ttl, result) = match self.provider.lookup(domain).await {
+            Ok(Some(company)) => (
+                CachedLookup::Found {
+                    company: company.clone(),
+                },
+                self.ttl.found,
+                Enrichment::Found {
+                    company,
+                    cached: false,
+                },
+            ),
+            Ok(None) => (
+                CachedLookup::Unknown,
+                self.ttl.unknown,
+                Enrichment::Unknown { cached: false },
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, "enrichment provider unavailable; lead flagged needs_enrichment");
+                return Enrichment::Unavailable {
+                    reason: e.to_string(),
+                };
+            }
+        };
+        if let Err(e) = self.cache.put(domain, &entry, ttl).await {
+            tracing::warn!(error = %e.chain(), "enrichment cache not written");
+        }
+        result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bands_from_counts_and_ranges() {
+        assert_eq!(EmployeeBand::of(0), EmployeeBand::Micro);
+        assert_eq!(EmployeeBand::of(50), EmployeeBand::Small);
+        assert_eq!(EmployeeBand::of(201), EmployeeBand::Large);
+        assert_eq!(EmployeeBand::of(5001), EmployeeBand::Global);
+        assert_eq!(EmployeeBand::of_range("51-250"), Some(EmployeeBand::Medium));
+        assert_eq!(EmployeeBand::of_range("1K-5K"), Some(EmployeeBand::Large));
+        assert_eq!(EmployeeBand::of_range("100K+"), Some(EmployeeBand::Global));
+        assert_eq!(EmployeeBand::of_range("lots"), None);
+        let c = Company {
+            employees_range: Some("11-50".into()),
+            ..Company::default()
+        };
+        assert_eq!(c.band(), Some(EmployeeBand::Small));
+    }
+
+    #[tokio::test]
+    async fn bundled_fixture_parses() {
+        let f = FixtureProvider::bundled().unwrap();
+        assert!(f.domains().len() >= 10);
+        let acme = f.lookup("acme.example").await.unwrap().unwrap();
+        assert!(acme.name.is_some() && acme.band().is_some() && acme.country.is_some());
+        assert_eq!(f.lookup("nobody.example").await.unwrap(), None);
+        assert_eq!(f.calls(), 2);
+    }
+
+    #[tokio::test]
+    async fn cache_spares_lookups_and_failures_do_not_fail_the_lead() {
+        let p = Arc::new(MemoryProvider::new());
+        p.insert(Company {
+            domain: "acme.example".into(),
+            employees: Some(300),
+            ..Company::default()
+        });
+        let e = Enricher::new(p.clone(), Arc::new(MemoryCache::new()), CacheTtl::default());
+        assert!(matches!(
+            e.enrich("acme.example", DomainClass::Corporate).await,
+            Enrichment::Found { cached: false, .. }
+        ));
+        assert!(matches!(
+            e.enrich("acme.example", DomainClass::Corporate).await,
+            Enrichment::Found { cached: true, .. }
+        ));
+        assert!(matches!(
+            e.enrich("ghost.example", DomainClass::Corporate).await,
+            Enrichment::Unknown { cached: false }
+        ));
+        assert!(matches!(
+            e.enrich("ghost.example", DomainClass::Corporate).await,
+            Enrichment::Unknown { cached: true }
+        ));
+        assert!(matches!(
+            e.enrich("gmail.com", DomainClass::FreeMail).await,
+            Enrichment::Skipped { .. }
+        ));
+        assert_eq!(p.calls(), 2, "one lookup per domain, none for free-mail");
+        p.set_down(true);
+        let r = e.enrich("new.example", DomainClass::Corporate).await;
+        assert!(r.needs_enrichment(), "{r:?}");
+        p.set_down(false);
+        assert!(
+            matches!(
+                e.enrich("new.example", DomainClass::Corporate).await,
+                Enrichment::Unknown { cached: false }
+            ),
+            "failures are not cached"
+        );
+    }
+}
