@@ -3,7 +3,8 @@
 //! Templates live in `bench/events/<function>.json`. Every run gets a new id, because the
 //! functions deduplicate (ledger): replaying one fixed event would time the "duplicate" fast
 //! path from the second run on. Rendering, in order:
-//! 1. placeholders in every string: `{{uuid}}` (one fresh v4 uuid per run), `{{now}}` (unix
+//! 1. placeholders in every string: `{{uuid}}` (one fresh v4 uuid per run), `{{uuid_simple}}`
+//!    (the same without dashes, for Stripe-style ids `sub_...`), `{{now}}` (unix
 //!    seconds), `{{now_ms}}`, `{{now_rfc3339}}`, `{{stack_prefix}}` (the local stack's name
 //!    prefix, for queue ARNs);
 //! 2. every `"body"` given as a JSON object or array is serialised to its compact string (an
@@ -85,6 +86,7 @@ fn substitute(value: &mut Value, run: &RunValues) {
         Value::String(s) if s.contains("{{") => {
             *s = s
                 .replace("{{uuid}}", &run.uuid)
+                .replace("{{uuid_simple}}", &run.uuid.replace('-', ""))
                 .replace("{{now}}", &run.now.timestamp().to_string())
                 .replace("{{now_ms}}", &run.now.timestamp_millis().to_string())
                 .replace("{{stack_prefix}}", &run.stack_prefix)
@@ -190,10 +192,11 @@ mod tests {
 
     #[test]
     fn substitutes_and_stringifies_bodies() {
-        let t = r#"{"Records":[{"messageId":"{{uuid}}","body":{"id":"evt_{{uuid}}","at":"{{now_rfc3339}}","n":1}}],"t":"{{now}}","arn":"q:{{stack_prefix}}-Q"}"#;
+        let t = r#"{"Records":[{"messageId":"{{uuid}}","body":{"id":"evt_{{uuid}}","at":"{{now_rfc3339}}","n":1}}],"t":"{{now}}","arn":"q:{{stack_prefix}}-Q","sub":"sub_{{uuid_simple}}"}"#;
         let v: Value = serde_json::from_slice(&render(t, &run(), &secrets()).unwrap()).unwrap();
         assert_eq!(v["t"], "1700000000");
         assert_eq!(v["arn"], "q:bench-Q");
+        assert_eq!(v["sub"], "sub_11111111222233334444555555555555");
         assert_eq!(
             v["Records"][0]["messageId"],
             "11111111-2222-3333-4444-555555555555"

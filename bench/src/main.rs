@@ -50,7 +50,8 @@ Measures binaries already built (bench/run.sh builds them). Options:
   --events-dir DIR    event templates (default: <repo>/bench/events)
   --secrets FILE      local test secrets that sign webhook events (default: <repo>/infra/local-secrets.json)
   --no-callgrind      skip the instruction counts (and the TLS experiment)
-  --tls-function NAME function for the TLS root-store experiment (default: webhook-intake; 'none' skips)
+  --tls-function LIST functions for the TLS root-store experiment, comma-separated
+                      (default: webhook-intake,usage-billing; 'none' skips)
   --criterion-dir DIR criterion results (default: <target>/criterion)
   --out DIR           report directory (default: <target>/bench)
 ";
@@ -69,7 +70,7 @@ struct Options {
     events_dir: PathBuf,
     secrets: PathBuf,
     callgrind: bool,
-    tls_function: Option<String>,
+    tls_functions: Vec<String>,
     criterion_dir: PathBuf,
     out: PathBuf,
 }
@@ -88,7 +89,7 @@ fn parse_options() -> Result<Options> {
     let mut events_dir = None;
     let mut secrets = None;
     let mut callgrind = true;
-    let mut tls_function = Some("webhook-intake".to_owned());
+    let mut tls_functions = vec!["webhook-intake".to_owned(), "usage-billing".to_owned()];
     let mut out = None;
     let mut criterion_dir = None;
     while let Some(arg) = args.next() {
@@ -112,7 +113,13 @@ fn parse_options() -> Result<Options> {
             "--events-dir" => events_dir = Some(PathBuf::from(value()?)),
             "--secrets" => secrets = Some(PathBuf::from(value()?)),
             "--no-callgrind" => callgrind = false,
-            "--tls-function" => tls_function = Some(value()?).filter(|v| v != "none"),
+            "--tls-function" => {
+                tls_functions = value()?
+                    .split(',')
+                    .filter(|s| !s.is_empty() && *s != "none")
+                    .map(str::to_owned)
+                    .collect()
+            }
             "--out" => out = Some(PathBuf::from(value()?)),
             "--criterion-dir" => criterion_dir = Some(PathBuf::from(value()?)),
             "-h" | "--help" => {
@@ -143,7 +150,7 @@ fn parse_options() -> Result<Options> {
         stack_prefix,
         endpoint,
         callgrind,
-        tls_function,
+        tls_functions,
     })
 }
 
@@ -283,14 +290,13 @@ fn main() -> Result<()> {
         notes.push("Callgrind skipped (--no-callgrind).".to_owned());
     }
 
-    let tls = match (&opts.tls_function, opts.callgrind) {
-        (Some(function), true) => tls_experiment(
-            &opts,
-            &stub,
-            subjects.iter().find(|s| &s.target.function == function),
-        ),
-        _ => Vec::new(),
-    };
+    let mut tls = Vec::new();
+    if opts.callgrind {
+        for function in &opts.tls_functions {
+            let subject = subjects.iter().find(|s| &s.target.function == function);
+            tls.extend(tls_experiment(&opts, &stub, subject));
+        }
+    }
 
     let rows: Vec<Row> = subjects.iter().map(|s| row(s, &instructions)).collect();
     let profile_variants: Vec<Row> = variants.iter().map(|s| row(s, &instructions)).collect();
