@@ -6,7 +6,6 @@ use anyhow::{Context, Result, anyhow};
 use blapi_infra::LocalStack;
 use blapi_infra::mapper::{Counters, MapperOptions};
 use blapi_infra::template::Template;
-use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -28,6 +27,16 @@ impl Functions {
         format!("{}/lambda-url/{function}/{}", self.lambda_url, path.trim_start_matches('/'))
     }
 
+    /// Functions already running elsewhere (`make functions`): nothing is started or stopped.
+    pub fn external(lambda_url: impl Into<String>) -> Self {
+        Self {
+            lambda_url: lambda_url.into().trim_end_matches('/').to_owned(),
+            watch: None,
+            stop: Arc::new(AtomicBool::new(false)),
+            mapper: None,
+        }
+    }
+
     /// Starts `cargo lambda watch` on a free port with the stack's environment, and the mapper.
     pub async fn start(stack: &LocalStack, log_dir: &std::path::Path) -> Result<Self> {
         let port = free_port()?;
@@ -44,7 +53,6 @@ impl Functions {
             .args(["lambda", "watch", "-A", "127.0.0.1", "-P", &port.to_string(), "--ignore-changes", "--env-file"])
             .arg(&env_file)
             .current_dir(blapi_infra::repo_root())
-            .process_group(0)
             .stdout(Stdio::from(log.try_clone()?))
             .stderr(Stdio::from(log))
             .spawn()
@@ -91,9 +99,14 @@ impl Drop for Functions {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
         if let Some(mut w) = self.watch.take() {
-            // cargo lambda watch runs the functions as children: end its whole process group.
-            let _ = Command::new("kill").args(["-TERM", &format!("-{}", w.id())]).status();
-            std::thread::sleep(Duration::from_millis(300));
+            // SIGTERM lets cargo lambda watch stop the function processes it started.
+            let _ = Command::new("kill").args(["-TERM", &w.id().to_string()]).status();
+            for _ in 0..30 {
+                if matches!(w.try_wait(), Ok(Some(_))) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
             let _ = w.kill();
             let _ = w.wait();
         }

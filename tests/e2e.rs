@@ -1,0 +1,69 @@
+//! The whole business flow, end to end, on a stack of its own: the functions run under
+//! `cargo lambda watch` (each its own process behind the Lambda Runtime API, the intake
+//! behind its Function URL) and the mapper feeds them from the template's queues. The
+//! scenario is the one `make demo` plays; here its outcomes are asserted from the stores.
+
+use blapi_system_tests::harness::Functions;
+use blapi_system_tests::scenario::{World, run};
+use serde_json::json;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_business_flow_runs_end_to_end() {
+    let stack = blapi_system_tests::fresh_stack().await;
+    let logs = blapi_infra::repo_root().join("target/e2e");
+    let mut functions = Functions::start(&stack, &logs).await.expect("functions start");
+    let world = World::new(&stack, &functions, &blapi_system_tests::localstripe_url())
+        .await
+        .unwrap();
+    let quiet = |_: &str| {};
+    let summary = match run(&world, &quiet).await {
+        Ok(s) => s,
+        Err(e) => panic!("scenario failed: {e:#} (function logs in target/e2e/{}-watch.log)", stack.prefix),
+    };
+
+    // One license for the subscription, valid offline, with the bought seats.
+    assert_eq!(summary.licenses.len(), 1, "{:?}", summary.licenses);
+    let license = &summary.licenses[0];
+    assert!(license.signature_ok, "{license:?}");
+    assert_eq!(license.seats, 5);
+    assert_eq!(license.sku, "professional");
+    assert_eq!(license.status, "ACTIVE");
+
+    // Leads: each has an owner; the existing account's owner wins; free-mail is not enriched.
+    assert_eq!(summary.leads.len(), 3);
+    for lead in &summary.leads {
+        assert!(!lead.owner.is_empty(), "{lead:?}");
+    }
+    let company = &summary.leads[0];
+    assert_eq!(company.enriched_company.as_deref(), Some("Globex"), "{company:?}");
+    let freemail = &summary.leads[1];
+    assert_eq!(freemail.enriched_company, None, "{freemail:?}");
+    let existing = &summary.leads[2];
+    assert_eq!(existing.owner, "owner-maria", "{existing:?}");
+
+    // One invoice: the same total on Stripe and in the artifact, equal to its lines.
+    let inv = &summary.invoice;
+    assert_eq!(inv.stripe_invoices, 1, "{inv:?}");
+    assert!(inv.artifact_total > 0, "{inv:?}");
+    assert_eq!(inv.stripe_total, inv.artifact_total, "{inv:?}");
+    assert_eq!(inv.lines.iter().map(|l| l.2).sum::<i64>(), inv.artifact_total, "{inv:?}");
+
+    // Dedupe happened; only the poison message is parked, in its own DLQ.
+    assert_eq!(summary.duplicate_answer["duplicate"], true);
+    assert_eq!(summary.dlq.len(), 1, "{:?}", summary.dlq);
+    assert_eq!(summary.dlq[0].0, "LicenseRequestsDLQ");
+    assert_eq!(summary.dlq[0].1, 1);
+
+    // A rerun of the period changes nothing: still one invoice with the same total.
+    world
+        .invoke("usage-billing", &json!({"action": "plan", "period": inv.period}))
+        .await
+        .unwrap();
+    let rerun = world
+        .invoke("usage-billing", &json!({"action": "bill", "customer": inv.customer, "period": inv.period}))
+        .await
+        .unwrap();
+    assert!(rerun.to_string().contains(&inv.customer), "{rerun}");
+    let counters = functions.stop_mapper().await.unwrap();
+    assert!(counters.invocations > 0);
+}

@@ -1,0 +1,645 @@
+//! The business scenario that `make demo` plays and the end-to-end test asserts.
+//!
+//! Everything goes through the running system: localstripe sends signed webhooks to the
+//! intake's Function URL (served by `cargo lambda watch`), the mapper feeds the queues to the
+//! functions, and results are read back from the stores and the functions' admin actions.
+//!
+//! Steps: a Stripe subscription -> a license (verified offline with the published key);
+//! portal sign-ups (company, free-mail, existing account) -> routed leads in the CRM sink;
+//! telemetry usage -> billing for the period -> an invoice on localstripe + JSON/HTML in S3;
+//! one Stripe event delivered twice (dedupe) and one poison message (DLQ).
+
+use crate::harness::Functions;
+use anyhow::{Context, Result, anyhow, bail, ensure};
+use blapi::config::Secret;
+use blapi::leads::input::LeadId;
+use blapi::storage::{ObjectStore, S3Store};
+use blapi::stripe::{StripeClient, form_pairs};
+use blapi_infra::LocalStack;
+use chrono::{Datelike, Utc};
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The Stripe API key of the local stack (`infra/local-secrets.json`).
+const STRIPE_KEY: &str = "sk_test_blapi_local";
+/// The plan the scenario sells: billed by usage-billing (`cloud-pro` in the price book), licensed
+/// as `professional` (its metadata); its own Stripe amount is 0 so seats are not charged twice.
+const PLAN: &str = "plan_cloud_pro";
+const SEATS: u32 = 5;
+
+/// What a step prints while it runs.
+pub type Progress<'a> = &'a (dyn Fn(&str) + Sync);
+
+/// One minted license as the summary shows it.
+#[derive(Debug, Clone)]
+pub struct LicenseLine {
+    pub id: String,
+    pub customer: String,
+    pub subscription: String,
+    pub seats: u64,
+    pub sku: String,
+    pub expires: String,
+    pub status: String,
+    pub signature_ok: bool,
+}
+
+/// One lead as it landed in the CRM sink.
+#[derive(Debug, Clone)]
+pub struct LeadLine {
+    pub label: String,
+    pub lead_id: String,
+    pub owner: String,
+    pub team: String,
+    pub score: u32,
+    pub grade: String,
+    pub reason: String,
+    pub enriched_company: Option<String>,
+}
+
+/// The invoice of the period.
+#[derive(Debug, Clone)]
+pub struct InvoiceSummary {
+    pub customer: String,
+    pub period: String,
+    pub stripe_invoices: usize,
+    pub stripe_total: i64,
+    pub artifact_total: i64,
+    pub currency: String,
+    pub lines: Vec<(String, String, i64)>,
+    pub json_key: String,
+    pub html_key: String,
+}
+
+/// Everything the scenario produced.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    pub licenses: Vec<LicenseLine>,
+    pub leads: Vec<LeadLine>,
+    pub usage_records: usize,
+    pub invoice: InvoiceSummary,
+    pub duplicate_answer: Value,
+    pub dlq: Vec<(String, usize, String)>,
+    pub bucket: String,
+    pub endpoint: String,
+}
+
+/// The running system the scenario talks to.
+pub struct World<'a> {
+    pub stack: &'a LocalStack,
+    pub functions: &'a Functions,
+    pub localstripe: String,
+    http: reqwest::Client,
+    stripe: StripeClient,
+    clients: blapi::aws::Clients,
+    store: Arc<dyn ObjectStore>,
+    run: String,
+}
+
+impl<'a> World<'a> {
+    pub async fn new(stack: &'a LocalStack, functions: &'a Functions, localstripe: &str) -> Result<Self> {
+        let clients = blapi::aws::Clients::new(&stack.sdk_config().await);
+        let store: Arc<dyn ObjectStore> = Arc::new(S3Store::new(clients.s3.clone(), stack.physical("ArtifactsBucket")));
+        Ok(Self {
+            stack,
+            functions,
+            localstripe: localstripe.trim_end_matches('/').to_owned(),
+            http: reqwest::Client::builder().timeout(Duration::from_secs(120)).build()?,
+            stripe: StripeClient::new(localstripe, Secret::new(STRIPE_KEY.to_owned()), Duration::from_secs(30))?,
+            clients,
+            store,
+            run: uuid::Uuid::new_v4().simple().to_string()[..8].to_owned(),
+        })
+    }
+
+    async fn stripe_post(&self, path: &str, form: &[(&str, String)]) -> Result<Value> {
+        let form = form_pairs(form.iter().map(|(k, v)| (*k, v.clone())));
+        self.stripe
+            .post::<Value>(path, &form, &uuid::Uuid::new_v4().to_string())
+            .await
+            .map_err(|e| anyhow!("localstripe POST {path}: {}", e.chain()))
+    }
+
+    /// Invokes a function through the local Lambda API.
+    pub async fn invoke(&self, function: &str, payload: &Value) -> Result<Value> {
+        blapi_infra::mapper::invoke(&self.http, &self.functions.lambda_url, function, payload).await
+    }
+
+    fn secrets(&self) -> Result<Value> {
+        let path = blapi_infra::repo_root().join("infra/local-secrets.json");
+        Ok(serde_json::from_str(&std::fs::read_to_string(path)?)?)
+    }
+
+    /// Posts a first-party event signed the Standard Webhooks way; returns (webhook id, answer).
+    async fn post_source(&self, source: &str, event_type: &str, data: Value) -> Result<(String, Value)> {
+        let secrets = self.secrets()?;
+        let secret = secrets["SourceWebhookSecretName"][source][0]
+            .as_str()
+            .ok_or_else(|| anyhow!("no local secret for {source}"))?;
+        let key = blapi::webhook::standard_scheme::StandardSecret::parse(secret).map_err(|e| anyhow!("{e}"))?;
+        let id = format!("msg_{}", uuid::Uuid::new_v4().simple());
+        let now = Utc::now();
+        let body = serde_json::to_vec(&json!({"type": event_type, "timestamp": now.to_rfc3339(), "data": data}))?;
+        let resp = self
+            .http
+            .post(self.functions.url("webhook-intake", &format!("webhooks/{source}")))
+            .header("content-type", "application/json")
+            .header("webhook-id", &id)
+            .header("webhook-timestamp", now.timestamp().to_string())
+            .header("webhook-signature", key.sign(&id, now.timestamp(), &body))
+            .body(body)
+            .send()
+            .await?;
+        let status = resp.status();
+        let answer: Value = resp.json().await.unwrap_or(Value::Null);
+        ensure!(status.is_success(), "intake refused the {source} event: {status} {answer}");
+        Ok((id, answer))
+    }
+
+    async fn queue_depth(&self, logical: &str) -> Result<usize> {
+        use aws_sdk_sqs::types::QueueAttributeName as A;
+        let out = self
+            .clients
+            .sqs
+            .get_queue_attributes()
+            .queue_url(self.stack.physical(logical))
+            .attribute_names(A::ApproximateNumberOfMessages)
+            .attribute_names(A::ApproximateNumberOfMessagesNotVisible)
+            .send()
+            .await?;
+        Ok(out
+            .attributes()
+            .map(|a| a.values().filter_map(|v| v.parse::<usize>().ok()).sum())
+            .unwrap_or(0))
+    }
+
+    /// Waits until every source queue is drained (the functions have caught up).
+    async fn settle(&self, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        let queues = ["LicenseRequestsQueue", "BillingEventsQueue", "UsageEventsQueue", "LeadEventsQueue", "BillingJobsQueue"];
+        loop {
+            let mut busy = 0;
+            for q in queues {
+                busy += self.queue_depth(q).await?;
+            }
+            if busy == 0 {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("{busy} messages still queued after {timeout:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+}
+
+/// The raw bytes intake archived for the Stripe event of `event_type` about `object_id`.
+async fn archived_event(w: &World<'_>, event_type: &str, object_id: &str) -> Result<Vec<u8>> {
+    let bucket = w.stack.physical("ArtifactsBucket");
+    let listed = w
+        .clients
+        .s3
+        .list_objects_v2()
+        .bucket(bucket)
+        .prefix("raw/stripe/")
+        .send()
+        .await?;
+    for obj in listed.contents() {
+        let Some(key) = obj.key() else { continue };
+        let Some(bytes) = w.store.get(key).await.map_err(|e| anyhow!("{}", e.chain()))? else {
+            continue;
+        };
+        let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        if v["type"] == event_type && v["data"]["object"]["id"] == object_id {
+            return Ok(bytes);
+        }
+    }
+    bail!("no archived {event_type} event for {object_id}")
+}
+
+async fn until<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Option<T>>>,
+{
+    let deadline = Instant::now() + timeout;
+    let mut last_err = None;
+    loop {
+        match f().await {
+            Ok(Some(v)) => return Ok(v),
+            Ok(None) => {}
+            Err(e) => last_err = Some(e),
+        }
+        if Instant::now() > deadline {
+            return Err(match last_err {
+                Some(e) => e.context(format!("waiting for {what}")),
+                None => anyhow!("timed out after {timeout:?} waiting for {what}"),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Plays the whole scenario and returns what it produced. Fails on the first step that does
+/// not do what it should.
+pub async fn run(w: &World<'_>, progress: Progress<'_>) -> Result<Summary> {
+    let run = &w.run;
+    let stripe_secret = w.secrets()?["StripeWebhookSecretName"]["secrets"][0]
+        .as_str()
+        .ok_or_else(|| anyhow!("no local Stripe webhook secret"))?
+        .to_owned();
+
+    // 1. localstripe -> intake.
+    progress("registering the intake's Function URL as localstripe's webhook endpoint");
+    let hook_url = w.functions.url("webhook-intake", "webhooks/stripe");
+    let mut form = vec![("url".to_owned(), hook_url.clone()), ("secret".to_owned(), stripe_secret.clone())];
+    for e in [
+        "customer.created",
+        "customer.subscription.created",
+        "customer.subscription.deleted",
+        "invoice.created",
+        "invoice.payment_succeeded",
+        "invoice.payment_failed",
+    ] {
+        form.push(("events[]".to_owned(), e.to_owned()));
+    }
+    let resp = w
+        .http
+        .post(format!("{}/_config/webhooks/blapi-{}-{run}", w.localstripe, w.stack.prefix))
+        .basic_auth(STRIPE_KEY, Some(""))
+        .form(&form)
+        .send()
+        .await?;
+    ensure!(resp.status().is_success(), "registering the webhook: {}", resp.status());
+
+    // 2. A purchase: product, plan, customer with a card, subscription.
+    progress("creating a product, a plan and a customer with a 5-seat subscription on localstripe");
+    let product = w
+        .stripe_post("products", &[("name", "blapi Cloud Pro".into()), ("metadata[sku]", "professional".into())])
+        .await?;
+    // The plan id is fixed (the price book knows it); it survives from earlier runs.
+    let _ = w
+        .stripe_post(
+            "plans",
+            &[
+                ("id", PLAN.into()),
+                ("product", product["id"].as_str().unwrap_or_default().into()),
+                ("amount", "0".into()),
+                ("currency", "usd".into()),
+                ("interval", "month".into()),
+                ("metadata[sku]", "professional".into()),
+            ],
+        )
+        .await;
+    let customer = w
+        .stripe_post(
+            "customers",
+            &[
+                ("name", "Ada Lovelace".into()),
+                ("email", format!("ada+{run}@analytical-engines.example")),
+                ("metadata[company]", "Analytical Engines".into()),
+            ],
+        )
+        .await?;
+    let cus = customer["id"].as_str().context("customer id")?.to_owned();
+    w.stripe_post(
+        &format!("customers/{cus}/sources"),
+        &[
+            ("source[object]", "card".into()),
+            ("source[number]", "4242424242424242".into()),
+            ("source[exp_month]", "12".into()),
+            ("source[exp_year]", "2040".into()),
+            ("source[cvc]", "123".into()),
+        ],
+    )
+    .await?;
+    let sub = w
+        .stripe_post(
+            "subscriptions",
+            &[
+                ("customer", cus.clone()),
+                ("items[0][plan]", PLAN.into()),
+                ("items[0][quantity]", SEATS.to_string()),
+                ("metadata[blapi_plan]", "cloud-pro".into()),
+            ],
+        )
+        .await?;
+    let sub_id = sub["id"].as_str().context("subscription id")?.to_owned();
+    ensure!(sub["status"] == "active", "subscription is {}", sub["status"]);
+
+    // 3. The signed webhooks flow: intake -> license-requests -> license-minting.
+    progress("waiting for the signed webhooks to mint the license");
+    let licenses = until("the license", Duration::from_secs(180), || async {
+        let v = w.invoke("license-minting", &json!({"action": "list", "customer": cus})).await?;
+        let list = v["licenses"].as_array().cloned().unwrap_or_default();
+        Ok((!list.is_empty()).then_some(list))
+    })
+    .await?;
+    let pem = w
+        .store
+        .get("licenses/public-key.pem")
+        .await
+        .map_err(|e| anyhow!("{}", e.chain()))?
+        .context("licenses/public-key.pem is published")?;
+    let key = blapi::licensing::PublicKey::from_pem(std::str::from_utf8(&pem)?).map_err(|e| anyhow!("{}", e.chain()))?;
+    let mut license_lines = Vec::new();
+    for l in &licenses {
+        let id = l["license_id"].as_str().context("license id")?.to_owned();
+        let file_key = l["file_key"]
+            .as_str()
+            .map(str::to_owned)
+            .unwrap_or_else(|| format!("licenses/{cus}/{id}.mattermost-license"));
+        let file = w
+            .store
+            .get(&file_key)
+            .await
+            .map_err(|e| anyhow!("{}", e.chain()))?
+            .with_context(|| format!("license file {file_key}"))?;
+        // Offline: only the published public key, not KMS.
+        let verified = blapi::licensing::verify_license(
+            std::str::from_utf8(&file)?.trim(),
+            &key,
+            None,
+            Utc::now().timestamp_millis(),
+        );
+        let lic = verified.as_ref().ok();
+        license_lines.push(LicenseLine {
+            id,
+            customer: cus.clone(),
+            subscription: l["subscription_id"].as_str().unwrap_or_default().to_owned(),
+            seats: lic.map(|x| u64::from(x.features.users)).unwrap_or_default(),
+            sku: lic.map(|x| x.sku_short_name.clone()).unwrap_or_default(),
+            expires: lic
+                .and_then(|x| chrono::DateTime::from_timestamp_millis(x.expires_at))
+                .map(|d| d.format("%Y-%m-%d").to_string())
+                .unwrap_or_default(),
+            status: l["status"].as_str().unwrap_or_default().to_owned(),
+            signature_ok: verified.is_ok(),
+        });
+    }
+
+    // 4. Portal sign-ups.
+    progress("posting signed portal sign-ups: a company lead, a free-mail lead, a lead of an existing account");
+    let leads_table = blapi::leads::store::DynamoLeadsTable::new(w.clients.dynamodb.clone(), w.stack.physical("LeadsTable"));
+    leads_table
+        .put_account(&blapi::leads::routing::Account {
+            domain: "initech.example".into(),
+            account_id: "acct_initech".into(),
+            name: "Initech".into(),
+            owner_id: "owner-maria".into(),
+        })
+        .await
+        .map_err(|e| anyhow!("{}", e.chain()))?;
+    let signups = [
+        (
+            "company (enriched)",
+            json!({"email": format!("jane.doe+{run}@globex.example"), "first_name": "Jane", "last_name": "Doe",
+                   "company": "Globex", "country": "United States", "form": "signup", "product": "cloud",
+                   "consent": {"marketing": true, "terms": true}}),
+        ),
+        (
+            "free-mail (individual)",
+            json!({"email": format!("sam.smith.{run}@gmail.com"), "name": "Sam Smith", "country": "GB",
+                   "form": "signup", "consent": {"marketing": false, "terms": true}}),
+        ),
+        (
+            "existing account",
+            json!({"email": format!("peter+{run}@initech.example"), "first_name": "Peter", "last_name": "Gibbons",
+                   "company": "Initech", "country": "US", "form": "contact_us", "product": "enterprise",
+                   "consent": {"marketing": true, "terms": true}}),
+        ),
+    ];
+    let mut posted = Vec::new();
+    for (label, data) in signups {
+        let kind = if data["form"] == "contact_us" { "lead.contact_us" } else { "lead.signup" };
+        let (id, _) = w.post_source("portal", kind, data).await?;
+        posted.push((label, LeadId::for_event("portal", &id)));
+    }
+    let crm = blapi::crm::SinkCrm::new(w.clients.dynamodb.clone(), w.stack.physical("CrmTable"), w.store.clone());
+    let mut leads = Vec::new();
+    for (label, lead_id) in &posted {
+        let lead = until(&format!("lead {label} in the CRM sink"), Duration::from_secs(120), || async {
+            Ok(crm.get(lead_id.as_str()).await.map_err(|e| anyhow!("{}", e.chain()))?)
+        })
+        .await?
+        .0;
+        leads.push(LeadLine {
+            label: (*label).to_owned(),
+            lead_id: lead.lead_id.clone(),
+            owner: lead.owner_id.clone(),
+            team: lead.team.clone().unwrap_or_else(|| "-".into()),
+            score: lead.score,
+            grade: lead.grade.clone(),
+            reason: lead.routing_reason.clone(),
+            enriched_company: lead.company_domain.as_ref().map(|_| lead.company.clone()),
+        });
+    }
+
+    // 5. Telemetry usage over the period.
+    let now = Utc::now();
+    let period = format!("{:04}-{:02}", now.year(), now.month());
+    progress(&format!("posting signed telemetry usage for {period}"));
+    let start = now.with_day(1).context("first day")?.date_naive().and_hms_opt(0, 0, 0).context("midnight")?.and_utc();
+    let span = (now - start).num_seconds().max(60);
+    let mut records = Vec::new();
+    for i in 0..30i64 {
+        let at = start + chrono::Duration::seconds(span * i / 30);
+        records.push(json!({"id": format!("u-{run}-api-{i}"), "customer": cus, "subscription": sub_id,
+            "metric": "api_calls", "value": 1000 + i * 10, "timestamp": at.to_rfc3339(), "installation": "inst-1"}));
+        if i % 3 == 0 {
+            records.push(json!({"id": format!("u-{run}-build-{i}"), "customer": cus, "subscription": sub_id,
+                "metric": "build_minutes", "value": 12, "timestamp": at.to_rfc3339(), "installation": "inst-1"}));
+        }
+    }
+    let usage_records = records.len();
+    for chunk in records.chunks(20) {
+        w.post_source("telemetry", "usage.reported", json!({"records": chunk})).await?;
+    }
+    w.settle(Duration::from_secs(120)).await?;
+
+    // 6. Billing for the period.
+    progress(&format!("planning billing for {period}: billing-jobs -> invoice on localstripe + artifacts in S3"));
+    w.invoke("usage-billing", &json!({"action": "plan", "period": period})).await?;
+    let json_key = format!("invoices/{cus}/{period}.json");
+    let html_key = format!("invoices/{cus}/{period}.html");
+    let artifact = until("the invoice artifact", Duration::from_secs(180), || async {
+        Ok(w.store.get(&json_key).await.map_err(|e| anyhow!("{}", e.chain()))?)
+    })
+    .await?;
+    ensure!(
+        w.store.get(&html_key).await.map_err(|e| anyhow!("{}", e.chain()))?.is_some(),
+        "{html_key} missing"
+    );
+    let artifact: Value = serde_json::from_slice(&artifact)?;
+    let inv = &artifact["invoice"];
+    let invoices: Value = w
+        .http
+        .get(format!("{}/v1/invoices", w.localstripe))
+        .basic_auth(STRIPE_KEY, Some(""))
+        .query(&[("customer", cus.as_str()), ("limit", "100")])
+        .send()
+        .await?
+        .json()
+        .await?;
+    let ours: Vec<&Value> = invoices["data"]
+        .as_array()
+        .map(|a| a.iter().filter(|i| i["description"].as_str().unwrap_or("").contains(&period)).collect())
+        .unwrap_or_default();
+    let invoice = InvoiceSummary {
+        customer: cus.clone(),
+        period: period.clone(),
+        stripe_invoices: ours.len(),
+        stripe_total: ours.first().and_then(|i| i["total"].as_i64()).unwrap_or(-1),
+        artifact_total: inv["total"].as_i64().unwrap_or(-1),
+        currency: inv["currency"].as_str().unwrap_or("usd").to_owned(),
+        lines: inv["lines"]
+            .as_array()
+            .map(|ls| {
+                ls.iter()
+                    .map(|l| {
+                        (
+                            l["description"].as_str().unwrap_or_default().to_owned(),
+                            l["quantity"].as_str().map(str::to_owned).unwrap_or_else(|| l["quantity"].to_string()),
+                            l["amount"].as_i64().unwrap_or_default(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+        json_key,
+        html_key,
+    };
+
+    // 7. Dedupe and the DLQ.
+    progress("delivering one Stripe event twice and one poison message");
+    // Stripe retries a delivery: the same bytes, the same event id, a fresh signature.
+    let body = archived_event(w, "customer.subscription.created", &sub_id).await?;
+    let mut answers = Vec::new();
+    for _ in 0..2 {
+        let t = Utc::now().timestamp();
+        let header = blapi::webhook::stripe_scheme::header(&[stripe_secret.as_str()], t, &body);
+        let resp = w
+            .http
+            .post(&hook_url)
+            .header("Stripe-Signature", header)
+            .header("content-type", "application/json")
+            .body(body.clone())
+            .send()
+            .await?;
+        ensure!(resp.status().is_success(), "intake answered {}", resp.status());
+        answers.push(resp.json::<Value>().await?);
+    }
+    ensure!(
+        answers.iter().all(|a| a["duplicate"] == true),
+        "an event already accepted is acknowledged as a duplicate and not enqueued again: {answers:?}"
+    );
+    w.clients
+        .sqs
+        .send_message()
+        .queue_url(w.stack.physical("LicenseRequestsQueue"))
+        .message_body("{\"this is\": \"not an EventMessage\"")
+        .send()
+        .await?;
+    until("the poison message in the DLQ", Duration::from_secs(120), || async {
+        Ok((w.queue_depth("LicenseRequestsDLQ").await? >= 1).then_some(()))
+    })
+    .await?;
+    w.settle(Duration::from_secs(60)).await?;
+    let mut dlq = Vec::new();
+    for (id, _) in w.stack.resources.iter().filter(|(id, _)| id.ends_with("DLQ")) {
+        let n = w.queue_depth(id).await?;
+        if n > 0 {
+            let peek = w
+                .clients
+                .sqs
+                .receive_message()
+                .queue_url(w.stack.physical(id))
+                .visibility_timeout(0)
+                .send()
+                .await?;
+            let sample = peek.messages().first().and_then(|m| m.body()).unwrap_or_default().chars().take(60).collect();
+            dlq.push((id.clone(), n, sample));
+        }
+    }
+
+    Ok(Summary {
+        licenses: license_lines,
+        leads,
+        usage_records,
+        invoice,
+        duplicate_answer: answers[1].clone(),
+        dlq,
+        bucket: w.stack.physical("ArtifactsBucket").to_owned(),
+        endpoint: w.stack.endpoint.clone(),
+    })
+}
+
+fn money(minor: i64, currency: &str) -> String {
+    format!("{}{}.{:02} {}", if minor < 0 { "-" } else { "" }, minor.abs() / 100, minor.abs() % 100, currency.to_uppercase())
+}
+
+impl Summary {
+    /// The readable report `make demo` ends with.
+    pub fn render(&self) -> String {
+        let mut o = String::new();
+        o.push_str("\n== Licenses (Stripe subscription -> license-minting, KMS-signed) ==\n");
+        for l in &self.licenses {
+            o.push_str(&format!(
+                "  {}  customer {}  {} seats  {}  expires {}  {}  signature {}\n",
+                l.id,
+                l.customer,
+                l.seats,
+                l.sku,
+                l.expires,
+                l.status,
+                if l.signature_ok { "OK (offline, published public key)" } else { "INVALID" }
+            ));
+        }
+        o.push_str("\n== Leads (portal sign-ups -> lead-enrichment -> built-in CRM sink) ==\n");
+        for l in &self.leads {
+            o.push_str(&format!(
+                "  {:<24} owner {:<14} team {:<16} score {:>3} ({})  {}{}\n",
+                l.label,
+                l.owner,
+                l.team,
+                l.score,
+                l.grade,
+                l.reason,
+                l.enriched_company.as_ref().map(|c| format!("  [enriched: {c}]")).unwrap_or_default()
+            ));
+        }
+        let i = &self.invoice;
+        o.push_str(&format!(
+            "\n== Invoice {} for {} ({} usage records -> usage-billing) ==\n",
+            i.period, i.customer, self.usage_records
+        ));
+        for (desc, qty, amount) in &i.lines {
+            o.push_str(&format!("  {:<48} qty {:>12}  {:>14}\n", desc, qty, money(*amount, &i.currency)));
+        }
+        o.push_str(&format!(
+            "  total {} (artifact) / {} (localstripe, {} invoice)\n  s3://{}/{}\n  s3://{}/{}\n",
+            money(i.artifact_total, &i.currency),
+            money(i.stripe_total, &i.currency),
+            i.stripe_invoices,
+            self.bucket,
+            i.json_key,
+            self.bucket,
+            i.html_key
+        ));
+        o.push_str(&format!("\n== Dedupe ==\n  second delivery of the same Stripe event answered {}\n", self.duplicate_answer));
+        o.push_str("\n== Dead-letter queues ==\n");
+        if self.dlq.is_empty() {
+            o.push_str("  (empty)\n");
+        }
+        for (q, n, sample) in &self.dlq {
+            o.push_str(&format!("  {q}: {n} message(s), e.g. {sample}\n"));
+        }
+        o.push_str(&format!(
+            "\n== Look further ==\n  export AWS_ENDPOINT_URL={e} AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_REGION=us-east-1\n  aws s3 ls --recursive s3://{b}/\n  aws s3 cp s3://{b}/{h} - \n  aws dynamodb scan --table-name <name from .local/stack.json>\n  make down   # stops everything\n",
+            e = self.endpoint,
+            b = self.bucket,
+            h = self.invoice.html_key
+        ));
+        o
+    }
+}
