@@ -38,11 +38,12 @@ build: ## build every function and tool (debug)
 	cargo build --all-targets
 
 test: setup ## unit + integration + end-to-end tests against the local stack (started and stopped here)
+	cargo build --bins
 	infra/stack.sh run cargo test --no-fail-fast
 
 lint: setup ## rustfmt check, clippy -D warnings, cfn-lint
 	cargo fmt --all -- --check
-	cargo clippy --all-targets -- -D warnings
+	cargo clippy --workspace --all-targets -- -D warnings
 	$(BIN)/cfn-lint template.yaml
 
 fmt: ## format the code
@@ -50,16 +51,25 @@ fmt: ## format the code
 
 up: setup ## start moto + localstripe and provision template.yaml into them
 	infra/stack.sh start
-	cargo run --quiet -p blapi-infra --bin blapi-local -- up
+	cargo build --quiet -p blapi-infra --bin blapi-local
+	target/debug/blapi-local up
 
 down: ## stop everything `make up` / `make demo` started
 	infra/stack.sh stop
 
-demo: setup ## run the whole business flow on the local stack
-	@echo "make demo: not yet - the end-to-end scenario arrives with the demo issue"
+demo: setup ## run the whole business flow on the local stack (leaves it running; `make down` stops it)
+	@echo "== 1/4 local stack: moto + localstripe, provisioned from template.yaml"
+	infra/stack.sh start
+	cargo build --bins
+	target/debug/blapi-local up
+	@echo "== 2/4 functions under cargo lambda watch (port $(LAMBDA_PORT)) + the event-source mapper"
+	infra/stack.sh functions
+	@echo "== 3/4 the scenario"
+	target/debug/blapi-demo
+	@echo "== 4/4 done: the stack is still up for a look around; 'make down' stops it" 
 
 bench: setup ## measure size, cold start, memory and hot paths; writes target/bench/report.md
-	@echo "make bench: not yet - the harness arrives with the performance issue"
+	infra/stack.sh run bench/run.sh
 
 functions: up ## run the functions under cargo lambda watch and the event-source mapper
 	infra/stack.sh functions

@@ -11,14 +11,19 @@ use serde_json::json;
 async fn the_business_flow_runs_end_to_end() {
     let stack = blapi_system_tests::fresh_stack().await;
     let logs = blapi_infra::repo_root().join("target/e2e");
-    let mut functions = Functions::start(&stack, &logs).await.expect("functions start");
+    let mut functions = Functions::start(&stack, &logs)
+        .await
+        .expect("functions start");
     let world = World::new(&stack, &functions, &blapi_system_tests::localstripe_url())
         .await
         .unwrap();
     let quiet = |_: &str| {};
     let summary = match run(&world, &quiet).await {
         Ok(s) => s,
-        Err(e) => panic!("scenario failed: {e:#} (function logs in target/e2e/{}-watch.log)", stack.prefix),
+        Err(e) => panic!(
+            "scenario failed: {e:#} (function logs in target/e2e/{}-watch.log)",
+            stack.prefix
+        ),
     };
 
     // One license for the subscription, valid offline, with the bought seats.
@@ -35,7 +40,11 @@ async fn the_business_flow_runs_end_to_end() {
         assert!(!lead.owner.is_empty(), "{lead:?}");
     }
     let company = &summary.leads[0];
-    assert_eq!(company.enriched_company.as_deref(), Some("Globex"), "{company:?}");
+    assert_eq!(
+        company.enriched_company.as_deref(),
+        Some("Globex"),
+        "{company:?}"
+    );
     let freemail = &summary.leads[1];
     assert_eq!(freemail.enriched_company, None, "{freemail:?}");
     let existing = &summary.leads[2];
@@ -46,7 +55,11 @@ async fn the_business_flow_runs_end_to_end() {
     assert_eq!(inv.stripe_invoices, 1, "{inv:?}");
     assert!(inv.artifact_total > 0, "{inv:?}");
     assert_eq!(inv.stripe_total, inv.artifact_total, "{inv:?}");
-    assert_eq!(inv.lines.iter().map(|l| l.2).sum::<i64>(), inv.artifact_total, "{inv:?}");
+    assert_eq!(
+        inv.lines.iter().map(|l| l.2).sum::<i64>(),
+        inv.artifact_total,
+        "{inv:?}"
+    );
 
     // Dedupe happened; only the poison message is parked, in its own DLQ.
     assert_eq!(summary.duplicate_answer["duplicate"], true);
@@ -56,11 +69,17 @@ async fn the_business_flow_runs_end_to_end() {
 
     // A rerun of the period changes nothing: still one invoice with the same total.
     world
-        .invoke("usage-billing", &json!({"action": "plan", "period": inv.period}))
+        .invoke(
+            "usage-billing",
+            &json!({"action": "plan", "period": inv.period, "close_early": true}),
+        )
         .await
         .unwrap();
     let rerun = world
-        .invoke("usage-billing", &json!({"action": "bill", "customer": inv.customer, "period": inv.period}))
+        .invoke(
+            "usage-billing",
+            &json!({"action": "bill", "customer": inv.customer, "period": inv.period}),
+        )
         .await
         .unwrap();
     assert!(rerun.to_string().contains(&inv.customer), "{rerun}");

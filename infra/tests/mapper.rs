@@ -2,6 +2,8 @@
 //! are deleted, a poison record is redelivered until the redrive policy parks it in the DLQ,
 //! and a function error retries the whole batch.
 
+#![allow(clippy::unwrap_used)] // test helpers: a failed expectation should panic
+
 use blapi_infra::mapper::{MapperOptions, run};
 use blapi_infra::template::Template;
 use blapi_infra::testing::fresh_stack;

@@ -24,7 +24,11 @@ pub struct Functions {
 impl Functions {
     /// The Function URL of `function` for `path` (e.g. `webhooks/stripe`).
     pub fn url(&self, function: &str, path: &str) -> String {
-        format!("{}/lambda-url/{function}/{}", self.lambda_url, path.trim_start_matches('/'))
+        format!(
+            "{}/lambda-url/{function}/{}",
+            self.lambda_url,
+            path.trim_start_matches('/')
+        )
     }
 
     /// Functions already running elsewhere (`make functions`): nothing is started or stopped.
@@ -47,10 +51,24 @@ impl Functions {
         for env in stack.functions.values() {
             all.extend(env.clone());
         }
-        std::fs::write(&env_file, all.iter().map(|(k, v)| format!("{k}={v}\n")).collect::<String>())?;
+        std::fs::write(
+            &env_file,
+            all.iter()
+                .map(|(k, v)| format!("{k}={v}\n"))
+                .collect::<String>(),
+        )?;
         let log = std::fs::File::create(log_dir.join(format!("{}-watch.log", stack.prefix)))?;
         let watch = Command::new(cargo_lambda())
-            .args(["lambda", "watch", "-A", "127.0.0.1", "-P", &port.to_string(), "--ignore-changes", "--env-file"])
+            .args([
+                "lambda",
+                "watch",
+                "-A",
+                "127.0.0.1",
+                "-P",
+                &port.to_string(),
+                "--ignore-changes",
+                "--env-file",
+            ])
             .arg(&env_file)
             .current_dir(blapi_infra::repo_root())
             .stdout(Stdio::from(log.try_clone()?))
@@ -100,7 +118,9 @@ impl Drop for Functions {
         self.stop.store(true, Ordering::SeqCst);
         if let Some(mut w) = self.watch.take() {
             // SIGTERM lets cargo lambda watch stop the function processes it started.
-            let _ = Command::new("kill").args(["-TERM", &w.id().to_string()]).status();
+            let _ = Command::new("kill")
+                .args(["-TERM", &w.id().to_string()])
+                .status();
             for _ in 0..30 {
                 if matches!(w.try_wait(), Ok(Some(_))) {
                     return;
@@ -115,7 +135,11 @@ impl Drop for Functions {
 
 fn cargo_lambda() -> PathBuf {
     let venv = blapi_infra::repo_root().join(".venv/bin/cargo-lambda");
-    if venv.exists() { venv } else { PathBuf::from("cargo-lambda") }
+    if venv.exists() {
+        venv
+    } else {
+        PathBuf::from("cargo-lambda")
+    }
 }
 
 fn free_port() -> Result<u16> {

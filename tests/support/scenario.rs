@@ -97,15 +97,28 @@ pub struct World<'a> {
 }
 
 impl<'a> World<'a> {
-    pub async fn new(stack: &'a LocalStack, functions: &'a Functions, localstripe: &str) -> Result<Self> {
+    pub async fn new(
+        stack: &'a LocalStack,
+        functions: &'a Functions,
+        localstripe: &str,
+    ) -> Result<Self> {
         let clients = blapi::aws::Clients::new(&stack.sdk_config().await);
-        let store: Arc<dyn ObjectStore> = Arc::new(S3Store::new(clients.s3.clone(), stack.physical("ArtifactsBucket")));
+        let store: Arc<dyn ObjectStore> = Arc::new(S3Store::new(
+            clients.s3.clone(),
+            stack.physical("ArtifactsBucket"),
+        ));
         Ok(Self {
             stack,
             functions,
             localstripe: localstripe.trim_end_matches('/').to_owned(),
-            http: reqwest::Client::builder().timeout(Duration::from_secs(120)).build()?,
-            stripe: StripeClient::new(localstripe, Secret::new(STRIPE_KEY.to_owned()), Duration::from_secs(30))?,
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(120))
+                .build()?,
+            stripe: StripeClient::new(
+                localstripe,
+                Secret::new(STRIPE_KEY.to_owned()),
+                Duration::from_secs(30),
+            )?,
             clients,
             store,
             run: uuid::Uuid::new_v4().simple().to_string()[..8].to_owned(),
@@ -131,18 +144,29 @@ impl<'a> World<'a> {
     }
 
     /// Posts a first-party event signed the Standard Webhooks way; returns (webhook id, answer).
-    async fn post_source(&self, source: &str, event_type: &str, data: Value) -> Result<(String, Value)> {
+    async fn post_source(
+        &self,
+        source: &str,
+        event_type: &str,
+        data: Value,
+    ) -> Result<(String, Value)> {
         let secrets = self.secrets()?;
         let secret = secrets["SourceWebhookSecretName"][source][0]
             .as_str()
             .ok_or_else(|| anyhow!("no local secret for {source}"))?;
-        let key = blapi::webhook::standard_scheme::StandardSecret::parse(secret).map_err(|e| anyhow!("{e}"))?;
+        let key = blapi::webhook::standard_scheme::StandardSecret::parse(secret)
+            .map_err(|e| anyhow!("{e}"))?;
         let id = format!("msg_{}", uuid::Uuid::new_v4().simple());
         let now = Utc::now();
-        let body = serde_json::to_vec(&json!({"type": event_type, "timestamp": now.to_rfc3339(), "data": data}))?;
+        let body = serde_json::to_vec(
+            &json!({"type": event_type, "timestamp": now.to_rfc3339(), "data": data}),
+        )?;
         let resp = self
             .http
-            .post(self.functions.url("webhook-intake", &format!("webhooks/{source}")))
+            .post(
+                self.functions
+                    .url("webhook-intake", &format!("webhooks/{source}")),
+            )
             .header("content-type", "application/json")
             .header("webhook-id", &id)
             .header("webhook-timestamp", now.timestamp().to_string())
@@ -152,7 +176,10 @@ impl<'a> World<'a> {
             .await?;
         let status = resp.status();
         let answer: Value = resp.json().await.unwrap_or(Value::Null);
-        ensure!(status.is_success(), "intake refused the {source} event: {status} {answer}");
+        ensure!(
+            status.is_success(),
+            "intake refused the {source} event: {status} {answer}"
+        );
         Ok((id, answer))
     }
 
@@ -176,7 +203,13 @@ impl<'a> World<'a> {
     /// Waits until every source queue is drained (the functions have caught up).
     async fn settle(&self, timeout: Duration) -> Result<()> {
         let deadline = Instant::now() + timeout;
-        let queues = ["LicenseRequestsQueue", "BillingEventsQueue", "UsageEventsQueue", "LeadEventsQueue", "BillingJobsQueue"];
+        let queues = [
+            "LicenseRequestsQueue",
+            "BillingEventsQueue",
+            "UsageEventsQueue",
+            "LeadEventsQueue",
+            "BillingJobsQueue",
+        ];
         loop {
             let mut busy = 0;
             for q in queues {
@@ -206,7 +239,12 @@ async fn archived_event(w: &World<'_>, event_type: &str, object_id: &str) -> Res
         .await?;
     for obj in listed.contents() {
         let Some(key) = obj.key() else { continue };
-        let Some(bytes) = w.store.get(key).await.map_err(|e| anyhow!("{}", e.chain()))? else {
+        let Some(bytes) = w
+            .store
+            .get(key)
+            .await
+            .map_err(|e| anyhow!("{}", e.chain()))?
+        else {
             continue;
         };
         let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
@@ -252,7 +290,10 @@ pub async fn run(w: &World<'_>, progress: Progress<'_>) -> Result<Summary> {
     // 1. localstripe -> intake.
     progress("registering the intake's Function URL as localstripe's webhook endpoint");
     let hook_url = w.functions.url("webhook-intake", "webhooks/stripe");
-    let mut form = vec![("url".to_owned(), hook_url.clone()), ("secret".to_owned(), stripe_secret.clone())];
+    let mut form = vec![
+        ("url".to_owned(), hook_url.clone()),
+        ("secret".to_owned(), stripe_secret.clone()),
+    ];
     for e in [
         "customer.created",
         "customer.subscription.created",
@@ -265,17 +306,30 @@ pub async fn run(w: &World<'_>, progress: Progress<'_>) -> Result<Summary> {
     }
     let resp = w
         .http
-        .post(format!("{}/_config/webhooks/blapi-{}-{run}", w.localstripe, w.stack.prefix))
+        .post(format!(
+            "{}/_config/webhooks/blapi-{}-{run}",
+            w.localstripe, w.stack.prefix
+        ))
         .basic_auth(STRIPE_KEY, Some(""))
         .form(&form)
         .send()
         .await?;
-    ensure!(resp.status().is_success(), "registering the webhook: {}", resp.status());
+    ensure!(
+        resp.status().is_success(),
+        "registering the webhook: {}",
+        resp.status()
+    );
 
     // 2. A purchase: product, plan, customer with a card, subscription.
     progress("creating a product, a plan and a customer with a 5-seat subscription on localstripe");
     let product = w
-        .stripe_post("products", &[("name", "blapi Cloud Pro".into()), ("metadata[sku]", "professional".into())])
+        .stripe_post(
+            "products",
+            &[
+                ("name", "blapi Cloud Pro".into()),
+                ("metadata[sku]", "professional".into()),
+            ],
+        )
         .await?;
     // The plan id is fixed (the price book knows it); it survives from earlier runs.
     let _ = w
@@ -325,12 +379,21 @@ pub async fn run(w: &World<'_>, progress: Progress<'_>) -> Result<Summary> {
         )
         .await?;
     let sub_id = sub["id"].as_str().context("subscription id")?.to_owned();
-    ensure!(sub["status"] == "active", "subscription is {}", sub["status"]);
+    ensure!(
+        sub["status"] == "active",
+        "subscription is {}",
+        sub["status"]
+    );
 
     // 3. The signed webhooks flow: intake -> license-requests -> license-minting.
     progress("waiting for the signed webhooks to mint the license");
     let licenses = until("the license", Duration::from_secs(180), || async {
-        let v = w.invoke("license-minting", &json!({"action": "list", "customer": cus})).await?;
+        let v = w
+            .invoke(
+                "license-minting",
+                &json!({"action": "list", "customer": cus}),
+            )
+            .await?;
         let list = v["licenses"].as_array().cloned().unwrap_or_default();
         Ok((!list.is_empty()).then_some(list))
     })
@@ -341,7 +404,8 @@ pub async fn run(w: &World<'_>, progress: Progress<'_>) -> Result<Summary> {
         .await
         .map_err(|e| anyhow!("{}", e.chain()))?
         .context("licenses/public-key.pem is published")?;
-    let key = blapi::licensing::PublicKey::from_pem(std::str::from_utf8(&pem)?).map_err(|e| anyhow!("{}", e.chain()))?;
+    let key = blapi::licensing::PublicKey::from_pem(std::str::from_utf8(&pem)?)
+        .map_err(|e| anyhow!("{}", e.chain()))?;
     let mut license_lines = Vec::new();
     for l in &licenses {
         let id = l["license_id"].as_str().context("license id")?.to_owned();
@@ -379,8 +443,13 @@ pub async fn run(w: &World<'_>, progress: Progress<'_>) -> Result<Summary> {
     }
 
     // 4. Portal sign-ups.
-    progress("posting signed portal sign-ups: a company lead, a free-mail lead, a lead of an existing account");
-    let leads_table = blapi::leads::store::DynamoLeadsTable::new(w.clients.dynamodb.clone(), w.stack.physical("LeadsTable"));
+    progress(
+        "posting signed portal sign-ups: a company lead, a free-mail lead, a lead of an existing account",
+    );
+    let leads_table = blapi::leads::store::DynamoLeadsTable::new(
+        w.clients.dynamodb.clone(),
+        w.stack.physical("LeadsTable"),
+    );
     leads_table
         .put_account(&blapi::leads::routing::Account {
             domain: "initech.example".into(),
@@ -411,16 +480,30 @@ pub async fn run(w: &World<'_>, progress: Progress<'_>) -> Result<Summary> {
     ];
     let mut posted = Vec::new();
     for (label, data) in signups {
-        let kind = if data["form"] == "contact_us" { "lead.contact_us" } else { "lead.signup" };
+        let kind = if data["form"] == "contact_us" {
+            "lead.contact_us"
+        } else {
+            "lead.signup"
+        };
         let (id, _) = w.post_source("portal", kind, data).await?;
         posted.push((label, LeadId::for_event("portal", &id)));
     }
-    let crm = blapi::crm::SinkCrm::new(w.clients.dynamodb.clone(), w.stack.physical("CrmTable"), w.store.clone());
+    let crm = blapi::crm::SinkCrm::new(
+        w.clients.dynamodb.clone(),
+        w.stack.physical("CrmTable"),
+        w.store.clone(),
+    );
     let mut leads = Vec::new();
     for (label, lead_id) in &posted {
-        let lead = until(&format!("lead {label} in the CRM sink"), Duration::from_secs(120), || async {
-            Ok(crm.get(lead_id.as_str()).await.map_err(|e| anyhow!("{}", e.chain()))?)
-        })
+        let lead = until(
+            &format!("lead {label} in the CRM sink"),
+            Duration::from_secs(120),
+            || async {
+                crm.get(lead_id.as_str())
+                    .await
+                    .map_err(|e| anyhow!("{}", e.chain()))
+            },
+        )
         .await?
         .0;
         leads.push(LeadLine {
@@ -439,7 +522,13 @@ pub async fn run(w: &World<'_>, progress: Progress<'_>) -> Result<Summary> {
     let now = Utc::now();
     let period = format!("{:04}-{:02}", now.year(), now.month());
     progress(&format!("posting signed telemetry usage for {period}"));
-    let start = now.with_day(1).context("first day")?.date_naive().and_hms_opt(0, 0, 0).context("midnight")?.and_utc();
+    let start = now
+        .with_day(1)
+        .context("first day")?
+        .date_naive()
+        .and_hms_opt(0, 0, 0)
+        .context("midnight")?
+        .and_utc();
     let span = (now - start).num_seconds().max(60);
     let mut records = Vec::new();
     for i in 0..30i64 {
@@ -453,21 +542,35 @@ pub async fn run(w: &World<'_>, progress: Progress<'_>) -> Result<Summary> {
     }
     let usage_records = records.len();
     for chunk in records.chunks(20) {
-        w.post_source("telemetry", "usage.reported", json!({"records": chunk})).await?;
+        w.post_source("telemetry", "usage.reported", json!({"records": chunk}))
+            .await?;
     }
     w.settle(Duration::from_secs(120)).await?;
 
     // 6. Billing for the period.
-    progress(&format!("planning billing for {period}: billing-jobs -> invoice on localstripe + artifacts in S3"));
-    w.invoke("usage-billing", &json!({"action": "plan", "period": period})).await?;
+    progress(&format!(
+        "planning billing for {period}: billing-jobs -> invoice on localstripe + artifacts in S3"
+    ));
+    w.invoke(
+        "usage-billing",
+        &json!({"action": "plan", "period": period, "close_early": true}),
+    )
+    .await?;
     let json_key = format!("invoices/{cus}/{period}.json");
     let html_key = format!("invoices/{cus}/{period}.html");
     let artifact = until("the invoice artifact", Duration::from_secs(180), || async {
-        Ok(w.store.get(&json_key).await.map_err(|e| anyhow!("{}", e.chain()))?)
+        w.store
+            .get(&json_key)
+            .await
+            .map_err(|e| anyhow!("{}", e.chain()))
     })
     .await?;
     ensure!(
-        w.store.get(&html_key).await.map_err(|e| anyhow!("{}", e.chain()))?.is_some(),
+        w.store
+            .get(&html_key)
+            .await
+            .map_err(|e| anyhow!("{}", e.chain()))?
+            .is_some(),
         "{html_key} missing"
     );
     let artifact: Value = serde_json::from_slice(&artifact)?;
@@ -483,7 +586,11 @@ pub async fn run(w: &World<'_>, progress: Progress<'_>) -> Result<Summary> {
         .await?;
     let ours: Vec<&Value> = invoices["data"]
         .as_array()
-        .map(|a| a.iter().filter(|i| i["description"].as_str().unwrap_or("").contains(&period)).collect())
+        .map(|a| {
+            a.iter()
+                .filter(|i| i["description"].as_str().unwrap_or("").contains(&period))
+                .collect()
+        })
         .unwrap_or_default();
     let invoice = InvoiceSummary {
         customer: cus.clone(),
@@ -499,7 +606,10 @@ pub async fn run(w: &World<'_>, progress: Progress<'_>) -> Result<Summary> {
                     .map(|l| {
                         (
                             l["description"].as_str().unwrap_or_default().to_owned(),
-                            l["quantity"].as_str().map(str::to_owned).unwrap_or_else(|| l["quantity"].to_string()),
+                            l["quantity"]
+                                .as_str()
+                                .map(str::to_owned)
+                                .unwrap_or_else(|| l["quantity"].to_string()),
                             l["amount"].as_i64().unwrap_or_default(),
                         )
                     })
@@ -526,7 +636,11 @@ pub async fn run(w: &World<'_>, progress: Progress<'_>) -> Result<Summary> {
             .body(body.clone())
             .send()
             .await?;
-        ensure!(resp.status().is_success(), "intake answered {}", resp.status());
+        ensure!(
+            resp.status().is_success(),
+            "intake answered {}",
+            resp.status()
+        );
         answers.push(resp.json::<Value>().await?);
     }
     ensure!(
@@ -540,13 +654,20 @@ pub async fn run(w: &World<'_>, progress: Progress<'_>) -> Result<Summary> {
         .message_body("{\"this is\": \"not an EventMessage\"")
         .send()
         .await?;
-    until("the poison message in the DLQ", Duration::from_secs(120), || async {
-        Ok((w.queue_depth("LicenseRequestsDLQ").await? >= 1).then_some(()))
-    })
+    until(
+        "the poison message in the DLQ",
+        Duration::from_secs(120),
+        || async { Ok((w.queue_depth("LicenseRequestsDLQ").await? >= 1).then_some(())) },
+    )
     .await?;
     w.settle(Duration::from_secs(60)).await?;
     let mut dlq = Vec::new();
-    for (id, _) in w.stack.resources.iter().filter(|(id, _)| id.ends_with("DLQ")) {
+    for (id, _) in w
+        .stack
+        .resources
+        .iter()
+        .filter(|(id, _)| id.ends_with("DLQ"))
+    {
         let n = w.queue_depth(id).await?;
         if n > 0 {
             let peek = w
@@ -557,7 +678,14 @@ pub async fn run(w: &World<'_>, progress: Progress<'_>) -> Result<Summary> {
                 .visibility_timeout(0)
                 .send()
                 .await?;
-            let sample = peek.messages().first().and_then(|m| m.body()).unwrap_or_default().chars().take(60).collect();
+            let sample = peek
+                .messages()
+                .first()
+                .and_then(|m| m.body())
+                .unwrap_or_default()
+                .chars()
+                .take(60)
+                .collect();
             dlq.push((id.clone(), n, sample));
         }
     }
@@ -575,7 +703,13 @@ pub async fn run(w: &World<'_>, progress: Progress<'_>) -> Result<Summary> {
 }
 
 fn money(minor: i64, currency: &str) -> String {
-    format!("{}{}.{:02} {}", if minor < 0 { "-" } else { "" }, minor.abs() / 100, minor.abs() % 100, currency.to_uppercase())
+    format!(
+        "{}{}.{:02} {}",
+        if minor < 0 { "-" } else { "" },
+        minor.abs() / 100,
+        minor.abs() % 100,
+        currency.to_uppercase()
+    )
 }
 
 impl Summary {
@@ -592,7 +726,11 @@ impl Summary {
                 l.sku,
                 l.expires,
                 l.status,
-                if l.signature_ok { "OK (offline, published public key)" } else { "INVALID" }
+                if l.signature_ok {
+                    "OK (offline, published public key)"
+                } else {
+                    "INVALID"
+                }
             ));
         }
         o.push_str("\n== Leads (portal sign-ups -> lead-enrichment -> built-in CRM sink) ==\n");
@@ -605,7 +743,10 @@ impl Summary {
                 l.score,
                 l.grade,
                 l.reason,
-                l.enriched_company.as_ref().map(|c| format!("  [enriched: {c}]")).unwrap_or_default()
+                l.enriched_company
+                    .as_ref()
+                    .map(|c| format!("  [enriched: {c}]"))
+                    .unwrap_or_default()
             ));
         }
         let i = &self.invoice;
@@ -614,7 +755,12 @@ impl Summary {
             i.period, i.customer, self.usage_records
         ));
         for (desc, qty, amount) in &i.lines {
-            o.push_str(&format!("  {:<48} qty {:>12}  {:>14}\n", desc, qty, money(*amount, &i.currency)));
+            o.push_str(&format!(
+                "  {:<48} qty {:>12}  {:>14}\n",
+                desc,
+                qty,
+                money(*amount, &i.currency)
+            ));
         }
         o.push_str(&format!(
             "  total {} (artifact) / {} (localstripe, {} invoice)\n  s3://{}/{}\n  s3://{}/{}\n",
@@ -626,7 +772,10 @@ impl Summary {
             self.bucket,
             i.html_key
         ));
-        o.push_str(&format!("\n== Dedupe ==\n  second delivery of the same Stripe event answered {}\n", self.duplicate_answer));
+        o.push_str(&format!(
+            "\n== Dedupe ==\n  second delivery of the same Stripe event answered {}\n",
+            self.duplicate_answer
+        ));
         o.push_str("\n== Dead-letter queues ==\n");
         if self.dlq.is_empty() {
             o.push_str("  (empty)\n");

@@ -197,7 +197,10 @@ impl App {
             serde_json::from_value(payload)
                 .map_err(|e| Error::Invalid(format!("not a billing action: {e}")))?
         } else if payload.get("detail-type").and_then(|d| d.as_str()) == Some("Scheduled Event") {
-            Job::Plan { period: None }
+            Job::Plan {
+                period: None,
+                close_early: false,
+            }
         } else {
             return Err(Error::Invalid("unrecognised event shape".into()));
         };
@@ -275,9 +278,17 @@ impl App {
 
     async fn job(&self, job: Job, m: &Mutex<Metrics>) -> Result<serde_json::Value> {
         match job {
-            Job::Plan { period } => {
+            Job::Plan {
+                period,
+                close_early,
+            } => {
                 let period = period.unwrap_or_else(|| Period::of((self.clock)()).prev());
-                let n = self.billing.plan(period, (self.clock)()).await?;
+                let n = if close_early {
+                    tracing::warn!(%period, "closing the period before its end, as asked");
+                    self.billing.plan_closing_early(period).await?
+                } else {
+                    self.billing.plan(period, (self.clock)()).await?
+                };
                 Self::count(m, "PlanShardsSent", n as u64);
                 Ok(serde_json::json!({"action": "plan", "period": period, "shard_jobs": n}))
             }

@@ -45,6 +45,11 @@ pub enum Job {
     Plan {
         #[serde(default)]
         period: Option<Period>,
+        /// Close a period that has not ended yet (an operator's explicit choice: a final bill
+        /// at contract end, or a demo). Its later usage is then refused into the rejected
+        /// list, never silently dropped.
+        #[serde(default)]
+        close_early: bool,
     },
     /// Enqueue a `bill` job for each billable customer of one shard.
     PlanShard { period: Period, shard: u32 },
@@ -233,8 +238,15 @@ impl Billing {
     /// A period that has not ended at `now` is refused (closing it would refuse its usage).
     pub async fn plan(&self, period: Period, now: DateTime<Utc>) -> Result<usize> {
         if period.end() > now {
-            return Err(Error::Invalid(format!("period {period} has not ended yet")));
+            return Err(Error::Invalid(format!(
+                "period {period} has not ended yet (pass \"close_early\": true to close it now)"
+            )));
         }
+        self.plan_closing_early(period).await
+    }
+
+    /// Closes `period` now, even before its end, and fans out its plan (see [`Job::Plan`]).
+    pub async fn plan_closing_early(&self, period: Period) -> Result<usize> {
         self.usage.close(period).await?;
         let jobs = (0..SHARDS)
             .map(|shard| serde_json::to_string(&Job::PlanShard { period, shard }))
