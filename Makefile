@@ -74,9 +74,13 @@ bench: setup ## measure size, cold start, memory and hot paths; writes target/be
 functions: up ## run the functions under cargo lambda watch and the event-source mapper
 	infra/stack.sh functions
 
+# The intake's committed samples are signed at a fixed clock (replay-protected): its default
+# event is signed afresh, with a fresh id, each time.
 $(addprefix invoke-,$(FUNCTIONS)): invoke-%: functions
+	@if [ "$*" = webhook-intake ] && [ -z "$(EVENT)" ]; then \
+	  cargo run --quiet -p webhook-intake --example sign-events -- --now --fresh --out target/events/webhook-intake; fi
 	$(BIN)/cargo-lambda lambda invoke $* -A 127.0.0.1 -P $(LAMBDA_PORT) \
-	  --data-file $(or $(EVENT),events/$*/default.json)
+	  --data-file $(or $(EVENT),$(if $(filter webhook-intake,$*),target/events/webhook-intake/default.json,events/$*/default.json))
 
 deploy: ## build and deploy to AWS with SAM (needs AWS credentials and the SAM CLI; never run in CI)
 	sam build --beta-features

@@ -267,7 +267,10 @@ async fn salesforce_upsert_request_shape() {
         &[
             ("ENRICHMENT_API_BASE", "fixture:".into()),
             ("SALESFORCE_LOGIN_URL", sf.uri()),
-            ("SALESFORCE_SECRET_ID", "blapi/salesforce".into()),
+            (
+                "SALESFORCE_SECRET_ID",
+                format!("{}/salesforce", stack().prefix),
+            ),
         ],
     )
     .await;
@@ -344,7 +347,10 @@ async fn salesforce_faults_fail_the_record_with_the_right_verdict() {
         &[
             ("ENRICHMENT_API_BASE", "fixture:".into()),
             ("SALESFORCE_LOGIN_URL", sf.uri()),
-            ("SALESFORCE_SECRET_ID", "blapi/salesforce".into()),
+            (
+                "SALESFORCE_SECRET_ID",
+                format!("{}/salesforce", stack().prefix),
+            ),
         ],
     )
     .await;
