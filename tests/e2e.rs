@@ -61,6 +61,24 @@ async fn the_business_flow_runs_end_to_end() {
         "{inv:?}"
     );
 
+    // Usage was aggregated per metric as the price book says (sum, count, max, latest).
+    let qty = |prefix: &str| {
+        inv.lines
+            .iter()
+            .find(|l| l.0.starts_with(prefix))
+            .map(|l| l.1.trim_matches('"').to_owned())
+            .unwrap_or_else(|| panic!("no {prefix} line in {:?}", inv.lines))
+    };
+    assert_eq!(
+        qty("API calls"),
+        "34350",
+        "sum of 30 records of 1000 + 10 i"
+    );
+    assert_eq!(qty("Builds"), "10", "count");
+    assert_eq!(qty("Peak nodes"), "7", "max");
+    assert_eq!(qty("Configured capacity"), "8", "latest");
+    assert_eq!(qty("Seats"), "5");
+
     // Dedupe happened; only the poison message is parked, in its own DLQ.
     assert_eq!(summary.duplicate_answer["duplicate"], true);
     assert_eq!(summary.dlq.len(), 1, "{:?}", summary.dlq);

@@ -537,9 +537,17 @@ pub async fn run(w: &World<'_>, progress: Progress<'_>) -> Result<Summary> {
             "metric": "api_calls", "value": 1000 + i * 10, "timestamp": at.to_rfc3339(), "installation": "inst-1"}));
         if i % 3 == 0 {
             records.push(json!({"id": format!("u-{run}-build-{i}"), "customer": cus, "subscription": sub_id,
-                "metric": "build_minutes", "value": 12, "timestamp": at.to_rfc3339(), "installation": "inst-1"}));
+                "metric": "builds", "value": 1, "timestamp": at.to_rfc3339(), "installation": "inst-1"}));
+        }
+        if i % 5 == 0 {
+            records.push(json!({"id": format!("u-{run}-nodes-{i}"), "customer": cus, "subscription": sub_id,
+                "metric": "peak_nodes", "value": 2 + i / 5, "timestamp": at.to_rfc3339(), "installation": "inst-1"}));
         }
     }
+    records.push(
+        json!({"id": format!("u-{run}-capacity"), "customer": cus, "subscription": sub_id,
+        "metric": "capacity", "value": 8, "timestamp": now.to_rfc3339(), "installation": "inst-1"}),
+    );
     let usage_records = records.len();
     for chunk in records.chunks(20) {
         w.post_source("telemetry", "usage.reported", json!({"records": chunk}))
@@ -549,7 +557,7 @@ pub async fn run(w: &World<'_>, progress: Progress<'_>) -> Result<Summary> {
 
     // 6. Billing for the period.
     progress(&format!(
-        "planning billing for {period}: billing-jobs -> invoice on localstripe + artifacts in S3"
+        "billing {period} (closed early, as an operator may): plan -> billing-jobs -> invoice on localstripe + JSON/HTML in S3"
     ));
     w.invoke(
         "usage-billing",
