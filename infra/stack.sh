@@ -61,7 +61,8 @@ stop_one() { # name
 start() {
   [ -x "$BIN/moto_server" ] || { echo "dev tools missing: run 'make setup'" >&2; exit 1; }
   start_one moto "$moto_url" "$BIN/moto_server" -H 127.0.0.1 -p "$MOTO_PORT"
-  start_one localstripe "$stripe_url" "$BIN/localstripe" --port "$STRIPE_PORT"
+  # --from-scratch: never load a state file an earlier (possibly killed) run left behind.
+  start_one localstripe "$stripe_url" "$BIN/localstripe" --port "$STRIPE_PORT" --from-scratch
 }
 
 functions() {
