@@ -42,3 +42,38 @@ impl Clients {
         Self::new(&sdk_config().await)
     }
 }
+
+/// Small DynamoDB helpers every table adapter uses.
+pub mod dynamo {
+    use aws_sdk_dynamodb::config::http::HttpResponse;
+    use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+    use aws_sdk_dynamodb::types::AttributeValue;
+
+    /// A string attribute.
+    pub fn s(v: impl Into<String>) -> AttributeValue {
+        AttributeValue::S(v.into())
+    }
+
+    /// A number attribute.
+    pub fn n(v: impl ToString) -> AttributeValue {
+        AttributeValue::N(v.to_string())
+    }
+
+    /// Whether a write lost its condition (`ConditionalCheckFailedException`): the expected
+    /// outcome of an idempotent conditional write that someone else already made.
+    pub fn is_conditional_check_failed<E: ProvideErrorMetadata>(
+        e: &SdkError<E, HttpResponse>,
+    ) -> bool {
+        has_code(e, &["ConditionalCheckFailedException"])
+    }
+
+    /// Whether the service answered with one of `codes`.
+    pub fn has_code<E: ProvideErrorMetadata>(
+        e: &SdkError<E, HttpResponse>,
+        codes: &[&str],
+    ) -> bool {
+        e.as_service_error()
+            .and_then(|se| se.code())
+            .is_some_and(|c| codes.contains(&c))
+    }
+}

@@ -14,6 +14,7 @@
 //! Adapters: [`DynamoLedger`] (table with a string `pk`, TTL attribute `expires_at`) and
 //! [`MemoryLedger`] for unit tests.
 
+use crate::aws::dynamo::is_conditional_check_failed as is_conditional_failure;
 use crate::error::{Error, Result};
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::AttributeValue;
@@ -126,14 +127,6 @@ fn n(item: &HashMap<String, AttributeValue>, name: &str) -> Option<i64> {
     item.get(name)
         .and_then(|v| v.as_n().ok())
         .and_then(|v| v.parse().ok())
-}
-
-fn is_conditional_failure<E: aws_sdk_dynamodb::error::ProvideErrorMetadata>(
-    e: &aws_sdk_dynamodb::error::SdkError<E, aws_sdk_dynamodb::config::http::HttpResponse>,
-) -> bool {
-    e.as_service_error()
-        .and_then(|se| se.code())
-        .is_some_and(|c| c == "ConditionalCheckFailedException")
 }
 
 #[async_trait]

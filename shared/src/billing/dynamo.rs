@@ -37,6 +37,7 @@ use super::ports::{
 use super::pricebook::PriceBook;
 use super::subscription::Subscription;
 use super::usage::{Rejection, Usage};
+use crate::aws::dynamo::{is_conditional_check_failed as is_conditional, n, s};
 use crate::error::{Error, Result};
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
@@ -54,14 +55,6 @@ pub struct DynamoBilling {
     table: String,
 }
 
-fn s(v: impl Into<String>) -> AttributeValue {
-    AttributeValue::S(v.into())
-}
-
-fn n(v: impl ToString) -> AttributeValue {
-    AttributeValue::N(v.to_string())
-}
-
 fn get_s(item: &Item, k: &str) -> Option<String> {
     item.get(k).and_then(|v| v.as_s().ok()).cloned()
 }
@@ -70,14 +63,6 @@ fn get_n<T: std::str::FromStr>(item: &Item, k: &str) -> Option<T> {
     item.get(k)
         .and_then(|v| v.as_n().ok())
         .and_then(|v| v.parse().ok())
-}
-
-fn is_conditional<E: aws_sdk_dynamodb::error::ProvideErrorMetadata>(
-    e: &aws_sdk_dynamodb::error::SdkError<E, aws_sdk_dynamodb::config::http::HttpResponse>,
-) -> bool {
-    e.as_service_error()
-        .and_then(|se| se.code())
-        .is_some_and(|c| c == "ConditionalCheckFailedException")
 }
 
 fn ddb<E>(

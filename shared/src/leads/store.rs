@@ -18,6 +18,7 @@ use super::input::{Consent, LeadId, LeadSource};
 use super::normalize::{Country, Email, PersonName};
 use super::routing::{Account, AccountDirectory, Route, SlotCounter};
 use super::scoring::Score;
+use crate::aws::dynamo::{is_conditional_check_failed as is_conditional_failure, s};
 use crate::error::{Error, Result};
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
@@ -74,20 +75,8 @@ fn now_s() -> i64 {
     chrono::Utc::now().timestamp()
 }
 
-fn s(v: impl Into<String>) -> AttributeValue {
-    AttributeValue::S(v.into())
-}
-
 fn get_s<'a>(item: &'a HashMap<String, AttributeValue>, k: &str) -> Option<&'a String> {
     item.get(k).and_then(|v| v.as_s().ok())
-}
-
-fn is_conditional_failure<E: aws_sdk_dynamodb::error::ProvideErrorMetadata>(
-    e: &aws_sdk_dynamodb::error::SdkError<E, aws_sdk_dynamodb::config::http::HttpResponse>,
-) -> bool {
-    e.as_service_error()
-        .and_then(|se| se.code())
-        .is_some_and(|c| c == "ConditionalCheckFailedException")
 }
 
 /// The DynamoDB adapter of every LeadsTable port.

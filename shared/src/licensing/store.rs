@@ -3,6 +3,7 @@
 
 use super::format::LicenseId;
 use super::revocation::{RevocationReason, RevokedLicense};
+use crate::aws::dynamo::{has_code, n, s};
 use crate::error::{Error, Result};
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem, Update};
@@ -201,27 +202,20 @@ impl DynamoLicenseStore {
             .await
         {
             Ok(_) => Ok(true),
-            Err(e) if is_canceled(&e) => Ok(false),
+            Err(e)
+                if has_code(
+                    &e,
+                    &[
+                        "TransactionCanceledException",
+                        "ConditionalCheckFailedException",
+                    ],
+                ) =>
+            {
+                Ok(false)
+            }
             Err(e) => Err(Error::aws("dynamodb", e)),
         }
     }
-}
-
-fn is_canceled<E: aws_sdk_dynamodb::error::ProvideErrorMetadata>(
-    e: &aws_sdk_dynamodb::error::SdkError<E, aws_sdk_dynamodb::config::http::HttpResponse>,
-) -> bool {
-    e.as_service_error()
-        .and_then(|se| se.code())
-        .is_some_and(|c| {
-            c == "TransactionCanceledException" || c == "ConditionalCheckFailedException"
-        })
-}
-
-fn s(v: impl Into<String>) -> AttributeValue {
-    AttributeValue::S(v.into())
-}
-fn n(v: impl ToString) -> AttributeValue {
-    AttributeValue::N(v.to_string())
 }
 
 fn get_s(item: &HashMap<String, AttributeValue>, name: &str) -> Option<String> {
