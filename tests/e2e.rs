@@ -101,6 +101,18 @@ async fn the_business_flow_runs_end_to_end() {
         .await
         .unwrap();
     assert!(rerun.to_string().contains(&inv.customer), "{rerun}");
+    // Let the rerun's plan jobs drain, then count again.
+    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+    let after = world
+        .stripe_invoices(&inv.customer, &inv.period)
+        .await
+        .unwrap();
+    assert_eq!(
+        after.len(),
+        1,
+        "a rerun never makes a second invoice: {after:?}"
+    );
+    assert_eq!(after[0]["total"].as_i64(), Some(inv.stripe_total));
     let counters = functions.stop_mapper().await.unwrap();
     assert!(counters.invocations > 0);
 }

@@ -133,6 +133,30 @@ impl<'a> World<'a> {
             .map_err(|e| anyhow!("localstripe POST {path}: {}", e.chain()))
     }
 
+    /// The invoices usage-billing made on localstripe for (customer, period): its invoice
+    /// description carries the `customer:period` reference.
+    pub async fn stripe_invoices(&self, customer: &str, period: &str) -> Result<Vec<Value>> {
+        let list: Value = self
+            .http
+            .get(format!("{}/v1/invoices", self.localstripe))
+            .basic_auth(STRIPE_KEY, Some(""))
+            .query(&[("customer", customer), ("limit", "100")])
+            .send()
+            .await?
+            .json()
+            .await?;
+        let reference = format!("{customer}:{period}");
+        Ok(list["data"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter(|i| i["description"].as_str().unwrap_or("").contains(&reference))
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
     /// Invokes a function through the local Lambda API.
     pub async fn invoke(&self, function: &str, payload: &Value) -> Result<Value> {
         blapi_infra::mapper::invoke(&self.http, &self.functions.lambda_url, function, payload).await
@@ -583,23 +607,7 @@ pub async fn run(w: &World<'_>, progress: Progress<'_>) -> Result<Summary> {
     );
     let artifact: Value = serde_json::from_slice(&artifact)?;
     let inv = &artifact["invoice"];
-    let invoices: Value = w
-        .http
-        .get(format!("{}/v1/invoices", w.localstripe))
-        .basic_auth(STRIPE_KEY, Some(""))
-        .query(&[("customer", cus.as_str()), ("limit", "100")])
-        .send()
-        .await?
-        .json()
-        .await?;
-    let ours: Vec<&Value> = invoices["data"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter(|i| i["description"].as_str().unwrap_or("").contains(&period))
-                .collect()
-        })
-        .unwrap_or_default();
+    let ours = w.stripe_invoices(&cus, &period).await?;
     let invoice = InvoiceSummary {
         customer: cus.clone(),
         period: period.clone(),
