@@ -46,15 +46,16 @@ impl Parts {
         )
     }
 
-    /// A fresh active subscription with random ids.
-    fn subscription(&self, quantity: u64) -> (String, String) {
+    /// A fresh active subscription with random ids; also returns its period start, which later
+    /// changes of the same term must reuse (a different start is a different term).
+    fn subscription(&self, quantity: u64) -> (String, String, i64) {
         let n = uuid::Uuid::new_v4().simple().to_string();
         let (cus, sub) = (format!("cus_{}", &n[..14]), format!("sub_{}", &n[..14]));
         let now = chrono::Utc::now().timestamp();
         self.stripe
             .put_customer(json!({"id": cus, "name": "Grace", "email": "grace@example.com"}));
         self.set(&sub, &cus, "active", quantity, now - 60);
-        (cus, sub)
+        (cus, sub, now - 60)
     }
 
     fn set(&self, sub: &str, cus: &str, status: &str, quantity: u64, start: i64) {
@@ -69,7 +70,7 @@ impl Parts {
 #[tokio::test]
 async fn concurrent_deliveries_mint_once() {
     let p = parts().await;
-    let (cus, sub) = p.subscription(5);
+    let (cus, sub, _) = p.subscription(5);
     // Five cold starts handle the same event at the same time.
     let services: Vec<LicenseService> = (0..5).map(|_| p.service()).collect();
     let outcomes = futures::future::join_all(services.iter().map(|s| s.reconcile(&sub))).await;
@@ -96,7 +97,7 @@ async fn concurrent_deliveries_mint_once() {
 #[tokio::test]
 async fn a_license_recorded_before_its_file_is_completed_by_the_next_delivery() {
     let p = parts().await;
-    let (cus, sub) = p.subscription(7);
+    let (cus, sub, _) = p.subscription(7);
     let service = p.service();
     service.publish_public_key().await.unwrap();
     p.files.set_failing(true);
@@ -130,7 +131,7 @@ async fn a_license_recorded_before_its_file_is_completed_by_the_next_delivery() 
 #[tokio::test]
 async fn head_compare_and_swap_and_revocation_on_dynamodb() {
     let p = parts().await;
-    let (cus, sub) = p.subscription(5);
+    let (cus, sub, start) = p.subscription(5);
     let service = p.service();
     let Outcome::Minted {
         license_id: first, ..
@@ -141,8 +142,8 @@ async fn head_compare_and_swap_and_revocation_on_dynamodb() {
     let rec = p.store.get(&cus, &first).await.unwrap().unwrap();
     // Recording the same license again, or moving the head from a stale predecessor, fails.
     assert!(!p.store.begin(&rec, None).await.unwrap());
-    let now = chrono::Utc::now().timestamp();
-    p.set(&sub, &cus, "active", 9, now - 60);
+    // Same term, more seats: the new license supersedes the first.
+    p.set(&sub, &cus, "active", 9, start);
     let Outcome::Minted {
         license_id: second,
         supersedes,
@@ -160,7 +161,7 @@ async fn head_compare_and_swap_and_revocation_on_dynamodb() {
         "gsi2 finds by id"
     );
 
-    p.set(&sub, &cus, "canceled", 9, now - 60);
+    p.set(&sub, &cus, "canceled", 9, start);
     let Outcome::Revoked { license_ids } = service.reconcile(&sub).await.unwrap() else {
         panic!("revoke")
     };
