@@ -30,7 +30,7 @@ async fn every_queue_of_the_template_has_a_dead_letter_queue() {
     );
     for id in queues {
         let attrs = c
-            .sqs
+            .sqs()
             .get_queue_attributes()
             .queue_url(stack.physical(id))
             .attribute_names(aws_sdk_sqs::types::QueueAttributeName::RedrivePolicy)
@@ -86,7 +86,7 @@ async fn the_signing_key_signs_rsa_pkcs1_sha512_through_its_alias() {
     let alias = stack.env("license-minting")["LICENSE_KEY_ID"].clone();
     let message = b"license plaintext";
     let sig = c
-        .kms
+        .kms()
         .sign()
         .key_id(&alias)
         .message(Blob::new(message.to_vec()))
@@ -98,7 +98,7 @@ async fn the_signing_key_signs_rsa_pkcs1_sha512_through_its_alias() {
     let signature = sig.signature().unwrap().as_ref().to_vec();
     assert_eq!(signature.len(), 256, "RSA-2048 signature");
     let verified = c
-        .kms
+        .kms()
         .verify()
         .key_id(&alias)
         .message(Blob::new(message.to_vec()))
@@ -116,7 +116,7 @@ async fn exactly_one_of_many_concurrent_claimants_wins() {
     let stack = stack();
     let c = clients(stack).await;
     let ledger = Arc::new(DynamoLedger::new(
-        c.dynamodb.clone(),
+        c.dynamodb().clone(),
         stack.physical("IdempotencyTable"),
     ));
     let k = key();
@@ -173,7 +173,7 @@ async fn exactly_one_of_many_concurrent_claimants_wins() {
 async fn released_claims_can_be_retried_and_stale_leases_taken_over() {
     let stack = stack();
     let c = clients(stack).await;
-    let ledger = DynamoLedger::new(c.dynamodb.clone(), stack.physical("IdempotencyTable"));
+    let ledger = DynamoLedger::new(c.dynamodb().clone(), stack.physical("IdempotencyTable"));
     let hash = payload_hash(b"r");
 
     let k = key();
@@ -226,10 +226,10 @@ async fn oversized_messages_travel_by_claim_check() {
     let stack = stack();
     let c = clients(stack).await;
     let store: Arc<dyn ObjectStore> = Arc::new(S3Store::new(
-        c.s3.clone(),
+        c.s3().clone(),
         stack.physical("ArtifactsBucket"),
     ));
-    let sender = SqsSender::new(c.sqs.clone(), store.clone());
+    let sender = SqsSender::new(c.sqs().clone(), store.clone());
     // A dedicated stack keeps this queue to ourselves.
     let own = blapi_system_tests::fresh_stack().await;
     let queue = own.physical("UsageEventsQueue").to_owned();
@@ -244,7 +244,7 @@ async fn oversized_messages_travel_by_claim_check() {
     let mut bodies = Vec::new();
     for _ in 0..5 {
         let out = c
-            .sqs
+            .sqs()
             .receive_message()
             .queue_url(&queue)
             .max_number_of_messages(10)
@@ -274,15 +274,15 @@ async fn batches_of_more_than_ten_are_all_sent() {
     let stack = blapi_system_tests::fresh_stack().await;
     let c = clients(&stack).await;
     let store: Arc<dyn ObjectStore> = Arc::new(S3Store::new(
-        c.s3.clone(),
+        c.s3().clone(),
         stack.physical("ArtifactsBucket"),
     ));
-    let sender = SqsSender::new(c.sqs.clone(), store);
+    let sender = SqsSender::new(c.sqs().clone(), store);
     let queue = stack.physical("BillingJobsQueue");
     let bodies: Vec<String> = (0..25).map(|i| format!("{{\"job\":{i}}}")).collect();
     sender.send_all(queue, bodies).await.unwrap();
     let attrs = c
-        .sqs
+        .sqs()
         .get_queue_attributes()
         .queue_url(queue)
         .attribute_names(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages)
@@ -305,13 +305,13 @@ async fn secrets_are_read_from_the_secret_store() {
     let stack = stack();
     let c = clients(stack).await;
     let id = &stack.env("usage-billing")["STRIPE_API_KEY_SECRET_ID"];
-    let secret = blapi::secrets::load_json::<StripeKey>(&c.secrets, id)
+    let secret = blapi::secrets::load_json::<StripeKey>(c.secrets(), id)
         .await
         .unwrap();
     assert!(secret.expose().api_key.starts_with("sk_test_"));
     assert_eq!(format!("{secret:?}"), "[redacted]");
 
-    let missing = blapi::secrets::load_json::<StripeKey>(&c.secrets, "no/such/secret")
+    let missing = blapi::secrets::load_json::<StripeKey>(c.secrets(), "no/such/secret")
         .await
         .unwrap_err();
     assert!(
@@ -324,7 +324,7 @@ async fn secrets_are_read_from_the_secret_store() {
 async fn an_unreachable_emulator_is_a_clear_retryable_error() {
     let sdk = blapi_infra::sdk_config("http://127.0.0.1:9").await;
     let c = blapi::aws::Clients::new(&sdk);
-    let ledger = DynamoLedger::new(c.dynamodb, "any");
+    let ledger = DynamoLedger::new(c.dynamodb().clone(), "any");
     let err = ledger
         .claim("k", "h", ClaimOptions::default())
         .await

@@ -463,14 +463,22 @@ fn stripped_size(binary: &Path) -> Result<u64> {
     Ok(if ok { stripped } else { size })
 }
 
-/// Init instructions of one function with the system store as found by openssl-probe (the
-/// default), with `SSL_CERT_FILE` at the system bundle only, and at the AWS roots only.
+/// Init instructions of one function with its default, compiled-in trust store
+/// (`blapi::tls`), and with `BLAPI_TLS_ROOTS=system`: the system store as openssl-probe finds
+/// it (bundle file and cert directory), then with `SSL_CERT_FILE` at the system bundle only.
 fn tls_experiment(opts: &Options, stub: &Stub, subject: Option<&Subject>) -> Vec<TlsRow> {
     let Some(s) = subject else { return Vec::new() };
-    let mut settings: Vec<(String, Option<PathBuf>)> = vec![(
-        "system store as probed (default: bundle file + cert dir)".to_owned(),
-        None,
-    )];
+    let system = ("BLAPI_TLS_ROOTS", "system".to_owned());
+    let mut settings: Vec<(String, Vec<(&str, String)>)> = vec![
+        (
+            "compiled in (default): 5 AWS roots for the SDK, webpki-roots for reqwest".to_owned(),
+            vec![],
+        ),
+        (
+            "BLAPI_TLS_ROOTS=system: bundle file + cert dir as probed".to_owned(),
+            vec![system.clone()],
+        ),
+    ];
     if let Some(bundle) = [
         "/etc/ssl/certs/ca-certificates.crt",
         "/etc/pki/tls/certs/ca-bundle.crt",
@@ -481,25 +489,16 @@ fn tls_experiment(opts: &Options, stub: &Stub, subject: Option<&Subject>) -> Vec
     {
         let n = count_certs(bundle);
         settings.push((
-            format!("SSL_CERT_FILE = system bundle only ({n} roots)"),
-            Some(bundle.to_owned()),
+            format!("BLAPI_TLS_ROOTS=system, SSL_CERT_FILE = system bundle only ({n} roots)"),
+            vec![system, ("SSL_CERT_FILE", bundle.display().to_string())],
         ));
     }
-    match aws_roots_bundle(&opts.out) {
-        Ok((path, n)) => settings.push((
-            format!("SSL_CERT_FILE = AWS roots only ({n} roots: Amazon Root CA 1-4, Starfield G2)"),
-            Some(path),
-        )),
-        Err(e) => eprintln!("TLS experiment: no AWS roots bundle: {e:#}"),
-    }
     let mut rows = Vec::new();
-    for (i, (setting, file)) in settings.into_iter().enumerate() {
+    for (i, (setting, vars)) in settings.into_iter().enumerate() {
         progress(&format!("TLS experiment {}: {setting}", s.target.function));
         let mut target = s.target.clone();
-        if let Some(f) = &file {
-            target
-                .env
-                .insert("SSL_CERT_FILE".to_owned(), f.display().to_string());
+        for (k, v) in vars {
+            target.env.insert(k.to_owned(), v);
         }
         let name = format!("{}-tls-{i}", file_label(&s.target.label));
         let result = measure::init_instructions(
@@ -524,29 +523,6 @@ fn count_certs(pem: &Path) -> usize {
     fs::read_to_string(pem)
         .map(|t| t.matches("-----BEGIN CERTIFICATE-----").count())
         .unwrap_or(0)
-}
-
-/// A PEM bundle of the roots AWS endpoints chain to, assembled from the system store.
-fn aws_roots_bundle(out: &Path) -> Result<(PathBuf, usize)> {
-    let names = [
-        "Amazon_Root_CA_1.pem",
-        "Amazon_Root_CA_2.pem",
-        "Amazon_Root_CA_3.pem",
-        "Amazon_Root_CA_4.pem",
-        "Starfield_Services_Root_Certificate_Authority_-_G2.pem",
-    ];
-    let mut bundle = String::new();
-    for name in names {
-        let path = Path::new("/etc/ssl/certs").join(name);
-        bundle.push_str(
-            &fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?,
-        );
-        bundle.push('\n');
-    }
-    fs::create_dir_all(out)?;
-    let path = out.join("aws-roots.pem");
-    fs::write(&path, &bundle)?;
-    Ok((path.canonicalize()?, names.len()))
 }
 
 fn file_label(label: &str) -> String {

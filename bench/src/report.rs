@@ -468,9 +468,11 @@ impl Report {
                 );
             }
             md.push_str(
-                "\nrustls-native-certs reads `SSL_CERT_FILE` when set, else every file openssl-probe finds \
-                 (the bundle and each certificate in the cert directory); the AWS SDK's HTTP client (once) and \
-                 every reqwest client (rustls-platform-verifier, when built) load and parse that store.\n",
+                "\nBy default nothing is read from disk: the SDK parses the 5 compiled-in AWS roots and reqwest \
+                 takes webpki-roots' pre-parsed anchors. With `BLAPI_TLS_ROOTS=system`, rustls-native-certs reads \
+                 `SSL_CERT_FILE` when set, else every file openssl-probe finds (the bundle and each certificate in \
+                 the cert directory); the AWS SDK's HTTP client (once) and every reqwest client \
+                 (rustls-platform-verifier) load and parse that store.\n",
             );
         }
         md.push_str(

@@ -3,43 +3,81 @@
 //! Local emulators are reached through `AWS_ENDPOINT_URL` (which the SDK reads itself): there is
 //! no local branch in this code.
 
+use crate::config::Env;
+use crate::error::Result;
+use crate::tls::Roots;
 use aws_config::{BehaviorVersion, SdkConfig};
+use std::sync::OnceLock;
 
-/// Loads the shared SDK configuration (region, credentials, endpoint) from the environment.
-pub async fn sdk_config() -> SdkConfig {
-    aws_config::defaults(BehaviorVersion::latest()).load().await
+/// Loads the shared SDK configuration (region, credentials, endpoint) from the environment,
+/// with the trust store `BLAPI_TLS_ROOTS` selects (see [`crate::tls`]).
+pub async fn sdk_config(env: &Env) -> Result<SdkConfig> {
+    let http = Roots::from_env(env)?.sdk_http_client()?;
+    Ok(aws_config::defaults(BehaviorVersion::latest())
+        .http_client(http)
+        .load()
+        .await)
 }
 
-/// The clients a function may use. Building a client is cheap once the `SdkConfig` (and its
-/// HTTP client) exists; they all share its connection pool.
+/// The clients a function may use, each built on first use from one `SdkConfig` (they share
+/// its HTTP client and connection pool). A function that never asks for a client does not
+/// link its SDK crate's operations: the binary stays smaller.
 #[derive(Clone, Debug)]
 pub struct Clients {
-    pub dynamodb: aws_sdk_dynamodb::Client,
-    pub s3: aws_sdk_s3::Client,
-    pub sqs: aws_sdk_sqs::Client,
-    pub kms: aws_sdk_kms::Client,
-    pub secrets: aws_sdk_secretsmanager::Client,
+    config: SdkConfig,
+    dynamodb: OnceLock<aws_sdk_dynamodb::Client>,
+    s3: OnceLock<aws_sdk_s3::Client>,
+    sqs: OnceLock<aws_sdk_sqs::Client>,
+    kms: OnceLock<aws_sdk_kms::Client>,
+    secrets: OnceLock<aws_sdk_secretsmanager::Client>,
 }
 
 impl Clients {
     pub fn new(config: &SdkConfig) -> Self {
-        // moto (and MinIO-like emulators) serve S3 on one host: path-style addressing works
-        // there and in AWS alike.
-        let s3_config = aws_sdk_s3::config::Builder::from(config)
-            .force_path_style(true)
-            .build();
         Self {
-            dynamodb: aws_sdk_dynamodb::Client::new(config),
-            s3: aws_sdk_s3::Client::from_conf(s3_config),
-            sqs: aws_sdk_sqs::Client::new(config),
-            kms: aws_sdk_kms::Client::new(config),
-            secrets: aws_sdk_secretsmanager::Client::new(config),
+            config: config.clone(),
+            dynamodb: OnceLock::new(),
+            s3: OnceLock::new(),
+            sqs: OnceLock::new(),
+            kms: OnceLock::new(),
+            secrets: OnceLock::new(),
         }
     }
 
-    /// Loads the environment's `SdkConfig` and builds every client from it.
-    pub async fn from_env() -> Self {
-        Self::new(&sdk_config().await)
+    pub fn dynamodb(&self) -> &aws_sdk_dynamodb::Client {
+        self.dynamodb
+            .get_or_init(|| aws_sdk_dynamodb::Client::new(&self.config))
+    }
+
+    pub fn s3(&self) -> &aws_sdk_s3::Client {
+        self.s3.get_or_init(|| {
+            // moto (and MinIO-like emulators) serve S3 on one host: path-style addressing
+            // works there and in AWS alike.
+            let conf = aws_sdk_s3::config::Builder::from(&self.config)
+                .force_path_style(true)
+                .build();
+            aws_sdk_s3::Client::from_conf(conf)
+        })
+    }
+
+    pub fn sqs(&self) -> &aws_sdk_sqs::Client {
+        self.sqs
+            .get_or_init(|| aws_sdk_sqs::Client::new(&self.config))
+    }
+
+    pub fn kms(&self) -> &aws_sdk_kms::Client {
+        self.kms
+            .get_or_init(|| aws_sdk_kms::Client::new(&self.config))
+    }
+
+    pub fn secrets(&self) -> &aws_sdk_secretsmanager::Client {
+        self.secrets
+            .get_or_init(|| aws_sdk_secretsmanager::Client::new(&self.config))
+    }
+
+    /// Loads the process environment's `SdkConfig` and builds every client from it.
+    pub async fn from_env() -> Result<Self> {
+        Ok(Self::new(&sdk_config(&Env::process()).await?))
     }
 }
 

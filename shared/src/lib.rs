@@ -12,6 +12,7 @@
 //! - [`error`]: the crate's error type, each variant deliberately retryable or not.
 //! - [`telemetry`]: JSON logs (`tracing`) and CloudWatch EMF metrics.
 //! - [`http`]: the one way to build an outgoing HTTP client (rustls, timeouts).
+//! - [`tls`]: the compiled-in trust stores (no system certificate store read at cold start).
 //! - [`retry`]: exponential backoff with jitter for outgoing HTTP calls.
 //! - [`ledger`]: the idempotency ledger (claim / complete / release with a lease).
 //! - [`storage`]: the object-store port (S3 adapter, in-memory fake).
@@ -40,6 +41,7 @@ pub mod secrets;
 pub mod storage;
 pub mod stripe;
 pub mod telemetry;
+pub mod tls;
 pub mod webhook;
 
 pub use error::{Error, Result};

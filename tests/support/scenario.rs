@@ -104,7 +104,7 @@ impl<'a> World<'a> {
     ) -> Result<Self> {
         let clients = blapi::aws::Clients::new(&stack.sdk_config().await);
         let store: Arc<dyn ObjectStore> = Arc::new(S3Store::new(
-            clients.s3.clone(),
+            clients.s3().clone(),
             stack.physical("ArtifactsBucket"),
         ));
         Ok(Self {
@@ -211,7 +211,7 @@ impl<'a> World<'a> {
         use aws_sdk_sqs::types::QueueAttributeName as A;
         let out = self
             .clients
-            .sqs
+            .sqs()
             .get_queue_attributes()
             .queue_url(self.stack.physical(logical))
             .attribute_names(A::ApproximateNumberOfMessages)
@@ -255,7 +255,7 @@ async fn archived_event(w: &World<'_>, event_type: &str, object_id: &str) -> Res
     let bucket = w.stack.physical("ArtifactsBucket");
     let listed = w
         .clients
-        .s3
+        .s3()
         .list_objects_v2()
         .bucket(bucket)
         .prefix("raw/stripe/")
@@ -471,7 +471,7 @@ pub async fn run(w: &World<'_>, progress: Progress<'_>) -> Result<Summary> {
         "posting signed portal sign-ups: a company lead, a free-mail lead, a lead of an existing account",
     );
     let leads_table = blapi::leads::store::DynamoLeadsTable::new(
-        w.clients.dynamodb.clone(),
+        w.clients.dynamodb().clone(),
         w.stack.physical("LeadsTable"),
     );
     leads_table
@@ -513,7 +513,7 @@ pub async fn run(w: &World<'_>, progress: Progress<'_>) -> Result<Summary> {
         posted.push((label, LeadId::for_event("portal", &id)));
     }
     let crm = blapi::crm::SinkCrm::new(
-        w.clients.dynamodb.clone(),
+        w.clients.dynamodb().clone(),
         w.stack.physical("CrmTable"),
         w.store.clone(),
     );
@@ -664,7 +664,7 @@ pub async fn run(w: &World<'_>, progress: Progress<'_>) -> Result<Summary> {
         "an event already accepted is acknowledged as a duplicate and not enqueued again: {answers:?}"
     );
     w.clients
-        .sqs
+        .sqs()
         .send_message()
         .queue_url(w.stack.physical("LicenseRequestsQueue"))
         .message_body("{\"this is\": \"not an EventMessage\"")
@@ -688,7 +688,7 @@ pub async fn run(w: &World<'_>, progress: Progress<'_>) -> Result<Summary> {
         if n > 0 {
             let peek = w
                 .clients
-                .sqs
+                .sqs()
                 .receive_message()
                 .queue_url(w.stack.physical(id))
                 .visibility_timeout(0)

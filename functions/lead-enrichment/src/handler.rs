@@ -83,8 +83,11 @@ impl App {
         let crm_table = env.required("CRM_TABLE")?;
         let ledger_table = env.required("LEDGER_TABLE")?;
         let bucket = env.required("ARTIFACTS_BUCKET")?;
-        let store: Arc<dyn ObjectStore> = Arc::new(S3Store::new(clients.s3.clone(), bucket));
-        let table = Arc::new(DynamoLeadsTable::new(clients.dynamodb.clone(), leads_table));
+        let store: Arc<dyn ObjectStore> = Arc::new(S3Store::new(clients.s3().clone(), bucket));
+        let table = Arc::new(DynamoLeadsTable::new(
+            clients.dynamodb().clone(),
+            leads_table,
+        ));
 
         let provider = provider(&env, &clients, &opts).await?;
         let crm = crm(&env, &clients, &opts, crm_table, store.clone()).await?;
@@ -94,7 +97,7 @@ impl App {
             counter: table.clone(),
             enricher: Enricher::new(provider, table, CacheTtl::default()),
             crm,
-            ledger: Arc::new(DynamoLedger::new(clients.dynamodb.clone(), ledger_table)),
+            ledger: Arc::new(DynamoLedger::new(clients.dynamodb().clone(), ledger_table)),
         };
         Ok(Self {
             service: LeadService::bundled(ports)?,
@@ -190,7 +193,7 @@ async fn provider(
     }
     let base = env.url("ENRICHMENT_API_BASE")?;
     let secret_id = env.required("ENRICHMENT_SECRET_ID")?;
-    let key = blapi::secrets::load_json::<ApiKey>(&clients.secrets, &secret_id).await?;
+    let key = blapi::secrets::load_json::<ApiKey>(clients.secrets(), &secret_id).await?;
     let timeout = Duration::from_millis(env.parsed_or("ENRICHMENT_TIMEOUT_MS", 3000u64)?);
     let mut p = HttpProvider::new(base, Secret::new(key.expose().api_key.clone()), timeout)?;
     if let Some(policy) = opts.provider_retry {
@@ -209,7 +212,7 @@ async fn crm(
     if env.optional("SALESFORCE_LOGIN_URL").is_none() {
         tracing::info!("no SALESFORCE_LOGIN_URL: leads go to the built-in CRM sink");
         return Ok(Arc::new(SinkCrm::new(
-            clients.dynamodb.clone(),
+            clients.dynamodb().clone(),
             crm_table,
             store,
         )));
@@ -224,7 +227,7 @@ async fn crm(
     }
     let secret_id = env.required("SALESFORCE_SECRET_ID")?;
     let creds =
-        blapi::secrets::load_json::<SalesforceCredentials>(&clients.secrets, &secret_id).await?;
+        blapi::secrets::load_json::<SalesforceCredentials>(clients.secrets(), &secret_id).await?;
     let mut cfg = SalesforceConfig::new(login, version);
     if let Some(field) = env.optional("SALESFORCE_EXTERNAL_ID_FIELD") {
         cfg.external_id_field = field;

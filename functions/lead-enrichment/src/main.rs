@@ -9,7 +9,7 @@ use lead_enrichment::App;
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     blapi::telemetry::init();
-    let clients = blapi::aws::Clients::from_env().await;
+    let clients = blapi::aws::Clients::from_env().await?;
     let app = App::new(blapi::config::Env::process(), clients, Default::default()).await?;
     let app = &app;
     run(service_fn(

@@ -44,13 +44,13 @@ async fn harness(stack: &LocalStack, overrides: &[(&str, String)]) -> Harness {
         provider_retry: Some(RetryPolicy::immediate(3)),
         crm_retry: Some(RetryPolicy::immediate(3)),
     };
-    let artifacts = S3Store::new(clients.s3.clone(), env["ARTIFACTS_BUCKET"].clone());
+    let artifacts = S3Store::new(clients.s3().clone(), env["ARTIFACTS_BUCKET"].clone());
     let sink = SinkCrm::new(
-        clients.dynamodb.clone(),
+        clients.dynamodb().clone(),
         env["CRM_TABLE"].clone(),
         Arc::new(artifacts.clone()),
     );
-    let leads = DynamoLeadsTable::new(clients.dynamodb.clone(), env["LEADS_TABLE"].clone());
+    let leads = DynamoLeadsTable::new(clients.dynamodb().clone(), env["LEADS_TABLE"].clone());
     let app = App::new(Env::from_map(env), clients, opts).await.unwrap();
     Harness {
         app,

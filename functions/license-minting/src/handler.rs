@@ -99,7 +99,7 @@ impl App {
     /// Production wiring: KMS signer on `LICENSE_KEY_ID`.
     pub async fn new(env: &Env, clients: &Clients) -> Result<Self> {
         let config = Config::from_env(env)?;
-        let signer = Arc::new(KmsSigner::new(clients.kms.clone(), config.key_id.clone()));
+        let signer = Arc::new(KmsSigner::new(clients.kms().clone(), config.key_id.clone()));
         Self::with_signer(config, clients, signer).await
     }
 
@@ -110,21 +110,21 @@ impl App {
         signer: Arc<dyn LicenseSigner>,
     ) -> Result<Self> {
         let key: Secret<StripeKey> =
-            blapi::secrets::load_json(&clients.secrets, &config.stripe_secret_id).await?;
+            blapi::secrets::load_json(clients.secrets(), &config.stripe_secret_id).await?;
         let stripe = StripeClient::new(
             config.stripe_api_base.clone(),
             Secret::new(key.expose().api_key.clone()),
             Duration::from_secs(10),
         )?;
         let files: Arc<dyn ObjectStore> = Arc::new(S3Store::new(
-            clients.s3.clone(),
+            clients.s3().clone(),
             config.artifacts_bucket.clone(),
         ));
         let service = LicenseService::new(
             Arc::new(StripeApi::new(stripe)),
             signer,
             Arc::new(DynamoLicenseStore::new(
-                clients.dynamodb.clone(),
+                clients.dynamodb().clone(),
                 config.licenses_table.clone(),
             )),
             files.clone(),

@@ -11,7 +11,7 @@ use license_minting::handler::App;
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     blapi::telemetry::init();
-    let clients = blapi::aws::Clients::from_env().await;
+    let clients = blapi::aws::Clients::from_env().await?;
     let app = App::new(&Env::process(), &clients).await?;
     run(service_fn(|event| app.handle(event))).await
 }

@@ -30,7 +30,7 @@ async fn parts() -> Parts {
     let table = stack.physical("LicensesTable").to_owned();
     Parts {
         stripe: Arc::new(MemoryStripe::new()),
-        store: Arc::new(DynamoLicenseStore::new(clients.dynamodb.clone(), table)),
+        store: Arc::new(DynamoLicenseStore::new(clients.dynamodb().clone(), table)),
         files: Arc::new(MemoryStore::new()),
         signer: Arc::new(CountingSigner::new(key())),
     }

@@ -37,7 +37,7 @@ async fn local_with_key(key_override: Option<&str>) -> Local {
     }
     let bucket = config.artifacts_bucket.clone();
     let signer = Arc::new(CountingSigner::new(KmsSigner::new(
-        clients.kms.clone(),
+        clients.kms().clone(),
         config.key_id.clone(),
     )));
     let dyn_signer: Arc<dyn LicenseSigner> = signer.clone();
@@ -63,7 +63,7 @@ impl Local {
             .await
     }
     fn files(&self) -> S3Store {
-        S3Store::new(self.clients.s3.clone(), self.bucket.clone())
+        S3Store::new(self.clients.s3().clone(), self.bucket.clone())
     }
     async fn object(&self, key: &str) -> Option<Vec<u8>> {
         self.files().get(key).await.expect("s3 get")
@@ -71,7 +71,7 @@ impl Local {
     async fn keys_under(&self, prefix: &str) -> Vec<String> {
         let out = self
             .clients
-            .s3
+            .s3()
             .list_objects_v2()
             .bucket(&self.bucket)
             .prefix(prefix)

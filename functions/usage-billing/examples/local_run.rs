@@ -211,7 +211,7 @@ async fn main() {
         let mut batches = Vec::new();
         for _ in 0..5 {
             let out = clients
-                .sqs
+                .sqs()
                 .receive_message()
                 .queue_url(&url)
                 .max_number_of_messages(5)
@@ -247,7 +247,7 @@ async fn main() {
                     invoices += 1;
                 }
                 clients
-                    .sqs
+                    .sqs()
                     .delete_message()
                     .queue_url(&url)
                     .receipt_handle(m.receipt_handle().unwrap_or_default())

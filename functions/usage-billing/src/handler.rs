@@ -66,7 +66,7 @@ impl App {
     pub async fn from_env() -> Result<Self> {
         Self::new(
             &Env::process(),
-            &Clients::from_env().await,
+            &Clients::from_env().await?,
             Overrides::default(),
         )
         .await
@@ -86,7 +86,7 @@ impl App {
             .optional("METRICS_NAMESPACE")
             .unwrap_or_else(|| "blapi".into());
 
-        let s3: Arc<dyn ObjectStore> = Arc::new(S3Store::new(clients.s3.clone(), bucket));
+        let s3: Arc<dyn ObjectStore> = Arc::new(S3Store::new(clients.s3().clone(), bucket));
         let artifacts = o.artifacts.unwrap_or_else(|| s3.clone());
         let stripe = match o.stripe_client {
             Some(c) => c,
@@ -100,7 +100,7 @@ impl App {
                     None => {
                         let id = env.required("STRIPE_API_KEY_SECRET_ID")?;
                         let s =
-                            blapi::secrets::load_json::<StripeKey>(&clients.secrets, &id).await?;
+                            blapi::secrets::load_json::<StripeKey>(clients.secrets(), &id).await?;
                         Secret::new(s.expose().api_key.clone())
                     }
                 };
@@ -111,7 +111,7 @@ impl App {
                 c
             }
         };
-        let table = Arc::new(DynamoBilling::new(clients.dynamodb.clone(), table));
+        let table = Arc::new(DynamoBilling::new(clients.dynamodb().clone(), table));
         let book = match table.price_book().await? {
             Some(b) => b,
             None => PriceBook::embedded()?,
@@ -125,8 +125,8 @@ impl App {
             dunning: table.clone(),
             stripe: Arc::new(StripeInvoicing::new(stripe)),
             artifacts,
-            ledger: Arc::new(DynamoLedger::new(clients.dynamodb.clone(), ledger_table)),
-            queue: Arc::new(SqsSender::new(clients.sqs.clone(), s3.clone())),
+            ledger: Arc::new(DynamoLedger::new(clients.dynamodb().clone(), ledger_table)),
+            queue: Arc::new(SqsSender::new(clients.sqs().clone(), s3.clone())),
             book: Arc::new(book),
             config: BillingConfig {
                 jobs_queue_url: jobs,

@@ -57,11 +57,11 @@ impl Ctx {
     }
 
     fn table(&self) -> DynamoBilling {
-        DynamoBilling::new(self.clients.dynamodb.clone(), self.env("BILLING_TABLE"))
+        DynamoBilling::new(self.clients.dynamodb().clone(), self.env("BILLING_TABLE"))
     }
 
     fn artifacts(&self) -> S3Store {
-        S3Store::new(self.clients.s3.clone(), self.env("ARTIFACTS_BUCKET"))
+        S3Store::new(self.clients.s3().clone(), self.env("ARTIFACTS_BUCKET"))
     }
 }
 
@@ -108,7 +108,7 @@ async fn drain_jobs(ctx: &Ctx, app: &App, copies: usize) -> usize {
     while empty_rounds < 2 {
         let out = ctx
             .clients
-            .sqs
+            .sqs()
             .receive_message()
             .queue_url(&url)
             .max_number_of_messages(10)
@@ -131,7 +131,7 @@ async fn drain_jobs(ctx: &Ctx, app: &App, copies: usize) -> usize {
         assert_eq!(failures(&resp), 0, "{resp}");
         for m in &msgs {
             ctx.clients
-                .sqs
+                .sqs()
                 .delete_message()
                 .queue_url(&url)
                 .receipt_handle(m.receipt_handle().unwrap())

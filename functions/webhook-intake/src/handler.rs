@@ -34,7 +34,7 @@ pub struct App {
 impl App {
     /// From the process environment and the default AWS clients (Lambda).
     pub async fn from_env() -> blapi::Result<Self> {
-        Self::new(Env::process(), Clients::from_env().await).await
+        Self::new(Env::process(), Clients::from_env().await?).await
     }
 
     /// From a configuration and clients: loads both webhook secrets (once, concurrently) and
@@ -42,8 +42,8 @@ impl App {
     pub async fn new(env: Env, clients: Clients) -> blapi::Result<Self> {
         let config = IntakeConfig::from_env(&env)?;
         let (stripe, sources) = tokio::try_join!(
-            blapi::secrets::load_json::<StripeSecrets>(&clients.secrets, &config.stripe_secret_id),
-            blapi::secrets::load_json::<SourceSecrets>(&clients.secrets, &config.source_secret_id),
+            blapi::secrets::load_json::<StripeSecrets>(clients.secrets(), &config.stripe_secret_id),
+            blapi::secrets::load_json::<SourceSecrets>(clients.secrets(), &config.source_secret_id),
         )?;
         let verifiers = Verifiers::new(
             stripe.expose(),
@@ -51,11 +51,11 @@ impl App {
             (&config.stripe_secret_id, &config.source_secret_id),
         )?;
         let store: Arc<dyn ObjectStore> =
-            Arc::new(S3Store::new(clients.s3.clone(), &config.bucket));
+            Arc::new(S3Store::new(clients.s3().clone(), &config.bucket));
         let sender: Arc<dyn QueueSender> =
-            Arc::new(SqsSender::new(clients.sqs.clone(), store.clone()));
+            Arc::new(SqsSender::new(clients.sqs().clone(), store.clone()));
         let ledger: Arc<dyn Ledger> = Arc::new(DynamoLedger::new(
-            clients.dynamodb.clone(),
+            clients.dynamodb().clone(),
             &config.ledger_table,
         ));
         tracing::info!(sources = ?verifiers.known(), "webhook-intake ready");

@@ -32,7 +32,7 @@ pub async fn clients(stack: &LocalStack) -> blapi::aws::Clients {
 /// Receives and deletes every message of the queue `logical_id` until it stays empty for
 /// `quiet` (moto delivers at once; the wait covers in-flight sends).
 pub async fn drain(stack: &LocalStack, logical_id: &str, quiet: Duration) -> Vec<EventMessage> {
-    let sqs = clients(stack).await.sqs;
+    let sqs = clients(stack).await.sqs().clone();
     let url = stack.physical(logical_id);
     let mut out = Vec::new();
     let mut idle_since = std::time::Instant::now();
@@ -68,7 +68,7 @@ pub async fn drain(stack: &LocalStack, logical_id: &str, quiet: Duration) -> Vec
 
 /// The archived object at `key`, if any.
 pub async fn archived(stack: &LocalStack, key: &str) -> Option<Vec<u8>> {
-    let s3 = clients(stack).await.s3;
+    let s3 = clients(stack).await.s3().clone();
     match s3
         .get_object()
         .bucket(stack.physical("ArtifactsBucket"))
@@ -83,7 +83,7 @@ pub async fn archived(stack: &LocalStack, key: &str) -> Option<Vec<u8>> {
 
 /// The ledger status (`IN_PROGRESS` / `COMPLETED`) of an event, if it has an entry.
 pub async fn ledger_status(stack: &LocalStack, source: &str, id: &str) -> Option<String> {
-    let ddb = clients(stack).await.dynamodb;
+    let ddb = clients(stack).await.dynamodb().clone();
     let out = ddb
         .get_item()
         .table_name(stack.physical("IdempotencyTable"))
