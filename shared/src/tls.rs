@@ -65,20 +65,12 @@ impl Roots {
 
     /// The HTTP client the AWS SDK uses (plain HTTP stays possible for local emulators).
     pub fn sdk_http_client(self) -> Result<SharedHttpClient> {
-        let trust = match self {
+        sdk_client_trusting(match self {
             Roots::Bundled => TrustStore::empty()
                 .with_native_roots(false)
                 .with_pem_certificate(AWS_ROOTS_PEM),
             Roots::System => TrustStore::default(),
-        };
-        let context = TlsContext::builder()
-            .with_trust_store(trust)
-            .build()
-            .map_err(|e| Error::dependency("tls", false, e))?;
-        Ok(aws_smithy_http_client::Builder::new()
-            .tls_provider(tls::Provider::Rustls(CryptoMode::AwsLc))
-            .tls_context(context)
-            .build_https())
+        })
     }
 
     /// The rustls configuration for outgoing reqwest clients, `None` for reqwest's own
@@ -86,22 +78,35 @@ impl Roots {
     pub fn rustls_config(self) -> Result<Option<rustls::ClientConfig>> {
         match self {
             Roots::System => Ok(None),
-            Roots::Bundled => {
-                let roots = rustls::RootCertStore {
-                    roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-                };
-                let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-                let mut config = rustls::ClientConfig::builder_with_provider(provider)
-                    .with_safe_default_protocol_versions()
-                    .map_err(|e| Error::dependency("tls", false, e))?
-                    .with_root_certificates(roots)
-                    .with_no_client_auth();
-                // reqwest is built without HTTP/2: offer what it speaks.
-                config.alpn_protocols = vec![b"http/1.1".to_vec()];
-                Ok(Some(config))
-            }
+            Roots::Bundled => client_config_trusting(rustls::RootCertStore {
+                roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+            })
+            .map(Some),
         }
     }
+}
+
+fn sdk_client_trusting(trust: TrustStore) -> Result<SharedHttpClient> {
+    let context = TlsContext::builder()
+        .with_trust_store(trust)
+        .build()
+        .map_err(|e| Error::dependency("tls", false, e))?;
+    Ok(aws_smithy_http_client::Builder::new()
+        .tls_provider(tls::Provider::Rustls(CryptoMode::AwsLc))
+        .tls_context(context)
+        .build_https())
+}
+
+fn client_config_trusting(roots: rustls::RootCertStore) -> Result<rustls::ClientConfig> {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::dependency("tls", false, e))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    // reqwest is built without HTTP/2: offer what it speaks.
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
 }
 
 #[cfg(test)]
@@ -177,5 +182,138 @@ mod tests {
         }
         let config = Roots::Bundled.rustls_config().unwrap().unwrap();
         assert_eq!(config.alpn_protocols, vec![b"http/1.1".to_vec()]);
+    }
+
+    /// A throwaway CA, a `localhost` certificate it issued and a TLS server on loopback that
+    /// answers every request `200 {}`.
+    struct Server {
+        url: String,
+        ca: rcgen::Certificate,
+    }
+
+    async fn server() -> Server {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+        use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca = ca_params.self_signed(&ca_key).unwrap();
+        let leaf_key = KeyPair::generate().unwrap();
+        let leaf = CertificateParams::new(vec!["localhost".to_owned()])
+            .unwrap()
+            .signed_by(&leaf_key, &ca, &ca_key)
+            .unwrap();
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der()));
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![leaf.der().clone()], key)
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    // A client that does not trust us aborts the handshake: nothing to answer.
+                    let Ok(mut tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let mut seen = Vec::new();
+                    let mut buf = [0u8; 4096];
+                    while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match tls.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => seen.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let _ = tls
+                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: application/x-amz-json-1.0\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}")
+                        .await;
+                    let _ = tls.shutdown().await;
+                });
+            }
+        });
+        Server {
+            url: format!("https://localhost:{port}"),
+            ca,
+        }
+    }
+
+    fn ca_store(server: &Server) -> rustls::RootCertStore {
+        let mut store = rustls::RootCertStore::empty();
+        store.add(server.ca.der().clone()).unwrap();
+        store
+    }
+
+    async fn list_tables(http: SharedHttpClient, url: &str) -> std::result::Result<(), String> {
+        use aws_sdk_dynamodb::config::{Credentials, Region, retry::RetryConfig};
+        let conf = aws_sdk_dynamodb::Config::builder()
+            .behavior_version_latest()
+            .region(Region::new("us-east-1"))
+            .credentials_provider(Credentials::new("test", "test", None, None, "test"))
+            .endpoint_url(url)
+            .retry_config(RetryConfig::disabled())
+            .http_client(http)
+            .build();
+        aws_sdk_dynamodb::Client::from_conf(conf)
+            .list_tables()
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| format!("{:?}", aws_sdk_dynamodb::error::DisplayErrorContext(e)))
+    }
+
+    #[tokio::test]
+    async fn reqwest_verifies_against_the_bundled_store() {
+        let server = server().await;
+        // The function's client (bundled roots): a certificate from an unknown CA is refused.
+        let err = crate::http::client(std::time::Duration::from_secs(5))
+            .unwrap()
+            .get(&server.url)
+            .send()
+            .await
+            .unwrap_err();
+        let chain = format!("{:?}", error_chain(&err));
+        assert!(chain.contains("UnknownIssuer"), "{chain}");
+        // The same configuration trusting that CA completes the handshake: the refusal above
+        // is the trust store's verdict, and the config (provider, ALPN) speaks to a real server.
+        let trusting = reqwest::Client::builder()
+            .tls_backend_preconfigured(client_config_trusting(ca_store(&server)).unwrap())
+            .build()
+            .unwrap();
+        let resp = trusting.get(&server.url).send().await.unwrap();
+        assert_eq!(resp.status(), 200);
+    }
+
+    #[tokio::test]
+    async fn the_sdk_verifies_against_the_bundled_store() {
+        let server = server().await;
+        let err = list_tables(Roots::Bundled.sdk_http_client().unwrap(), &server.url)
+            .await
+            .unwrap_err();
+        assert!(err.contains("UnknownIssuer"), "{err}");
+        let trusting = sdk_client_trusting(
+            TrustStore::empty()
+                .with_native_roots(false)
+                .with_pem_certificate(server.ca.pem().into_bytes()),
+        )
+        .unwrap();
+        list_tables(trusting, &server.url).await.unwrap();
+    }
+
+    fn error_chain(err: &(dyn std::error::Error + 'static)) -> Vec<String> {
+        let mut out = vec![err.to_string()];
+        let mut cur = err.source();
+        while let Some(e) = cur {
+            out.push(format!("{e:?}"));
+            cur = e.source();
+        }
+        out
     }
 }
