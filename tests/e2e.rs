@@ -101,8 +101,11 @@ async fn the_business_flow_runs_end_to_end() {
         .await
         .unwrap();
     assert!(rerun.to_string().contains(&inv.customer), "{rerun}");
-    // Let the rerun's plan jobs drain, then count again.
-    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+    // Let the rerun's plan and bill jobs drain, then count again.
+    world
+        .settle(std::time::Duration::from_secs(60))
+        .await
+        .unwrap();
     let after = world
         .stripe_invoices(&inv.customer, &inv.period)
         .await

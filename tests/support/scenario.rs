@@ -224,8 +224,9 @@ impl<'a> World<'a> {
             .unwrap_or(0))
     }
 
-    /// Waits until every source queue is drained (the functions have caught up).
-    async fn settle(&self, timeout: Duration) -> Result<()> {
+    /// Waits until every source queue is drained (the functions have caught up): a message
+    /// being handled still counts (in flight until the mapper deletes it on success).
+    pub async fn settle(&self, timeout: Duration) -> Result<()> {
         let deadline = Instant::now() + timeout;
         let queues = [
             "LicenseRequestsQueue",

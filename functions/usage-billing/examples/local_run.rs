@@ -2,8 +2,15 @@
 //! handler (SQS-shaped batches), the period planned, every job billed against localstripe.
 //! Prints wall time per phase, records/s and Stripe calls per invoice.
 //!
-//! `cargo run --release -p usage-billing --example local_run -- [customers] [days]`
-//! (defaults 10000 × 30; needs moto on 4599 and localstripe on 8420, e.g. `make up`).
+//! `cargo run --release -p usage-billing --example local_run -- [customers] [days] [concurrency]`
+//! (defaults 10000 × 30, 8 concurrent batches; needs moto on 4599 and localstripe on 8420, e.g.
+//! `make up`).
+//!
+//! moto is the limit here, not the function: its TransactWriteItems deep-copies every table it
+//! touches on each call (cost grows with the table: ~4 ms empty, ~100 ms at 5 000 items, ~1.4 s
+//! at 20 000), and concurrent transactions can crash it ("dictionary changed size during
+//! iteration", answered as an HTML 500). Failed records are redelivered as SQS would; at high
+//! concurrency some can still reach the DLQ limit. Use concurrency 1 for larger runs.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)] // a dev tool
 
@@ -14,11 +21,11 @@ use chrono::{DateTime, Duration as Days, Utc};
 use futures::StreamExt;
 use lambda_runtime::{Context, LambdaEvent};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use usage_billing::handler::{App, Overrides};
 
 const PERIOD: &str = "2026-10";
-const CONCURRENCY: usize = 8;
 
 fn sqs(bodies: Vec<String>) -> serde_json::Value {
     let records: Vec<_> = bodies
@@ -42,6 +49,44 @@ async fn call(app: &App, payload: serde_json::Value) -> serde_json::Value {
         .unwrap()
 }
 
+/// Receives per message before SQS would park it in the DLQ (the template's maxReceiveCount).
+const MAX_RECEIVES: usize = 5;
+
+/// Delivers one SQS batch the way the event source mapping does: the records the function
+/// reports as failed come back (after a pause standing in for the visibility timeout) until
+/// they succeed or reach `MAX_RECEIVES`. Redeliveries are counted in `REDELIVERIES`.
+async fn deliver(app: &App, mut bodies: Vec<String>) {
+    for receive in 1..=MAX_RECEIVES {
+        let answer = call(app, sqs(bodies.clone())).await;
+        let failed: Vec<usize> = answer["batchItemFailures"]
+            .as_array()
+            .map(|f| {
+                f.iter()
+                    .filter_map(|x| {
+                        x["itemIdentifier"]
+                            .as_str()?
+                            .strip_prefix('m')?
+                            .parse()
+                            .ok()
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        if failed.is_empty() {
+            return;
+        }
+        assert!(
+            receive < MAX_RECEIVES,
+            "records still failing after {MAX_RECEIVES} receives (DLQ): {answer}"
+        );
+        bodies = failed.iter().map(|&i| bodies[i].clone()).collect();
+        REDELIVERIES.fetch_add(bodies.len(), Ordering::Relaxed);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+static REDELIVERIES: AtomicUsize = AtomicUsize::new(0);
+
 #[tokio::main]
 async fn main() {
     blapi::telemetry::init();
@@ -51,6 +96,7 @@ async fn main() {
         .collect();
     let customers = args.first().copied().unwrap_or(10_000);
     let days = args.get(1).copied().unwrap_or(30).min(31);
+    let concurrency = args.get(2).copied().unwrap_or(8).max(1);
     let stripe_base =
         std::env::var("LOCALSTRIPE_URL").unwrap_or_else(|_| "http://127.0.0.1:8420".into());
     let t0 = Instant::now();
@@ -119,7 +165,7 @@ async fn main() {
                 (cus, s["id"].as_str().unwrap().to_owned())
             }
         })
-        .buffer_unordered(CONCURRENCY)
+        .buffer_unordered(concurrency)
         .collect()
         .await;
     println!("{customers} localstripe customers in {:.1?}", t.elapsed());
@@ -137,10 +183,10 @@ async fn main() {
         })
         .collect();
     futures::stream::iter(sub_msgs.chunks(10).map(|c| c.to_vec()))
-        .for_each_concurrent(CONCURRENCY, |chunk| {
+        .for_each_concurrent(concurrency, |chunk| {
             let app = app.clone();
             async move {
-                call(&app, sqs(chunk)).await;
+                deliver(&app, chunk).await;
             }
         })
         .await;
@@ -179,21 +225,18 @@ async fn main() {
         })
         .collect();
     futures::stream::iter(messages.chunks(10).map(|c| c.to_vec()))
-        .for_each_concurrent(CONCURRENCY, |chunk| {
+        .for_each_concurrent(concurrency, |chunk| {
             let app = app.clone();
             async move {
-                let r = call(&app, sqs(chunk)).await;
-                assert!(
-                    r["batchItemFailures"].as_array().is_none_or(Vec::is_empty),
-                    "{r}"
-                );
+                deliver(&app, chunk).await;
             }
         })
         .await;
     let ingest = t.elapsed();
     println!(
-        "ingest: {n_records} records in {ingest:.1?} = {:.0} records/s",
-        n_records as f64 / ingest.as_secs_f64()
+        "ingest: {n_records} records in {ingest:.1?} = {:.0} records/s ({} message redeliveries so far)",
+        n_records as f64 / ingest.as_secs_f64(),
+        REDELIVERIES.load(Ordering::Relaxed)
     );
 
     // plan + bill (the jobs queue drained with the template's MaximumConcurrency 5)
@@ -228,20 +271,16 @@ async fn main() {
             continue;
         }
         idle = 0;
-        let results = futures::future::join_all(batches.iter().map(|b| {
+        futures::future::join_all(batches.iter().map(|b| {
             let app = app.clone();
             let bodies: Vec<String> = b
                 .iter()
                 .map(|m| m.body().unwrap_or_default().to_owned())
                 .collect();
-            async move { call(&app, sqs(bodies)).await }
+            async move { deliver(&app, bodies).await }
         }))
         .await;
-        for (b, r) in batches.iter().zip(results) {
-            assert!(
-                r["batchItemFailures"].as_array().is_none_or(Vec::is_empty),
-                "{r}"
-            );
+        for b in &batches {
             for m in b {
                 if m.body().is_some_and(|x| x.contains("\"bill\"")) {
                     invoices += 1;
@@ -264,5 +303,9 @@ async fn main() {
         invoices as f64 / bill.as_secs_f64(),
         calls as f64 / invoices.max(1) as f64
     );
-    println!("total wall time {:.1?}", t0.elapsed());
+    println!(
+        "total wall time {:.1?}; {} message redeliveries (records the function reported failed)",
+        t0.elapsed(),
+        REDELIVERIES.load(Ordering::Relaxed)
+    );
 }
