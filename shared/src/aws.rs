@@ -11,12 +11,28 @@ use std::sync::OnceLock;
 
 /// Loads the shared SDK configuration (region, credentials, endpoint) from the environment,
 /// with the trust store `BLAPI_TLS_ROOTS` selects (see [`crate::tls`]).
+///
+/// Where the environment carries credentials (Lambda always does: the execution role's
+/// session), they are used directly. The default chain would pick them first too, but building
+/// it constructs its web-identity STS client and reads profile files: ~12 % of a function's
+/// init instructions for nothing. Without them (a laptop with a profile or SSO), the default
+/// chain applies.
 pub async fn sdk_config(env: &Env) -> Result<SdkConfig> {
     let http = Roots::from_env(env)?.sdk_http_client()?;
-    Ok(aws_config::defaults(BehaviorVersion::latest())
-        .http_client(http)
-        .load()
-        .await)
+    let mut loader = aws_config::defaults(BehaviorVersion::latest()).http_client(http);
+    if let (Some(key), Some(secret)) = (
+        env.optional("AWS_ACCESS_KEY_ID"),
+        env.optional("AWS_SECRET_ACCESS_KEY"),
+    ) {
+        loader = loader.credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
+            key,
+            secret,
+            env.optional("AWS_SESSION_TOKEN"),
+            None,
+            "Environment",
+        ));
+    }
+    Ok(loader.load().await)
 }
 
 /// The clients a function may use, each built on first use from one `SdkConfig` (they share
@@ -113,5 +129,37 @@ pub mod dynamo {
         e.as_service_error()
             .and_then(|se| se.code())
             .is_some_and(|c| codes.contains(&c))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_dynamodb::config::ProvideCredentials;
+
+    #[tokio::test]
+    async fn credentials_in_the_environment_are_used_as_given() {
+        let env = Env::from_map([
+            ("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE"),
+            ("AWS_SECRET_ACCESS_KEY", "wJalrXUtnFEMI"),
+            ("AWS_SESSION_TOKEN", "session"),
+        ]);
+        let config = sdk_config(&env).await.unwrap();
+        let creds = config
+            .credentials_provider()
+            .unwrap()
+            .provide_credentials()
+            .await
+            .unwrap();
+        assert_eq!(creds.access_key_id(), "AKIDEXAMPLE");
+        assert_eq!(creds.secret_access_key(), "wJalrXUtnFEMI");
+        assert_eq!(creds.session_token(), Some("session"));
+    }
+
+    #[tokio::test]
+    async fn a_bad_trust_store_setting_fails_the_cold_start() {
+        let env = Env::from_map([("BLAPI_TLS_ROOTS", "none")]);
+        let err = sdk_config(&env).await.unwrap_err();
+        assert!(err.to_string().contains("BLAPI_TLS_ROOTS"), "{err}");
     }
 }
