@@ -99,9 +99,14 @@ impl Clients {
 
 /// Small DynamoDB helpers every table adapter uses.
 pub mod dynamo {
+    use crate::error::{Error, Result};
     use aws_sdk_dynamodb::config::http::HttpResponse;
     use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
     use aws_sdk_dynamodb::types::AttributeValue;
+    use std::collections::HashMap;
+
+    /// One item as the SDK returns it.
+    pub type Item = HashMap<String, AttributeValue>;
 
     /// A string attribute.
     pub fn s(v: impl Into<String>) -> AttributeValue {
@@ -111,6 +116,25 @@ pub mod dynamo {
     /// A number attribute.
     pub fn n(v: impl ToString) -> AttributeValue {
         AttributeValue::N(v.to_string())
+    }
+
+    /// A strongly consistent read of one item: `pk`, and `sk` for tables with a sort key.
+    pub async fn get_item(
+        client: &aws_sdk_dynamodb::Client,
+        table: &str,
+        pk: impl Into<String>,
+        sk: Option<&str>,
+    ) -> Result<Option<Item>> {
+        let mut get = client
+            .get_item()
+            .table_name(table)
+            .key("pk", s(pk))
+            .consistent_read(true);
+        if let Some(sk) = sk {
+            get = get.key("sk", s(sk));
+        }
+        let out = get.send().await.map_err(|e| Error::aws("dynamodb", e))?;
+        Ok(out.item)
     }
 
     /// Whether a write lost its condition (`ConditionalCheckFailedException`): the expected

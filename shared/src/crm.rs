@@ -536,17 +536,14 @@ impl SinkCrm {
 
     /// The stored CRM record of a lead (tests, tools).
     pub async fn get(&self, lead_id: &str) -> Result<Option<(CrmLead, u64)>> {
-        let out = self
-            .dynamodb
-            .get_item()
-            .table_name(&self.table)
-            .key("pk", AttributeValue::S(format!("LEAD#{lead_id}")))
-            .key("sk", AttributeValue::S("CRM".into()))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| Error::aws("dynamodb", e))?;
-        let Some(item) = out.item else {
+        let item = crate::aws::dynamo::get_item(
+            &self.dynamodb,
+            &self.table,
+            format!("LEAD#{lead_id}"),
+            Some("CRM"),
+        )
+        .await?;
+        let Some(item) = item else {
             return Ok(None);
         };
         let record = item

@@ -106,16 +106,7 @@ impl DynamoLedger {
     }
 
     async fn read(&self, key: &str) -> Result<Option<HashMap<String, AttributeValue>>> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key("pk", AttributeValue::S(key.to_owned()))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| Error::aws("dynamodb", e))?;
-        Ok(out.item)
+        crate::aws::dynamo::get_item(&self.client, &self.table, key, None).await
     }
 }
 

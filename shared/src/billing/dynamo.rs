@@ -103,17 +103,7 @@ impl DynamoBilling {
     }
 
     async fn get(&self, pk: &str, sk: &str) -> Result<Option<Item>> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key("pk", s(pk))
-            .key("sk", s(sk))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(ddb)?;
-        Ok(out.item)
+        crate::aws::dynamo::get_item(&self.client, &self.table, pk, Some(sk)).await
     }
 
     /// The price book stored in the table, if any (overrides the embedded file).

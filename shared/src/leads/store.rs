@@ -99,17 +99,7 @@ impl DynamoLeadsTable {
         pk: String,
         sk: &str,
     ) -> Result<Option<HashMap<String, AttributeValue>>> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key("pk", s(pk))
-            .key("sk", s(sk))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| Error::aws("dynamodb", e))?;
-        Ok(out.item)
+        crate::aws::dynamo::get_item(&self.client, &self.table, pk, Some(sk)).await
     }
 
     /// Seeds or updates an existing customer account (owner by domain).

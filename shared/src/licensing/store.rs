@@ -3,7 +3,7 @@
 
 use super::format::LicenseId;
 use super::revocation::{RevocationReason, RevokedLicense};
-use crate::aws::dynamo::{has_code, n, s};
+use crate::aws::dynamo::{get_item, has_code, n, s};
 use crate::error::{Error, Result};
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem, Update};
@@ -337,17 +337,17 @@ fn build<T, E: std::fmt::Display>(r: std::result::Result<T, E>) -> Result<T> {
 #[async_trait]
 impl LicenseStore for DynamoLicenseStore {
     async fn head(&self, subscription_id: &str, period_start_ms: i64) -> Result<Option<TermHead>> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key("pk", s(sub_pk(subscription_id)))
-            .key("sk", s(term_sk(period_start_ms)))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| Error::aws("dynamodb", e))?;
-        out.item.as_ref().map(head_from_item).transpose()
+        let sk = term_sk(period_start_ms);
+        get_item(
+            &self.client,
+            &self.table,
+            sub_pk(subscription_id),
+            Some(&sk),
+        )
+        .await?
+        .as_ref()
+        .map(head_from_item)
+        .transpose()
     }
 
     async fn heads(&self, subscription_id: &str) -> Result<Vec<TermHead>> {
@@ -368,17 +368,17 @@ impl LicenseStore for DynamoLicenseStore {
         customer_id: &str,
         license_id: &LicenseId,
     ) -> Result<Option<LicenseRecord>> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key("pk", s(customer_pk(customer_id)))
-            .key("sk", s(license_sk(license_id)))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| Error::aws("dynamodb", e))?;
-        out.item.as_ref().map(from_item).transpose()
+        let sk = license_sk(license_id);
+        get_item(
+            &self.client,
+            &self.table,
+            customer_pk(customer_id),
+            Some(&sk),
+        )
+        .await?
+        .as_ref()
+        .map(from_item)
+        .transpose()
     }
 
     async fn find(&self, license_id: &LicenseId) -> Result<Option<LicenseRecord>> {
