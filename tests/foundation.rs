@@ -222,6 +222,59 @@ async fn released_claims_can_be_retried_and_stale_leases_taken_over() {
 }
 
 #[tokio::test]
+async fn table_helpers_read_one_item_and_follow_every_page() {
+    use blapi::aws::dynamo::{get_item, query_all, s};
+    let stack = stack();
+    let c = clients(stack).await;
+    let table = stack.physical("LeadsTable");
+    let pk = format!("PAGETEST#{}", uuid::Uuid::new_v4());
+    for i in 0..23 {
+        c.dynamodb()
+            .put_item()
+            .table_name(table)
+            .item("pk", s(&pk))
+            .item("sk", s(format!("{i:03}")))
+            .send()
+            .await
+            .unwrap();
+    }
+    // Five items per page: the helper must follow LastEvaluatedKey to the end, in order.
+    let items = query_all(
+        c.dynamodb()
+            .query()
+            .table_name(table)
+            .key_condition_expression("pk = :pk")
+            .expression_attribute_values(":pk", s(&pk))
+            .limit(5),
+    )
+    .await
+    .unwrap();
+    let sks: Vec<String> = items
+        .iter()
+        .map(|i| i["sk"].as_s().unwrap().clone())
+        .collect();
+    let expected: Vec<String> = (0..23).map(|i| format!("{i:03}")).collect();
+    assert_eq!(sks, expected);
+
+    let one = get_item(c.dynamodb(), table, pk.clone(), Some("007"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(one["sk"].as_s().unwrap(), "007");
+    assert!(
+        get_item(c.dynamodb(), table, pk, Some("999"))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // A missing table is the caller's configuration error, not a retry.
+    let err = get_item(c.dynamodb(), "no-such-table", "x", None)
+        .await
+        .unwrap_err();
+    assert!(!err.is_retryable(), "{err:?}");
+}
+
+#[tokio::test]
 async fn oversized_messages_travel_by_claim_check() {
     let stack = stack();
     let c = clients(stack).await;

@@ -137,6 +137,19 @@ pub mod dynamo {
         Ok(out.item)
     }
 
+    /// Every item a query matches, all pages (the SDK's paginator follows `LastEvaluatedKey`).
+    pub async fn query_all(
+        query: aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder,
+    ) -> Result<Vec<Item>> {
+        query
+            .into_paginator()
+            .items()
+            .send()
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .await
+            .map_err(|e| Error::aws("dynamodb", e))
+    }
+
     /// Whether a write lost its condition (`ConditionalCheckFailedException`): the expected
     /// outcome of an idempotent conditional write that someone else already made.
     pub fn is_conditional_check_failed<E: ProvideErrorMetadata>(

@@ -37,7 +37,7 @@ use super::ports::{
 use super::pricebook::PriceBook;
 use super::subscription::Subscription;
 use super::usage::{Rejection, Usage};
-use crate::aws::dynamo::{is_conditional_check_failed as is_conditional, n, s};
+use crate::aws::dynamo::{is_conditional_check_failed as is_conditional, n, query_all, s};
 use crate::error::{Error, Result};
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
@@ -135,26 +135,15 @@ impl DynamoBilling {
 
     /// Every item of a partition with a key prefix (paginated).
     async fn query_prefix(&self, pk: &str, prefix: &str) -> Result<Vec<Item>> {
-        let mut out = Vec::new();
-        let mut start: Option<Item> = None;
-        loop {
-            let resp = self
-                .client
+        query_all(
+            self.client
                 .query()
                 .table_name(&self.table)
                 .key_condition_expression("pk = :pk AND begins_with(sk, :p)")
                 .expression_attribute_values(":pk", s(pk))
-                .expression_attribute_values(":p", s(prefix))
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(ddb)?;
-            out.extend(resp.items.unwrap_or_default());
-            match resp.last_evaluated_key {
-                Some(k) if !k.is_empty() => start = Some(k),
-                _ => return Ok(out),
-            }
-        }
+                .expression_attribute_values(":p", s(prefix)),
+        )
+        .await
     }
 
     async fn points(
@@ -166,40 +155,40 @@ impl DynamoBilling {
         forward: bool,
         limit: Option<i32>,
     ) -> Result<Vec<Point>> {
-        let mut out = Vec::new();
-        let mut start: Option<Item> = None;
-        loop {
-            let resp = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .key_condition_expression("pk = :pk AND sk BETWEEN :a AND :b")
-                .expression_attribute_values(":pk", s(pk))
-                .expression_attribute_values(":a", s(from))
-                .expression_attribute_values(":b", s(to))
-                .scan_index_forward(forward)
-                .set_limit(limit)
-                .set_exclusive_start_key(start.take())
+        let query = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk AND sk BETWEEN :a AND :b")
+            .expression_attribute_values(":pk", s(pk))
+            .expression_attribute_values(":a", s(from))
+            .expression_attribute_values(":b", s(to))
+            .scan_index_forward(forward);
+        // With a limit, the first page is the answer (the first or last points of a range).
+        let items = match limit {
+            Some(l) => query
+                .limit(l)
                 .send()
                 .await
-                .map_err(ddb)?;
-            for item in resp.items.unwrap_or_default() {
-                let sk = get_s(&item, "sk").unwrap_or_default();
-                let ts = sk
-                    .strip_prefix(&format!("P#{metric}#"))
-                    .and_then(|r| r.split('#').next())
-                    .and_then(|t| t.parse().ok())
-                    .unwrap_or(0);
-                out.push(Point {
-                    ts_ms: ts,
-                    value: Quantity::from_micros(get_n(&item, "v").unwrap_or(0)),
-                });
-            }
-            match resp.last_evaluated_key {
-                Some(k) if !k.is_empty() && limit.is_none() => start = Some(k),
-                _ => return Ok(out),
-            }
-        }
+                .map_err(ddb)?
+                .items
+                .unwrap_or_default(),
+            None => query_all(query).await?,
+        };
+        let prefix = format!("P#{metric}#");
+        Ok(items
+            .iter()
+            .map(|item| Point {
+                ts_ms: get_s(item, "sk")
+                    .and_then(|sk| {
+                        sk.strip_prefix(&prefix)
+                            .and_then(|r| r.split('#').next())
+                            .and_then(|t| t.parse().ok())
+                    })
+                    .unwrap_or(0),
+                value: Quantity::from_micros(get_n(item, "v").unwrap_or(0)),
+            })
+            .collect())
     }
 }
 

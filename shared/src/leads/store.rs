@@ -196,37 +196,28 @@ impl LeadStore for DynamoLeadsTable {
     async fn erase_subject(&self, email: &Email) -> Result<usize> {
         let subject = subject_pk(email);
         let mut deleted = 0;
-        let mut start: Option<HashMap<String, AttributeValue>> = None;
-        loop {
-            let out = self
-                .client
+        let items = crate::aws::dynamo::query_all(
+            self.client
                 .query()
                 .table_name(&self.table)
                 .index_name("gsi1")
                 .key_condition_expression("gsi1pk = :s")
-                .expression_attribute_values(":s", s(&subject))
-                .set_exclusive_start_key(start.take())
+                .expression_attribute_values(":s", s(&subject)),
+        )
+        .await?;
+        for item in &items {
+            let (Some(pk), Some(sk)) = (get_s(item, "pk"), get_s(item, "sk")) else {
+                continue;
+            };
+            self.client
+                .delete_item()
+                .table_name(&self.table)
+                .key("pk", s(pk))
+                .key("sk", s(sk))
                 .send()
                 .await
                 .map_err(|e| Error::aws("dynamodb", e))?;
-            for item in out.items() {
-                let (Some(pk), Some(sk)) = (get_s(item, "pk"), get_s(item, "sk")) else {
-                    continue;
-                };
-                self.client
-                    .delete_item()
-                    .table_name(&self.table)
-                    .key("pk", s(pk))
-                    .key("sk", s(sk))
-                    .send()
-                    .await
-                    .map_err(|e| Error::aws("dynamodb", e))?;
-                deleted += 1;
-            }
-            match out.last_evaluated_key() {
-                Some(k) => start = Some(k.clone()),
-                None => break,
-            }
+            deleted += 1;
         }
         self.client
             .delete_item()

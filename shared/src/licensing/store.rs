@@ -167,30 +167,20 @@ impl DynamoLicenseStore {
         values: &[(&str, String)],
         consistent: bool,
     ) -> Result<Vec<HashMap<String, AttributeValue>>> {
-        let mut items = Vec::new();
-        let mut start: Option<HashMap<String, AttributeValue>> = None;
-        loop {
-            let mut q = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .key_condition_expression(key_expr)
-                .set_exclusive_start_key(start.take());
-            if let Some(ix) = index {
-                q = q.index_name(ix);
-            } else {
-                q = q.consistent_read(consistent);
-            }
-            for (k, v) in values {
-                q = q.expression_attribute_values(*k, AttributeValue::S(v.clone()));
-            }
-            let out = q.send().await.map_err(|e| Error::aws("dynamodb", e))?;
-            items.extend(out.items.unwrap_or_default());
-            match out.last_evaluated_key {
-                Some(k) if !k.is_empty() => start = Some(k),
-                _ => return Ok(items),
-            }
+        let mut q = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression(key_expr);
+        if let Some(ix) = index {
+            q = q.index_name(ix);
+        } else {
+            q = q.consistent_read(consistent);
         }
+        for (k, v) in values {
+            q = q.expression_attribute_values(*k, AttributeValue::S(v.clone()));
+        }
+        crate::aws::dynamo::query_all(q).await
     }
 
     async fn transact(&self, items: Vec<TransactWriteItem>) -> Result<bool> {
