@@ -23,8 +23,8 @@ use std::sync::Arc;
 /// The variable that selects the trust store.
 pub const ROOTS_VAR: &str = "BLAPI_TLS_ROOTS";
 
-/// Amazon Root CA 1–4 and Starfield Services Root CA – G2, PEM.
-pub const AWS_ROOTS_PEM: &[u8] = include_bytes!("../data/tls/aws-roots.pem");
+mod aws_roots;
+pub use aws_roots::AWS_ROOTS_PEM;
 
 /// Where trusted roots come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
