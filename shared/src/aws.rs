@@ -91,7 +91,7 @@ impl Clients {
             .get_or_init(|| aws_sdk_secretsmanager::Client::new(&self.config))
     }
 
-    /// Loads the process environment's `SdkConfig` and builds every client from it.
+    /// Loads the process environment's `SdkConfig`; each client is built on first use.
     pub async fn from_env() -> Result<Self> {
         Ok(Self::new(&sdk_config(&Env::process()).await?))
     }

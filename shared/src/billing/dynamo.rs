@@ -37,14 +37,12 @@ use super::ports::{
 use super::pricebook::PriceBook;
 use super::subscription::Subscription;
 use super::usage::{Rejection, Usage};
-use crate::aws::dynamo::{is_conditional_check_failed as is_conditional, n, query_all, s};
+use crate::aws::dynamo::{Item, is_conditional_check_failed as is_conditional, n, query_all, s};
 use crate::error::{Error, Result};
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem, Update};
 use std::collections::{BTreeMap, HashMap};
-
-type Item = HashMap<String, AttributeValue>;
 
 const USAGE_TTL_DAYS: i64 = 400;
 
