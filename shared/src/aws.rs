@@ -118,6 +118,50 @@ pub mod dynamo {
         AttributeValue::N(v.to_string())
     }
 
+    /// A string attribute of an item.
+    pub fn get_s(item: &Item, name: &str) -> Option<String> {
+        item.get(name).and_then(|v| v.as_s().ok()).cloned()
+    }
+
+    /// A number attribute of an item, parsed (absent or unparsable: `None`).
+    pub fn get_n<T: std::str::FromStr>(item: &Item, name: &str) -> Option<T> {
+        item.get(name)
+            .and_then(|v| v.as_n().ok())
+            .and_then(|v| v.parse().ok())
+    }
+
+    /// A boolean attribute of an item.
+    pub fn get_bool(item: &Item, name: &str) -> Option<bool> {
+        item.get(name).and_then(|v| v.as_bool().ok()).copied()
+    }
+
+    /// A string-set attribute of an item (absent: empty).
+    pub fn get_ss(item: &Item, name: &str) -> Vec<String> {
+        item.get(name)
+            .and_then(|v| v.as_ss().ok())
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// The JSON document in attribute `name`, parsed; `what` names the item in the error.
+    pub fn get_json<T: serde::de::DeserializeOwned>(
+        item: &Item,
+        name: &str,
+        what: &str,
+    ) -> Result<T> {
+        let text = get_s(item, name)
+            .ok_or_else(|| Error::Invalid(format!("{what} item has no {name}")))?;
+        serde_json::from_str(&text)
+            .map_err(|e| Error::Invalid(format!("{what} item is corrupt: {e}")))
+    }
+
+    /// A value as a JSON string attribute.
+    pub fn json_attr<T: serde::Serialize>(v: &T) -> Result<AttributeValue> {
+        serde_json::to_string(v)
+            .map(s)
+            .map_err(|e| Error::Invalid(e.to_string()))
+    }
+
     /// A strongly consistent read of one item: `pk`, and `sk` for tables with a sort key.
     pub async fn get_item(
         client: &aws_sdk_dynamodb::Client,

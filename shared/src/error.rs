@@ -166,9 +166,48 @@ impl From<Error> for lambda_runtime::Diagnostic {
     }
 }
 
+/// One of two alternatives (see [`exactly_one`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OneOf<A, B> {
+    First(A),
+    Second(B),
+}
+
+/// Exactly one of two optional request fields, or an [`Error::Invalid`] naming both: the
+/// check every "either this or that" request makes.
+pub fn exactly_one<A, B>(
+    what: &str,
+    (first_name, first): (&str, Option<A>),
+    (second_name, second): (&str, Option<B>),
+) -> Result<OneOf<A, B>> {
+    match (first, second) {
+        (Some(a), None) => Ok(OneOf::First(a)),
+        (None, Some(b)) => Ok(OneOf::Second(b)),
+        _ => Err(Error::Invalid(format!(
+            "{what} needs exactly one of {first_name}, {second_name}"
+        ))),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn exactly_one_of_two_fields() {
+        fn one(a: Option<u8>, b: Option<&'static str>) -> Result<OneOf<u8, &'static str>> {
+            exactly_one("list", ("customer", a), ("subscription", b))
+        }
+        assert_eq!(one(Some(1), None).unwrap(), OneOf::First(1));
+        assert_eq!(one(None, Some("s")).unwrap(), OneOf::Second("s"));
+        for e in [one(None, None), one(Some(1), Some("s"))] {
+            assert_eq!(
+                e.unwrap_err().to_string(),
+                Error::Invalid("list needs exactly one of customer, subscription".into())
+                    .to_string()
+            );
+        }
+    }
 
     #[test]
     fn classification_is_deliberate() {

@@ -30,3 +30,68 @@ pub fn retryable_status(status: reqwest::StatusCode) -> bool {
 pub fn retryable_transport(err: &reqwest::Error) -> bool {
     err.is_timeout() || err.is_connect() || err.is_request()
 }
+
+/// One HTTP answer, read whole: the status, its `Retry-After` and the body.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: reqwest::StatusCode,
+    pub retry_after: Option<std::time::Duration>,
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    /// Whether the answer says "try again" (429 or 5xx).
+    pub fn retryable(&self) -> bool {
+        retryable_status(self.status)
+    }
+
+    /// The body as `T`.
+    pub fn json<T: serde::de::DeserializeOwned>(
+        &self,
+    ) -> std::result::Result<T, serde_json::Error> {
+        serde_json::from_slice(&self.body)
+    }
+}
+
+/// The one retry loop for outgoing HTTP (Stripe, Salesforce, the enrichment provider).
+///
+/// Each attempt sends `build()`. A transport failure (no answer) becomes
+/// `transport(retryable, message)` — retried when it is a timeout or a refused/reset
+/// connection, final otherwise — with the
+/// URL stripped from the message (it may carry ids or query values). Every answer goes to
+/// `answer`, which decides: done, retry (usually `reply.retryable()`, honouring
+/// `reply.retry_after`), or fail. The attempts are bounded by `policy`.
+pub async fn send_with_retry<T, E>(
+    policy: crate::retry::RetryPolicy,
+    build: impl Fn() -> reqwest::RequestBuilder,
+    transport: impl Fn(bool, String) -> E,
+    answer: impl Fn(Reply) -> crate::retry::Attempt<T, E>,
+) -> std::result::Result<T, E> {
+    use crate::retry::Attempt;
+    crate::retry::retry(policy, |_| async {
+        let resp = match build().send().await {
+            Ok(r) => r,
+            Err(e) => {
+                let retryable = retryable_transport(&e);
+                let err = transport(retryable, e.without_url().to_string());
+                return if retryable {
+                    Attempt::Retry(err, None)
+                } else {
+                    Attempt::Fail(err)
+                };
+            }
+        };
+        let status = resp.status();
+        let retry_after = crate::retry::retry_after(resp.headers());
+        match resp.bytes().await {
+            Ok(body) => answer(Reply {
+                status,
+                retry_after,
+                body: body.to_vec(),
+            }),
+            // The answer broke off mid-body: as good as no answer.
+            Err(e) => Attempt::Retry(transport(true, e.without_url().to_string()), None),
+        }
+    })
+    .await
+}

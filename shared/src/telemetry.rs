@@ -149,9 +149,65 @@ impl Metrics {
     }
 }
 
+/// The one way every function counts its outcomes: one per invocation, shared by reference
+/// with the records of a batch handled concurrently (`&self` methods), written as one EMF
+/// line by [`Tally::flush`].
+#[derive(Debug)]
+pub struct Tally(std::sync::Mutex<Metrics>);
+
+impl Tally {
+    /// `namespace` from the function's config (`METRICS_NAMESPACE`); `function` a dimension.
+    pub fn new(namespace: impl Into<String>, function: impl Into<String>) -> Self {
+        Self(std::sync::Mutex::new(Metrics::new(namespace, function)))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Metrics> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Adds `n` to counter `name`.
+    pub fn count(&self, name: &str, n: u64) {
+        self.lock().count(name, n);
+    }
+
+    /// Adds 1 to counter `name`.
+    pub fn one(&self, name: &str) {
+        self.count(name, 1);
+    }
+
+    /// Records a value with its unit.
+    pub fn add(&self, name: &str, value: f64, unit: Unit) {
+        self.lock().add(name, value, unit);
+    }
+
+    /// The current value of a counter (tests, summaries).
+    pub fn get(&self, name: &str) -> Option<f64> {
+        self.lock().get(name)
+    }
+
+    /// Writes the EMF line to stdout and clears the counters.
+    pub fn flush(&self) {
+        self.lock().flush();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_tally_adds_up_across_shared_references() {
+        let t = Tally::new("blapi", "x");
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                s.spawn(|| t.one("Handled"));
+            }
+        });
+        t.count("Handled", 2);
+        assert_eq!(t.get("Handled"), Some(6.0));
+        t.flush();
+        assert_eq!(t.get("Handled"), None);
+    }
 
     #[test]
     fn emf_document_has_definitions_dimensions_and_values() {

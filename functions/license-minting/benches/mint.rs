@@ -12,9 +12,10 @@
 
 use blapi::licensing::{
     CountingSigner, Features, InProcessSigner, License, LicenseCustomer, LicenseKey,
-    LicenseService, MemoryLicenseStore, MemoryStripe, Outcome, Sku, format::encode_file,
+    LicenseService, MemoryLicenseStore, Outcome, Sku, format::encode_file,
 };
 use blapi::storage::MemoryStore;
+use blapi::stripe::MemoryStripe;
 use criterion::{Criterion, Throughput};
 use serde_json::json;
 use std::hint::black_box;

@@ -8,55 +8,19 @@
 
 use aws_lambda_events::event::sqs::SqsEvent;
 use blapi::aws::Clients;
-use blapi::config::{Env, Secret};
-use blapi::error::{Error, Result};
+use blapi::error::{Error, OneOf, Result, exactly_one};
 use blapi::licensing::{
-    DynamoLicenseStore, KmsSigner, LicenseId, LicenseService, LicenseSigner, Outcome,
-    RevocationReason, StripeApi,
+    Config, DynamoLicenseStore, KmsSigner, LicenseId, LicenseService, LicenseSigner, LicenseStore,
+    Outcome, RevocationReason,
 };
 use blapi::queue::{EventMessage, process_batch};
 use blapi::storage::{ObjectStore, S3Store};
-use blapi::stripe::StripeClient;
-use blapi::telemetry::Metrics;
+use blapi::stripe::{StripeClient, StripeReads};
+use blapi::telemetry::Tally;
 use lambda_runtime::LambdaEvent;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
-
-/// The function's configuration, from the variables `template.yaml` declares.
-#[derive(Debug, Clone)]
-pub struct Config {
-    pub licenses_table: String,
-    /// The KMS key alias (`alias/...-license-signing`).
-    pub key_id: String,
-    pub stripe_api_base: String,
-    pub stripe_secret_id: String,
-    pub artifacts_bucket: String,
-    pub metrics_namespace: String,
-}
-
-impl Config {
-    pub fn from_env(env: &Env) -> Result<Self> {
-        Ok(Self {
-            licenses_table: env.required("LICENSES_TABLE")?,
-            key_id: env.required("LICENSE_KEY_ID")?,
-            stripe_api_base: env.url("STRIPE_API_BASE")?,
-            stripe_secret_id: env.required("STRIPE_API_KEY_SECRET_ID")?,
-            artifacts_bucket: env.required("ARTIFACTS_BUCKET")?,
-            metrics_namespace: env
-                .optional("METRICS_NAMESPACE")
-                .unwrap_or_else(|| "blapi".into()),
-        })
-    }
-}
-
-/// `{"api_key": "sk_..."}` in Secrets Manager.
-#[derive(Deserialize)]
-struct StripeKey {
-    api_key: String,
-}
 
 /// An operator's request (direct invocation; samples in `events/license-minting/`).
 #[derive(Debug, Deserialize)]
@@ -88,6 +52,38 @@ fn operator() -> RevocationReason {
     RevocationReason::Operator
 }
 
+/// The function's name, a metric dimension.
+pub const FUNCTION: &str = "license-minting";
+
+/// The adapters license-minting runs on: [`Ports::connect`] in Lambda, fakes in tests.
+#[derive(Clone)]
+pub struct Ports {
+    pub stripe: Arc<dyn StripeReads>,
+    pub signer: Arc<dyn LicenseSigner>,
+    pub store: Arc<dyn LicenseStore>,
+    /// License files, the revocation list, and claim-checked message bodies.
+    pub files: Arc<dyn ObjectStore>,
+}
+
+impl Ports {
+    /// KMS signer on `LICENSE_KEY_ID`, Stripe with the key from Secrets Manager, the licenses
+    /// table, S3.
+    pub async fn connect(config: &Config, clients: &Clients) -> Result<Self> {
+        Ok(Self {
+            stripe: Arc::new(StripeClient::from_secret(&config.stripe, clients.secrets()).await?),
+            signer: Arc::new(KmsSigner::new(clients.kms().clone(), config.key_id.clone())),
+            store: Arc::new(DynamoLicenseStore::new(
+                clients.dynamodb().clone(),
+                config.licenses_table.clone(),
+            )),
+            files: Arc::new(S3Store::new(
+                clients.s3().clone(),
+                config.artifacts_bucket.clone(),
+            )),
+        })
+    }
+}
+
 /// Everything built once per cold start.
 pub struct App {
     service: LicenseService,
@@ -96,58 +92,26 @@ pub struct App {
 }
 
 impl App {
-    /// Production wiring: KMS signer on `LICENSE_KEY_ID`.
-    pub async fn new(env: &Env, clients: &Clients) -> Result<Self> {
-        let config = Config::from_env(env)?;
-        let signer = Arc::new(KmsSigner::new(clients.kms().clone(), config.key_id.clone()));
-        Self::with_signer(config, clients, signer).await
+    pub fn new(config: Config, ports: Ports) -> Self {
+        Self {
+            service: LicenseService::new(
+                ports.stripe,
+                ports.signer,
+                ports.store,
+                ports.files.clone(),
+            ),
+            files: ports.files,
+            metrics_namespace: config.metrics_namespace,
+        }
     }
 
-    /// The same wiring with another signer (tests count KMS calls with a wrapper).
-    pub async fn with_signer(
-        config: Config,
-        clients: &Clients,
-        signer: Arc<dyn LicenseSigner>,
-    ) -> Result<Self> {
-        let key: Secret<StripeKey> =
-            blapi::secrets::load_json(clients.secrets(), &config.stripe_secret_id).await?;
-        let stripe = StripeClient::new(
-            config.stripe_api_base.clone(),
-            Secret::new(key.expose().api_key.clone()),
-            Duration::from_secs(10),
-        )?;
-        let files: Arc<dyn ObjectStore> = Arc::new(S3Store::new(
-            clients.s3().clone(),
-            config.artifacts_bucket.clone(),
-        ));
-        let service = LicenseService::new(
-            Arc::new(StripeApi::new(stripe)),
-            signer,
-            Arc::new(DynamoLicenseStore::new(
-                clients.dynamodb().clone(),
-                config.licenses_table.clone(),
-            )),
-            files.clone(),
-        );
-        // Fetch the public key during init, so every license costs one KMS call. A failure
-        // here is not fatal: the first request tries again and reports it.
-        if let Err(e) = service.public_key().await {
+    /// Fetches the public key once, so every license then costs one KMS call. A failure is
+    /// not fatal: the first request tries again and reports it.
+    pub async fn warm(self) -> Self {
+        if let Err(e) = self.service.public_key().await {
             tracing::warn!(error = %e.chain(), "public key not available at start");
         }
-        Ok(Self {
-            service,
-            files,
-            metrics_namespace: config.metrics_namespace,
-        })
-    }
-
-    /// Wiring from parts (unit tests).
-    pub fn from_parts(service: LicenseService, files: Arc<dyn ObjectStore>) -> Self {
-        Self {
-            service,
-            files,
-            metrics_namespace: "blapi".into(),
-        }
+        self
     }
 
     /// The domain service.
@@ -174,31 +138,26 @@ impl App {
     }
 
     async fn handle_batch(&self, batch: SqsEvent) -> Result<Value> {
-        let records = batch.records.len() as u64;
-        let minted = AtomicU64::new(0);
-        let revoked = AtomicU64::new(0);
+        let tally = Tally::new(&self.metrics_namespace, FUNCTION);
+        tally.count("Records", batch.records.len() as u64);
         let service = &self.service;
         let response = process_batch(batch, self.files.as_ref(), |record| {
-            let (minted, revoked) = (&minted, &revoked);
+            let tally = &tally;
             async move {
                 let msg: EventMessage = record.json()?;
                 match service.handle_event(&msg).await? {
-                    Outcome::Minted { .. } => minted.fetch_add(1, Ordering::Relaxed),
+                    Outcome::Minted { .. } => tally.one("LicensesMinted"),
                     Outcome::Revoked { license_ids } => {
-                        revoked.fetch_add(license_ids.len() as u64, Ordering::Relaxed)
+                        tally.count("LicensesRevoked", license_ids.len() as u64)
                     }
-                    _ => 0,
+                    _ => {}
                 };
                 Ok(())
             }
         })
         .await;
-        let mut metrics = Metrics::new(&self.metrics_namespace, "license-minting");
-        metrics.count("Records", records);
-        metrics.count("RecordFailures", response.batch_item_failures.len() as u64);
-        metrics.count("LicensesMinted", minted.load(Ordering::Relaxed));
-        metrics.count("LicensesRevoked", revoked.load(Ordering::Relaxed));
-        metrics.flush();
+        tally.count("RecordFailures", response.batch_item_failures.len() as u64);
+        tally.flush();
         serde_json::to_value(&response).map_err(|e| Error::Invalid(format!("batch response: {e}")))
     }
 
@@ -218,14 +177,13 @@ impl App {
                 customer,
                 subscription,
             } => {
-                let licenses = match (customer, subscription) {
-                    (Some(c), None) => self.service.list_customer(&c).await?,
-                    (None, Some(s)) => self.service.list_subscription(&s).await?,
-                    _ => {
-                        return Err(Error::Invalid(
-                            "list needs exactly one of customer, subscription".into(),
-                        ));
-                    }
+                let licenses = match exactly_one(
+                    "list",
+                    ("customer", customer),
+                    ("subscription", subscription),
+                )? {
+                    OneOf::First(c) => self.service.list_customer(&c).await?,
+                    OneOf::Second(s) => self.service.list_subscription(&s).await?,
                 };
                 Ok(json!({ "count": licenses.len(), "licenses": licenses }))
             }
@@ -233,14 +191,13 @@ impl App {
                 license,
                 license_id,
             } => {
-                let report = match (license, license_id) {
-                    (Some(file), None) => self.service.verify_file(&file).await?,
-                    (None, Some(id)) => self.service.verify_id(&id).await?,
-                    _ => {
-                        return Err(Error::Invalid(
-                            "verify needs exactly one of license, license_id".into(),
-                        ));
-                    }
+                let report = match exactly_one(
+                    "verify",
+                    ("license", license),
+                    ("license_id", license_id),
+                )? {
+                    OneOf::First(file) => self.service.verify_file(&file).await?,
+                    OneOf::Second(id) => self.service.verify_id(&id).await?,
                 };
                 to_json(serde_json::to_value(report))
             }
@@ -267,8 +224,9 @@ fn request_kind(r: &AdminRequest) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use blapi::licensing::{InProcessSigner, LicenseStatus, MemoryLicenseStore, MemoryStripe};
+    use blapi::licensing::{InProcessSigner, LicenseStatus, MemoryLicenseStore};
     use blapi::storage::MemoryStore;
+    use blapi::stripe::MemoryStripe;
     use lambda_runtime::Context;
 
     fn app() -> (App, Arc<MemoryStripe>, Arc<MemoryLicenseStore>) {
@@ -276,13 +234,29 @@ mod tests {
         let store = Arc::new(MemoryLicenseStore::new());
         let files = Arc::new(MemoryStore::new());
         let signer = Arc::new(InProcessSigner::generate().expect("key"));
-        let service = LicenseService::new(stripe.clone(), signer, store.clone(), files.clone());
         stripe.put_customer(json!({"id": "cus_1", "name": "Ada", "email": "ada@example.com"}));
         let now = chrono_now();
         stripe.put_subscription(json!({"id": "sub_1", "customer": "cus_1", "status": "active",
             "current_period_start": now - 60, "current_period_end": now + 30 * 86400,
             "items": {"data": [{"id": "si_1", "quantity": 4, "plan": {"id": "plan_1", "metadata": {"sku": "professional"}}}]}}));
-        (App::from_parts(service, files), stripe, store)
+        let ports = Ports {
+            stripe: stripe.clone(),
+            signer,
+            store: store.clone(),
+            files,
+        };
+        (App::new(test_config(), ports), stripe, store)
+    }
+
+    fn test_config() -> Config {
+        Config::from_env(&blapi::config::Env::from_map([
+            ("LICENSES_TABLE", "licenses"),
+            ("LICENSE_KEY_ID", "alias/test"),
+            ("STRIPE_API_BASE", "http://127.0.0.1:9"),
+            ("STRIPE_API_KEY_SECRET_ID", "unused"),
+            ("ARTIFACTS_BUCKET", "artifacts"),
+        ]))
+        .expect("config")
     }
 
     fn chrono_now() -> i64 {
@@ -513,7 +487,8 @@ mod tests {
 
     #[test]
     fn config_names_the_missing_variable() {
-        let e = Config::from_env(&Env::from_map([("LICENSES_TABLE", "t")])).unwrap_err();
+        let e =
+            Config::from_env(&blapi::config::Env::from_map([("LICENSES_TABLE", "t")])).unwrap_err();
         assert!(e.to_string().contains("LICENSE_KEY_ID"), "{e}");
     }
 }

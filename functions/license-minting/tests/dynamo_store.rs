@@ -5,9 +5,10 @@
 
 use blapi::licensing::{
     CountingSigner, DynamoLicenseStore, InProcessSigner, LicenseService, LicenseStatus,
-    LicenseStore, MemoryStripe, Outcome,
+    LicenseStore, Outcome,
 };
 use blapi::storage::MemoryStore;
+use blapi::stripe::MemoryStripe;
 use serde_json::json;
 use std::sync::{Arc, OnceLock};
 

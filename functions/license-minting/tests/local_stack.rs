@@ -5,11 +5,12 @@
 use base64::Engine;
 use blapi::aws::Clients;
 use blapi::config::{Env, Secret};
+use blapi::licensing::Config;
 use blapi::licensing::{CountingSigner, KmsSigner, LicenseSigner};
 use blapi::storage::{ObjectStore, S3Store};
 use blapi::stripe::{StripeClient, form_pairs};
 use lambda_runtime::{Context, LambdaEvent};
-use license_minting::handler::{App, Config};
+use license_minting::handler::{App, Ports};
 use rsa::pkcs8::DecodePublicKey;
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -40,10 +41,9 @@ async fn local_with_key(key_override: Option<&str>) -> Local {
         clients.kms().clone(),
         config.key_id.clone(),
     )));
-    let dyn_signer: Arc<dyn LicenseSigner> = signer.clone();
-    let app = App::with_signer(config, &clients, dyn_signer)
-        .await
-        .expect("app");
+    let mut ports = Ports::connect(&config, &clients).await.expect("ports");
+    ports.signer = signer.clone() as Arc<dyn LicenseSigner>;
+    let app = App::new(config, ports).warm().await;
     Local {
         app,
         signer,

@@ -15,6 +15,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)] // a dev tool
 
 use blapi::aws::Clients;
+use blapi::billing::Config;
 use blapi::config::{Env, Secret};
 use blapi::stripe::StripeClient;
 use chrono::{DateTime, Duration as Days, Utc};
@@ -23,7 +24,7 @@ use lambda_runtime::{Context, LambdaEvent};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
-use usage_billing::handler::{App, Overrides};
+use usage_billing::handler::{App, Ports};
 
 const PERIOD: &str = "2026-10";
 
@@ -109,19 +110,12 @@ async fn main() {
     )
     .unwrap();
     let now: DateTime<Utc> = "2026-11-01T02:00:00Z".parse().unwrap();
-    let app = Arc::new(
-        App::new(
-            &Env::from_map(stack.env("usage-billing")),
-            &clients,
-            Overrides {
-                stripe_client: Some(stripe.clone()),
-                clock: Some(Arc::new(move || now)),
-                ..Overrides::default()
-            },
-        )
-        .await
-        .unwrap(),
-    );
+    let config = Config::from_env(&Env::from_map(stack.env("usage-billing"))).unwrap();
+    let mut ports = Ports::connect(&config, &clients).await.unwrap();
+    // Our own client, so its call counter is readable here.
+    ports.stripe = Arc::new(stripe.clone());
+    ports.clock = Arc::new(move || now);
+    let app = Arc::new(App::new(config, ports));
     println!("stack provisioned in {:.1?}", t0.elapsed());
 
     // localstripe customers with a zero-amount subscription (it only invoices those)

@@ -4,15 +4,17 @@
 //! table, Stripe invoices, `invoices/{customer}/{period}.{json,html}` in S3 and
 //! notifications.
 
-use lambda_runtime::{Error, LambdaEvent, run, service_fn};
-use usage_billing::handler::App;
+use blapi::aws::Clients;
+use blapi::billing::Config;
+use blapi::config::Env;
+use lambda_runtime::{run, service_fn};
+use usage_billing::handler::{App, Ports};
 
 #[tokio::main]
-async fn main() -> Result<(), Error> {
+async fn main() -> Result<(), lambda_runtime::Error> {
     blapi::telemetry::init();
-    let app = App::from_env().await?;
-    run(service_fn(|event: LambdaEvent<serde_json::Value>| {
-        app.handle(event)
-    }))
-    .await
+    let config = Config::from_env(&Env::process())?;
+    let clients = Clients::from_env().await?;
+    let app = App::new(config.clone(), Ports::connect(&config, &clients).await?);
+    run(service_fn(|event| app.handle(event))).await
 }

@@ -2,19 +2,22 @@
 
 #![allow(clippy::unwrap_used)] // test helpers: a panic is the failure report
 
+use blapi::billing::Config;
 use blapi::billing::dunning;
-use blapi::billing::ports::{MemoryBilling, MemoryStripe, SubscriptionView};
+use blapi::billing::memory::MemoryBilling;
+use blapi::billing::ports::SubscriptionView;
 use blapi::billing::pricebook::PriceBook;
-use blapi::billing::service::{Billing, BillingConfig, Job};
+use blapi::billing::service::{BillingConfig, Job};
 use blapi::billing::usage::{IngestPolicy, RejectReason};
 use blapi::ledger::MemoryLedger;
 use blapi::queue::MemoryQueue;
 use blapi::storage::MemoryStore;
+use blapi::stripe::{MemoryStripe, StripeConfig};
 use chrono::{DateTime, Utc};
 use lambda_runtime::{Context, LambdaEvent};
 use std::sync::Arc;
 use std::time::Duration;
-use usage_billing::handler::App;
+use usage_billing::handler::{App, Ports};
 
 struct Rig {
     app: App,
@@ -26,7 +29,8 @@ fn rig(now: &str) -> Rig {
     let table = Arc::new(MemoryBilling::new());
     let store = Arc::new(MemoryStore::new());
     let queue = Arc::new(MemoryQueue::new());
-    let billing = Billing {
+    let now: DateTime<Utc> = now.parse().unwrap();
+    let ports = Ports {
         usage: table.clone(),
         subs: table.clone(),
         invoices: table.clone(),
@@ -34,10 +38,22 @@ fn rig(now: &str) -> Rig {
         dunning: table.clone(),
         stripe: Arc::new(MemoryStripe::new()),
         artifacts: store.clone(),
+        store,
         ledger: Arc::new(MemoryLedger::new()),
         queue: queue.clone(),
         book: Arc::new(PriceBook::embedded().unwrap()),
-        config: BillingConfig {
+        clock: Arc::new(move || now),
+    };
+    let config = Config {
+        table: "billing".into(),
+        ledger_table: "ledger".into(),
+        artifacts_bucket: "artifacts".into(),
+        stripe: StripeConfig {
+            api_base: "http://127.0.0.1:9".into(),
+            secret_id: "unused".into(),
+            timeout: Duration::from_secs(1),
+        },
+        service: BillingConfig {
             jobs_queue_url: "jobs".into(),
             notifications_queue_url: "notes".into(),
             ingest: IngestPolicy::default(),
@@ -47,10 +63,10 @@ fn rig(now: &str) -> Rig {
             },
             lease: Duration::from_secs(60),
         },
+        metrics_namespace: "test".into(),
     };
-    let now: DateTime<Utc> = now.parse().unwrap();
     Rig {
-        app: App::from_parts(billing, store, "test".into(), Some(Arc::new(move || now))),
+        app: App::new(config, ports),
         table,
         queue,
     }

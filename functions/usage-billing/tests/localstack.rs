@@ -5,15 +5,19 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers: a panic is the failure report
 
 use blapi::aws::Clients;
+use blapi::billing::Config;
 use blapi::billing::dynamo::DynamoBilling;
 use blapi::billing::ports::Credits;
 use blapi::config::Env;
+use blapi::config::Secret;
 use blapi::retry::RetryPolicy;
 use blapi::storage::{MemoryStore, ObjectStore, S3Store};
+use blapi::stripe::StripeClient;
 use chrono::{DateTime, Utc};
 use lambda_runtime::{Context, LambdaEvent};
 use std::sync::Arc;
-use usage_billing::handler::{App, Overrides};
+use std::time::Duration;
+use usage_billing::handler::{App, Ports};
 
 const PERIOD: &str = "2026-10";
 
@@ -42,14 +46,23 @@ impl Ctx {
         Self { stack, clients }
     }
 
-    async fn app(&self, o: Overrides) -> App {
-        let env = Env::from_map(self.stack.env("usage-billing"));
-        let o = Overrides {
-            stripe_base: o.stripe_base.or_else(|| Some(localstripe())),
-            clock: Some(clock()),
-            ..o
-        };
-        App::new(&env, &self.clients, o).await.unwrap()
+    /// The app as Lambda wires it, on this stack and localstripe (or `stripe_base`), with
+    /// the clock pinned; `adjust` swaps a port (fault injection).
+    async fn app_with(&self, stripe_base: Option<String>, adjust: impl FnOnce(&mut Ports)) -> App {
+        let mut env = self.stack.env("usage-billing");
+        env.insert(
+            "STRIPE_API_BASE".into(),
+            stripe_base.unwrap_or_else(localstripe),
+        );
+        let config = Config::from_env(&Env::from_map(env)).unwrap();
+        let mut ports = Ports::connect(&config, &self.clients).await.unwrap();
+        ports.clock = clock();
+        adjust(&mut ports);
+        App::new(config, ports)
+    }
+
+    async fn app(&self) -> App {
+        self.app_with(None, |_| {}).await
     }
 
     fn env(&self, k: &str) -> String {
@@ -275,7 +288,7 @@ fn rec(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_period_is_invoiced_once_with_reruns_duplicates_and_a_failed_artifact_write() {
     let ctx = Ctx::new(true).await;
-    let app = ctx.app(Overrides::default()).await;
+    let app = ctx.app().await;
     let http = reqwest::Client::new();
     let base = localstripe();
     let (a, sa) = stripe_customer(&http, &base).await;
@@ -448,10 +461,7 @@ async fn a_period_is_invoiced_once_with_reruns_duplicates_and_a_failed_artifact_
     let failing = Arc::new(MemoryStore::new());
     failing.set_failing(true);
     let broken = ctx
-        .app(Overrides {
-            artifacts: Some(failing as Arc<dyn ObjectStore>),
-            ..Overrides::default()
-        })
+        .app_with(None, |p| p.artifacts = failing as Arc<dyn ObjectStore>)
         .await;
     let err = broken
         .handle(LambdaEvent::new(
@@ -598,12 +608,15 @@ async fn stripe_5xx_and_429_mid_invoice_resume_without_duplicates() {
         .expect(1)
         .mount(&server)
         .await;
+    let stripe = StripeClient::new(
+        server.uri(),
+        Secret::new("sk_test_x".into()),
+        Duration::from_secs(5),
+    )
+    .unwrap()
+    .with_retry(RetryPolicy::immediate(2));
     let app = ctx
-        .app(Overrides {
-            stripe_base: Some(server.uri()),
-            stripe_retry: Some(RetryPolicy::immediate(2)),
-            ..Overrides::default()
-        })
+        .app_with(Some(server.uri()), |p| p.stripe = Arc::new(stripe))
         .await;
     let sub = format!("sub_{}", uuid::Uuid::new_v4().simple());
     let resp = call(

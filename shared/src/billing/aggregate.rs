@@ -14,7 +14,7 @@
 use super::money::{Quantity, SCALE, round_half_even};
 use super::period::Period;
 use serde::{Deserialize, Serialize};
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 
 /// How a metric's records become one quantity.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -77,6 +77,34 @@ impl Partial {
 pub struct Point {
     pub ts_ms: i64,
     pub value: Quantity,
+}
+
+/// What the usage store holds of one metric for one period: the merged daily partials (count,
+/// sum, max, unique count), or the points (latest, weighted sum) and, for weighted sum, the
+/// last level before the period. Stores return this; [`quantities`] turns it into numbers, so
+/// the DynamoDB store and the in-memory fake cannot compute differently.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MetricUsage {
+    pub partial: Partial,
+    pub points: Vec<Point>,
+    pub carry_in: Option<Quantity>,
+}
+
+/// The period's quantity of each metric from what the store returned (a metric the store had
+/// nothing for is zero).
+pub fn quantities(
+    metrics: &[(String, Aggregation)],
+    mut usage: BTreeMap<String, MetricUsage>,
+    period: Period,
+) -> BTreeMap<String, Quantity> {
+    metrics
+        .iter()
+        .map(|(metric, agg)| {
+            let u = usage.remove(metric).unwrap_or_default();
+            let q = quantity(*agg, &u.partial, &u.points, u.carry_in, period);
+            (metric.clone(), q)
+        })
+        .collect()
 }
 
 /// The quantity of a period from its partial and points.

@@ -26,7 +26,7 @@
 //! it — reads grow with the number of points, so those metrics suit gauges sampled at a
 //! modest rate. Cost: 2 write units per record for the transaction (4 WCU-equivalents).
 
-use super::aggregate::{Aggregation, Partial, Point, quantity};
+use super::aggregate::{Aggregation, MetricUsage, Partial, Point};
 use super::dunning::Dunning;
 use super::money::{Currency, Money, Quantity};
 use super::period::Period;
@@ -37,7 +37,10 @@ use super::ports::{
 use super::pricebook::PriceBook;
 use super::subscription::Subscription;
 use super::usage::{Rejection, Usage};
-use crate::aws::dynamo::{Item, is_conditional_check_failed as is_conditional, n, query_all, s};
+use crate::aws::dynamo::{
+    Item, get_json, get_n, get_s, get_ss, is_conditional_check_failed as is_conditional,
+    json_attr as to_doc, n, query_all, s,
+};
 use crate::error::{Error, Result};
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
@@ -53,16 +56,6 @@ pub struct DynamoBilling {
     table: String,
 }
 
-fn get_s(item: &Item, k: &str) -> Option<String> {
-    item.get(k).and_then(|v| v.as_s().ok()).cloned()
-}
-
-fn get_n<T: std::str::FromStr>(item: &Item, k: &str) -> Option<T> {
-    item.get(k)
-        .and_then(|v| v.as_n().ok())
-        .and_then(|v| v.parse().ok())
-}
-
 fn ddb<E>(
     e: aws_sdk_dynamodb::error::SdkError<E, aws_sdk_dynamodb::config::http::HttpResponse>,
 ) -> Error
@@ -73,15 +66,7 @@ where
 }
 
 fn doc<T: serde::de::DeserializeOwned>(item: &Item, what: &str) -> Result<T> {
-    let text =
-        get_s(item, "doc").ok_or_else(|| Error::Invalid(format!("{what} item has no doc")))?;
-    serde_json::from_str(&text).map_err(|e| Error::Invalid(format!("{what} item is corrupt: {e}")))
-}
-
-fn to_doc<T: serde::Serialize>(v: &T) -> Result<AttributeValue> {
-    serde_json::to_string(v)
-        .map(s)
-        .map_err(|e| Error::Invalid(e.to_string()))
+    get_json(item, "doc", what)
 }
 
 fn usage_pk(customer: &str, subscription: &str) -> String {
@@ -327,68 +312,61 @@ impl UsageStore for DynamoBilling {
         Ok(())
     }
 
-    async fn quantities(
+    async fn usage(
         &self,
         customer: &str,
         subscription: &str,
         metrics: &[(String, Aggregation)],
         period: Period,
-    ) -> Result<BTreeMap<String, Quantity>> {
+    ) -> Result<BTreeMap<String, MetricUsage>> {
         let pk = usage_pk(customer, subscription);
-        let mut partials: HashMap<String, Partial> = HashMap::new();
+        let mut out: BTreeMap<String, MetricUsage> = metrics
+            .iter()
+            .map(|(m, _)| (m.clone(), MetricUsage::default()))
+            .collect();
         if metrics.iter().any(|(_, a)| !a.needs_points()) {
-            for item in self.query_prefix(&pk, &format!("D#{period}#")).await? {
+            let prefix = format!("D#{period}#");
+            for item in self.query_prefix(&pk, &prefix).await? {
                 let sk = get_s(&item, "sk").unwrap_or_default();
                 let Some(metric) = sk
-                    .strip_prefix(&format!("D#{period}#"))
+                    .strip_prefix(&prefix)
                     .and_then(|r| r.rsplit_once('#'))
-                    .map(|(m, _)| m.to_owned())
+                    .map(|(m, _)| m)
                 else {
                     continue;
                 };
-                let p = Partial {
-                    count: get_n(&item, "cnt").unwrap_or(0),
-                    sum: get_n(&item, "sm").unwrap_or(0),
-                    max: get_n(&item, "mx"),
-                    unique: item
-                        .get("uq")
-                        .and_then(|v| v.as_ss().ok())
-                        .map(|v| v.iter().cloned().collect())
-                        .unwrap_or_default(),
-                };
-                partials.entry(metric).or_default().merge(p);
+                if let Some(u) = out.get_mut(metric) {
+                    u.partial.merge(Partial {
+                        count: get_n(&item, "cnt").unwrap_or(0),
+                        sum: get_n(&item, "sm").unwrap_or(0),
+                        max: get_n(&item, "mx"),
+                        unique: get_ss(&item, "uq").into_iter().collect(),
+                    });
+                }
             }
         }
         let start = period.start().timestamp_millis();
         let end = period.end().timestamp_millis();
-        let mut out = BTreeMap::new();
         for (metric, agg) in metrics {
-            let from = point_sk(metric, start);
-            let to = point_sk(metric, end);
-            let q = match agg {
+            let (from, to) = (point_sk(metric, start), point_sk(metric, end));
+            let Some(u) = out.get_mut(metric) else {
+                continue;
+            };
+            match agg {
+                // The latest point of the period is the only one `latest` needs.
                 Aggregation::Latest => {
-                    let pts = self.points(&pk, metric, &from, &to, false, Some(1)).await?;
-                    pts.first().map_or(Quantity::ZERO, |p| p.value)
+                    u.points = self.points(&pk, metric, &from, &to, false, Some(1)).await?;
                 }
                 Aggregation::WeightedSum => {
-                    let pts = self.points(&pk, metric, &from, &to, true, None).await?;
-                    let before = self
+                    u.points = self.points(&pk, metric, &from, &to, true, None).await?;
+                    u.carry_in = self
                         .points(&pk, metric, &format!("P#{metric}#"), &from, false, Some(1))
-                        .await?;
-                    quantity(
-                        *agg,
-                        &Partial::default(),
-                        &pts,
-                        before.first().map(|p| p.value),
-                        period,
-                    )
+                        .await?
+                        .first()
+                        .map(|p| p.value);
                 }
-                _ => {
-                    let p = partials.remove(metric).unwrap_or_default();
-                    quantity(*agg, &p, &[], None, period)
-                }
-            };
-            out.insert(metric.clone(), q);
+                _ => {}
+            }
         }
         Ok(out)
     }
@@ -615,7 +593,7 @@ impl Credits for DynamoBilling {
                 let applied = self
                     .get(&format!("CUST#{customer}"), "CREDIT")
                     .await?
-                    .and_then(|i| i.get("applied").and_then(|v| v.as_ss().ok()).cloned())
+                    .map(|i| get_ss(&i, "applied"))
                     .unwrap_or_default();
                 Ok(if applied.contains(&tag) {
                     Debit::AlreadyApplied

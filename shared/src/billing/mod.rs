@@ -13,24 +13,39 @@
 //! - [`subscription`]: the local view of Stripe subscriptions, proration by active days.
 //! - [`invoice`]: composition (price, prorate, minimum, credits) and JSON/HTML rendering.
 //! - [`dunning`]: the active / past_due / suspended state machine.
-//! - [`ports`]: the capabilities the services need, with in-memory fakes.
-//! - [`dynamo`]: the billing-table adapters (item layout documented there).
-//! - [`stripe_api`]: invoice items, invoices and finalize on Stripe.
+//! - [`ports`]: the capabilities the services need and the records they exchange.
+//! - [`dynamo`]: the billing-table adapter of every storage port (item layout documented there).
+//! - [`memory`]: the in-memory fake of the storage ports.
+//! - [`invoicing`]: the [`ports::Invoicing`] port on any [`crate::stripe::StripeInvoices`].
 //! - [`service`]: ingest, plan, bill and billing-event services.
+//! - [`dispatch`]: what each message and invocation means ([`service::Job`], usage, Stripe
+//!   events) and the outcome counters.
+//! - [`config`]: [`Config`], usage-billing's environment.
+//!
+//! # Ports and adapters
+//! | port | adapters |
+//! |---|---|
+//! | `UsageStore`, `SubscriptionView`, `InvoiceStore`, `Credits`, `DunningStore` | `DynamoBilling`, `MemoryBilling` |
+//! | `Invoicing` | `crate::stripe::StripeClient`, `crate::stripe::MemoryStripe` (one implementation for both) |
+//! | `crate::storage::ObjectStore`, `crate::ledger::Ledger`, `crate::queue::QueueSender` | S3 / DynamoDB / SQS and their fakes |
 
 pub mod aggregate;
+pub mod config;
+pub mod dispatch;
 pub mod dunning;
 pub mod dynamo;
 pub mod invoice;
+pub mod invoicing;
+pub mod memory;
 pub mod money;
 pub mod period;
 pub mod ports;
 pub mod pricebook;
 pub mod pricing;
 pub mod service;
-pub mod stripe_api;
 pub mod subscription;
 pub mod usage;
 
+pub use config::Config;
 pub use money::{Currency, Money, Quantity, Rate};
 pub use period::Period;

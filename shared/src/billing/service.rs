@@ -14,7 +14,7 @@
 //! real Stripe within 24 h, the lookup covers it after (and on localstripe, which ignores
 //! keys). Credits are debited once per invoice key by a conditional update.
 
-use super::aggregate::Aggregation;
+use super::aggregate::{self, Aggregation};
 use super::dunning::{self, InvoiceEvent, Status};
 use super::invoice::{self, Invoice, StripeRefs, SubscriptionUsage, invoice_key};
 use super::money::{Currency, Money};
@@ -376,10 +376,11 @@ impl Billing {
                 .iter()
                 .filter_map(|c| Some((c.metric.clone()?, c.aggregation?)))
                 .collect();
-            let quantities = self
+            let usage = self
                 .usage
-                .quantities(customer, &s.subscription, &metrics, period)
+                .usage(customer, &s.subscription, &metrics, period)
                 .await?;
+            let quantities = aggregate::quantities(&metrics, usage, period);
             with_usage.push(SubscriptionUsage {
                 subscription: s,
                 quantities,
@@ -407,176 +408,200 @@ impl Billing {
         Ok(())
     }
 
+    /// The bill state machine: one step per state, each saving the record before the next.
     async fn run_bill(&self, customer: &str, period: Period) -> Result<BillOutcome> {
-        let mut rec = match self.invoices.load(customer, period).await? {
-            Some(r) => r,
-            None => {
-                let Some(invoice) = self.compose(customer, period).await? else {
-                    tracing::info!(customer_id = %customer, %period, "nothing billable");
-                    return Ok(BillOutcome::NothingToBill);
-                };
-                let rec = InvoiceRecord {
-                    state: BillState::Planned,
-                    invoice,
-                    refs: StripeRefs::default(),
-                    attempts: 0,
-                    version: 1,
-                };
-                if self.invoices.create(&rec).await? {
-                    rec
-                } else {
-                    self.invoices
-                        .load(customer, period)
-                        .await?
-                        .ok_or_else(|| Error::InProgress("invoice record vanished".into()))?
-                }
-            }
+        let Some(mut rec) = self.open_record(customer, period).await? else {
+            tracing::info!(customer_id = %customer, %period, "nothing billable");
+            return Ok(BillOutcome::NothingToBill);
         };
         if rec.state == BillState::Done {
             return Ok(BillOutcome::AlreadyBilled);
         }
         rec.attempts += 1;
         self.save(&mut rec).await?;
-        let resuming = rec.attempts > 1;
-        if resuming {
+        let run = Run {
+            customer,
+            period,
+            key: invoice_key(customer, period),
+            resuming: rec.attempts > 1,
+        };
+        if run.resuming {
             tracing::info!(customer_id = %customer, %period, state = ?rec.state, attempts = rec.attempts, "resuming bill run");
         }
-        let ikey = invoice_key(customer, period);
-        let mut credit_rounds = 0;
         loop {
-            match rec.state {
-                BillState::Planned => {
-                    let credit = rec.invoice.credit_applied;
-                    if credit > 0 {
-                        match self
-                            .credits
-                            .debit(customer, &ikey, &rec.invoice.money(credit))
-                            .await?
-                        {
-                            Debit::Applied | Debit::AlreadyApplied => {}
-                            Debit::Insufficient => {
-                                credit_rounds += 1;
-                                if credit_rounds > 3 {
-                                    return Err(Error::InProgress(format!(
-                                        "credit balance of {customer} keeps changing"
-                                    )));
-                                }
-                                let balance = self.credits.balance(customer).await?;
-                                rec.invoice = rec.invoice.clone().with_credit(balance.as_ref());
-                                self.save(&mut rec).await?;
-                                continue;
-                            }
-                        }
-                    }
-                    self.advance(&mut rec, BillState::Credited).await?;
-                }
-                BillState::Credited => {
-                    let lines: Vec<_> = rec.invoice.billable_lines().cloned().collect();
-                    for line in lines {
-                        if rec.refs.items.contains_key(&line.id) {
-                            continue;
-                        }
-                        let item_key = format!("{ikey}:{}", line.id);
-                        let found = if resuming {
-                            self.stripe.find_item(customer, &item_key).await?
-                        } else {
-                            None
-                        };
-                        let id = match found {
-                            Some(id) => id,
-                            None => {
-                                let req = ItemRequest {
-                                    customer: customer.to_owned(),
-                                    amount: rec.invoice.money(line.amount),
-                                    description: line_description(&line),
-                                    key: item_key.clone(),
-                                    period,
-                                };
-                                self.stripe
-                                    .create_item(&req, &format!("blapi:{item_key}:item"))
-                                    .await?
-                            }
-                        };
-                        rec.refs.items.insert(line.id.clone(), id);
-                        self.save(&mut rec).await?;
-                    }
-                    self.advance(&mut rec, BillState::ItemsCreated).await?;
-                }
-                BillState::ItemsCreated => {
-                    if rec.refs.items.is_empty() {
-                        // Nothing to charge: the artifacts still explain the zero invoice.
-                        self.advance(&mut rec, BillState::Finalized).await?;
-                        continue;
-                    }
-                    let found = if resuming {
-                        self.stripe.find_invoice(customer, &ikey).await?
-                    } else {
-                        None
-                    };
-                    let inv = match found {
-                        Some(i) => i,
-                        None => {
-                            let description = format!("Usage {period} · ref {ikey}");
-                            self.stripe
-                                .create_invoice(
-                                    customer,
-                                    &ikey,
-                                    &description,
-                                    &format!("blapi:{ikey}:invoice"),
-                                )
-                                .await?
-                        }
-                    };
-                    let expected: i64 = rec.invoice.billable_lines().map(|l| l.amount).sum();
-                    if inv.total.is_some_and(|t| t != expected.max(0)) {
-                        tracing::warn!(customer_id = %customer, %period, stripe_total = ?inv.total, expected, "Stripe invoice total differs (other pending items?)");
-                    }
-                    rec.refs.invoice = Some(inv.id);
-                    self.advance(&mut rec, BillState::InvoiceCreated).await?;
-                }
-                BillState::InvoiceCreated => {
-                    let id = rec.refs.invoice.clone().unwrap_or_default();
-                    let done = self
-                        .stripe
-                        .finalize(&id, &format!("blapi:{ikey}:finalize"))
-                        .await?;
-                    rec.refs.finalized = done == Finalized::Done;
-                    if done == Finalized::Unsupported {
-                        tracing::warn!(invoice = %id, "Stripe API has no finalize endpoint; invoice left as draft");
-                    }
-                    self.advance(&mut rec, BillState::Finalized).await?;
-                }
-                BillState::Finalized => {
-                    let (json_key, html_key) = artifact_keys(customer, period);
-                    self.artifacts
-                        .put(
-                            &json_key,
-                            invoice::render_json(&rec.invoice, &rec.refs),
-                            "application/json",
-                        )
-                        .await?;
-                    self.artifacts
-                        .put(
-                            &html_key,
-                            invoice::render_html(&rec.invoice, &rec.refs),
-                            "text/html; charset=utf-8",
-                        )
-                        .await?;
-                    self.advance(&mut rec, BillState::ArtifactsWritten).await?;
-                }
-                BillState::ArtifactsWritten => {
-                    self.advance(&mut rec, BillState::Done).await?;
-                }
+            let next = match rec.state {
+                BillState::Planned => self.debit_credit(&run, &mut rec).await?,
+                BillState::Credited => self.create_items(&run, &mut rec).await?,
+                BillState::ItemsCreated => self.create_invoice(&run, &mut rec).await?,
+                BillState::InvoiceCreated => self.finalize(&mut rec, &run).await?,
+                BillState::Finalized => self.write_artifacts(&run, &rec).await?,
+                BillState::ArtifactsWritten => BillState::Done,
                 BillState::Done => {
                     tracing::info!(customer_id = %customer, %period, total = rec.invoice.total, stripe_invoice = ?rec.refs.invoice, "invoice done");
                     return Ok(BillOutcome::Invoiced {
                         stripe_invoice: rec.refs.invoice.clone(),
                         total: rec.invoice.total,
-                        resumed: resuming,
+                        resumed: run.resuming,
                     });
                 }
-            }
+            };
+            self.advance(&mut rec, next).await?;
         }
+    }
+
+    /// The stored record of (customer, period), or a new PLANNED one composed now; `None`
+    /// when there is nothing to bill.
+    async fn open_record(&self, customer: &str, period: Period) -> Result<Option<InvoiceRecord>> {
+        if let Some(rec) = self.invoices.load(customer, period).await? {
+            return Ok(Some(rec));
+        }
+        let Some(invoice) = self.compose(customer, period).await? else {
+            return Ok(None);
+        };
+        let rec = InvoiceRecord {
+            state: BillState::Planned,
+            invoice,
+            refs: StripeRefs::default(),
+            attempts: 0,
+            version: 1,
+        };
+        if self.invoices.create(&rec).await? {
+            return Ok(Some(rec));
+        }
+        // Another run created it meanwhile: continue from its record.
+        self.invoices
+            .load(customer, period)
+            .await?
+            .ok_or_else(|| Error::InProgress("invoice record vanished".into()))
+            .map(Some)
+    }
+
+    /// PLANNED: debit the credit the invoice applies, once per invoice key. When the balance
+    /// changed meanwhile the invoice is recomposed with what is left (a few rounds at most).
+    async fn debit_credit(&self, run: &Run<'_>, rec: &mut InvoiceRecord) -> Result<BillState> {
+        for _ in 0..=3 {
+            let credit = rec.invoice.credit_applied;
+            if credit <= 0 {
+                return Ok(BillState::Credited);
+            }
+            let debit = self
+                .credits
+                .debit(run.customer, &run.key, &rec.invoice.money(credit))
+                .await?;
+            if debit != Debit::Insufficient {
+                return Ok(BillState::Credited);
+            }
+            let balance = self.credits.balance(run.customer).await?;
+            rec.invoice = rec.invoice.clone().with_credit(balance.as_ref());
+            self.save(rec).await?;
+        }
+        Err(Error::InProgress(format!(
+            "credit balance of {} keeps changing",
+            run.customer
+        )))
+    }
+
+    /// CREDITED: one Stripe invoice item per billable line, each id saved as it comes. A
+    /// resumed run looks an item up by its key before creating it.
+    async fn create_items(&self, run: &Run<'_>, rec: &mut InvoiceRecord) -> Result<BillState> {
+        let lines: Vec<_> = rec.invoice.billable_lines().cloned().collect();
+        for line in lines {
+            if rec.refs.items.contains_key(&line.id) {
+                continue;
+            }
+            let item_key = format!("{}:{}", run.key, line.id);
+            let found = if run.resuming {
+                self.stripe.find_item(run.customer, &item_key).await?
+            } else {
+                None
+            };
+            let id = match found {
+                Some(id) => id,
+                None => {
+                    let req = ItemRequest {
+                        customer: run.customer.to_owned(),
+                        amount: rec.invoice.money(line.amount),
+                        description: line_description(&line),
+                        key: item_key.clone(),
+                        period: run.period,
+                    };
+                    self.stripe
+                        .create_item(&req, &format!("blapi:{item_key}:item"))
+                        .await?
+                }
+            };
+            rec.refs.items.insert(line.id.clone(), id);
+            self.save(rec).await?;
+        }
+        Ok(BillState::ItemsCreated)
+    }
+
+    /// ITEMS_CREATED: the Stripe invoice collecting the items (looked up first on a resume).
+    /// With no item there is nothing to charge: straight to FINALIZED, the artifacts still
+    /// explain the zero invoice.
+    async fn create_invoice(&self, run: &Run<'_>, rec: &mut InvoiceRecord) -> Result<BillState> {
+        if rec.refs.items.is_empty() {
+            return Ok(BillState::Finalized);
+        }
+        let found = if run.resuming {
+            self.stripe.find_invoice(run.customer, &run.key).await?
+        } else {
+            None
+        };
+        let inv = match found {
+            Some(i) => i,
+            None => {
+                let description = format!("Usage {} · ref {}", run.period, run.key);
+                self.stripe
+                    .create_invoice(
+                        run.customer,
+                        &run.key,
+                        &description,
+                        &format!("blapi:{}:invoice", run.key),
+                    )
+                    .await?
+            }
+        };
+        let expected: i64 = rec.invoice.billable_lines().map(|l| l.amount).sum();
+        if inv.total.is_some_and(|t| t != expected.max(0)) {
+            tracing::warn!(customer_id = %run.customer, period = %run.period, stripe_total = ?inv.total, expected, "Stripe invoice total differs (other pending items?)");
+        }
+        rec.refs.invoice = Some(inv.id);
+        Ok(BillState::InvoiceCreated)
+    }
+
+    /// INVOICE_CREATED: finalize (an API without the endpoint leaves a draft, said in the log).
+    async fn finalize(&self, rec: &mut InvoiceRecord, run: &Run<'_>) -> Result<BillState> {
+        let id = rec.refs.invoice.clone().unwrap_or_default();
+        let done = self
+            .stripe
+            .finalize(&id, &format!("blapi:{}:finalize", run.key))
+            .await?;
+        rec.refs.finalized = done == Finalized::Done;
+        if done == Finalized::Unsupported {
+            tracing::warn!(invoice = %id, "Stripe API has no finalize endpoint; invoice left as draft");
+        }
+        Ok(BillState::Finalized)
+    }
+
+    /// FINALIZED: the JSON and HTML artifacts (same bytes on a rerun).
+    async fn write_artifacts(&self, run: &Run<'_>, rec: &InvoiceRecord) -> Result<BillState> {
+        let (json_key, html_key) = artifact_keys(run.customer, run.period);
+        self.artifacts
+            .put(
+                &json_key,
+                invoice::render_json(&rec.invoice, &rec.refs),
+                "application/json",
+            )
+            .await?;
+        self.artifacts
+            .put(
+                &html_key,
+                invoice::render_html(&rec.invoice, &rec.refs),
+                "text/html; charset=utf-8",
+            )
+            .await?;
+        Ok(BillState::ArtifactsWritten)
     }
 
     // ----------------------------------------------------------------- billing events
@@ -680,6 +705,15 @@ impl Billing {
         }
         m
     }
+}
+
+/// One bill run: whose invoice, and whether an earlier run may have left Stripe objects.
+struct Run<'a> {
+    customer: &'a str,
+    period: Period,
+    /// The invoice key `{customer}:{period}`.
+    key: String,
+    resuming: bool,
 }
 
 fn line_description(line: &invoice::InvoiceLine) -> String {

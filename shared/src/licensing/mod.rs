@@ -16,9 +16,17 @@
 //! - [`verify`]: offline verification with one [`VerifyError`] per failure.
 //! - [`revocation`]: the signed revocation list.
 //! - [`store`]: the store port; [`DynamoLicenseStore`] and [`MemoryLicenseStore`].
-//! - [`stripe`]: typed Stripe reads (subscription, customer, product) on top of
-//!   [`crate::stripe::StripeClient`], and the in-memory fake.
+//! - [`subscription`]: what a Stripe subscription means for its license ([`SubscriptionState`]).
 //! - [`service`]: [`LicenseService`], the minting rules.
+//! - [`config`]: [`Config`], license-minting's environment.
+//!
+//! # Ports and adapters
+//! | port | adapters |
+//! |---|---|
+//! | [`LicenseSigner`] | [`KmsSigner`], [`CountingSigner`] (wrapper), `InProcessSigner` (tests) |
+//! | [`LicenseStore`] | [`DynamoLicenseStore`], [`MemoryLicenseStore`] |
+//! | [`crate::stripe::StripeReads`] | [`crate::stripe::StripeClient`], [`crate::stripe::MemoryStripe`] |
+//! | [`crate::storage::ObjectStore`] | S3, in memory |
 //!
 //! # Rules
 //!
@@ -86,15 +94,17 @@
 //! The revocation items are what `licenses/revoked.json` is rebuilt from (one consistent
 //! Query); publication re-reads after writing, so concurrent revocations are never lost.
 
+pub mod config;
 pub mod format;
 pub mod revocation;
 pub mod service;
 pub mod signer;
 pub mod sku;
 pub mod store;
-pub mod stripe;
+pub mod subscription;
 pub mod verify;
 
+pub use config::Config;
 pub use format::{Features, License, LicenseCustomer, LicenseId, LicenseKey, file_key};
 pub use revocation::{
     REVOCATION_LIST_KEY, REVOCATION_SIGNATURE_KEY, RevocationList, RevocationReason, RevokedLicense,
@@ -107,9 +117,7 @@ pub use sku::Sku;
 pub use store::{
     DynamoLicenseStore, LicenseRecord, LicenseStatus, LicenseStore, MemoryLicenseStore, TermHead,
 };
-pub use stripe::{
-    MemoryStripe, StripeApi, StripeSubscriptions, SubscriptionState, subscription_of,
-};
+pub use subscription::SubscriptionState;
 pub use verify::{
     GRACE_PERIOD_MS, VerifyError, split_file, verify_license, verify_revocation_list,
 };

@@ -8,11 +8,12 @@ use super::revocation::{
 use super::signer::{LicenseSigner, PublicKey};
 use super::sku::Sku;
 use super::store::{LicenseRecord, LicenseStatus, LicenseStore};
-use super::stripe::{Standing, StripeSubscriptions, SubscriptionState, subscription_of};
+use super::subscription::{Standing, SubscriptionState};
 use super::verify::{GRACE_PERIOD_MS, VerifyError, verify_license, verify_revocation_list};
 use crate::error::{Error, Result};
 use crate::queue::EventMessage;
 use crate::storage::ObjectStore;
+use crate::stripe::{StripeReads, subscription_of};
 use base64::Engine;
 use serde::Serialize;
 use std::sync::Arc;
@@ -61,7 +62,7 @@ pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
 
 /// The minting service. Build it once per cold start: it caches the public key.
 pub struct LicenseService {
-    stripe: Arc<dyn StripeSubscriptions>,
+    stripe: Arc<dyn StripeReads>,
     signer: Arc<dyn LicenseSigner>,
     store: Arc<dyn LicenseStore>,
     files: Arc<dyn ObjectStore>,
@@ -80,7 +81,7 @@ impl std::fmt::Debug for LicenseService {
 
 impl LicenseService {
     pub fn new(
-        stripe: Arc<dyn StripeSubscriptions>,
+        stripe: Arc<dyn StripeReads>,
         signer: Arc<dyn LicenseSigner>,
         store: Arc<dyn LicenseStore>,
         files: Arc<dyn ObjectStore>,
@@ -169,12 +170,7 @@ impl LicenseService {
             )));
         };
         let product = self.stripe.product(product_id).await?;
-        match product
-            .metadata
-            .as_ref()
-            .and_then(|m| m.get("sku"))
-            .and_then(|v| v.as_str())
-        {
+        match product.metadata.get("sku") {
             Some(sku) => Sku::lookup(sku),
             None => Err(Error::Invalid(format!(
                 "subscription {}: neither its price nor product {product_id} has metadata sku",

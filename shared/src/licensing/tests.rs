@@ -5,6 +5,7 @@ use super::*;
 use crate::error::Error;
 use crate::queue::EventMessage;
 use crate::storage::MemoryStore;
+use crate::stripe::MemoryStripe;
 use async_trait::async_trait;
 use serde_json::json;
 use std::sync::Arc;

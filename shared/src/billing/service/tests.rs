@@ -1,8 +1,10 @@
 use super::*;
-use crate::billing::ports::{MemoryBilling, MemoryStripe, StripeOp, shard_of};
+use crate::billing::memory::MemoryBilling;
+use crate::billing::ports::shard_of;
 use crate::ledger::MemoryLedger;
 use crate::queue::MemoryQueue;
 use crate::storage::MemoryStore;
+use crate::stripe::{MemoryStripe, StripeOp};
 
 struct Rig {
     billing: Billing,

@@ -1,5 +1,6 @@
-//! Stripe invoicing on top of [`crate::stripe::StripeClient`]: invoice items, invoices,
-//! finalize, and the look-ups a resumed bill run makes before creating anything.
+//! Billing's [`Invoicing`] port, implemented once for every [`StripeInvoices`] (the HTTP
+//! client and the shared in-memory fake alike), so the look-up rules below are the same in
+//! tests and in production.
 //!
 //! Each object carries our key in its metadata (`blapi_key` on items, `blapi_invoice` on the
 //! invoice, and `ref {key}` in the invoice description, because localstripe drops invoice
@@ -7,141 +8,45 @@
 
 use super::ports::{Finalized, Invoicing, ItemRequest, StripeInvoice};
 use crate::error::{Error, Result};
-use crate::stripe::StripeClient;
+use crate::stripe::{Invoice, NewInvoice, NewInvoiceItem, StripeInvoices};
 use async_trait::async_trait;
-use serde::Deserialize;
-use std::collections::HashMap;
-
-/// The Stripe adapter of [`Invoicing`].
-#[derive(Debug, Clone)]
-pub struct StripeInvoicing {
-    client: StripeClient,
-}
-
-#[derive(Debug, Deserialize)]
-struct Created {
-    id: String,
-}
-
-#[derive(Debug, Deserialize)]
-struct ItemObj {
-    id: String,
-    #[serde(default)]
-    invoice: Option<String>,
-    #[serde(default)]
-    metadata: HashMap<String, String>,
-}
-
-#[derive(Debug, Deserialize)]
-struct InvoiceObj {
-    id: String,
-    #[serde(default)]
-    status: Option<String>,
-    #[serde(default)]
-    total: Option<i64>,
-    #[serde(default)]
-    description: Option<String>,
-    #[serde(default)]
-    metadata: HashMap<String, String>,
-}
-
-#[derive(Debug, Deserialize)]
-struct List<T> {
-    data: Vec<T>,
-    #[serde(default)]
-    has_more: bool,
-}
-
-/// Most list pages a look-up reads (100 objects each).
-const MAX_PAGES: usize = 10;
-
-impl StripeInvoicing {
-    pub fn new(client: StripeClient) -> Self {
-        Self { client }
-    }
-
-    /// HTTP requests sent so far (calls per invoice in the benchmarks).
-    pub fn calls(&self) -> u64 {
-        self.client.calls()
-    }
-
-    async fn list<T: serde::de::DeserializeOwned + HasId>(
-        &self,
-        path: &str,
-        customer: &str,
-        mut visit: impl FnMut(&T) -> bool,
-    ) -> Result<()> {
-        let mut after: Option<String> = None;
-        for _ in 0..MAX_PAGES {
-            let mut q: Vec<(&str, &str)> = vec![("customer", customer), ("limit", "100")];
-            if let Some(a) = after.as_deref() {
-                q.push(("starting_after", a));
-            }
-            let page: List<T> = self.client.get(path, &q).await?;
-            for obj in &page.data {
-                if visit(obj) {
-                    return Ok(());
-                }
-            }
-            match (page.has_more, page.data.last()) {
-                (true, Some(last)) => after = Some(last.id().to_owned()),
-                _ => return Ok(()),
-            }
-        }
-        Ok(())
-    }
-}
-
-trait HasId {
-    fn id(&self) -> &str;
-}
-impl HasId for ItemObj {
-    fn id(&self) -> &str {
-        &self.id
-    }
-}
-impl HasId for InvoiceObj {
-    fn id(&self) -> &str {
-        &self.id
-    }
-}
+use std::collections::BTreeMap;
 
 fn invoice_ref(key: &str) -> String {
     format!("ref {key}")
 }
 
+fn summary(inv: Invoice) -> StripeInvoice {
+    StripeInvoice {
+        id: inv.id,
+        status: inv.status,
+        total: inv.total,
+    }
+}
+
 #[async_trait]
-impl Invoicing for StripeInvoicing {
+impl<S: StripeInvoices + ?Sized> Invoicing for S {
     async fn create_item(&self, item: &ItemRequest, idempotency_key: &str) -> Result<String> {
-        let form = vec![
-            ("customer".to_owned(), item.customer.clone()),
-            ("amount".to_owned(), item.amount.amount.to_string()),
-            (
-                "currency".to_owned(),
-                item.amount.currency.as_str().to_owned(),
-            ),
-            ("description".to_owned(), item.description.clone()),
-            ("metadata[blapi_key]".to_owned(), item.key.clone()),
-            ("metadata[blapi_period]".to_owned(), item.period.to_string()),
-        ];
-        let c: Created = self
-            .client
-            .post("invoiceitems", &form, idempotency_key)
-            .await?;
-        Ok(c.id)
+        let req = NewInvoiceItem {
+            customer: item.customer.clone(),
+            amount: item.amount.amount,
+            currency: item.amount.currency.as_str().to_owned(),
+            description: item.description.clone(),
+            metadata: BTreeMap::from([
+                ("blapi_key".to_owned(), item.key.clone()),
+                ("blapi_period".to_owned(), item.period.to_string()),
+            ]),
+        };
+        Ok(self.create_invoice_item(&req, idempotency_key).await?.id)
     }
 
     async fn find_item(&self, customer: &str, key: &str) -> Result<Option<String>> {
-        let mut found = None;
-        self.list::<ItemObj>("invoiceitems", customer, |i| {
-            let hit = i.invoice.is_none() && i.metadata.get("blapi_key").is_some_and(|k| k == key);
-            if hit {
-                found = Some(i.id.clone());
-            }
-            hit
-        })
-        .await?;
-        Ok(found)
+        Ok(self
+            .invoice_items(customer)
+            .await?
+            .into_iter()
+            .find(|i| i.invoice.is_none() && i.metadata.get("blapi_key") == Some(key))
+            .map(|i| i.id))
     }
 
     async fn create_invoice(
@@ -156,58 +61,37 @@ impl Invoicing for StripeInvoicing {
         } else {
             format!("{description} · {}", invoice_ref(key))
         };
-        let form = vec![
-            ("customer".to_owned(), customer.to_owned()),
-            ("description".to_owned(), description),
-            ("metadata[blapi_invoice]".to_owned(), key.to_owned()),
-            (
-                "pending_invoice_items_behavior".to_owned(),
-                "include".to_owned(),
-            ),
-        ];
-        let inv: InvoiceObj = self.client.post("invoices", &form, idempotency_key).await?;
-        Ok(StripeInvoice {
-            id: inv.id,
-            status: inv.status,
-            total: inv.total,
-        })
+        let req = NewInvoice {
+            customer: customer.to_owned(),
+            description,
+            metadata: BTreeMap::from([("blapi_invoice".to_owned(), key.to_owned())]),
+        };
+        Ok(summary(
+            StripeInvoices::create_invoice(self, &req, idempotency_key).await?,
+        ))
     }
 
     async fn find_invoice(&self, customer: &str, key: &str) -> Result<Option<StripeInvoice>> {
-        let mut found = None;
         let marker = invoice_ref(key);
-        self.list::<InvoiceObj>("invoices", customer, |i| {
-            let hit = i.metadata.get("blapi_invoice").is_some_and(|k| k == key)
-                || i.description
-                    .as_deref()
-                    .is_some_and(|d| d.ends_with(&marker));
-            if hit {
-                found = Some(StripeInvoice {
-                    id: i.id.clone(),
-                    status: i.status.clone(),
-                    total: i.total,
-                });
-            }
-            hit
-        })
-        .await?;
-        Ok(found)
+        Ok(self
+            .invoices(customer)
+            .await?
+            .into_iter()
+            .find(|i| {
+                i.metadata.get("blapi_invoice") == Some(key)
+                    || i.description
+                        .as_deref()
+                        .is_some_and(|d| d.ends_with(&marker))
+            })
+            .map(summary))
     }
 
     async fn finalize(&self, invoice_id: &str, idempotency_key: &str) -> Result<Finalized> {
-        let path = format!("invoices/{invoice_id}/finalize");
-        match self
-            .client
-            .post::<InvoiceObj>(&path, &[], idempotency_key)
-            .await
-        {
+        match self.finalize_invoice(invoice_id, idempotency_key).await {
             Ok(_) => Ok(Finalized::Done),
             Err(e) if !e.is_retryable() => {
                 // Already finalized (a rerun), or an API without the endpoint: ask the invoice.
-                let inv: InvoiceObj = self
-                    .client
-                    .get(&format!("invoices/{invoice_id}"), &[])
-                    .await?;
+                let inv = self.invoice(invoice_id).await?;
                 match inv.status.as_deref() {
                     Some("draft") if matches!(e, Error::NotFound(_)) => Ok(Finalized::Unsupported),
                     Some("draft") => Err(e),
@@ -225,16 +109,15 @@ mod tests {
     use crate::billing::money::Money;
     use crate::config::Secret;
     use crate::retry::RetryPolicy;
+    use crate::stripe::StripeClient;
     use std::time::Duration;
     use wiremock::matchers::{body_string_contains, header, method, path, query_param};
     use wiremock::{Mock, MockServer, ResponseTemplate};
 
-    fn adapter(uri: &str) -> StripeInvoicing {
-        StripeInvoicing::new(
-            StripeClient::new(uri, Secret::new("sk_test_x".into()), Duration::from_secs(2))
-                .unwrap()
-                .with_retry(RetryPolicy::immediate(3)),
-        )
+    fn adapter(uri: &str) -> StripeClient {
+        StripeClient::new(uri, Secret::new("sk_test_x".into()), Duration::from_secs(2))
+            .unwrap()
+            .with_retry(RetryPolicy::immediate(3))
     }
 
     #[tokio::test]

@@ -1,12 +1,16 @@
 //! The Stripe HTTP client: injected base URL (localstripe locally), secret key, timeouts,
 //! retries on 429/5xx/transport errors with backoff, and an `Idempotency-Key` on every POST.
-//!
-//! Typed requests for one domain live beside that domain (billing, licensing) and go through
-//! [`StripeClient::get`] and [`StripeClient::post`]; this module knows only the transport.
+//! It implements the capability traits of [`super`] ([`StripeReads`], [`StripeInvoices`]).
 
+use super::objects::{
+    Customer, Invoice, InvoiceItem, List, NewInvoice, NewInvoiceItem, Product, Subscription,
+};
+use super::{StripeConfig, StripeInvoices, StripeReads};
 use crate::config::Secret;
 use crate::error::{Error, Result};
-use crate::retry::{Attempt, RetryPolicy, retry, retry_after};
+use crate::retry::{Attempt, RetryPolicy};
+use async_trait::async_trait;
+use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -55,6 +59,24 @@ impl StripeClient {
             policy: RetryPolicy::default(),
             calls: Arc::new(AtomicU64::new(0)),
         })
+    }
+
+    /// The one production constructor: the configured base URL and timeout, the key read from
+    /// the Secrets Manager secret `config.secret_id` (JSON `{"api_key": "sk_..."}`).
+    pub async fn from_secret(
+        config: &StripeConfig,
+        secrets: &aws_sdk_secretsmanager::Client,
+    ) -> Result<Self> {
+        #[derive(Deserialize)]
+        struct StripeKey {
+            api_key: String,
+        }
+        let key = crate::secrets::load_json::<StripeKey>(secrets, &config.secret_id).await?;
+        Self::new(
+            config.api_base.clone(),
+            Secret::new(key.expose().api_key.clone()),
+            config.timeout,
+        )
     }
 
     /// Overrides the retry policy (tests use [`RetryPolicy::immediate`]).
@@ -108,77 +130,182 @@ impl StripeClient {
         T: DeserializeOwned,
         B: Fn() -> reqwest::RequestBuilder,
     {
-        retry(self.policy, |_| async {
-            self.calls.fetch_add(1, Ordering::Relaxed);
-            let resp = match build()
-                .bearer_auth(self.api_key.expose())
-                .header("Stripe-Version", "2024-06-20")
-                .send()
-                .await
-            {
-                Ok(r) => r,
-                Err(e) => {
-                    let retryable = crate::http::retryable_transport(&e);
-                    let err = Error::dependency("stripe", retryable, e.without_url());
-                    return if retryable {
-                        Attempt::Retry(err, None)
-                    } else {
-                        Attempt::Fail(err)
+        crate::http::send_with_retry(
+            self.policy,
+            || {
+                self.calls.fetch_add(1, Ordering::Relaxed);
+                build()
+                    .bearer_auth(self.api_key.expose())
+                    .header("Stripe-Version", "2024-06-20")
+            },
+            |retryable, message| Error::dependency("stripe", retryable, message),
+            |reply| {
+                let status = reply.status;
+                if status.is_success() {
+                    return match reply.json::<T>() {
+                        Ok(v) => Attempt::Done(v),
+                        Err(e) => Attempt::Fail(Error::dependency(
+                            "stripe",
+                            false,
+                            format!("unexpected response shape: {e}"),
+                        )),
                     };
                 }
-            };
-            let status = resp.status();
-            let after = retry_after(resp.headers());
-            let bytes = match resp.bytes().await {
-                Ok(b) => b,
-                Err(e) => {
-                    return Attempt::Retry(
-                        Error::dependency("stripe", true, e.without_url()),
-                        None,
-                    );
-                }
-            };
-            if status.is_success() {
-                return match serde_json::from_slice::<T>(&bytes) {
-                    Ok(v) => Attempt::Done(v),
-                    Err(e) => Attempt::Fail(Error::dependency(
+                let message = reply
+                    .json::<ErrorBody>()
+                    .ok()
+                    .map(|b| {
+                        let d = b.error;
+                        format!(
+                            "{} {}: {}",
+                            d.kind.as_deref().unwrap_or("error"),
+                            d.code.as_deref().unwrap_or(""),
+                            d.message.as_deref().unwrap_or("")
+                        )
+                    })
+                    .unwrap_or_else(|| format!("HTTP {status}"));
+                if reply.retryable() {
+                    Attempt::Retry(
+                        Error::dependency("stripe", true, format!("HTTP {status}: {message}")),
+                        reply.retry_after,
+                    )
+                } else if status == reqwest::StatusCode::NOT_FOUND {
+                    Attempt::Fail(Error::NotFound(format!("stripe: {message}")))
+                } else {
+                    Attempt::Fail(Error::dependency(
                         "stripe",
                         false,
-                        format!("unexpected response shape: {e}"),
-                    )),
-                };
-            }
-            let detail = serde_json::from_slice::<ErrorBody>(&bytes)
-                .ok()
-                .map(|b| b.error);
-            let message = detail
-                .as_ref()
-                .map(|d| {
-                    format!(
-                        "{} {}: {}",
-                        d.kind.as_deref().unwrap_or("error"),
-                        d.code.as_deref().unwrap_or(""),
-                        d.message.as_deref().unwrap_or("")
-                    )
-                })
-                .unwrap_or_else(|| format!("HTTP {status}"));
-            if crate::http::retryable_status(status) {
-                Attempt::Retry(
-                    Error::dependency("stripe", true, format!("HTTP {status}: {message}")),
-                    after,
-                )
-            } else if status == reqwest::StatusCode::NOT_FOUND {
-                Attempt::Fail(Error::NotFound(format!("stripe: {message}")))
-            } else {
-                Attempt::Fail(Error::dependency(
-                    "stripe",
-                    false,
-                    format!("HTTP {status}: {message}"),
-                ))
-            }
-        })
+                        format!("HTTP {status}: {message}"),
+                    ))
+                }
+            },
+        )
         .await
     }
+
+    /// Every object of a list endpoint for one customer, following `has_more` up to
+    /// [`MAX_PAGES`] pages of 100.
+    pub async fn list_all<T: DeserializeOwned + HasId>(
+        &self,
+        path: &str,
+        customer: &str,
+    ) -> Result<Vec<T>> {
+        let mut out = Vec::new();
+        let mut after: Option<String> = None;
+        for _ in 0..MAX_PAGES {
+            let mut q: Vec<(&str, &str)> = vec![("customer", customer), ("limit", "100")];
+            if let Some(a) = after.as_deref() {
+                q.push(("starting_after", a));
+            }
+            let page: List<T> = self.get(path, &q).await?;
+            let next = match (page.has_more, page.data.last()) {
+                (true, Some(last)) => Some(last.id().to_owned()),
+                _ => None,
+            };
+            out.extend(page.data);
+            match next {
+                Some(n) => after = Some(n),
+                None => return Ok(out),
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Most list pages a look-up reads (100 objects each).
+pub const MAX_PAGES: usize = 10;
+
+use super::objects::HasId;
+
+/// Ids go into URL paths: only Stripe's own shape (`{prefix}[A-Za-z0-9_]+`) is accepted.
+pub fn checked_id(kind: &str, prefix: &str, id: &str) -> Result<()> {
+    if id.starts_with(prefix)
+        && id.len() <= 255
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+    {
+        Ok(())
+    } else {
+        Err(Error::Invalid(format!("{id:?} is not a Stripe {kind} id")))
+    }
+}
+
+#[async_trait]
+impl StripeReads for StripeClient {
+    async fn subscription(&self, id: &str) -> Result<Subscription> {
+        checked_id("subscription", "sub_", id)?;
+        // No `expand`: localstripe cannot expand prices (it has plans); the product is
+        // fetched only when the price carries no `sku`.
+        self.get(&format!("subscriptions/{id}"), &[]).await
+    }
+
+    async fn customer(&self, id: &str) -> Result<Customer> {
+        checked_id("customer", "cus_", id)?;
+        self.get(&format!("customers/{id}"), &[]).await
+    }
+
+    async fn product(&self, id: &str) -> Result<Product> {
+        checked_id("product", "prod_", id)?;
+        self.get(&format!("products/{id}"), &[]).await
+    }
+}
+
+#[async_trait]
+impl StripeInvoices for StripeClient {
+    async fn invoice(&self, id: &str) -> Result<Invoice> {
+        checked_id("invoice", "in_", id)?;
+        self.get(&format!("invoices/{id}"), &[]).await
+    }
+    async fn create_invoice_item(
+        &self,
+        item: &NewInvoiceItem,
+        idempotency_key: &str,
+    ) -> Result<InvoiceItem> {
+        let mut form = vec![
+            ("customer".to_owned(), item.customer.clone()),
+            ("amount".to_owned(), item.amount.to_string()),
+            ("currency".to_owned(), item.currency.clone()),
+            ("description".to_owned(), item.description.clone()),
+        ];
+        form.extend(metadata_form(&item.metadata));
+        self.post("invoiceitems", &form, idempotency_key).await
+    }
+
+    async fn invoice_items(&self, customer: &str) -> Result<Vec<InvoiceItem>> {
+        checked_id("customer", "cus_", customer)?;
+        self.list_all("invoiceitems", customer).await
+    }
+
+    async fn create_invoice(&self, invoice: &NewInvoice, idempotency_key: &str) -> Result<Invoice> {
+        let mut form = vec![
+            ("customer".to_owned(), invoice.customer.clone()),
+            ("description".to_owned(), invoice.description.clone()),
+            (
+                "pending_invoice_items_behavior".to_owned(),
+                "include".to_owned(),
+            ),
+        ];
+        form.extend(metadata_form(&invoice.metadata));
+        self.post("invoices", &form, idempotency_key).await
+    }
+
+    async fn invoices(&self, customer: &str) -> Result<Vec<Invoice>> {
+        checked_id("customer", "cus_", customer)?;
+        self.list_all("invoices", customer).await
+    }
+
+    async fn finalize_invoice(&self, id: &str, idempotency_key: &str) -> Result<Invoice> {
+        checked_id("invoice", "in_", id)?;
+        self.post(&format!("invoices/{id}/finalize"), &[], idempotency_key)
+            .await
+    }
+}
+
+fn metadata_form(
+    metadata: &std::collections::BTreeMap<String, String>,
+) -> impl Iterator<Item = (String, String)> + '_ {
+    metadata
+        .iter()
+        .map(|(k, v)| (format!("metadata[{k}]"), v.clone()))
 }
 
 /// Flattens nested parameters into Stripe's form encoding: `("metadata[sku]", "pro")`.

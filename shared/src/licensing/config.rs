@@ -1,0 +1,33 @@
+//! Everything license-minting reads from its environment: `LICENSES_TABLE`,
+//! `LICENSE_KEY_ID` (the KMS key alias), `ARTIFACTS_BUCKET`, Stripe ([`StripeConfig`]) and
+//! `METRICS_NAMESPACE` (default `blapi`). Read once; a missing variable fails the cold start
+//! with its name.
+
+use crate::config::Env;
+use crate::error::Result;
+use crate::stripe::StripeConfig;
+
+/// license-minting's configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub licenses_table: String,
+    /// The KMS key alias (`alias/...-license-signing`).
+    pub key_id: String,
+    pub stripe: StripeConfig,
+    pub artifacts_bucket: String,
+    pub metrics_namespace: String,
+}
+
+impl Config {
+    pub fn from_env(env: &Env) -> Result<Self> {
+        Ok(Self {
+            licenses_table: env.required("LICENSES_TABLE")?,
+            key_id: env.required("LICENSE_KEY_ID")?,
+            stripe: StripeConfig::from_env(env)?,
+            artifacts_bucket: env.required("ARTIFACTS_BUCKET")?,
+            metrics_namespace: env
+                .optional("METRICS_NAMESPACE")
+                .unwrap_or_else(|| "blapi".into()),
+        })
+    }
+}

@@ -1,0 +1,83 @@
+//! Stripe, the one way in: the HTTP client, the typed objects the project reads, paging, and
+//! one in-memory fake that every domain's tests share. It knows no domain.
+//!
+//! # Layout
+//! - [`client`]: [`StripeClient`] (injected base URL, key from Secrets Manager, retries,
+//!   `Idempotency-Key` on every POST), list paging ([`StripeClient::list_all`]).
+//! - [`objects`]: [`Customer`], [`Subscription`], [`Invoice`], [`InvoiceItem`],
+//!   [`CheckoutSession`], [`Event`], ... and the requests we send.
+//! - [`memory`]: [`MemoryStripe`], the fake (objects as JSON, failure injection, call count).
+//!
+//! # Ports
+//! Two capability traits, each implemented by [`StripeClient`] and [`MemoryStripe`]:
+//! [`StripeReads`] (GET an object by id: licensing re-fetches subscriptions, customer sync
+//! re-fetches customers) and [`StripeInvoices`] (invoice items and invoices: billing). A domain
+//! asks for the one it needs; domain-shaped rules on top (billing's "find the item carrying
+//! this key") live in the domain, written once against these traits.
+
+pub mod client;
+pub mod memory;
+pub mod objects;
+
+pub use client::{MAX_IDEMPOTENCY_KEY, StripeClient, form_pairs};
+pub use memory::{MemoryStripe, StripeOp};
+pub use objects::{
+    Address, CheckoutSession, Customer, Event, Expandable, HasId, Invoice, InvoiceItem, List,
+    Metadata, NewInvoice, NewInvoiceItem, Price, Product, Subscription, SubscriptionItem,
+    subscription_of,
+};
+
+use crate::config::Env;
+use crate::error::Result;
+use async_trait::async_trait;
+use std::time::Duration;
+
+/// Where Stripe is and how to authenticate: `STRIPE_API_BASE` (`https://api.stripe.com`, or
+/// localstripe), `STRIPE_API_KEY_SECRET_ID` (a secret `{"api_key": "sk_..."}`), and the
+/// optional per-request timeout `STRIPE_TIMEOUT_MS` (default 20 000: invoice creation can be
+/// slow).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StripeConfig {
+    pub api_base: String,
+    pub secret_id: String,
+    pub timeout: Duration,
+}
+
+impl StripeConfig {
+    pub fn from_env(env: &Env) -> Result<Self> {
+        Ok(Self {
+            api_base: env.url("STRIPE_API_BASE")?,
+            secret_id: env.required("STRIPE_API_KEY_SECRET_ID")?,
+            timeout: Duration::from_millis(env.parsed_or("STRIPE_TIMEOUT_MS", 20_000u64)?),
+        })
+    }
+}
+
+/// Objects read by id. Stripe delivers events unordered and duplicated, so the domains act
+/// on a fresh read of the object, never on the event's copy.
+#[async_trait]
+pub trait StripeReads: Send + Sync {
+    async fn subscription(&self, id: &str) -> Result<Subscription>;
+    async fn customer(&self, id: &str) -> Result<Customer>;
+    async fn product(&self, id: &str) -> Result<Product>;
+}
+
+/// Invoice items and invoices. Every create carries an `Idempotency-Key`.
+#[async_trait]
+pub trait StripeInvoices: Send + Sync {
+    async fn invoice(&self, id: &str) -> Result<Invoice>;
+    async fn create_invoice_item(
+        &self,
+        item: &NewInvoiceItem,
+        idempotency_key: &str,
+    ) -> Result<InvoiceItem>;
+    /// The customer's invoice items (pending and invoiced), every page.
+    async fn invoice_items(&self, customer: &str) -> Result<Vec<InvoiceItem>>;
+    /// Creates an invoice that collects the customer's pending items.
+    async fn create_invoice(&self, invoice: &NewInvoice, idempotency_key: &str) -> Result<Invoice>;
+    /// The customer's invoices, every page.
+    async fn invoices(&self, customer: &str) -> Result<Vec<Invoice>>;
+    /// Draft -> open. Stripe refuses an invoice that is not a draft (400); an API without the
+    /// endpoint answers 404 ([`crate::Error::NotFound`]).
+    async fn finalize_invoice(&self, id: &str, idempotency_key: &str) -> Result<Invoice>;
+}

@@ -1,0 +1,361 @@
+//! The Stripe objects the project reads, parsed leniently: real Stripe and localstripe differ
+//! (prices vs plans, periods on items since 2025 vs on the subscription), and fields we do
+//! not read are ignored. Requests we send are typed too ([`NewInvoiceItem`], [`NewInvoice`]).
+
+use serde::{Deserialize, Deserializer};
+use std::collections::BTreeMap;
+
+/// Objects that have an id (paging follows the last id of a page).
+pub trait HasId {
+    fn id(&self) -> &str;
+}
+
+macro_rules! has_id {
+    ($($t:ty),*) => {$(
+        impl HasId for $t {
+            fn id(&self) -> &str {
+                &self.id
+            }
+        }
+    )*};
+}
+
+/// An id or the expanded object.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum Expandable<T> {
+    Id(String),
+    Object(Box<T>),
+}
+
+impl<T: HasId> Expandable<T> {
+    pub fn id(&self) -> &str {
+        match self {
+            Expandable::Id(id) => id,
+            Expandable::Object(o) => o.id(),
+        }
+    }
+}
+
+/// A page of a Stripe list.
+#[derive(Debug, Clone, Deserialize)]
+pub struct List<T> {
+    pub data: Vec<T>,
+    #[serde(default)]
+    pub has_more: bool,
+}
+
+/// Stripe metadata: string keys and values (`null` and absent read as empty; a non-string
+/// value, which only a fake could send, reads as its JSON text).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Metadata(pub BTreeMap<String, String>);
+
+impl Metadata {
+    /// The trimmed value of `key`, if present and not blank.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).map(|v| v.trim()).filter(|v| !v.is_empty())
+    }
+}
+
+impl<'de> Deserialize<'de> for Metadata {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = Option::<BTreeMap<String, serde_json::Value>>::deserialize(d)?;
+        Ok(Metadata(
+            raw.unwrap_or_default()
+                .into_iter()
+                .filter(|(_, v)| !v.is_null())
+                .map(|(k, v)| match v {
+                    serde_json::Value::String(s) => (k, s),
+                    other => (k, other.to_string()),
+                })
+                .collect(),
+        ))
+    }
+}
+
+/// A postal address (we read the country only).
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct Address {
+    /// ISO 3166-1 alpha-2, as Stripe sends it.
+    #[serde(default)]
+    pub country: Option<String>,
+}
+
+/// A Stripe customer (possibly deleted).
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct Customer {
+    pub id: String,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub email: Option<String>,
+    #[serde(default)]
+    pub address: Option<Address>,
+    #[serde(default)]
+    pub metadata: Metadata,
+    #[serde(default)]
+    pub deleted: bool,
+}
+
+impl Customer {
+    /// `metadata.company`, else the customer's name.
+    pub fn company(&self) -> String {
+        self.metadata
+            .get("company")
+            .map(str::to_owned)
+            .or_else(|| self.name.clone())
+            .unwrap_or_default()
+    }
+}
+
+/// A Stripe product.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Product {
+    pub id: String,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub metadata: Metadata,
+}
+
+/// A Stripe price (or legacy plan: the fields we read are the same).
+#[derive(Debug, Clone, Deserialize)]
+pub struct Price {
+    pub id: String,
+    #[serde(default)]
+    pub product: Option<Expandable<Product>>,
+    #[serde(default)]
+    pub metadata: Metadata,
+    /// Minor units per unit (`amount` on localstripe's plans).
+    #[serde(default, alias = "amount")]
+    pub unit_amount: Option<i64>,
+    #[serde(default)]
+    pub currency: Option<String>,
+}
+
+/// A subscription item.
+#[derive(Debug, Clone, Deserialize)]
+pub struct SubscriptionItem {
+    pub id: String,
+    #[serde(default)]
+    pub quantity: Option<u64>,
+    #[serde(default)]
+    pub price: Option<Price>,
+    #[serde(default)]
+    pub plan: Option<Price>,
+    #[serde(default)]
+    pub current_period_start: Option<i64>,
+    #[serde(default)]
+    pub current_period_end: Option<i64>,
+}
+
+impl SubscriptionItem {
+    /// The price, or the legacy plan.
+    pub fn price_or_plan(&self) -> Option<&Price> {
+        self.price.as_ref().or(self.plan.as_ref())
+    }
+}
+
+/// A Stripe subscription.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Subscription {
+    pub id: String,
+    pub customer: Expandable<Customer>,
+    pub status: String,
+    #[serde(default)]
+    pub current_period_start: Option<i64>,
+    #[serde(default)]
+    pub current_period_end: Option<i64>,
+    #[serde(default)]
+    pub cancel_at_period_end: bool,
+    #[serde(default)]
+    pub metadata: Metadata,
+    pub items: List<SubscriptionItem>,
+}
+
+/// A Stripe invoice.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Invoice {
+    pub id: String,
+    #[serde(default)]
+    pub customer: Option<String>,
+    #[serde(default)]
+    pub status: Option<String>,
+    #[serde(default)]
+    pub total: Option<i64>,
+    #[serde(default)]
+    pub currency: Option<String>,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub metadata: Metadata,
+}
+
+/// A Stripe invoice item (pending until an invoice collects it).
+#[derive(Debug, Clone, Deserialize)]
+pub struct InvoiceItem {
+    pub id: String,
+    #[serde(default)]
+    pub customer: Option<String>,
+    #[serde(default)]
+    pub amount: Option<i64>,
+    #[serde(default)]
+    pub invoice: Option<String>,
+    #[serde(default)]
+    pub metadata: Metadata,
+}
+
+/// A Checkout Session.
+#[derive(Debug, Clone, Deserialize)]
+pub struct CheckoutSession {
+    pub id: String,
+    #[serde(default)]
+    pub customer: Option<String>,
+    #[serde(default)]
+    pub subscription: Option<String>,
+    #[serde(default)]
+    pub mode: Option<String>,
+    #[serde(default)]
+    pub payment_status: Option<String>,
+    #[serde(default)]
+    pub customer_details: Option<CustomerDetails>,
+    #[serde(default)]
+    pub metadata: Metadata,
+}
+
+/// What the customer typed into Checkout.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct CustomerDetails {
+    #[serde(default)]
+    pub email: Option<String>,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub address: Option<Address>,
+}
+
+/// A Stripe event envelope; `data.object` stays JSON (its shape depends on `type`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct Event {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub event_type: String,
+    #[serde(default)]
+    pub created: Option<i64>,
+    #[serde(default)]
+    pub livemode: bool,
+    pub data: EventData,
+}
+
+/// An event's payload.
+#[derive(Debug, Clone, Deserialize)]
+pub struct EventData {
+    pub object: serde_json::Value,
+}
+
+has_id!(
+    Customer,
+    Product,
+    Price,
+    Subscription,
+    Invoice,
+    InvoiceItem,
+    CheckoutSession
+);
+
+/// The subscription an event is about: `data.object.id` for subscription events,
+/// `data.object.subscription` for invoices (or `parent.subscription_details.subscription` in
+/// API versions since 2025) and checkout sessions. `None`: the event concerns no subscription
+/// (a one-off invoice, a payment-mode checkout).
+pub fn subscription_of(event: &serde_json::Value) -> Option<String> {
+    let object = &event["data"]["object"];
+    let kind = object["object"].as_str().unwrap_or_default();
+    let event_type = event["type"].as_str().unwrap_or_default();
+    let id = if kind == "subscription" || event_type.starts_with("customer.subscription.") {
+        object["id"].as_str()
+    } else {
+        object["subscription"]
+            .as_str()
+            .or_else(|| object["subscription"]["id"].as_str())
+            .or_else(|| object["parent"]["subscription_details"]["subscription"].as_str())
+    };
+    id.filter(|s| s.starts_with("sub_")).map(str::to_owned)
+}
+
+/// An invoice item to create. `metadata` carries our key, so a resumed run finds it again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewInvoiceItem {
+    pub customer: String,
+    /// Minor units.
+    pub amount: i64,
+    /// Lower-case ISO 4217.
+    pub currency: String,
+    pub description: String,
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// An invoice to create, collecting the customer's pending items.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewInvoice {
+    pub customer: String,
+    pub description: String,
+    pub metadata: BTreeMap<String, String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn subscription_id_from_each_event_kind() {
+        let sub = json!({"type": "customer.subscription.created", "data": {"object": {"object": "subscription", "id": "sub_1"}}});
+        let inv = json!({"type": "invoice.payment_succeeded", "data": {"object": {"object": "invoice", "id": "in_1", "subscription": "sub_2"}}});
+        let inv_new = json!({"type": "invoice.paid", "data": {"object": {"object": "invoice", "id": "in_1", "parent": {"subscription_details": {"subscription": "sub_3"}}}}});
+        let co = json!({"type": "checkout.session.completed", "data": {"object": {"object": "checkout.session", "id": "cs_1", "subscription": "sub_4"}}});
+        let one_off = json!({"type": "invoice.paid", "data": {"object": {"object": "invoice", "id": "in_2", "subscription": null}}});
+        assert_eq!(subscription_of(&sub).as_deref(), Some("sub_1"));
+        assert_eq!(subscription_of(&inv).as_deref(), Some("sub_2"));
+        assert_eq!(subscription_of(&inv_new).as_deref(), Some("sub_3"));
+        assert_eq!(subscription_of(&co).as_deref(), Some("sub_4"));
+        assert_eq!(subscription_of(&one_off), None);
+        assert_eq!(subscription_of(&json!({})), None);
+    }
+
+    #[test]
+    fn metadata_is_lenient_and_trimmed() {
+        let c: Customer = serde_json::from_value(json!({"id": "cus_1", "metadata": null})).unwrap();
+        assert_eq!(c.metadata, Metadata::default());
+        let c: Customer = serde_json::from_value(
+            json!({"id": "cus_1", "name": "Ada", "metadata": {"company": "  ", "seats": 3, "x": null}}),
+        )
+        .unwrap();
+        assert_eq!(c.metadata.get("company"), None, "blank is absent");
+        assert_eq!(c.metadata.get("seats"), Some("3"));
+        assert_eq!(c.company(), "Ada", "falls back to the name");
+    }
+
+    #[test]
+    fn objects_parse_from_stripe_and_localstripe_shapes() {
+        let e: Event =
+            serde_json::from_value(json!({"id": "evt_1", "type": "invoice.paid", "created": 5,
+            "data": {"object": {"id": "in_1"}}}))
+            .unwrap();
+        assert_eq!(
+            (e.event_type.as_str(), e.created),
+            ("invoice.paid", Some(5))
+        );
+        let cs: CheckoutSession = serde_json::from_value(json!({"id": "cs_1", "customer": "cus_1",
+            "customer_details": {"email": "a@b.example", "address": {"country": "DE"}}}))
+        .unwrap();
+        let country = cs
+            .customer_details
+            .and_then(|d| d.address)
+            .and_then(|a| a.country);
+        assert_eq!(country.as_deref(), Some("DE"));
+        let p: Price =
+            serde_json::from_value(json!({"id": "plan_1", "amount": 1500, "currency": "usd"}))
+                .unwrap();
+        assert_eq!(p.unit_amount, Some(1500));
+    }
+}
