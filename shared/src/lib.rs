@@ -5,26 +5,37 @@
 //!
 //! # Layout
 //!
+//! Layers, each using only those below it (checked by `shared/tests/layering.rs`):
+//! functions -> domains -> external systems -> plumbing.
+//!
 //! Plumbing (used by every function):
 //! - [`config`]: typed configuration read once from the environment; [`config::Secret`] never prints.
-//! - [`aws`]: one `SdkConfig` per cold start and the clients built from it.
+//! - [`aws`]: one `SdkConfig` per cold start, the clients, DynamoDB attribute helpers.
 //! - [`secrets`]: secret values fetched once from AWS Secrets Manager.
 //! - [`error`]: the crate's error type, each variant deliberately retryable or not.
-//! - [`telemetry`]: JSON logs (`tracing`) and CloudWatch EMF metrics.
-//! - [`http`]: the one way to build an outgoing HTTP client (rustls, timeouts).
+//! - [`telemetry`]: JSON logs (`tracing`), CloudWatch EMF metrics, the outcome [`telemetry::Tally`].
+//! - [`http`]: the one way to build an outgoing HTTP client and the one retry loop for it.
 //! - [`tls`]: the compiled-in trust stores (no system certificate store read at cold start).
 //! - [`retry`]: exponential backoff with jitter for outgoing HTTP calls.
 //! - [`ledger`]: the idempotency ledger (claim / complete / release with a lease).
 //! - [`storage`]: the object-store port (S3 adapter, in-memory fake).
 //! - [`queue`]: queue messages, the SQS sender with claim check, partial batch responses.
-//! - [`stripe`]: the Stripe HTTP client (injected base URL, retries, `Idempotency-Key`).
+//! - [`values`]: parsed values that cross module boundaries ([`values::Country`]).
 //!
-//! Business domains (one per function, each with its ports and rules):
+//! External systems (know no domain):
+//! - [`stripe`]: the Stripe client, typed objects, paging, capability ports, one fake.
+//! - [`crm`]: the CRM port, Salesforce, the built-in sink, the fake.
+//!
+//! Business domains (one per function; each `mod.rs` lists its ports and adapters, and its
+//! `Config`):
 //! - [`webhook`]: signature schemes and intake routing (webhook-intake).
 //! - [`billing`]: usage, pricing, invoicing, dunning (usage-billing).
 //! - [`licensing`]: license format, signing, minting and revocation (license-minting).
-//! - [`leads`] and [`crm`]: normalising, enriching, scoring, routing and upserting leads
-//!   (lead-enrichment).
+//! - [`leads`]: normalising, enriching, scoring, routing and upserting leads (lead-enrichment).
+//!
+//! Every function is wired the same way: `Config::from_env` (its domain's), `Ports::connect`
+//! (the real adapters, or fakes in tests), `App::new(config, ports)`, `App::handle`, and one
+//! `Tally` of outcomes per invocation.
 
 pub mod aws;
 pub mod billing;
@@ -42,6 +53,7 @@ pub mod storage;
 pub mod stripe;
 pub mod telemetry;
 pub mod tls;
+pub mod values;
 pub mod webhook;
 
 pub use error::{Error, Result};

@@ -10,13 +10,13 @@ use blapi::crm::MemoryCrm;
 use blapi::leads::enrichment::{CacheTtl, Company, Enricher, MemoryCache, MemoryProvider};
 use blapi::leads::normalize::Country;
 use blapi::leads::routing::{MemoryAccounts, MemoryCounter};
-use blapi::leads::service::{LeadPorts, LeadService};
+use blapi::leads::service::LeadPorts;
 use blapi::leads::store::MemoryLeadStore;
 use blapi::ledger::MemoryLedger;
 use blapi::storage::MemoryStore;
 use criterion::{Criterion, Throughput, criterion_group};
 use lambda_runtime::{Context, LambdaEvent};
-use lead_enrichment::App;
+use lead_enrichment::{App, Ports};
 use std::sync::Arc;
 
 /// Deterministic pseudo-random numbers (no extra dependency, same mix on every run).
@@ -112,8 +112,14 @@ fn app(provider: Arc<MemoryProvider>) -> App {
         crm: Arc::new(MemoryCrm::new()),
         ledger: Arc::new(MemoryLedger::new()),
     };
-    let service = LeadService::bundled(ports).expect("bundled rules");
-    App::with_service(service, Arc::new(MemoryStore::new()))
+    App::new(
+        fake_config(),
+        Ports {
+            leads: ports,
+            store: Arc::new(MemoryStore::new()),
+        },
+    )
+    .expect("bundled rules")
 }
 
 fn record(n: u64, domain: &str) -> SqsMessage {
@@ -203,4 +209,16 @@ criterion_group!(benches, bench_handler);
 fn main() {
     benches();
     Criterion::default().configure_from_args().final_summary();
+}
+
+/// A configuration for apps on fakes (the resources are never reached).
+fn fake_config() -> blapi::leads::Config {
+    blapi::leads::Config::from_env(&blapi::config::Env::from_map([
+        ("LEADS_TABLE", "leads"),
+        ("CRM_TABLE", "crm"),
+        ("LEDGER_TABLE", "ledger"),
+        ("ARTIFACTS_BUCKET", "artifacts"),
+        ("ENRICHMENT_API_BASE", "fixture:"),
+    ]))
+    .expect("config")
 }

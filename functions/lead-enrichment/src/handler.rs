@@ -2,23 +2,17 @@
 //! response out. Each record goes through [`LeadService::handle`] on its own: one bad message
 //! fails alone and SQS redelivers (then dead-letters) only that one.
 //!
-//! # Configuration (template.yaml)
-//! - `LEADS_TABLE`, `CRM_TABLE`, `LEDGER_TABLE`, `ARTIFACTS_BUCKET`: resources.
-//! - `ENRICHMENT_API_BASE`: the provider's base URL (`https://...`, with the key from
-//!   `ENRICHMENT_SECRET_ID`, JSON `{"api_key"}`), **or** `fixture:` to answer from the bundled
-//!   fixture `shared/data/enrichment-fixture.json` (the demo, no HTTP and no key), or
-//!   `fixture:<path>` for a fixture file of the same shape.
-//! - `ENRICHMENT_TIMEOUT_MS` (optional, default 3000): per provider attempt.
-//! - `SALESFORCE_LOGIN_URL`: My Domain URL; empty = the built-in CRM sink. With it,
-//!   `SALESFORCE_API_VERSION` (e.g. `v61.0`) and `SALESFORCE_SECRET_ID` (JSON
-//!   `{"client_id", "client_secret"}`) are required; `SALESFORCE_EXTERNAL_ID_FIELD` is optional
-//!   (default `Blapi_Lead_Id__c`).
-//! - `METRICS_NAMESPACE` (optional, default `blapi`).
+//! The shape every function shares: [`Config`] from the environment (in `blapi::leads`, where
+//! the variables are listed), [`Ports`] (connected once per cold start, or fakes in tests),
+//! [`App::new`], [`App::handle`], one [`Tally`] of outcomes per invocation.
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
+use blapi::Result;
 use blapi::aws::Clients;
-use blapi::config::{ConfigError, Env, Secret};
-use blapi::crm::{CrmPort, SalesforceConfig, SalesforceCredentials, SalesforceCrm, SinkCrm};
+use blapi::config::Secret;
+use blapi::crm::{CrmPort, SalesforceCredentials, SalesforceCrm, SinkCrm};
+use blapi::leads::Config;
+use blapi::leads::config::{CrmTarget, EnrichmentSource};
 use blapi::leads::enrichment::{
     CacheTtl, Enricher, EnrichmentProvider, FixtureProvider, HttpProvider,
 };
@@ -26,29 +20,59 @@ use blapi::leads::service::{LeadPorts, LeadService, Outcome};
 use blapi::leads::store::DynamoLeadsTable;
 use blapi::ledger::DynamoLedger;
 use blapi::queue::{EventMessage, process_batch};
-use blapi::retry::RetryPolicy;
 use blapi::storage::{ObjectStore, S3Store};
-use blapi::telemetry::Metrics;
-use blapi::{Error, Result};
+use blapi::telemetry::Tally;
 use lambda_runtime::LambdaEvent;
 use serde::Deserialize;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
-/// The value of `ENRICHMENT_API_BASE` that selects the bundled fixture.
-pub const FIXTURE_SCHEME: &str = "fixture:";
+pub use blapi::leads::config::FIXTURE_SCHEME;
 
-/// Knobs tests turn (retry delays); production uses the defaults.
-#[derive(Debug, Clone, Default)]
-pub struct AppOptions {
-    pub provider_retry: Option<RetryPolicy>,
-    pub crm_retry: Option<RetryPolicy>,
-}
+/// The function's name, a metric dimension.
+pub const FUNCTION: &str = "lead-enrichment";
 
 #[derive(Deserialize)]
 struct ApiKey {
     api_key: String,
+}
+
+/// The adapters lead-enrichment runs on: [`Ports::connect`] in Lambda, fakes in tests.
+#[derive(Clone)]
+pub struct Ports {
+    pub leads: LeadPorts,
+    /// Where claim-checked message bodies are read.
+    pub store: Arc<dyn ObjectStore>,
+}
+
+impl Ports {
+    /// The LeadsTable, the enrichment provider (or fixture), Salesforce (or the built-in sink),
+    /// the ledger; secrets read once.
+    pub async fn connect(config: &Config, clients: &Clients) -> Result<Self> {
+        let store: Arc<dyn ObjectStore> = Arc::new(S3Store::new(
+            clients.s3().clone(),
+            config.artifacts_bucket.clone(),
+        ));
+        let table = Arc::new(DynamoLeadsTable::new(
+            clients.dynamodb().clone(),
+            config.leads_table.clone(),
+        ));
+        let provider = provider(config, clients).await?;
+        let crm = crm(config, clients, store.clone()).await?;
+        Ok(Self {
+            leads: LeadPorts {
+                store: table.clone(),
+                accounts: table.clone(),
+                counter: table.clone(),
+                enricher: Enricher::new(provider, table, CacheTtl::default()),
+                crm,
+                ledger: Arc::new(DynamoLedger::new(
+                    clients.dynamodb().clone(),
+                    config.ledger_table.clone(),
+                )),
+            },
+            store,
+        })
+    }
 }
 
 /// Everything built once per cold start.
@@ -66,55 +90,14 @@ impl std::fmt::Debug for App {
     }
 }
 
-/// Counts of one batch, turned into EMF metrics.
-#[derive(Default)]
-struct BatchCounts {
-    upserted: AtomicU64,
-    created: AtomicU64,
-    duplicates: AtomicU64,
-    needs_enrichment: AtomicU64,
-    provider_calls: AtomicU64,
-}
-
 impl App {
-    /// Reads the configuration, loads the secrets and builds the ports.
-    pub async fn new(env: Env, clients: Clients, opts: AppOptions) -> Result<Self> {
-        let leads_table = env.required("LEADS_TABLE")?;
-        let crm_table = env.required("CRM_TABLE")?;
-        let ledger_table = env.required("LEDGER_TABLE")?;
-        let bucket = env.required("ARTIFACTS_BUCKET")?;
-        let store: Arc<dyn ObjectStore> = Arc::new(S3Store::new(clients.s3().clone(), bucket));
-        let table = Arc::new(DynamoLeadsTable::new(
-            clients.dynamodb().clone(),
-            leads_table,
-        ));
-
-        let provider = provider(&env, &clients, &opts).await?;
-        let crm = crm(&env, &clients, &opts, crm_table, store.clone()).await?;
-        let ports = LeadPorts {
-            store: table.clone(),
-            accounts: table.clone(),
-            counter: table.clone(),
-            enricher: Enricher::new(provider, table, CacheTtl::default()),
-            crm,
-            ledger: Arc::new(DynamoLedger::new(clients.dynamodb().clone(), ledger_table)),
-        };
+    /// The service with the bundled rules (scoring, territories) on `ports`.
+    pub fn new(config: Config, ports: Ports) -> Result<Self> {
         Ok(Self {
-            service: LeadService::bundled(ports)?,
-            store,
-            metrics_namespace: env
-                .optional("METRICS_NAMESPACE")
-                .unwrap_or_else(|| "blapi".into()),
+            service: LeadService::bundled(ports.leads)?,
+            store: ports.store,
+            metrics_namespace: config.metrics_namespace,
         })
-    }
-
-    /// An app on given ports (unit tests, benchmarks).
-    pub fn with_service(service: LeadService, store: Arc<dyn ObjectStore>) -> Self {
-        Self {
-            service,
-            store,
-            metrics_namespace: "blapi".into(),
-        }
     }
 
     /// The service (tests reach the ports through it).
@@ -124,9 +107,18 @@ impl App {
 
     /// Handles one SQS batch; only failed records are reported.
     pub async fn handle(&self, event: LambdaEvent<SqsEvent>) -> Result<SqsBatchResponse> {
-        let counts = BatchCounts::default();
+        let tally = Tally::new(self.metrics_namespace.clone(), FUNCTION);
+        for name in [
+            "LeadsUpserted",
+            "LeadsCreatedInCrm",
+            "LeadsDuplicate",
+            "LeadsNeedingEnrichment",
+            "EnrichmentLookups",
+        ] {
+            tally.count(name, 0);
+        }
         let response = process_batch(event.payload, self.store.as_ref(), |record| {
-            let counts = &counts;
+            let tally = &tally;
             async move {
                 let msg: EventMessage = record.json()?;
                 match self.service.handle(&msg).await? {
@@ -136,105 +128,81 @@ impl App {
                         provider_called,
                         ..
                     } => {
-                        counts.upserted.fetch_add(1, Ordering::Relaxed);
-                        counts
-                            .created
-                            .fetch_add(u64::from(crm_created), Ordering::Relaxed);
-                        counts
-                            .needs_enrichment
-                            .fetch_add(u64::from(needs_enrichment), Ordering::Relaxed);
-                        counts
-                            .provider_calls
-                            .fetch_add(u64::from(provider_called), Ordering::Relaxed);
+                        tally.one("LeadsUpserted");
+                        tally.count("LeadsCreatedInCrm", u64::from(crm_created));
+                        tally.count("LeadsNeedingEnrichment", u64::from(needs_enrichment));
+                        tally.count("EnrichmentLookups", u64::from(provider_called));
                     }
-                    Outcome::Duplicate { .. } => {
-                        counts.duplicates.fetch_add(1, Ordering::Relaxed);
-                    }
+                    Outcome::Duplicate { .. } => tally.one("LeadsDuplicate"),
                 }
                 Ok(())
             }
         })
         .await;
-        let mut m = Metrics::new(self.metrics_namespace.clone(), "lead-enrichment");
-        m.count("LeadsUpserted", counts.upserted.load(Ordering::Relaxed));
-        m.count("LeadsCreatedInCrm", counts.created.load(Ordering::Relaxed));
-        m.count("LeadsDuplicate", counts.duplicates.load(Ordering::Relaxed));
-        m.count(
-            "LeadsNeedingEnrichment",
-            counts.needs_enrichment.load(Ordering::Relaxed),
-        );
-        m.count(
-            "EnrichmentLookups",
-            counts.provider_calls.load(Ordering::Relaxed),
-        );
-        m.count("LeadsFailed", response.batch_item_failures.len() as u64);
-        m.flush();
+        tally.count("LeadsFailed", response.batch_item_failures.len() as u64);
+        tally.flush();
         Ok(response)
     }
 }
 
-async fn provider(
-    env: &Env,
-    clients: &Clients,
-    opts: &AppOptions,
-) -> Result<Arc<dyn EnrichmentProvider>> {
-    let base = env.required("ENRICHMENT_API_BASE")?;
-    if let Some(path) = base.trim().strip_prefix(FIXTURE_SCHEME) {
-        let fixture = if path.trim().is_empty() {
-            FixtureProvider::bundled()?
-        } else {
-            FixtureProvider::from_file(path.trim())?
-        };
-        tracing::info!(
-            domains = fixture.domains().len(),
-            "enrichment answers from a fixture"
-        );
-        return Ok(Arc::new(fixture));
+async fn provider(config: &Config, clients: &Clients) -> Result<Arc<dyn EnrichmentProvider>> {
+    match &config.enrichment {
+        EnrichmentSource::Fixture(path) => {
+            let fixture = match path {
+                None => FixtureProvider::bundled()?,
+                Some(p) => FixtureProvider::from_file(p)?,
+            };
+            tracing::info!(
+                domains = fixture.domains().len(),
+                "enrichment answers from a fixture"
+            );
+            Ok(Arc::new(fixture))
+        }
+        EnrichmentSource::Http {
+            base_url,
+            secret_id,
+            timeout,
+        } => {
+            let key = blapi::secrets::load_json::<ApiKey>(clients.secrets(), secret_id).await?;
+            let mut p = HttpProvider::new(
+                base_url.clone(),
+                Secret::new(key.expose().api_key.clone()),
+                *timeout,
+            )?;
+            if let Some(policy) = config.http_retry {
+                p = p.with_retry(policy);
+            }
+            Ok(Arc::new(p))
+        }
     }
-    let base = env.url("ENRICHMENT_API_BASE")?;
-    let secret_id = env.required("ENRICHMENT_SECRET_ID")?;
-    let key = blapi::secrets::load_json::<ApiKey>(clients.secrets(), &secret_id).await?;
-    let timeout = Duration::from_millis(env.parsed_or("ENRICHMENT_TIMEOUT_MS", 3000u64)?);
-    let mut p = HttpProvider::new(base, Secret::new(key.expose().api_key.clone()), timeout)?;
-    if let Some(policy) = opts.provider_retry {
-        p = p.with_retry(policy);
-    }
-    Ok(Arc::new(p))
 }
 
 async fn crm(
-    env: &Env,
+    config: &Config,
     clients: &Clients,
-    opts: &AppOptions,
-    crm_table: String,
     store: Arc<dyn ObjectStore>,
 ) -> Result<Arc<dyn CrmPort>> {
-    if env.optional("SALESFORCE_LOGIN_URL").is_none() {
-        tracing::info!("no SALESFORCE_LOGIN_URL: leads go to the built-in CRM sink");
-        return Ok(Arc::new(SinkCrm::new(
-            clients.dynamodb().clone(),
-            crm_table,
-            store,
-        )));
+    match &config.crm {
+        CrmTarget::Sink => {
+            tracing::info!("no SALESFORCE_LOGIN_URL: leads go to the built-in CRM sink");
+            Ok(Arc::new(SinkCrm::new(
+                clients.dynamodb().clone(),
+                config.crm_table.clone(),
+                store,
+            )))
+        }
+        CrmTarget::Salesforce {
+            config: sf,
+            secret_id,
+        } => {
+            let creds =
+                blapi::secrets::load_json::<SalesforceCredentials>(clients.secrets(), secret_id)
+                    .await?;
+            let mut crm = SalesforceCrm::new(sf.clone(), creds)?;
+            if let Some(policy) = config.http_retry {
+                crm = crm.with_retry(policy);
+            }
+            Ok(Arc::new(crm))
+        }
     }
-    let login = env.url("SALESFORCE_LOGIN_URL")?;
-    let version = env.required("SALESFORCE_API_VERSION")?;
-    if !version.starts_with('v') {
-        return Err(Error::Config(ConfigError::Malformed {
-            name: "SALESFORCE_API_VERSION".into(),
-            reason: "expected the form v61.0".into(),
-        }));
-    }
-    let secret_id = env.required("SALESFORCE_SECRET_ID")?;
-    let creds =
-        blapi::secrets::load_json::<SalesforceCredentials>(clients.secrets(), &secret_id).await?;
-    let mut cfg = SalesforceConfig::new(login, version);
-    if let Some(field) = env.optional("SALESFORCE_EXTERNAL_ID_FIELD") {
-        cfg.external_id_field = field;
-    }
-    let mut sf = SalesforceCrm::new(cfg, creds)?;
-    if let Some(policy) = opts.crm_retry {
-        sf = sf.with_retry(policy);
-    }
-    Ok(Arc::new(sf))
 }

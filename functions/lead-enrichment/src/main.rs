@@ -3,17 +3,17 @@
 //! counters to the LeadsTable, and upserts each lead into Salesforce or the built-in CRM sink
 //! (CrmTable + `crm/` export in the artifacts bucket). Reports partial batch failures.
 
-use lambda_runtime::{Error, run, service_fn};
-use lead_enrichment::App;
+use blapi::aws::Clients;
+use blapi::config::Env;
+use blapi::leads::Config;
+use lambda_runtime::{run, service_fn};
+use lead_enrichment::{App, Ports};
 
 #[tokio::main]
-async fn main() -> Result<(), Error> {
+async fn main() -> Result<(), lambda_runtime::Error> {
     blapi::telemetry::init();
-    let clients = blapi::aws::Clients::from_env().await?;
-    let app = App::new(blapi::config::Env::process(), clients, Default::default()).await?;
-    let app = &app;
-    run(service_fn(
-        move |event| async move { app.handle(event).await },
-    ))
-    .await
+    let config = Config::from_env(&Env::process())?;
+    let clients = Clients::from_env().await?;
+    let app = App::new(config.clone(), Ports::connect(&config, &clients).await?)?;
+    run(service_fn(|event| app.handle(event))).await
 }

@@ -12,13 +12,13 @@ use blapi::leads::enrichment::{
 };
 use blapi::leads::input::LeadId;
 use blapi::leads::routing::{Account, MemoryAccounts, MemoryCounter};
-use blapi::leads::service::{LeadPorts, LeadService, Outcome};
+use blapi::leads::service::{LeadPorts, Outcome};
 use blapi::leads::store::{LeadStore, MemoryLeadStore};
 use blapi::ledger::MemoryLedger;
 use blapi::queue::EventMessage;
 use blapi::storage::MemoryStore;
 use lambda_runtime::{Context, LambdaEvent};
-use lead_enrichment::App;
+use lead_enrichment::{App, Ports};
 use serde_json::json;
 use std::sync::Arc;
 
@@ -42,10 +42,14 @@ fn fakes(provider: Arc<dyn EnrichmentProvider>) -> Fakes {
         ledger: Arc::new(MemoryLedger::new()),
     };
     Fakes {
-        app: App::with_service(
-            LeadService::bundled(ports).unwrap(),
-            Arc::new(MemoryStore::new()),
-        ),
+        app: App::new(
+            fake_config(),
+            Ports {
+                leads: ports,
+                store: Arc::new(MemoryStore::new()),
+            },
+        )
+        .unwrap(),
         crm,
         accounts,
         leads,
@@ -125,7 +129,10 @@ async fn sample_batch_upserts_four_and_fails_only_the_bad_two() {
     assert_eq!(globex.employees, Some(2400));
     assert_eq!(globex.email.as_deref(), Some("ada.lovelace@globex.example"));
     let umbrella = by_domain("@umbrella.example");
-    assert_eq!(umbrella.country.as_deref(), Some("DE"));
+    assert_eq!(
+        umbrella.country.map(|c| c.code().to_owned()).as_deref(),
+        Some("DE")
+    );
     assert_eq!(umbrella.team.as_deref(), Some("dach-enterprise"));
     assert_eq!(umbrella.lead_source, "Contact Us");
     let tyrell = by_domain("@tyrell.example");
@@ -329,4 +336,16 @@ async fn crm_outage_fails_the_record_for_redelivery_and_the_retry_succeeds() {
         "the ledger claim was released"
     );
     assert_eq!(f.crm.len(), 1);
+}
+
+/// A configuration for apps on fakes (the resources are never reached).
+fn fake_config() -> blapi::leads::Config {
+    blapi::leads::Config::from_env(&blapi::config::Env::from_map([
+        ("LEADS_TABLE", "leads"),
+        ("CRM_TABLE", "crm"),
+        ("LEDGER_TABLE", "ledger"),
+        ("ARTIFACTS_BUCKET", "artifacts"),
+        ("ENRICHMENT_API_BASE", "fixture:"),
+    ]))
+    .expect("config")
 }

@@ -10,6 +10,7 @@ use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use blapi::aws::Clients;
 use blapi::config::Env;
 use blapi::crm::SinkCrm;
+use blapi::leads::Config;
 use blapi::leads::input::LeadId;
 use blapi::leads::normalize::Email;
 use blapi::leads::routing::Account;
@@ -19,7 +20,7 @@ use blapi::storage::{ObjectStore, S3Store};
 use blapi_infra::LocalStack;
 use blapi_infra::testing::{fresh_stack, stack};
 use lambda_runtime::{Context, LambdaEvent};
-use lead_enrichment::{App, AppOptions};
+use lead_enrichment::{App, Ports};
 use serde_json::json;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -40,10 +41,6 @@ async fn harness(stack: &LocalStack, overrides: &[(&str, String)]) -> Harness {
         env.insert((*k).to_owned(), v.clone());
     }
     let clients = Clients::new(&stack.sdk_config().await);
-    let opts = AppOptions {
-        provider_retry: Some(RetryPolicy::immediate(3)),
-        crm_retry: Some(RetryPolicy::immediate(3)),
-    };
     let artifacts = S3Store::new(clients.s3().clone(), env["ARTIFACTS_BUCKET"].clone());
     let sink = SinkCrm::new(
         clients.dynamodb().clone(),
@@ -51,7 +48,10 @@ async fn harness(stack: &LocalStack, overrides: &[(&str, String)]) -> Harness {
         Arc::new(artifacts.clone()),
     );
     let leads = DynamoLeadsTable::new(clients.dynamodb().clone(), env["LEADS_TABLE"].clone());
-    let app = App::new(Env::from_map(env), clients, opts).await.unwrap();
+    let mut config = Config::from_env(&Env::from_map(env)).unwrap();
+    config.http_retry = Some(RetryPolicy::immediate(3));
+    let ports = Ports::connect(&config, &clients).await.unwrap();
+    let app = App::new(config, ports).unwrap();
     Harness {
         app,
         sink,
@@ -141,7 +141,10 @@ async fn sink_path_enriches_once_per_domain_and_keeps_contact_data_out_of_the_cr
     assert_eq!(crm.company, "Company ".to_owned() + &domain);
     assert_eq!(crm.employee_band.as_deref(), Some("201-1000"));
     assert_eq!(crm.team.as_deref(), Some("emea-commercial"));
-    assert_eq!(crm.country.as_deref(), Some("FR"));
+    assert_eq!(
+        crm.country.map(|c| c.code().to_owned()).as_deref(),
+        Some("FR")
+    );
     assert!(!crm.needs_enrichment);
     assert!(crm.score > 0 && !crm.score_reasons.is_empty());
     assert!(
@@ -500,13 +503,7 @@ async fn configuration_errors_name_the_variable() {
     let clients = Clients::new(&stack.sdk_config().await);
     let mut env = stack.env("lead-enrichment");
     env.insert("ENRICHMENT_API_BASE".into(), "ftp://nope".into());
-    let err = App::new(
-        Env::from_map(env.clone()),
-        clients.clone(),
-        AppOptions::default(),
-    )
-    .await
-    .unwrap_err();
+    let err = build(&env, &clients).await.unwrap_err();
     assert!(err.to_string().contains("ENRICHMENT_API_BASE"), "{err}");
     env.insert("ENRICHMENT_API_BASE".into(), "fixture:".into());
     env.insert(
@@ -514,8 +511,13 @@ async fn configuration_errors_name_the_variable() {
         "https://acme.my.salesforce.com".into(),
     );
     env.insert("SALESFORCE_SECRET_ID".into(), String::new());
-    let err = App::new(Env::from_map(env), clients, AppOptions::default())
-        .await
-        .unwrap_err();
+    let err = build(&env, &clients).await.unwrap_err();
     assert!(err.to_string().contains("SALESFORCE_SECRET_ID"), "{err}");
+}
+
+/// The app as Lambda builds it: config, then ports, then the app.
+async fn build(env: &BTreeMap<String, String>, clients: &Clients) -> blapi::Result<App> {
+    let config = Config::from_env(&Env::from_map(env.clone()))?;
+    let ports = Ports::connect(&config, clients).await?;
+    App::new(config, ports)
 }

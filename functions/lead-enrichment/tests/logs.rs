@@ -9,12 +9,12 @@ use aws_lambda_events::event::sqs::SqsEvent;
 use blapi::crm::MemoryCrm;
 use blapi::leads::enrichment::{CacheTtl, Enricher, MemoryCache, MemoryProvider};
 use blapi::leads::routing::{MemoryAccounts, MemoryCounter};
-use blapi::leads::service::{LeadPorts, LeadService};
+use blapi::leads::service::LeadPorts;
 use blapi::leads::store::MemoryLeadStore;
 use blapi::ledger::MemoryLedger;
 use blapi::storage::MemoryStore;
 use lambda_runtime::{Context, LambdaEvent};
-use lead_enrichment::App;
+use lead_enrichment::{App, Ports};
 use std::sync::{Arc, Mutex};
 
 /// A `tracing` writer into a shared buffer.
@@ -52,10 +52,14 @@ async fn logs_carry_the_lead_id_never_the_email() {
         crm: Arc::new(MemoryCrm::new()),
         ledger: Arc::new(MemoryLedger::new()),
     };
-    let app = App::with_service(
-        LeadService::bundled(ports).unwrap(),
-        Arc::new(MemoryStore::new()),
-    );
+    let app = App::new(
+        fake_config(),
+        Ports {
+            leads: ports,
+            store: Arc::new(MemoryStore::new()),
+        },
+    )
+    .unwrap();
     let path = format!(
         "{}/../../events/lead-enrichment/batch-mixed.json",
         env!("CARGO_MANIFEST_DIR")
@@ -86,4 +90,16 @@ async fn logs_carry_the_lead_id_never_the_email() {
             "{email} leaked: {logs}"
         );
     }
+}
+
+/// A configuration for apps on fakes (the resources are never reached).
+fn fake_config() -> blapi::leads::Config {
+    blapi::leads::Config::from_env(&blapi::config::Env::from_map([
+        ("LEADS_TABLE", "leads"),
+        ("CRM_TABLE", "crm"),
+        ("LEDGER_TABLE", "ledger"),
+        ("ARTIFACTS_BUCKET", "artifacts"),
+        ("ENRICHMENT_API_BASE", "fixture:"),
+    ]))
+    .expect("config")
 }

@@ -22,8 +22,8 @@ use blapi::webhook::{
 use criterion::{Criterion, criterion_group, criterion_main};
 use std::hint::black_box;
 use std::sync::Arc;
-use webhook_intake::App;
 use webhook_intake::samples::{FIXED_NOW, stripe_request};
+use webhook_intake::{App, Ports};
 
 const STRIPE_SECRET: &str = "whsec_local_stripe_test_secret";
 const PORTAL_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
@@ -168,12 +168,14 @@ fn handler(c: &mut Criterion) {
         ("s", "f"),
     )
     .expect("verifiers");
-    let app = App::with_ports(
-        &config,
-        verifiers,
-        Arc::new(NoLedger),
-        Arc::new(NoStore),
-        Arc::new(NoQueue),
+    let app = App::new(
+        config,
+        Ports {
+            verifiers,
+            ledger: Arc::new(NoLedger),
+            store: Arc::new(NoStore),
+            sender: Arc::new(NoQueue),
+        },
     );
     let req = stripe_request(&body, &[STRIPE_SECRET], FIXED_NOW);
     let now = chrono::DateTime::from_timestamp(FIXED_NOW, 0).expect("time");

@@ -11,12 +11,11 @@ use aws_lambda_events::event::lambda_function_urls::{
 };
 use aws_lambda_events::http::{HeaderMap, HeaderValue};
 use blapi::aws::Clients;
-use blapi::config::Env;
 use blapi::ledger::{DynamoLedger, Ledger};
 use blapi::queue::{QueueSender, SqsSender};
 use blapi::storage::{ObjectStore, S3Store};
 use blapi::webhook::config::Verifiers;
-use blapi::webhook::{Inbound, Intake, IntakeConfig, Reply, SourceSecrets, StripeSecrets};
+use blapi::webhook::{Config, Inbound, Intake, Reply, SourceSecrets, StripeSecrets};
 use chrono::{DateTime, Utc};
 use lambda_runtime::{Diagnostic, LambdaEvent};
 use std::sync::Arc;
@@ -24,23 +23,20 @@ use std::sync::Arc;
 /// The function's name, a metric dimension.
 pub const FUNCTION: &str = "webhook-intake";
 
-/// Everything built once per cold start.
-#[derive(Debug)]
-pub struct App {
-    intake: Intake,
-    metrics_namespace: String,
+/// The adapters webhook-intake runs on: [`Ports::connect`] in Lambda, fakes in tests.
+pub struct Ports {
+    /// The signature verifiers built from the webhook secrets.
+    pub verifiers: Verifiers,
+    pub ledger: Arc<dyn Ledger>,
+    /// The raw archive (and the claim check of large messages).
+    pub store: Arc<dyn ObjectStore>,
+    pub sender: Arc<dyn QueueSender>,
 }
 
-impl App {
-    /// From the process environment and the default AWS clients (Lambda).
-    pub async fn from_env() -> blapi::Result<Self> {
-        Self::new(Env::process(), Clients::from_env().await?).await
-    }
-
-    /// From a configuration and clients: loads both webhook secrets (once, concurrently) and
-    /// builds the real adapters (DynamoDB ledger, S3 archive, SQS with claim check).
-    pub async fn new(env: Env, clients: Clients) -> blapi::Result<Self> {
-        let config = IntakeConfig::from_env(&env)?;
+impl Ports {
+    /// Loads both webhook secrets (once, concurrently) and builds the real adapters
+    /// (DynamoDB ledger, S3 archive, SQS with claim check).
+    pub async fn connect(config: &Config, clients: &Clients) -> blapi::Result<Self> {
         let (stripe, sources) = tokio::try_join!(
             blapi::secrets::load_json::<StripeSecrets>(clients.secrets(), &config.stripe_secret_id),
             blapi::secrets::load_json::<SourceSecrets>(clients.secrets(), &config.source_secret_id),
@@ -52,27 +48,37 @@ impl App {
         )?;
         let store: Arc<dyn ObjectStore> =
             Arc::new(S3Store::new(clients.s3().clone(), &config.bucket));
-        let sender: Arc<dyn QueueSender> =
-            Arc::new(SqsSender::new(clients.sqs().clone(), store.clone()));
-        let ledger: Arc<dyn Ledger> = Arc::new(DynamoLedger::new(
-            clients.dynamodb().clone(),
-            &config.ledger_table,
-        ));
         tracing::info!(sources = ?verifiers.known(), "webhook-intake ready");
-        Ok(Self::with_ports(&config, verifiers, ledger, store, sender))
+        Ok(Self {
+            verifiers,
+            ledger: Arc::new(DynamoLedger::new(
+                clients.dynamodb().clone(),
+                &config.ledger_table,
+            )),
+            sender: Arc::new(SqsSender::new(clients.sqs().clone(), store.clone())),
+            store,
+        })
     }
+}
 
-    /// Over explicit ports (unit tests, benches).
-    pub fn with_ports(
-        config: &IntakeConfig,
-        verifiers: Verifiers,
-        ledger: Arc<dyn Ledger>,
-        store: Arc<dyn ObjectStore>,
-        sender: Arc<dyn QueueSender>,
-    ) -> Self {
+/// Everything built once per cold start.
+#[derive(Debug)]
+pub struct App {
+    intake: Intake,
+    metrics_namespace: String,
+}
+
+impl App {
+    pub fn new(config: Config, ports: Ports) -> Self {
         Self {
-            intake: Intake::new(config, verifiers, ledger, store, sender),
-            metrics_namespace: config.metrics_namespace.clone(),
+            intake: Intake::new(
+                &config,
+                ports.verifiers,
+                ports.ledger,
+                ports.store,
+                ports.sender,
+            ),
+            metrics_namespace: config.metrics_namespace,
         }
     }
 

@@ -8,7 +8,8 @@
 //!
 //! # Layout
 //!
-//! - `main.rs`: wiring only (telemetry, [`App::from_env`], `lambda_runtime::run`).
+//! - `main.rs`: wiring only (telemetry, `Config::from_env`, [`Ports::connect`], [`App::new`],
+//!   `lambda_runtime::run`).
 //! - [`handler`]: [`App`], which translates a `LambdaFunctionUrlRequest` into a
 //!   [`blapi::webhook::Inbound`] and the intake's [`blapi::webhook::Reply`] into a
 //!   `LambdaFunctionUrlResponse`.
@@ -17,4 +18,4 @@
 pub mod handler;
 pub mod samples;
 
-pub use handler::App;
+pub use handler::{App, Ports};

@@ -245,8 +245,6 @@ async fn start_fails_with_the_name_of_a_missing_secret() {
         "blapi/no-such-secret".into(),
     );
     let clients = blapi::aws::Clients::new(&stack.sdk_config().await);
-    let err = webhook_intake::App::new(blapi::config::Env::from_map(env), clients)
-        .await
-        .unwrap_err();
+    let err = support::build(env, clients).await.unwrap_err();
     assert!(err.chain().contains("secretsmanager"), "{}", err.chain());
 }

@@ -12,11 +12,11 @@ use blapi::webhook::{IntakeConfig, Route, SourceSecrets, StripeSecrets};
 use lambda_runtime::{Context, LambdaEvent};
 use std::path::PathBuf;
 use std::sync::Arc;
-use webhook_intake::App;
 use webhook_intake::samples::{
     DEFAULT_SAMPLE, FIXED_NOW, LocalSecrets, SAMPLES, function_url_request, render, to_file_json,
     workspace_root,
 };
+use webhook_intake::{App, Ports};
 
 fn root() -> PathBuf {
     workspace_root(env!("CARGO_MANIFEST_DIR"))
@@ -55,12 +55,14 @@ fn fake() -> Fake {
     .unwrap();
     let store = Arc::new(MemoryStore::new());
     let queue = Arc::new(MemoryQueue::new());
-    let app = App::with_ports(
-        &config,
-        verifiers,
-        Arc::new(MemoryLedger::new()),
-        store.clone(),
-        queue.clone(),
+    let app = App::new(
+        config.clone(),
+        Ports {
+            verifiers,
+            ledger: Arc::new(MemoryLedger::new()),
+            store: store.clone(),
+            sender: queue.clone(),
+        },
     );
     Fake {
         app,

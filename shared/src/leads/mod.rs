@@ -19,6 +19,15 @@
 //!   accounts, counters) and its in-memory twin.
 //! - [`service`]: the [`LeadService`](service::LeadService) running one queue message through
 //!   all of the above and the CRM port ([`crate::crm`]).
+//! - [`config`]: [`Config`], lead-enrichment's environment.
+//!
+//! # Ports and adapters
+//! | port | adapters |
+//! |---|---|
+//! | `store::LeadStore`, `routing::AccountDirectory`, `routing::SlotCounter`, `enrichment::EnrichmentCache` | `store::DynamoLeadsTable`, and `MemoryLeadStore` / `MemoryAccounts` / `MemoryCounter` / `MemoryCache` |
+//! | `enrichment::EnrichmentProvider` | `HttpProvider`, `FixtureProvider`, `MemoryProvider` |
+//! | `crate::crm::CrmPort` | `SalesforceCrm`, `SinkCrm`, `MemoryCrm` |
+//! | `crate::ledger::Ledger` | `DynamoLedger`, `MemoryLedger` |
 //!
 //! # Personal data
 //!
@@ -27,6 +36,7 @@
 //! `SUBJECT#<sha256(email)>` (see [`store`]), so the privacy process can erase it by e-mail.
 //! Logs carry the lead id, never the e-mail; the built-in CRM sink keeps no contact data.
 
+pub mod config;
 pub mod domains;
 pub mod enrichment;
 pub mod input;
@@ -36,3 +46,5 @@ pub mod rules;
 pub mod scoring;
 pub mod service;
 pub mod store;
+
+pub use config::Config;

@@ -20,7 +20,7 @@ use super::routing::{AccountDirectory, SlotCounter, Territories, route};
 use super::rules::Facts;
 use super::scoring::ScoringRules;
 use super::store::{LeadRecord, LeadStore};
-use crate::crm::{CrmLead, CrmPort};
+use crate::crm::{CrmLead, CrmPort, CrmRecord};
 use crate::error::{Error, Result};
 use crate::ledger::{Claim, ClaimOptions, Ledger, payload_hash};
 use crate::queue::EventMessage;
@@ -202,7 +202,7 @@ impl LeadService {
             };
             record.route = route;
             p.store.put(&record).await?;
-            let upserted = p.crm.upsert(&crm_lead(&record)).await?;
+            let upserted = p.crm.upsert(&CrmRecord::Lead(crm_lead(&record))).await?;
             tracing::info!(
                 owner_id = %record.route.owner_id,
                 method = ?record.route.method,
@@ -356,10 +356,7 @@ pub fn crm_lead(r: &LeadRecord) -> CrmLead {
         industry: info.and_then(|c| c.industry.clone()),
         employees: info.and_then(|c| c.employees),
         employee_band: info.and_then(|c| c.band()).map(|b| b.as_str().to_owned()),
-        country: r
-            .country
-            .or_else(|| info.and_then(|c| c.country))
-            .map(|c| c.code().to_owned()),
+        country: r.country.or_else(|| info.and_then(|c| c.country)),
         lead_source: latest.map_or("Web", |s| s.crm_label()).to_owned(),
         sources: r.sources.iter().map(|s| s.as_str().to_owned()).collect(),
         score: r.score.points,

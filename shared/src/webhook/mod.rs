@@ -28,6 +28,8 @@ pub mod standard_scheme;
 pub mod stripe_scheme;
 
 pub use config::{IntakeConfig, SourceSecrets, StripeSecrets};
+/// webhook-intake's configuration (every function's domain names its own `Config`).
+pub type Config = IntakeConfig;
 pub use envelope::{Envelope, EnvelopeError, EventId};
 pub use intake::{Headers, Inbound, Intake, Outcome, Reply};
 pub use routing::{Route, Routes, routes};

@@ -22,7 +22,17 @@ pub async fn app(stack: &LocalStack, overrides: &[(&str, &str)]) -> App {
         env.insert((*k).to_owned(), (*v).to_owned());
     }
     let clients = blapi::aws::Clients::new(&stack.sdk_config().await);
-    App::new(Env::from_map(env), clients).await.unwrap()
+    build(env, clients).await.unwrap()
+}
+
+/// The intake as Lambda builds it: config, then ports (secrets), then the app.
+pub async fn build(
+    env: std::collections::BTreeMap<String, String>,
+    clients: blapi::aws::Clients,
+) -> blapi::Result<App> {
+    let config = blapi::webhook::Config::from_env(&Env::from_map(env))?;
+    let ports = webhook_intake::Ports::connect(&config, &clients).await?;
+    Ok(App::new(config, ports))
 }
 
 pub async fn clients(stack: &LocalStack) -> blapi::aws::Clients {

@@ -1,0 +1,279 @@
+//! The adapters' tests: Salesforce against wiremock, the fake.
+
+use super::*;
+use crate::config::Secret;
+use crate::error::Error;
+use crate::retry::RetryPolicy;
+use std::time::Duration;
+use wiremock::matchers::{body_json, body_string_contains, header, method, path};
+use wiremock::{Mock, MockServer, Request, ResponseTemplate};
+
+pub(crate) fn lead() -> CrmLead {
+    CrmLead {
+        lead_id: "ld_0123456789abcdef01234567".into(),
+        email: Some("ada@acme.example".into()),
+        first_name: Some("Ada".into()),
+        last_name: Some("Lovelace".into()),
+        phone: None,
+        title: Some("CTO".into()),
+        company: "Acme Corporation".into(),
+        company_domain: Some("acme.example".into()),
+        industry: Some("Machinery".into()),
+        employees: Some(12000),
+        employee_band: Some("5001+".into()),
+        country: crate::values::Country::parse("US"),
+        lead_source: "Contact Us".into(),
+        sources: vec!["portal.contact_us".into()],
+        score: 88,
+        grade: "A".into(),
+        score_reasons: "+30 global company".into(),
+        owner_id: "005000000000NE1AAA".into(),
+        team: Some("na-enterprise".into()),
+        routing_reason: "territory rule na-enterprise".into(),
+        needs_enrichment: false,
+        marketing_opt_in: true,
+    }
+}
+
+fn crm(server: &MockServer) -> SalesforceCrm {
+    let mut cfg = SalesforceConfig::new(server.uri(), "v61.0");
+    cfg.timeout = Duration::from_secs(2);
+    SalesforceCrm::new(
+        cfg,
+        Secret::new(SalesforceCredentials {
+            client_id: "cid".into(),
+            client_secret: "csecret".into(),
+        }),
+    )
+    .unwrap()
+    .with_retry(RetryPolicy::immediate(3))
+}
+
+async fn mount_token(server: &MockServer, token: &str, times: u64) {
+    Mock::given(method("POST"))
+        .and(path("/services/oauth2/token"))
+        .and(body_string_contains("grant_type=client_credentials"))
+        .and(body_string_contains("client_id=cid"))
+        .and(body_string_contains("client_secret=csecret"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+            "access_token": token, "instance_url": server.uri(), "token_type": "Bearer",
+            "issued_at": "1700000000000"})))
+        .up_to_n_times(times)
+        .expect(times)
+        .mount(server)
+        .await;
+}
+
+const UPSERT_PATH: &str =
+    "/services/data/v61.0/sobjects/Lead/Blapi_Lead_Id__c/ld_0123456789abcdef01234567";
+
+#[tokio::test]
+async fn upsert_request_shape_and_token_cache() {
+    let server = MockServer::start().await;
+    mount_token(&server, "tok1", 1).await;
+    Mock::given(method("PATCH"))
+        .and(path(UPSERT_PATH))
+        .and(header("authorization", "Bearer tok1"))
+        .and(header("sforce-auto-assign", "FALSE"))
+        .and(header("content-type", "application/json"))
+        .and(body_json(SalesforceCrm::body(&lead())))
+        .respond_with(ResponseTemplate::new(201).set_body_json(
+            serde_json::json!({"id": "00Q000000000001", "success": true, "errors": [], "created": true}),
+        ))
+        .up_to_n_times(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("PATCH"))
+        .and(path(UPSERT_PATH))
+        .respond_with(ResponseTemplate::new(200).set_body_json(
+            serde_json::json!({"id": "00Q000000000001", "success": true, "errors": [], "created": false}),
+        ))
+        .mount(&server)
+        .await;
+    let c = crm(&server);
+    let u = c.upsert(&CrmRecord::Lead(lead())).await.unwrap();
+    assert_eq!(
+        u,
+        Upserted {
+            record_id: Some("00Q000000000001".into()),
+            created: true
+        }
+    );
+    let u = c.upsert(&CrmRecord::Lead(lead())).await.unwrap();
+    assert!(!u.created);
+    assert_eq!(c.token_requests(), 1, "token cached between upserts");
+
+    // The body: our owner, no external id field, individuals get required placeholders.
+    let body = SalesforceCrm::body(&lead());
+    assert_eq!(body["OwnerId"], "005000000000NE1AAA");
+    assert_eq!(body["LastName"], "Lovelace");
+    assert_eq!(body["Country"], "United States");
+    assert_eq!(body["HasOptedOutOfEmail"], false);
+    assert!(body.get("Blapi_Lead_Id__c").is_none());
+    assert!(body.get("Phone").is_none(), "absent fields are not sent");
+    let reqs: Vec<Request> = server.received_requests().await.unwrap();
+    let patch = reqs.iter().find(|r| r.method.as_str() == "PATCH").unwrap();
+    assert_eq!(patch.url.path(), UPSERT_PATH);
+}
+
+#[tokio::test]
+async fn no_content_is_an_update() {
+    let server = MockServer::start().await;
+    mount_token(&server, "tok", 1).await;
+    Mock::given(method("PATCH"))
+        .respond_with(ResponseTemplate::new(204))
+        .mount(&server)
+        .await;
+    let u = crm(&server).upsert(&CrmRecord::Lead(lead())).await.unwrap();
+    assert!(!u.created);
+}
+
+#[tokio::test]
+async fn unauthorized_refreshes_the_token_once() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/services/oauth2/token"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(
+            serde_json::json!({"access_token": "stale", "instance_url": server.uri()}),
+        ))
+        .up_to_n_times(1)
+        .mount(&server)
+        .await;
+    mount_token(&server, "fresh", 1).await;
+    Mock::given(method("PATCH"))
+        .and(header("authorization", "Bearer stale"))
+        .respond_with(ResponseTemplate::new(401).set_body_json(
+            serde_json::json!([{"message": "Session expired or invalid", "errorCode": "INVALID_SESSION_ID"}]),
+        ))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("PATCH"))
+        .and(header("authorization", "Bearer fresh"))
+        .respond_with(
+            ResponseTemplate::new(201)
+                .set_body_json(serde_json::json!({"id": "00Q1", "created": true})),
+        )
+        .expect(1)
+        .mount(&server)
+        .await;
+    let c = crm(&server);
+    assert!(c.upsert(&CrmRecord::Lead(lead())).await.unwrap().created);
+    assert_eq!(c.token_requests(), 2);
+}
+
+#[tokio::test]
+async fn unauthorized_twice_is_an_auth_error() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/services/oauth2/token"))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(
+                serde_json::json!({"access_token": "t", "instance_url": server.uri()}),
+            ),
+        )
+        .expect(2)
+        .mount(&server)
+        .await;
+    Mock::given(method("PATCH"))
+        .respond_with(ResponseTemplate::new(401))
+        .expect(2)
+        .mount(&server)
+        .await;
+    let e = crm(&server)
+        .upsert(&CrmRecord::Lead(lead()))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, CrmError::Auth(_)), "{e:?}");
+    assert!(!Error::from(e).is_retryable());
+}
+
+#[tokio::test]
+async fn ambiguous_match_and_field_errors_are_reported_clearly() {
+    let server = MockServer::start().await;
+    mount_token(&server, "tok", 1).await;
+    Mock::given(method("PATCH"))
+        .and(path(UPSERT_PATH))
+        .respond_with(ResponseTemplate::new(300).set_body_json(serde_json::json!([
+            "/services/data/v61.0/sobjects/Lead/00Q1",
+            "/services/data/v61.0/sobjects/Lead/00Q2"
+        ])))
+        .up_to_n_times(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("PATCH"))
+        .and(path(UPSERT_PATH))
+        .respond_with(ResponseTemplate::new(400).set_body_json(serde_json::json!([
+            {"message": "Owner ID: id value of incorrect type", "errorCode": "MALFORMED_ID", "fields": ["OwnerId"]}])))
+        .mount(&server)
+        .await;
+    let c = crm(&server);
+    let e = c.upsert(&CrmRecord::Lead(lead())).await.unwrap_err();
+    assert!(matches!(e, CrmError::Ambiguous { count: 2, .. }), "{e:?}");
+    assert!(
+        e.to_string()
+            .contains("2 CRM records match external id ld_0123456789abcdef01234567")
+    );
+    assert!(!Error::from(e).is_retryable());
+    let e = c.upsert(&CrmRecord::Lead(lead())).await.unwrap_err();
+    assert!(matches!(e, CrmError::Rejected { .. }), "{e:?}");
+    assert!(
+        e.to_string()
+            .contains("MALFORMED_ID [OwnerId]: Owner ID: id value of incorrect type"),
+        "{e}"
+    );
+    assert!(!Error::from(e).is_retryable());
+}
+
+#[tokio::test]
+async fn unavailable_is_retried_then_retryable() {
+    let server = MockServer::start().await;
+    mount_token(&server, "tok", 1).await;
+    Mock::given(method("PATCH"))
+        .respond_with(ResponseTemplate::new(503).set_body_json(
+            serde_json::json!([{"message": "Server unavailable", "errorCode": "SERVER_UNAVAILABLE"}]),
+        ))
+        .expect(3)
+        .mount(&server)
+        .await;
+    let e = crm(&server)
+        .upsert(&CrmRecord::Lead(lead()))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, CrmError::Unavailable(_)), "{e:?}");
+    assert!(
+        Error::from(e).is_retryable(),
+        "SQS redelivers the lead later"
+    );
+}
+
+#[tokio::test]
+async fn bad_credentials_are_an_auth_error_without_the_secret() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/services/oauth2/token"))
+        .respond_with(ResponseTemplate::new(400).set_body_json(
+            serde_json::json!({"error": "invalid_client", "error_description": "invalid client credentials"}),
+        ))
+        .mount(&server)
+        .await;
+    let e = crm(&server)
+        .upsert(&CrmRecord::Lead(lead()))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, CrmError::Auth(_)));
+    assert!(e.to_string().contains("invalid_client") && !e.to_string().contains("csecret"));
+}
+
+#[tokio::test]
+async fn memory_crm_counts_upserts() {
+    let c = MemoryCrm::new();
+    assert!(c.upsert(&CrmRecord::Lead(lead())).await.unwrap().created);
+    assert!(!c.upsert(&CrmRecord::Lead(lead())).await.unwrap().created);
+    assert_eq!(c.len(), 1);
+    assert_eq!(c.get(&lead().lead_id).unwrap().1, 2);
+    let m = lead().without_contact_data();
+    assert!(
+        m.email.is_none() && m.first_name.is_none() && m.last_name.is_none() && m.title.is_none()
+    );
+}
