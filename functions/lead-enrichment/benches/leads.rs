@@ -6,18 +6,15 @@
 //!   a realistic domain mix, and the enrichment cache hit ratio.
 
 use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
-use blapi::crm::MemoryCrm;
-use blapi::leads::enrichment::{CacheTtl, Company, Enricher, MemoryCache, MemoryProvider};
+use blapi::leads::enrichment::{Company, MemoryProvider};
 use blapi::leads::normalize::Country;
-use blapi::leads::routing::{MemoryAccounts, MemoryCounter};
-use blapi::leads::service::LeadPorts;
-use blapi::leads::store::MemoryLeadStore;
-use blapi::ledger::MemoryLedger;
-use blapi::storage::MemoryStore;
 use criterion::{Criterion, Throughput, criterion_group};
 use lambda_runtime::{Context, LambdaEvent};
-use lead_enrichment::{App, Ports};
+use lead_enrichment::App;
 use std::sync::Arc;
+
+#[path = "../tests/support/mod.rs"]
+mod support;
 
 /// Deterministic pseudo-random numbers (no extra dependency, same mix on every run).
 struct Lcg(u64);
@@ -104,22 +101,7 @@ fn provider() -> Arc<MemoryProvider> {
 }
 
 fn app(provider: Arc<MemoryProvider>) -> App {
-    let ports = LeadPorts {
-        store: Arc::new(MemoryLeadStore::new()),
-        accounts: Arc::new(MemoryAccounts::new()),
-        counter: Arc::new(MemoryCounter::new()),
-        enricher: Enricher::new(provider, Arc::new(MemoryCache::new()), CacheTtl::default()),
-        crm: Arc::new(MemoryCrm::new()),
-        ledger: Arc::new(MemoryLedger::new()),
-    };
-    App::new(
-        fake_config(),
-        Ports {
-            leads: ports,
-            store: Arc::new(MemoryStore::new()),
-        },
-    )
-    .expect("bundled rules")
+    support::fakes(provider).app
 }
 
 fn record(n: u64, domain: &str) -> SqsMessage {
@@ -209,16 +191,4 @@ criterion_group!(benches, bench_handler);
 fn main() {
     benches();
     Criterion::default().configure_from_args().final_summary();
-}
-
-/// A configuration for apps on fakes (the resources are never reached).
-fn fake_config() -> blapi::leads::Config {
-    blapi::leads::Config::from_env(&blapi::config::Env::from_map([
-        ("LEADS_TABLE", "leads"),
-        ("CRM_TABLE", "crm"),
-        ("LEDGER_TABLE", "ledger"),
-        ("ARTIFACTS_BUCKET", "artifacts"),
-        ("ENRICHMENT_API_BASE", "fixture:"),
-    ]))
-    .expect("config")
 }

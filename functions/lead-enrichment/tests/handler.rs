@@ -5,81 +5,27 @@
 // Test helpers outside #[test] fns unwrap too (clippy.toml allows it only inside them).
 #![allow(clippy::unwrap_used)]
 
-use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
-use blapi::crm::MemoryCrm;
-use blapi::leads::enrichment::{
-    CacheTtl, Company, Enricher, EnrichmentProvider, FixtureProvider, MemoryCache, MemoryProvider,
-};
+use aws_lambda_events::event::sqs::SqsEvent;
+use blapi::leads::enrichment::{Company, EnrichmentProvider, MemoryProvider};
 use blapi::leads::input::LeadId;
-use blapi::leads::routing::{Account, MemoryAccounts, MemoryCounter};
-use blapi::leads::service::{LeadPorts, Outcome};
-use blapi::leads::store::{LeadStore, MemoryLeadStore};
-use blapi::ledger::MemoryLedger;
+use blapi::leads::routing::Account;
+use blapi::leads::service::Outcome;
+use blapi::leads::store::LeadStore;
 use blapi::queue::EventMessage;
-use blapi::storage::MemoryStore;
 use lambda_runtime::{Context, LambdaEvent};
-use lead_enrichment::{App, Ports};
 use serde_json::json;
 use std::sync::Arc;
 
-struct Fakes {
-    app: App,
-    crm: Arc<MemoryCrm>,
-    accounts: Arc<MemoryAccounts>,
-    leads: Arc<MemoryLeadStore>,
-}
-
-fn fakes(provider: Arc<dyn EnrichmentProvider>) -> Fakes {
-    let crm = Arc::new(MemoryCrm::new());
-    let accounts = Arc::new(MemoryAccounts::new());
-    let leads = Arc::new(MemoryLeadStore::new());
-    let ports = LeadPorts {
-        store: leads.clone(),
-        accounts: accounts.clone(),
-        counter: Arc::new(MemoryCounter::new()),
-        enricher: Enricher::new(provider, Arc::new(MemoryCache::new()), CacheTtl::default()),
-        crm: crm.clone(),
-        ledger: Arc::new(MemoryLedger::new()),
-    };
-    Fakes {
-        app: App::new(
-            fake_config(),
-            Ports {
-                leads: ports,
-                store: Arc::new(MemoryStore::new()),
-            },
-        )
-        .unwrap(),
-        crm,
-        accounts,
-        leads,
-    }
-}
-
-fn fixture_fakes() -> Fakes {
-    fakes(Arc::new(FixtureProvider::bundled().unwrap()))
-}
-
-fn sample(name: &str) -> SqsEvent {
-    let path = format!(
-        "{}/../../events/lead-enrichment/{name}",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
+mod support;
+use support::{batch, fakes, fixture_fakes, sample};
 
 fn event(records: Vec<(&str, serde_json::Value)>) -> LambdaEvent<SqsEvent> {
-    let mut e = SqsEvent::default();
-    e.records = records
-        .into_iter()
-        .map(|(id, body)| {
-            let mut m = SqsMessage::default();
-            m.message_id = Some(id.to_owned());
-            m.body = Some(body.to_string());
-            m
-        })
-        .collect();
-    LambdaEvent::new(e, Context::default())
+    batch(
+        records
+            .into_iter()
+            .map(|(id, body)| (id, body.to_string()))
+            .collect(),
+    )
 }
 
 fn signup(id: &str, email: &str, extra: serde_json::Value) -> serde_json::Value {
@@ -336,16 +282,4 @@ async fn crm_outage_fails_the_record_for_redelivery_and_the_retry_succeeds() {
         "the ledger claim was released"
     );
     assert_eq!(f.crm.len(), 1);
-}
-
-/// A configuration for apps on fakes (the resources are never reached).
-fn fake_config() -> blapi::leads::Config {
-    blapi::leads::Config::from_env(&blapi::config::Env::from_map([
-        ("LEADS_TABLE", "leads"),
-        ("CRM_TABLE", "crm"),
-        ("LEDGER_TABLE", "ledger"),
-        ("ARTIFACTS_BUCKET", "artifacts"),
-        ("ENRICHMENT_API_BASE", "fixture:"),
-    ]))
-    .expect("config")
 }

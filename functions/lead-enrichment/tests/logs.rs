@@ -5,17 +5,11 @@
 // Test helpers outside #[test] fns unwrap too (clippy.toml allows it only inside them).
 #![allow(clippy::unwrap_used)]
 
-use aws_lambda_events::event::sqs::SqsEvent;
-use blapi::crm::MemoryCrm;
-use blapi::leads::enrichment::{CacheTtl, Enricher, MemoryCache, MemoryProvider};
-use blapi::leads::routing::{MemoryAccounts, MemoryCounter};
-use blapi::leads::service::LeadPorts;
-use blapi::leads::store::MemoryLeadStore;
-use blapi::ledger::MemoryLedger;
-use blapi::storage::MemoryStore;
+use blapi::leads::enrichment::MemoryProvider;
 use lambda_runtime::{Context, LambdaEvent};
-use lead_enrichment::{App, Ports};
 use std::sync::{Arc, Mutex};
+
+mod support;
 
 /// A `tracing` writer into a shared buffer.
 #[derive(Clone, Default)]
@@ -44,27 +38,8 @@ async fn logs_carry_the_lead_id_never_the_email() {
 
     let provider = Arc::new(MemoryProvider::new());
     provider.set_down(true); // the outage path logs too
-    let ports = LeadPorts {
-        store: Arc::new(MemoryLeadStore::new()),
-        accounts: Arc::new(MemoryAccounts::new()),
-        counter: Arc::new(MemoryCounter::new()),
-        enricher: Enricher::new(provider, Arc::new(MemoryCache::new()), CacheTtl::default()),
-        crm: Arc::new(MemoryCrm::new()),
-        ledger: Arc::new(MemoryLedger::new()),
-    };
-    let app = App::new(
-        fake_config(),
-        Ports {
-            leads: ports,
-            store: Arc::new(MemoryStore::new()),
-        },
-    )
-    .unwrap();
-    let path = format!(
-        "{}/../../events/lead-enrichment/batch-mixed.json",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    let event: SqsEvent = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let app = support::fakes(provider).app;
+    let event = support::sample("batch-mixed.json");
     let resp = app
         .handle(LambdaEvent::new(event, Context::default()))
         .await
@@ -90,16 +65,4 @@ async fn logs_carry_the_lead_id_never_the_email() {
             "{email} leaked: {logs}"
         );
     }
-}
-
-/// A configuration for apps on fakes (the resources are never reached).
-fn fake_config() -> blapi::leads::Config {
-    blapi::leads::Config::from_env(&blapi::config::Env::from_map([
-        ("LEADS_TABLE", "leads"),
-        ("CRM_TABLE", "crm"),
-        ("LEDGER_TABLE", "ledger"),
-        ("ARTIFACTS_BUCKET", "artifacts"),
-        ("ENRICHMENT_API_BASE", "fixture:"),
-    ]))
-    .expect("config")
 }

@@ -2,98 +2,13 @@
 
 #![allow(clippy::unwrap_used)] // test helpers: a panic is the failure report
 
-use blapi::billing::Config;
-use blapi::billing::dunning;
-use blapi::billing::memory::MemoryBilling;
 use blapi::billing::ports::SubscriptionView;
-use blapi::billing::pricebook::PriceBook;
-use blapi::billing::service::{BillingConfig, Job};
-use blapi::billing::usage::{IngestPolicy, RejectReason};
-use blapi::ledger::MemoryLedger;
-use blapi::queue::MemoryQueue;
-use blapi::storage::MemoryStore;
-use blapi::stripe::{MemoryStripe, StripeConfig};
-use chrono::{DateTime, Utc};
+use blapi::billing::service::Job;
+use blapi::billing::usage::RejectReason;
 use lambda_runtime::{Context, LambdaEvent};
-use std::sync::Arc;
-use std::time::Duration;
-use usage_billing::handler::{App, Ports};
 
-struct Rig {
-    app: App,
-    table: Arc<MemoryBilling>,
-    queue: Arc<MemoryQueue>,
-}
-
-fn rig(now: &str) -> Rig {
-    let table = Arc::new(MemoryBilling::new());
-    let store = Arc::new(MemoryStore::new());
-    let queue = Arc::new(MemoryQueue::new());
-    let now: DateTime<Utc> = now.parse().unwrap();
-    let ports = Ports {
-        usage: table.clone(),
-        subs: table.clone(),
-        invoices: table.clone(),
-        credits: table.clone(),
-        dunning: table.clone(),
-        stripe: Arc::new(MemoryStripe::new()),
-        artifacts: store.clone(),
-        store,
-        ledger: Arc::new(MemoryLedger::new()),
-        queue: queue.clone(),
-        book: Arc::new(PriceBook::embedded().unwrap()),
-        clock: Arc::new(move || now),
-    };
-    let config = Config {
-        table: "billing".into(),
-        ledger_table: "ledger".into(),
-        artifacts_bucket: "artifacts".into(),
-        stripe: StripeConfig {
-            api_base: "http://127.0.0.1:9".into(),
-            secret_id: "unused".into(),
-            timeout: Duration::from_secs(1),
-        },
-        service: BillingConfig {
-            jobs_queue_url: "jobs".into(),
-            notifications_queue_url: "notes".into(),
-            ingest: IngestPolicy::default(),
-            dunning: dunning::Policy {
-                suspend_after_days: 14,
-                suspend_after_attempts: 4,
-            },
-            lease: Duration::from_secs(60),
-        },
-        metrics_namespace: "test".into(),
-    };
-    Rig {
-        app: App::new(config, ports),
-        table,
-        queue,
-    }
-}
-
-fn event(name: &str) -> serde_json::Value {
-    let path = format!(
-        "{}/../../events/usage-billing/{name}",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
-
-async fn call(app: &App, payload: serde_json::Value) -> serde_json::Value {
-    app.handle(LambdaEvent::new(payload, Context::default()))
-        .await
-        .unwrap()
-}
-
-fn failures(resp: &serde_json::Value) -> Vec<String> {
-    resp["batchItemFailures"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| f["itemIdentifier"].as_str().unwrap().to_owned())
-        .collect()
-}
+mod support;
+use support::{call, event, failures, rig};
 
 #[tokio::test]
 async fn sample_events_flow_through_every_trigger() {

@@ -19,6 +19,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use usage_billing::handler::{App, Ports};
 
+mod support;
+use support::{call, message, sqs_event};
+
 const PERIOD: &str = "2026-10";
 
 fn localstripe() -> String {
@@ -78,33 +81,8 @@ impl Ctx {
     }
 }
 
-async fn call(app: &App, payload: serde_json::Value) -> serde_json::Value {
-    app.handle(LambdaEvent::new(payload, Context::default()))
-        .await
-        .unwrap()
-}
-
-fn sqs_event(arn: &str, bodies: &[String]) -> serde_json::Value {
-    let records: Vec<_> = bodies
-        .iter()
-        .enumerate()
-        .map(|(i, b)| {
-            serde_json::json!({"messageId": format!("m{i}-{}", uuid::Uuid::new_v4()), "receiptHandle": "rh", "body": b,
-                "attributes": {"ApproximateReceiveCount": "1"}, "messageAttributes": {}, "eventSource": "aws:sqs",
-                "eventSourceARN": arn, "awsRegion": "us-east-1"})
-        })
-        .collect();
-    serde_json::json!({ "Records": records })
-}
-
 fn failures(resp: &serde_json::Value) -> usize {
     resp["batchItemFailures"].as_array().map_or(0, Vec::len)
-}
-
-fn message(source: &str, t: &str, event: serde_json::Value) -> String {
-    serde_json::json!({"id": uuid::Uuid::new_v4().to_string(), "source": source, "type": t,
-        "received_at": "2026-10-31T22:00:00Z", "raw_key": "raw/test", "event": event})
-    .to_string()
 }
 
 /// Runs every message of the billing-jobs queue through the handler (each delivered
