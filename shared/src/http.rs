@@ -95,3 +95,68 @@ pub async fn send_with_retry<T, E>(
     })
     .await
 }
+
+/// An HTTP API reached with a bearer key (Stripe, the enrichment provider): the client, its
+/// base URL (no trailing slash), the key, the retry policy and a call counter shared by
+/// clones. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct ApiClient {
+    http: reqwest::Client,
+    base_url: String,
+    api_key: crate::config::Secret<String>,
+    policy: crate::retry::RetryPolicy,
+    calls: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl ApiClient {
+    /// `timeout` bounds each attempt.
+    pub fn new(
+        base_url: impl Into<String>,
+        api_key: crate::config::Secret<String>,
+        timeout: Duration,
+        policy: crate::retry::RetryPolicy,
+    ) -> Result<Self> {
+        Ok(Self {
+            http: client(timeout)?,
+            base_url: base_url.into().trim_end_matches('/').to_owned(),
+            api_key,
+            policy,
+            calls: Default::default(),
+        })
+    }
+
+    /// Overrides the retry policy (tests use `RetryPolicy::immediate`).
+    pub fn with_retry(mut self, policy: crate::retry::RetryPolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// HTTP requests sent so far, retries included (benchmarks count calls).
+    pub fn calls(&self) -> u64 {
+        self.calls.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// `{base}/{path}`.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}/{}", self.base_url, path.trim_start_matches('/'))
+    }
+
+    /// A request with the bearer key, counted as one call.
+    pub fn request(&self, method: reqwest::Method, url: &str) -> reqwest::RequestBuilder {
+        self.calls
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.http
+            .request(method, url)
+            .bearer_auth(self.api_key.expose())
+    }
+
+    /// [`send_with_retry`] under this client's policy.
+    pub async fn send<T, E>(
+        &self,
+        build: impl Fn() -> reqwest::RequestBuilder,
+        transport: impl Fn(bool, String) -> E,
+        answer: impl Fn(Reply) -> crate::retry::Attempt<T, E>,
+    ) -> std::result::Result<T, E> {
+        send_with_retry(self.policy, build, transport, answer).await
+    }
+}

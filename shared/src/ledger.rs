@@ -14,7 +14,7 @@
 //! Adapters: [`DynamoLedger`] (table with a string `pk`, TTL attribute `expires_at`) and
 //! [`MemoryLedger`] for unit tests.
 
-use crate::aws::dynamo::is_conditional_check_failed as is_conditional_failure;
+use crate::aws::dynamo::{get_n, get_s, is_conditional_check_failed as is_conditional_failure};
 use crate::error::{Error, Result};
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::AttributeValue;
@@ -110,16 +110,6 @@ impl DynamoLedger {
     }
 }
 
-fn s(item: &HashMap<String, AttributeValue>, name: &str) -> Option<String> {
-    item.get(name).and_then(|v| v.as_s().ok()).cloned()
-}
-
-fn n(item: &HashMap<String, AttributeValue>, name: &str) -> Option<i64> {
-    item.get(name)
-        .and_then(|v| v.as_n().ok())
-        .and_then(|v| v.parse().ok())
-}
-
 #[async_trait]
 impl Ledger for DynamoLedger {
     async fn claim(&self, key: &str, hash: &str, opts: ClaimOptions) -> Result<Claim> {
@@ -162,19 +152,19 @@ impl Ledger for DynamoLedger {
             let Some(item) = self.read(key).await? else {
                 continue; // released in between: try again
             };
-            if s(&item, "payload_hash").as_deref() != Some(hash) {
+            if get_s(&item, "payload_hash").as_deref() != Some(hash) {
                 return Err(Error::Conflict(format!(
                     "idempotency key {key} was used before with a different payload"
                 )));
             }
-            match s(&item, "status").as_deref() {
+            match get_s(&item, "status").as_deref() {
                 Some(COMPLETED) => {
                     return Ok(Claim::Completed {
-                        result: s(&item, "result"),
+                        result: get_s(&item, "result"),
                     });
                 }
                 _ => {
-                    let until = n(&item, "lease_until").unwrap_or(0);
+                    let until = get_n::<i64>(&item, "lease_until").unwrap_or(0);
                     if until >= now_ms() {
                         return Ok(Claim::InProgress {
                             lease_until_ms: until,
@@ -259,8 +249,8 @@ impl Ledger for DynamoLedger {
         Ok(self
             .read(key)
             .await?
-            .filter(|item| s(item, "status").as_deref() == Some(COMPLETED))
-            .map(|item| s(&item, "result")))
+            .filter(|item| get_s(item, "status").as_deref() == Some(COMPLETED))
+            .map(|item| get_s(&item, "result")))
     }
 }
 

@@ -163,8 +163,8 @@ async fn sink_path_enriches_once_per_domain_and_keeps_contact_data_out_of_the_cr
 
     // The LeadsTable holds the personal data, erasable by subject.
     let rec = h.leads.get(&id1).await.unwrap().unwrap();
-    assert_eq!(rec.email.as_str(), email1);
-    assert_eq!(rec.phone.as_deref(), Some("+33 1 00 00 00 00"));
+    assert_eq!(rec.person.email.as_str(), email1);
+    assert_eq!(rec.person.phone.as_deref(), Some("+33 1 00 00 00 00"));
     assert_eq!(rec.route.owner_id, crm.owner_id);
     let erased = h
         .leads

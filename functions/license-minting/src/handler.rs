@@ -8,49 +8,18 @@
 
 use aws_lambda_events::event::sqs::SqsEvent;
 use blapi::aws::Clients;
-use blapi::error::{Error, OneOf, Result, exactly_one};
+use blapi::error::{Error, Result};
 use blapi::licensing::{
-    Config, DynamoLicenseStore, KmsSigner, LicenseId, LicenseService, LicenseSigner, LicenseStore,
-    Outcome, RevocationReason,
+    AdminRequest, Config, DynamoLicenseStore, KmsSigner, LicenseService, LicenseSigner,
+    LicenseStore, Outcome,
 };
 use blapi::queue::{EventMessage, process_batch};
 use blapi::storage::{ObjectStore, S3Store};
 use blapi::stripe::{StripeClient, StripeReads};
 use blapi::telemetry::Tally;
 use lambda_runtime::LambdaEvent;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 use std::sync::Arc;
-
-/// An operator's request (direct invocation; samples in `events/license-minting/`).
-#[derive(Debug, Deserialize)]
-#[serde(tag = "action", rename_all = "snake_case", deny_unknown_fields)]
-pub enum AdminRequest {
-    /// Re-fetch a subscription and mint (or revoke) as its state says.
-    Mint { subscription: String },
-    /// Revoke one license and republish the revocation list.
-    Revoke {
-        license_id: LicenseId,
-        #[serde(default = "operator")]
-        reason: RevocationReason,
-    },
-    /// A customer's or a subscription's licenses.
-    List {
-        customer: Option<String>,
-        subscription: Option<String>,
-    },
-    /// Verify a license file (`license`, the base64 text) or a stored license (`license_id`).
-    Verify {
-        license: Option<String>,
-        license_id: Option<LicenseId>,
-    },
-    /// Republish the public key and the revocation list.
-    Publish,
-}
-
-fn operator() -> RevocationReason {
-    RevocationReason::Operator
-}
 
 /// The function's name, a metric dimension.
 pub const FUNCTION: &str = "license-minting";
@@ -130,7 +99,7 @@ impl App {
         if payload.get("action").is_some() {
             let request: AdminRequest = serde_json::from_value(payload)
                 .map_err(|e| Error::Invalid(format!("bad admin request: {e}")))?;
-            return self.admin(request).await;
+            return self.service.admin(request).await;
         }
         Err(Error::Invalid(
             "expected an SQS event (Records) or an admin request (action)".into(),
@@ -160,65 +129,6 @@ impl App {
         tally.flush();
         serde_json::to_value(&response).map_err(|e| Error::Invalid(format!("batch response: {e}")))
     }
-
-    async fn admin(&self, request: AdminRequest) -> Result<Value> {
-        tracing::info!(request = ?request_kind(&request), "admin request");
-        let to_json = |v: Result<Value, serde_json::Error>| {
-            v.map_err(|e| Error::Invalid(format!("response: {e}")))
-        };
-        match request {
-            AdminRequest::Mint { subscription } => to_json(serde_json::to_value(
-                self.service.reconcile(&subscription).await?,
-            )),
-            AdminRequest::Revoke { license_id, reason } => to_json(serde_json::to_value(
-                self.service.revoke_license(&license_id, reason).await?,
-            )),
-            AdminRequest::List {
-                customer,
-                subscription,
-            } => {
-                let licenses = match exactly_one(
-                    "list",
-                    ("customer", customer),
-                    ("subscription", subscription),
-                )? {
-                    OneOf::First(c) => self.service.list_customer(&c).await?,
-                    OneOf::Second(s) => self.service.list_subscription(&s).await?,
-                };
-                Ok(json!({ "count": licenses.len(), "licenses": licenses }))
-            }
-            AdminRequest::Verify {
-                license,
-                license_id,
-            } => {
-                let report = match exactly_one(
-                    "verify",
-                    ("license", license),
-                    ("license_id", license_id),
-                )? {
-                    OneOf::First(file) => self.service.verify_file(&file).await?,
-                    OneOf::Second(id) => self.service.verify_id(&id).await?,
-                };
-                to_json(serde_json::to_value(report))
-            }
-            AdminRequest::Publish => {
-                self.service.publish_public_key().await?;
-                let wrote = self.service.publish_revocations().await?;
-                Ok(json!({ "published": true, "revocation_list_rewritten": wrote }))
-            }
-        }
-    }
-}
-
-/// The request without its payload, for the log (a license file is not log material).
-fn request_kind(r: &AdminRequest) -> &'static str {
-    match r {
-        AdminRequest::Mint { .. } => "mint",
-        AdminRequest::Revoke { .. } => "revoke",
-        AdminRequest::List { .. } => "list",
-        AdminRequest::Verify { .. } => "verify",
-        AdminRequest::Publish => "publish",
-    }
 }
 
 #[cfg(test)]
@@ -228,6 +138,7 @@ mod tests {
     use blapi::storage::MemoryStore;
     use blapi::stripe::MemoryStripe;
     use lambda_runtime::Context;
+    use serde_json::json;
 
     fn app() -> (App, Arc<MemoryStripe>, Arc<MemoryLicenseStore>) {
         let stripe = Arc::new(MemoryStripe::new());

@@ -113,7 +113,7 @@ async fn main() {
     let config = Config::from_env(&Env::from_map(stack.env("usage-billing"))).unwrap();
     let mut ports = Ports::connect(&config, &clients).await.unwrap();
     // Our own client, so its call counter is readable here.
-    ports.stripe = Arc::new(stripe.clone());
+    ports.billing.stripe = Arc::new(stripe.clone());
     ports.clock = Arc::new(move || now);
     let app = Arc::new(App::new(config, ports));
     println!("stack provisioned in {:.1?}", t0.elapsed());

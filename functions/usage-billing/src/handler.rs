@@ -14,14 +14,11 @@ use aws_lambda_events::event::sqs::SqsEvent;
 use blapi::aws::Clients;
 use blapi::billing::Config;
 use blapi::billing::dynamo::DynamoBilling;
-use blapi::billing::ports::{
-    Credits, DunningStore, InvoiceStore, Invoicing, SubscriptionView, UsageStore,
-};
 use blapi::billing::pricebook::PriceBook;
-use blapi::billing::service::{Billing, Job};
+use blapi::billing::service::{Billing, Job, Ports as BillingPorts};
 use blapi::error::{Error, Result};
-use blapi::ledger::{DynamoLedger, Ledger};
-use blapi::queue::{QueueSender, SqsSender, process_batch};
+use blapi::ledger::DynamoLedger;
+use blapi::queue::{SqsSender, process_batch};
 use blapi::storage::{ObjectStore, S3Store};
 use blapi::stripe::StripeClient;
 use blapi::telemetry::Tally;
@@ -38,19 +35,10 @@ pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
 /// The adapters usage-billing runs on: [`Ports::connect`] in Lambda, fakes in tests.
 #[derive(Clone)]
 pub struct Ports {
-    pub usage: Arc<dyn UsageStore>,
-    pub subs: Arc<dyn SubscriptionView>,
-    pub invoices: Arc<dyn InvoiceStore>,
-    pub credits: Arc<dyn Credits>,
-    pub dunning: Arc<dyn DunningStore>,
-    pub stripe: Arc<dyn Invoicing>,
-    /// Where invoice artifacts are written.
-    pub artifacts: Arc<dyn ObjectStore>,
+    /// The billing services' ports.
+    pub billing: BillingPorts,
     /// Where claim-checked message bodies are read.
     pub store: Arc<dyn ObjectStore>,
-    pub ledger: Arc<dyn Ledger>,
-    pub queue: Arc<dyn QueueSender>,
-    pub book: Arc<PriceBook>,
     pub clock: Clock,
 }
 
@@ -73,20 +61,22 @@ impl Ports {
         };
         tracing::info!(price_book = %book.version, "price book loaded");
         Ok(Self {
-            usage: table.clone(),
-            subs: table.clone(),
-            invoices: table.clone(),
-            credits: table.clone(),
-            dunning: table,
-            stripe: Arc::new(stripe),
-            artifacts: s3.clone(),
-            store: s3.clone(),
-            ledger: Arc::new(DynamoLedger::new(
-                clients.dynamodb().clone(),
-                config.ledger_table.clone(),
-            )),
-            queue: Arc::new(SqsSender::new(clients.sqs().clone(), s3)),
-            book: Arc::new(book),
+            billing: BillingPorts {
+                usage: table.clone(),
+                subs: table.clone(),
+                invoices: table.clone(),
+                credits: table.clone(),
+                dunning: table,
+                stripe: Arc::new(stripe),
+                artifacts: s3.clone(),
+                ledger: Arc::new(DynamoLedger::new(
+                    clients.dynamodb().clone(),
+                    config.ledger_table.clone(),
+                )),
+                queue: Arc::new(SqsSender::new(clients.sqs().clone(), s3.clone())),
+                book: Arc::new(book),
+            },
+            store: s3,
             clock: Arc::new(Utc::now),
         })
     }
@@ -104,16 +94,7 @@ impl App {
     pub fn new(config: Config, ports: Ports) -> Self {
         Self {
             billing: Billing {
-                usage: ports.usage,
-                subs: ports.subs,
-                invoices: ports.invoices,
-                credits: ports.credits,
-                dunning: ports.dunning,
-                stripe: ports.stripe,
-                artifacts: ports.artifacts,
-                ledger: ports.ledger,
-                queue: ports.queue,
-                book: ports.book,
+                ports: ports.billing,
                 config: config.service,
             },
             store: ports.store,

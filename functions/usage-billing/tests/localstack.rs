@@ -439,7 +439,9 @@ async fn a_period_is_invoiced_once_with_reruns_duplicates_and_a_failed_artifact_
     let failing = Arc::new(MemoryStore::new());
     failing.set_failing(true);
     let broken = ctx
-        .app_with(None, |p| p.artifacts = failing as Arc<dyn ObjectStore>)
+        .app_with(None, |p| {
+            p.billing.artifacts = failing as Arc<dyn ObjectStore>
+        })
         .await;
     let err = broken
         .handle(LambdaEvent::new(
@@ -594,7 +596,7 @@ async fn stripe_5xx_and_429_mid_invoice_resume_without_duplicates() {
     .unwrap()
     .with_retry(RetryPolicy::immediate(2));
     let app = ctx
-        .app_with(Some(server.uri()), |p| p.stripe = Arc::new(stripe))
+        .app_with(Some(server.uri()), |p| p.billing.stripe = Arc::new(stripe))
         .await;
     let sub = format!("sub_{}", uuid::Uuid::new_v4().simple());
     let resp = call(

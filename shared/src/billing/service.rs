@@ -75,9 +75,9 @@ pub struct BillingConfig {
     pub lease: Duration,
 }
 
-/// The ports the services use.
+/// The ports the services use (usage-billing connects them; tests use the fakes).
 #[derive(Clone)]
-pub struct Billing {
+pub struct Ports {
     pub usage: Arc<dyn UsageStore>,
     pub subs: Arc<dyn SubscriptionView>,
     pub invoices: Arc<dyn InvoiceStore>,
@@ -88,6 +88,12 @@ pub struct Billing {
     pub ledger: Arc<dyn Ledger>,
     pub queue: Arc<dyn QueueSender>,
     pub book: Arc<PriceBook>,
+}
+
+/// The billing services: their ports and settings.
+#[derive(Clone)]
+pub struct Billing {
+    pub ports: Ports,
     pub config: BillingConfig,
 }
 
@@ -167,7 +173,7 @@ impl Billing {
             let is_closed = match closed.get(&period) {
                 Some(c) => *c,
                 None => {
-                    let c = self.usage.is_closed(period).await?;
+                    let c = self.ports.usage.is_closed(period).await?;
                     closed.insert(period, c);
                     c
                 }
@@ -184,7 +190,7 @@ impl Billing {
             let sub = match subs.get(&key) {
                 Some(s) => s.clone(),
                 None => {
-                    let s = self.subs.get(&key.0, &key.1).await?;
+                    let s = self.ports.subs.get(&key.0, &key.1).await?;
                     subs.insert(key, s.clone());
                     s
                 }
@@ -198,6 +204,7 @@ impl Billing {
                 continue;
             };
             let agg = self
+                .ports
                 .book
                 .plan(&sub.plan)
                 .and_then(|(_, p)| p.charge_for(&usage.metric))
@@ -210,7 +217,7 @@ impl Billing {
                 .await?;
                 continue;
             };
-            if self.usage.record(&usage, agg).await? {
+            if self.ports.usage.record(&usage, agg).await? {
                 report.accepted += 1;
             } else {
                 report.duplicates += 1;
@@ -227,7 +234,7 @@ impl Billing {
             list = rej.reason.list(),
             "usage record refused"
         );
-        self.usage.reject(&rej).await?;
+        self.ports.usage.reject(&rej).await?;
         report.rejected.push(rej);
         Ok(())
     }
@@ -247,13 +254,14 @@ impl Billing {
 
     /// Closes `period` now, even before its end, and fans out its plan (see [`Job::Plan`]).
     pub async fn plan_closing_early(&self, period: Period) -> Result<usize> {
-        self.usage.close(period).await?;
+        self.ports.usage.close(period).await?;
         let jobs = (0..SHARDS)
             .map(|shard| serde_json::to_string(&Job::PlanShard { period, shard }))
             .collect::<std::result::Result<Vec<_>, _>>()
             .map_err(|e| Error::Invalid(e.to_string()))?;
         let n = jobs.len();
-        self.queue
+        self.ports
+            .queue
             .send_all(&self.config.jobs_queue_url, jobs)
             .await?;
         tracing::info!(%period, shards = n, "period closed; plan fanned out");
@@ -273,7 +281,7 @@ impl Billing {
         let mut sent = 0usize;
         let mut scanned = 0usize;
         loop {
-            let (page, next) = self.subs.page(shard, cursor).await?;
+            let (page, next) = self.ports.subs.page(shard, cursor).await?;
             scanned += page.len();
             let mut jobs = Vec::new();
             for s in page {
@@ -289,7 +297,8 @@ impl Billing {
             }
             sent += jobs.len();
             if !jobs.is_empty() {
-                self.queue
+                self.ports
+                    .queue
                     .send_all(&self.config.jobs_queue_url, jobs)
                     .await?;
             }
@@ -312,6 +321,7 @@ impl Billing {
             retain: None,
         };
         let lease = match self
+            .ports
             .ledger
             .claim(&key, &payload_hash(key.as_bytes()), opts)
             .await?
@@ -330,7 +340,7 @@ impl Billing {
         match self.run_bill(customer, period).await {
             Ok(BillOutcome::NothingToBill) => {
                 // Not completed: a subscription view that arrives late can still be billed.
-                self.ledger.release(&lease).await?;
+                self.ports.ledger.release(&lease).await?;
                 Ok(BillOutcome::NothingToBill)
             }
             Ok(outcome) => {
@@ -340,11 +350,14 @@ impl Billing {
                     }
                     _ => "nothing".into(),
                 };
-                self.ledger.complete(&lease, Some(&result), opts).await?;
+                self.ports
+                    .ledger
+                    .complete(&lease, Some(&result), opts)
+                    .await?;
                 Ok(outcome)
             }
             Err(e) => {
-                if let Err(re) = self.ledger.release(&lease).await {
+                if let Err(re) = self.ports.ledger.release(&lease).await {
                     tracing::warn!(error = %re.chain(), "could not release the bill lease; it will expire");
                 }
                 Err(e)
@@ -354,6 +367,7 @@ impl Billing {
 
     async fn compose(&self, customer: &str, period: Period) -> Result<Option<Invoice>> {
         let subs: Vec<Subscription> = self
+            .ports
             .subs
             .for_customer(customer)
             .await?
@@ -365,7 +379,7 @@ impl Billing {
         }
         let mut with_usage = Vec::with_capacity(subs.len());
         for s in subs {
-            let (_, plan) = self.book.plan(&s.plan).ok_or_else(|| {
+            let (_, plan) = self.ports.book.plan(&s.plan).ok_or_else(|| {
                 Error::Invalid(format!(
                     "plan {} of subscription {} has no price",
                     s.plan, s.subscription
@@ -377,6 +391,7 @@ impl Billing {
                 .filter_map(|c| Some((c.metric.clone()?, c.aggregation?)))
                 .collect();
             let usage = self
+                .ports
                 .usage
                 .usage(customer, &s.subscription, &metrics, period)
                 .await?;
@@ -386,15 +401,22 @@ impl Billing {
                 quantities,
             });
         }
-        let credit = self.credits.balance(customer).await?;
-        invoice::compose(customer, period, &self.book, &with_usage, credit.as_ref()).map(Some)
+        let credit = self.ports.credits.balance(customer).await?;
+        invoice::compose(
+            customer,
+            period,
+            &self.ports.book,
+            &with_usage,
+            credit.as_ref(),
+        )
+        .map(Some)
     }
 
     async fn advance(&self, rec: &mut InvoiceRecord, to: BillState) -> Result<()> {
         let mut next = rec.clone();
         next.state = to;
         next.version += 1;
-        self.invoices.save(&next).await?;
+        self.ports.invoices.save(&next).await?;
         *rec = next;
         tracing::info!(customer_id = %rec.invoice.customer, period = %rec.invoice.period, state = ?to, "bill step done");
         Ok(())
@@ -403,7 +425,7 @@ impl Billing {
     async fn save(&self, rec: &mut InvoiceRecord) -> Result<()> {
         let mut next = rec.clone();
         next.version += 1;
-        self.invoices.save(&next).await?;
+        self.ports.invoices.save(&next).await?;
         *rec = next;
         Ok(())
     }
@@ -452,7 +474,7 @@ impl Billing {
     /// The stored record of (customer, period), or a new PLANNED one composed now; `None`
     /// when there is nothing to bill.
     async fn open_record(&self, customer: &str, period: Period) -> Result<Option<InvoiceRecord>> {
-        if let Some(rec) = self.invoices.load(customer, period).await? {
+        if let Some(rec) = self.ports.invoices.load(customer, period).await? {
             return Ok(Some(rec));
         }
         let Some(invoice) = self.compose(customer, period).await? else {
@@ -465,11 +487,12 @@ impl Billing {
             attempts: 0,
             version: 1,
         };
-        if self.invoices.create(&rec).await? {
+        if self.ports.invoices.create(&rec).await? {
             return Ok(Some(rec));
         }
         // Another run created it meanwhile: continue from its record.
-        self.invoices
+        self.ports
+            .invoices
             .load(customer, period)
             .await?
             .ok_or_else(|| Error::InProgress("invoice record vanished".into()))
@@ -485,13 +508,14 @@ impl Billing {
                 return Ok(BillState::Credited);
             }
             let debit = self
+                .ports
                 .credits
                 .debit(run.customer, &run.key, &rec.invoice.money(credit))
                 .await?;
             if debit != Debit::Insufficient {
                 return Ok(BillState::Credited);
             }
-            let balance = self.credits.balance(run.customer).await?;
+            let balance = self.ports.credits.balance(run.customer).await?;
             rec.invoice = rec.invoice.clone().with_credit(balance.as_ref());
             self.save(rec).await?;
         }
@@ -511,7 +535,7 @@ impl Billing {
             }
             let item_key = format!("{}:{}", run.key, line.id);
             let found = if run.resuming {
-                self.stripe.find_item(run.customer, &item_key).await?
+                self.ports.stripe.find_item(run.customer, &item_key).await?
             } else {
                 None
             };
@@ -525,7 +549,8 @@ impl Billing {
                         key: item_key.clone(),
                         period: run.period,
                     };
-                    self.stripe
+                    self.ports
+                        .stripe
                         .create_item(&req, &format!("blapi:{item_key}:item"))
                         .await?
                 }
@@ -544,7 +569,10 @@ impl Billing {
             return Ok(BillState::Finalized);
         }
         let found = if run.resuming {
-            self.stripe.find_invoice(run.customer, &run.key).await?
+            self.ports
+                .stripe
+                .find_invoice(run.customer, &run.key)
+                .await?
         } else {
             None
         };
@@ -552,7 +580,8 @@ impl Billing {
             Some(i) => i,
             None => {
                 let description = format!("Usage {} · ref {}", run.period, run.key);
-                self.stripe
+                self.ports
+                    .stripe
                     .create_invoice(
                         run.customer,
                         &run.key,
@@ -574,6 +603,7 @@ impl Billing {
     async fn finalize(&self, rec: &mut InvoiceRecord, run: &Run<'_>) -> Result<BillState> {
         let id = rec.refs.invoice.clone().unwrap_or_default();
         let done = self
+            .ports
             .stripe
             .finalize(&id, &format!("blapi:{}:finalize", run.key))
             .await?;
@@ -587,14 +617,16 @@ impl Billing {
     /// FINALIZED: the JSON and HTML artifacts (same bytes on a rerun).
     async fn write_artifacts(&self, run: &Run<'_>, rec: &InvoiceRecord) -> Result<BillState> {
         let (json_key, html_key) = artifact_keys(run.customer, run.period);
-        self.artifacts
+        self.ports
+            .artifacts
             .put(
                 &json_key,
                 invoice::render_json(&rec.invoice, &rec.refs),
                 "application/json",
             )
             .await?;
-        self.artifacts
+        self.ports
+            .artifacts
             .put(
                 &html_key,
                 invoice::render_html(&rec.invoice, &rec.refs),
@@ -619,7 +651,7 @@ impl Billing {
                 .pointer("/data/object")
                 .ok_or_else(|| Error::Invalid(format!("event {} has no data.object", msg.id)))?;
             let sub = Subscription::from_stripe(obj, created)?;
-            let stored = self.subs.upsert(&sub).await?;
+            let stored = self.ports.subs.upsert(&sub).await?;
             tracing::info!(event_id = %msg.id, customer_id = %sub.customer, subscription = %sub.subscription, stored, "subscription view updated");
             return Ok(true);
         }
@@ -627,7 +659,7 @@ impl Billing {
             return Ok(false);
         };
         for _ in 0..5 {
-            let (mut state, version) = self.dunning.load(&customer).await?;
+            let (mut state, version) = self.ports.dunning.load(&customer).await?;
             let before = state.clone();
             let changed = state.apply(&iev, &self.config.dunning);
             if state == before {
@@ -637,7 +669,7 @@ impl Billing {
                 self.notify(&customer, previous, state.status, state.as_of, &iev)
                     .await?;
             }
-            match self.dunning.save(&customer, &state, version).await {
+            match self.ports.dunning.save(&customer, &state, version).await {
                 Ok(()) => return Ok(true),
                 Err(Error::Conflict(_)) => continue,
                 Err(e) => return Err(e),
@@ -672,7 +704,8 @@ impl Billing {
             "at": as_of,
         });
         tracing::info!(customer_id = %customer, from = previous.as_str(), to = status.as_str(), "dunning status changed");
-        self.queue
+        self.ports
+            .queue
             .send(&self.config.notifications_queue_url, body.to_string())
             .await
     }
@@ -689,7 +722,7 @@ impl Billing {
         if amount.amount <= 0 {
             return Err(Error::Invalid("a credit grant must be positive".into()));
         }
-        self.credits.grant(customer, grant_id, &amount).await
+        self.ports.credits.grant(customer, grant_id, &amount).await
     }
 
     /// Counts of the period's invoices per state (progress report).

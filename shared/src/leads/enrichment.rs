@@ -13,7 +13,7 @@
 
 use crate::config::Secret;
 use crate::error::{Error, Result};
-use crate::retry::{Attempt, RetryPolicy, retry, retry_after};
+use crate::retry::{Attempt, RetryPolicy};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -193,11 +193,7 @@ pub trait EnrichmentProvider: Send + Sync {
 /// The HTTP adapter.
 #[derive(Debug, Clone)]
 pub struct HttpProvider {
-    http: reqwest::Client,
-    base_url: String,
-    api_key: Secret<String>,
-    policy: RetryPolicy,
-    calls: Arc<AtomicU64>,
+    api: crate::http::ApiClient,
 }
 
 impl HttpProvider {
@@ -207,22 +203,19 @@ impl HttpProvider {
         api_key: Secret<String>,
         timeout: Duration,
     ) -> Result<Self> {
+        let policy = RetryPolicy {
+            max_attempts: 3,
+            base_delay: Duration::from_millis(200),
+            max_delay: Duration::from_secs(2),
+        };
         Ok(Self {
-            http: crate::http::client(timeout)?,
-            base_url: base_url.into().trim_end_matches('/').to_owned(),
-            api_key,
-            policy: RetryPolicy {
-                max_attempts: 3,
-                base_delay: Duration::from_millis(200),
-                max_delay: Duration::from_secs(2),
-            },
-            calls: Arc::new(AtomicU64::new(0)),
+            api: crate::http::ApiClient::new(base_url, api_key, timeout, policy)?,
         })
     }
 
     /// Overrides the retry policy (tests use [`RetryPolicy::immediate`]).
     pub fn with_retry(mut self, policy: RetryPolicy) -> Self {
-        self.policy = policy;
+        self.api = self.api.with_retry(policy);
         self
     }
 }
@@ -230,48 +223,35 @@ impl HttpProvider {
 #[async_trait]
 impl EnrichmentProvider for HttpProvider {
     async fn lookup(&self, domain: &str) -> std::result::Result<Option<Company>, ProviderError> {
-        let url = format!("{}/v2/companies/find", self.base_url);
-        retry(self.policy, |_| async {
-            self.calls.fetch_add(1, Ordering::Relaxed);
-            let resp = match self
-                .http
-                .get(&url)
-                .query(&[("domain", domain)])
-                .bearer_auth(self.api_key.expose())
-                .send()
-                .await
-            {
-                Ok(r) => r,
-                Err(e) => {
-                    let retryable = crate::http::retryable_transport(&e);
-                    let err = ProviderError::Transport(e.without_url().to_string());
-                    return if retryable {
-                        Attempt::Retry(err, None)
-                    } else {
-                        Attempt::Fail(err)
-                    };
-                }
-            };
-            let status = resp.status();
-            let after = retry_after(resp.headers());
-            match status.as_u16() {
-                200 => match resp.json::<ProviderCompany>().await {
-                    Ok(c) => Attempt::Done(Some(c.into_company(domain))),
-                    Err(e) => Attempt::Fail(ProviderError::Unexpected(e.without_url().to_string())),
+        let url = self.api.url("v2/companies/find");
+        self.api
+            .send(
+                || {
+                    self.api
+                        .request(reqwest::Method::GET, &url)
+                        .query(&[("domain", domain)])
                 },
-                // Unknown company, or a domain the provider will not look up.
-                404 | 422 => Attempt::Done(None),
-                202 => Attempt::Fail(ProviderError::Pending),
-                429 => Attempt::Retry(ProviderError::Throttled, after),
-                s if status.is_server_error() => Attempt::Retry(ProviderError::Server(s), after),
-                s => Attempt::Fail(ProviderError::Refused(s)),
-            }
-        })
-        .await
+                |_, message| ProviderError::Transport(message),
+                |reply| match reply.status.as_u16() {
+                    200 => match reply.json::<ProviderCompany>() {
+                        Ok(c) => Attempt::Done(Some(c.into_company(domain))),
+                        Err(e) => Attempt::Fail(ProviderError::Unexpected(e.to_string())),
+                    },
+                    // Unknown company, or a domain the provider will not look up.
+                    404 | 422 => Attempt::Done(None),
+                    202 => Attempt::Fail(ProviderError::Pending),
+                    429 => Attempt::Retry(ProviderError::Throttled, reply.retry_after),
+                    s if reply.status.is_server_error() => {
+                        Attempt::Retry(ProviderError::Server(s), reply.retry_after)
+                    }
+                    s => Attempt::Fail(ProviderError::Refused(s)),
+                },
+            )
+            .await
     }
 
     fn calls(&self) -> u64 {
-        self.calls.load(Ordering::Relaxed)
+        self.api.calls()
     }
 }
 

@@ -100,13 +100,10 @@ impl std::fmt::Display for LeadId {
     }
 }
 
-/// A normalised lead, as one event describes it.
+/// Who the lead is: the personal data an event describes and the lead record keeps (flattened
+/// into both, so the stored JSON has the same fields as before).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Lead {
-    /// The id minted from this event (the store may map it to an existing lead's id).
-    pub event_lead_id: LeadId,
-    pub source: LeadSource,
-    pub event_id: String,
+pub struct Person {
     pub email: Email,
     pub name: PersonName,
     pub company: Option<String>,
@@ -118,6 +115,17 @@ pub struct Lead {
     pub form: Option<String>,
     pub product: Option<String>,
     pub consent: Consent,
+}
+
+/// A normalised lead, as one event describes it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Lead {
+    /// The id minted from this event (the store may map it to an existing lead's id).
+    pub event_lead_id: LeadId,
+    pub source: LeadSource,
+    pub event_id: String,
+    #[serde(flatten)]
+    pub person: Person,
     /// The Stripe customer id for self-serve buyers.
     pub stripe_customer: Option<String>,
 }
@@ -197,20 +205,22 @@ pub fn parse_event(msg: &EventMessage) -> Result<Lead, InputError> {
                 event_lead_id,
                 source,
                 event_id: msg.id.clone(),
-                email,
-                name: split_name(
-                    d.first_name.as_deref(),
-                    d.last_name.as_deref(),
-                    d.name.as_deref(),
-                ),
-                company: text(d.company),
-                country,
-                country_unmapped,
-                phone: text(d.phone),
-                job_title: text(d.job_title),
-                form: text(d.form).map(|f| f.to_lowercase()),
-                product: text(d.product).map(|p| p.to_lowercase()),
-                consent: d.consent.unwrap_or_default(),
+                person: Person {
+                    email,
+                    name: split_name(
+                        d.first_name.as_deref(),
+                        d.last_name.as_deref(),
+                        d.name.as_deref(),
+                    ),
+                    company: text(d.company),
+                    country,
+                    country_unmapped,
+                    phone: text(d.phone),
+                    job_title: text(d.job_title),
+                    form: text(d.form).map(|f| f.to_lowercase()),
+                    product: text(d.product).map(|p| p.to_lowercase()),
+                    consent: d.consent.unwrap_or_default(),
+                },
                 stripe_customer: None,
             })
         }
@@ -238,19 +248,21 @@ pub fn parse_event(msg: &EventMessage) -> Result<Lead, InputError> {
                 event_lead_id,
                 source,
                 event_id: msg.id.clone(),
-                email,
-                name: split_name(None, None, c.name.as_deref()),
-                company: text(meta("company")),
-                country,
-                country_unmapped,
-                phone: text(c.phone),
-                job_title: text(meta("job_title")),
-                form: None,
-                product: text(meta("product")).map(|p| p.to_lowercase()),
-                // Buying from us is not a marketing opt-in.
-                consent: Consent {
-                    marketing: meta("marketing_consent").is_some_and(|v| v == "true"),
-                    terms: true,
+                person: Person {
+                    email,
+                    name: split_name(None, None, c.name.as_deref()),
+                    company: text(meta("company")),
+                    country,
+                    country_unmapped,
+                    phone: text(c.phone),
+                    job_title: text(meta("job_title")),
+                    form: None,
+                    product: text(meta("product")).map(|p| p.to_lowercase()),
+                    // Buying from us is not a marketing opt-in.
+                    consent: Consent {
+                        marketing: meta("marketing_consent").is_some_and(|v| v == "true"),
+                        terms: true,
+                    },
                 },
                 stripe_customer: text(c.id),
             })
@@ -296,17 +308,17 @@ mod tests {
                 "consent": {"marketing": true, "terms": true}}}),
         );
         let l = parse_event(&m).unwrap();
-        assert_eq!(l.email.as_str(), "ada@acme.example");
-        assert_eq!(l.name.first.as_deref(), Some("Ada"));
-        assert_eq!(l.name.last.as_deref(), Some("Lovelace"));
-        assert_eq!(l.company.as_deref(), Some("Acme Corp"));
+        assert_eq!(l.person.email.as_str(), "ada@acme.example");
+        assert_eq!(l.person.name.first.as_deref(), Some("Ada"));
+        assert_eq!(l.person.name.last.as_deref(), Some("Lovelace"));
+        assert_eq!(l.person.company.as_deref(), Some("Acme Corp"));
         assert_eq!(
-            l.country.map(|c| c.code().to_owned()).as_deref(),
+            l.person.country.map(|c| c.code().to_owned()).as_deref(),
             Some("DE")
         );
-        assert_eq!(l.form.as_deref(), Some("demo-request"));
-        assert_eq!(l.product.as_deref(), Some("enterprise"));
-        assert!(l.consent.marketing);
+        assert_eq!(l.person.form.as_deref(), Some("demo-request"));
+        assert_eq!(l.person.product.as_deref(), Some("enterprise"));
+        assert!(l.person.consent.marketing);
         assert_eq!(l.source, LeadSource::PortalSignup);
         assert_eq!(l.event_lead_id, LeadId::for_event("portal", "msg_1"));
         assert!(
@@ -327,9 +339,9 @@ mod tests {
         let l = parse_event(&m).unwrap();
         assert_eq!(l.source, LeadSource::StripeCustomer);
         assert_eq!(l.stripe_customer.as_deref(), Some("cus_1"));
-        assert_eq!(l.company.as_deref(), Some("Globex"));
-        assert_eq!(l.country.unwrap().code(), "US");
-        assert!(!l.consent.marketing);
+        assert_eq!(l.person.company.as_deref(), Some("Globex"));
+        assert_eq!(l.person.country.unwrap().code(), "US");
+        assert!(!l.person.consent.marketing);
     }
 
     #[test]
@@ -383,7 +395,7 @@ mod tests {
             json!({"data": {"email": "a@b.example", "country": "Atlantis"}}),
         ))
         .unwrap();
-        assert_eq!(l.country, None);
-        assert_eq!(l.country_unmapped.as_deref(), Some("Atlantis"));
+        assert_eq!(l.person.country, None);
+        assert_eq!(l.person.country_unmapped.as_deref(), Some("Atlantis"));
     }
 }

@@ -15,7 +15,7 @@
 
 use super::domains::{DomainClass, DomainClassifier};
 use super::enrichment::{Enricher, Enrichment};
-use super::input::{Lead, LeadId, parse_event};
+use super::input::{Lead, LeadId, Person, parse_event};
 use super::routing::{AccountDirectory, SlotCounter, Territories, route};
 use super::rules::Facts;
 use super::scoring::ScoringRules;
@@ -160,12 +160,12 @@ impl LeadService {
         let p = &self.ports;
         let lead_id = p
             .store
-            .lead_id_for_subject(&lead.email, &lead.event_lead_id)
+            .lead_id_for_subject(&lead.person.email, &lead.event_lead_id)
             .await?;
         let span = tracing::info_span!("lead", lead_id = %lead_id, source = lead.source.as_str());
         async move {
             let existing = p.store.get(&lead_id).await?;
-            let domain = lead.email.domain().to_owned();
+            let domain = lead.person.email.domain().to_owned();
             let class = self.classifier.classify(&domain);
             let enrichment = p.enricher.enrich(&domain, class).await;
             let provider_called = matches!(
@@ -252,10 +252,10 @@ fn merge(
     if events.len() > 20 {
         events.drain(..events.len() - 20);
     }
-    let name = if lead.name.first.is_some() || lead.name.last.is_some() {
-        lead.name.clone()
+    let name = if lead.person.name.first.is_some() || lead.person.name.last.is_some() {
+        lead.person.name.clone()
     } else {
-        old.map(|o| o.name.clone()).unwrap_or_default()
+        old.map(|o| o.person.name.clone()).unwrap_or_default()
     };
     let company_info = enrichment
         .company()
@@ -263,18 +263,24 @@ fn merge(
         .or_else(|| old.and_then(|o| o.company_info.clone()));
     LeadRecord {
         lead_id,
-        email: lead.email.clone(),
-        name,
-        company: keep(&lead.company, old.map(|o| &o.company)),
-        country: lead.country.or(old.and_then(|o| o.country)),
-        country_unmapped: keep(&lead.country_unmapped, old.map(|o| &o.country_unmapped)),
-        phone: keep(&lead.phone, old.map(|o| &o.phone)),
-        job_title: keep(&lead.job_title, old.map(|o| &o.job_title)),
-        form: keep(&lead.form, old.map(|o| &o.form)),
-        product: keep(&lead.product, old.map(|o| &o.product)),
-        consent: super::input::Consent {
-            marketing: lead.consent.marketing || old.is_some_and(|o| o.consent.marketing),
-            terms: lead.consent.terms || old.is_some_and(|o| o.consent.terms),
+        person: Person {
+            email: lead.person.email.clone(),
+            name,
+            company: keep(&lead.person.company, old.map(|o| &o.person.company)),
+            country: lead.person.country.or(old.and_then(|o| o.person.country)),
+            country_unmapped: keep(
+                &lead.person.country_unmapped,
+                old.map(|o| &o.person.country_unmapped),
+            ),
+            phone: keep(&lead.person.phone, old.map(|o| &o.person.phone)),
+            job_title: keep(&lead.person.job_title, old.map(|o| &o.person.job_title)),
+            form: keep(&lead.person.form, old.map(|o| &o.person.form)),
+            product: keep(&lead.person.product, old.map(|o| &o.person.product)),
+            consent: super::input::Consent {
+                marketing: lead.person.consent.marketing
+                    || old.is_some_and(|o| o.person.consent.marketing),
+                terms: lead.person.consent.terms || old.is_some_and(|o| o.person.consent.terms),
+            },
         },
         sources,
         events,
@@ -310,12 +316,12 @@ fn merge(
 /// The facts scoring and routing look at.
 fn facts(r: &LeadRecord, enrichment: &Enrichment) -> Facts {
     let company = r.company_info.as_ref();
-    let country = r.country.or_else(|| company.and_then(|c| c.country));
+    let country = r.person.country.or_else(|| company.and_then(|c| c.country));
     Facts {
         sources: r.sources.iter().map(|s| s.as_str().to_owned()).collect(),
-        form: r.form.clone(),
-        product: r.product.clone(),
-        job_title: r.job_title.clone(),
+        form: r.person.form.clone(),
+        product: r.person.product.clone(),
+        job_title: r.person.job_title.clone(),
         country: country.map(|c| c.code().to_owned()),
         region: country.map(|c| c.region().to_owned()),
         domain_class: r.domain_class.as_str().to_owned(),
@@ -324,7 +330,7 @@ fn facts(r: &LeadRecord, enrichment: &Enrichment) -> Facts {
             .map(|b| b.as_str().to_owned()),
         industry: company.and_then(|c| c.industry.clone()),
         sector: company.and_then(|c| c.sector.clone()),
-        marketing_consent: r.consent.marketing,
+        marketing_consent: r.person.consent.marketing,
         enriched: !enrichment.needs_enrichment(),
     }
 }
@@ -333,6 +339,7 @@ fn facts(r: &LeadRecord, enrichment: &Enrichment) -> Facts {
 pub fn crm_lead(r: &LeadRecord) -> CrmLead {
     let info = r.company_info.as_ref();
     let company = r
+        .person
         .company
         .clone()
         .or_else(|| info.and_then(|c| c.name.clone()))
@@ -346,17 +353,17 @@ pub fn crm_lead(r: &LeadRecord) -> CrmLead {
     let latest = r.sources.iter().next_back().copied();
     CrmLead {
         lead_id: r.lead_id.to_string(),
-        email: Some(r.email.as_str().to_owned()),
-        first_name: r.name.first.clone(),
-        last_name: r.name.last.clone(),
-        phone: r.phone.clone(),
-        title: r.job_title.clone(),
+        email: Some(r.person.email.as_str().to_owned()),
+        first_name: r.person.name.first.clone(),
+        last_name: r.person.name.last.clone(),
+        phone: r.person.phone.clone(),
+        title: r.person.job_title.clone(),
         company,
         company_domain: r.domain_class.is_corporate().then(|| r.domain.clone()),
         industry: info.and_then(|c| c.industry.clone()),
         employees: info.and_then(|c| c.employees),
         employee_band: info.and_then(|c| c.band()).map(|b| b.as_str().to_owned()),
-        country: r.country.or_else(|| info.and_then(|c| c.country)),
+        country: r.person.country.or_else(|| info.and_then(|c| c.country)),
         lead_source: latest.map_or("Web", |s| s.crm_label()).to_owned(),
         sources: r.sources.iter().map(|s| s.as_str().to_owned()).collect(),
         score: r.score.points,
@@ -366,6 +373,6 @@ pub fn crm_lead(r: &LeadRecord) -> CrmLead {
         team: r.route.team.clone(),
         routing_reason: r.route.reason.clone(),
         needs_enrichment: r.needs_enrichment,
-        marketing_opt_in: r.consent.marketing,
+        marketing_opt_in: r.person.consent.marketing,
     }
 }

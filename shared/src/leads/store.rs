@@ -14,11 +14,11 @@
 
 use super::domains::DomainClass;
 use super::enrichment::{CachedLookup, Company, EnrichmentCache};
-use super::input::{Consent, LeadId, LeadSource};
-use super::normalize::{Country, Email, PersonName};
+use super::input::{LeadId, LeadSource, Person};
+use super::normalize::Email;
 use super::routing::{Account, AccountDirectory, Route, SlotCounter};
 use super::scoring::Score;
-use crate::aws::dynamo::{is_conditional_check_failed as is_conditional_failure, s};
+use crate::aws::dynamo::{get_s, is_conditional_check_failed as is_conditional_failure, s};
 use crate::error::{Error, Result};
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
@@ -31,16 +31,8 @@ use std::time::Duration;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LeadRecord {
     pub lead_id: LeadId,
-    pub email: Email,
-    pub name: PersonName,
-    pub company: Option<String>,
-    pub country: Option<Country>,
-    pub country_unmapped: Option<String>,
-    pub phone: Option<String>,
-    pub job_title: Option<String>,
-    pub form: Option<String>,
-    pub product: Option<String>,
-    pub consent: Consent,
+    #[serde(flatten)]
+    pub person: Person,
     pub sources: BTreeSet<LeadSource>,
     /// The events that described this lead (source:id), most recent last, at most 20.
     pub events: Vec<String>,
@@ -73,10 +65,6 @@ fn subject_pk(email: &Email) -> String {
 
 fn now_s() -> i64 {
     chrono::Utc::now().timestamp()
-}
-
-fn get_s<'a>(item: &'a HashMap<String, AttributeValue>, k: &str) -> Option<&'a String> {
-    item.get(k).and_then(|v| v.as_s().ok())
 }
 
 /// The DynamoDB adapter of every LeadsTable port.
@@ -167,7 +155,7 @@ impl LeadStore for DynamoLeadsTable {
         };
         let rec = get_s(&item, "record")
             .ok_or_else(|| Error::Invalid(format!("lead {id} has no record")))?;
-        serde_json::from_str(rec)
+        serde_json::from_str(&rec)
             .map(Some)
             .map_err(|e| Error::Invalid(format!("lead {id} record is unreadable: {e}")))
     }
@@ -180,7 +168,7 @@ impl LeadStore for DynamoLeadsTable {
             .table_name(&self.table)
             .item("pk", s(format!("LEAD#{}", r.lead_id)))
             .item("sk", s("PROFILE"))
-            .item("gsi1pk", s(subject_pk(&r.email)))
+            .item("gsi1pk", s(subject_pk(&r.person.email)))
             .item("gsi1sk", s(format!("LEAD#{}", r.lead_id)))
             .item("record", s(json))
             .item("owner_id", s(&r.route.owner_id))
@@ -251,7 +239,7 @@ impl EnrichmentCache for DynamoLeadsTable {
         }
         let entry = get_s(&item, "entry")
             .ok_or_else(|| Error::Invalid("cache item without entry".into()))?;
-        Ok(serde_json::from_str(entry).ok())
+        Ok(serde_json::from_str(&entry).ok())
     }
 
     async fn put(&self, domain: &str, entry: &CachedLookup, ttl: Duration) -> Result<()> {
@@ -287,7 +275,7 @@ impl AccountDirectory for DynamoLeadsTable {
         Ok(Some(Account {
             domain: domain.to_owned(),
             account_id: id.clone(),
-            name: get_s(&item, "name").cloned().unwrap_or_default(),
+            name: get_s(&item, "name").unwrap_or_default(),
             owner_id: owner.clone(),
         }))
     }
@@ -374,7 +362,7 @@ impl LeadStore for MemoryLeadStore {
             .remove(&email.subject_hash());
         let mut leads = self.leads.lock().unwrap_or_else(|p| p.into_inner());
         let before = leads.len();
-        leads.retain(|_, r| &r.email != email);
+        leads.retain(|_, r| &r.person.email != email);
         Ok(before - leads.len())
     }
 }

@@ -18,6 +18,7 @@
 //! - [`store`]: the store port; [`DynamoLicenseStore`] and [`MemoryLicenseStore`].
 //! - [`subscription`]: what a Stripe subscription means for its license ([`SubscriptionState`]).
 //! - [`service`]: [`LicenseService`], the minting rules.
+//! - [`admin`]: operator requests ([`AdminRequest`]: mint, revoke, list, verify, publish).
 //! - [`config`]: [`Config`], license-minting's environment.
 //!
 //! # Ports and adapters
@@ -94,6 +95,7 @@
 //! The revocation items are what `licenses/revoked.json` is rebuilt from (one consistent
 //! Query); publication re-reads after writing, so concurrent revocations are never lost.
 
+pub mod admin;
 pub mod config;
 pub mod format;
 pub mod revocation;
@@ -104,6 +106,7 @@ pub mod store;
 pub mod subscription;
 pub mod verify;
 
+pub use admin::AdminRequest;
 pub use config::Config;
 pub use format::{Features, License, LicenseCustomer, LicenseId, LicenseKey, file_key};
 pub use revocation::{

@@ -3,7 +3,7 @@
 
 use super::format::LicenseId;
 use super::revocation::{RevocationReason, RevokedLicense};
-use crate::aws::dynamo::{get_item, has_code, n, s};
+use crate::aws::dynamo::{get_item, get_n, get_s, has_code, n, s};
 use crate::error::{Error, Result};
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem, Update};
@@ -208,19 +208,11 @@ impl DynamoLicenseStore {
     }
 }
 
-fn get_s(item: &HashMap<String, AttributeValue>, name: &str) -> Option<String> {
-    item.get(name).and_then(|v| v.as_s().ok()).cloned()
-}
-fn get_n(item: &HashMap<String, AttributeValue>, name: &str) -> Option<i64> {
-    item.get(name)
-        .and_then(|v| v.as_n().ok())
-        .and_then(|v| v.parse().ok())
-}
 fn req_s(item: &HashMap<String, AttributeValue>, name: &str) -> Result<String> {
     get_s(item, name).ok_or_else(|| Error::Invalid(format!("license item without {name}")))
 }
 fn req_n(item: &HashMap<String, AttributeValue>, name: &str) -> Result<i64> {
-    get_n(item, name).ok_or_else(|| Error::Invalid(format!("license item without {name}")))
+    get_n::<i64>(item, name).ok_or_else(|| Error::Invalid(format!("license item without {name}")))
 }
 
 fn to_item(r: &LicenseRecord) -> HashMap<String, AttributeValue> {

@@ -12,8 +12,6 @@ use crate::retry::{Attempt, RetryPolicy};
 use async_trait::async_trait;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 /// Stripe's longest accepted `Idempotency-Key`.
@@ -22,11 +20,7 @@ pub const MAX_IDEMPOTENCY_KEY: usize = 255;
 /// A Stripe API client. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct StripeClient {
-    http: reqwest::Client,
-    base_url: String,
-    api_key: Secret<String>,
-    policy: RetryPolicy,
-    calls: Arc<AtomicU64>,
+    api: crate::http::ApiClient,
 }
 
 /// Stripe's error body: `{"error": {"type", "code", "message", "param"}}`.
@@ -53,11 +47,7 @@ impl StripeClient {
         timeout: Duration,
     ) -> Result<Self> {
         Ok(Self {
-            http: crate::http::client(timeout)?,
-            base_url: base_url.into().trim_end_matches('/').to_owned(),
-            api_key,
-            policy: RetryPolicy::default(),
-            calls: Arc::new(AtomicU64::new(0)),
+            api: crate::http::ApiClient::new(base_url, api_key, timeout, RetryPolicy::default())?,
         })
     }
 
@@ -81,19 +71,22 @@ impl StripeClient {
 
     /// Overrides the retry policy (tests use [`RetryPolicy::immediate`]).
     pub fn with_retry(mut self, policy: RetryPolicy) -> Self {
-        self.policy = policy;
+        self.api = self.api.with_retry(policy);
         self
     }
 
     /// HTTP requests sent so far, retries included (benchmarks count calls per invoice).
     pub fn calls(&self) -> u64 {
-        self.calls.load(Ordering::Relaxed)
+        self.api.calls()
     }
 
     /// `GET /v1/{path}` with query parameters.
     pub async fn get<T: DeserializeOwned>(&self, path: &str, query: &[(&str, &str)]) -> Result<T> {
-        let url = format!("{}/v1/{}", self.base_url, path.trim_start_matches('/'));
-        self.send(|| self.http.get(&url).query(query)).await
+        let url = self
+            .api
+            .url(&format!("v1/{}", path.trim_start_matches('/')));
+        self.send(|| self.api.request(reqwest::Method::GET, &url).query(query))
+            .await
     }
 
     /// `POST /v1/{path}` with a form body and an `Idempotency-Key` (required: every POST we
@@ -109,10 +102,12 @@ impl StripeClient {
                 "Idempotency-Key must be 1..={MAX_IDEMPOTENCY_KEY} characters"
             )));
         }
-        let url = format!("{}/v1/{}", self.base_url, path.trim_start_matches('/'));
+        let url = self
+            .api
+            .url(&format!("v1/{}", path.trim_start_matches('/')));
         self.send(|| {
-            self.http
-                .post(&url)
+            self.api
+                .request(reqwest::Method::POST, &url)
                 .header("Idempotency-Key", idempotency_key)
                 .form(form)
         })
@@ -121,8 +116,11 @@ impl StripeClient {
 
     /// `DELETE /v1/{path}`.
     pub async fn delete<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
-        let url = format!("{}/v1/{}", self.base_url, path.trim_start_matches('/'));
-        self.send(|| self.http.delete(&url)).await
+        let url = self
+            .api
+            .url(&format!("v1/{}", path.trim_start_matches('/')));
+        self.send(|| self.api.request(reqwest::Method::DELETE, &url))
+            .await
     }
 
     async fn send<T, B>(&self, build: B) -> Result<T>
@@ -130,57 +128,52 @@ impl StripeClient {
         T: DeserializeOwned,
         B: Fn() -> reqwest::RequestBuilder,
     {
-        crate::http::send_with_retry(
-            self.policy,
-            || {
-                self.calls.fetch_add(1, Ordering::Relaxed);
-                build()
-                    .bearer_auth(self.api_key.expose())
-                    .header("Stripe-Version", "2024-06-20")
-            },
-            |retryable, message| Error::dependency("stripe", retryable, message),
-            |reply| {
-                let status = reply.status;
-                if status.is_success() {
-                    return match reply.json::<T>() {
-                        Ok(v) => Attempt::Done(v),
-                        Err(e) => Attempt::Fail(Error::dependency(
+        self.api
+            .send(
+                || build().header("Stripe-Version", "2024-06-20"),
+                |retryable, message| Error::dependency("stripe", retryable, message),
+                |reply| {
+                    let status = reply.status;
+                    if status.is_success() {
+                        return match reply.json::<T>() {
+                            Ok(v) => Attempt::Done(v),
+                            Err(e) => Attempt::Fail(Error::dependency(
+                                "stripe",
+                                false,
+                                format!("unexpected response shape: {e}"),
+                            )),
+                        };
+                    }
+                    let message = reply
+                        .json::<ErrorBody>()
+                        .ok()
+                        .map(|b| {
+                            let d = b.error;
+                            format!(
+                                "{} {}: {}",
+                                d.kind.as_deref().unwrap_or("error"),
+                                d.code.as_deref().unwrap_or(""),
+                                d.message.as_deref().unwrap_or("")
+                            )
+                        })
+                        .unwrap_or_else(|| format!("HTTP {status}"));
+                    if reply.retryable() {
+                        Attempt::Retry(
+                            Error::dependency("stripe", true, format!("HTTP {status}: {message}")),
+                            reply.retry_after,
+                        )
+                    } else if status == reqwest::StatusCode::NOT_FOUND {
+                        Attempt::Fail(Error::NotFound(format!("stripe: {message}")))
+                    } else {
+                        Attempt::Fail(Error::dependency(
                             "stripe",
                             false,
-                            format!("unexpected response shape: {e}"),
-                        )),
-                    };
-                }
-                let message = reply
-                    .json::<ErrorBody>()
-                    .ok()
-                    .map(|b| {
-                        let d = b.error;
-                        format!(
-                            "{} {}: {}",
-                            d.kind.as_deref().unwrap_or("error"),
-                            d.code.as_deref().unwrap_or(""),
-                            d.message.as_deref().unwrap_or("")
-                        )
-                    })
-                    .unwrap_or_else(|| format!("HTTP {status}"));
-                if reply.retryable() {
-                    Attempt::Retry(
-                        Error::dependency("stripe", true, format!("HTTP {status}: {message}")),
-                        reply.retry_after,
-                    )
-                } else if status == reqwest::StatusCode::NOT_FOUND {
-                    Attempt::Fail(Error::NotFound(format!("stripe: {message}")))
-                } else {
-                    Attempt::Fail(Error::dependency(
-                        "stripe",
-                        false,
-                        format!("HTTP {status}: {message}"),
-                    ))
-                }
-            },
-        )
-        .await
+                            format!("HTTP {status}: {message}"),
+                        ))
+                    }
+                },
+            )
+            .await
     }
 
     /// Every object of a list endpoint for one customer, following `has_more` up to

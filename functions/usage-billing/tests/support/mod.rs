@@ -7,7 +7,7 @@ use blapi::billing::Config;
 use blapi::billing::dunning;
 use blapi::billing::memory::MemoryBilling;
 use blapi::billing::pricebook::PriceBook;
-use blapi::billing::service::BillingConfig;
+use blapi::billing::service::{BillingConfig, Ports as BillingPorts};
 use blapi::billing::usage::IngestPolicy;
 use blapi::ledger::MemoryLedger;
 use blapi::queue::MemoryQueue;
@@ -32,17 +32,19 @@ pub fn rig(now: &str) -> Rig {
     let queue = Arc::new(MemoryQueue::new());
     let now: DateTime<Utc> = now.parse().unwrap();
     let ports = Ports {
-        usage: table.clone(),
-        subs: table.clone(),
-        invoices: table.clone(),
-        credits: table.clone(),
-        dunning: table.clone(),
-        stripe: Arc::new(MemoryStripe::new()),
-        artifacts: store.clone(),
+        billing: BillingPorts {
+            usage: table.clone(),
+            subs: table.clone(),
+            invoices: table.clone(),
+            credits: table.clone(),
+            dunning: table.clone(),
+            stripe: Arc::new(MemoryStripe::new()),
+            artifacts: store.clone(),
+            ledger: Arc::new(MemoryLedger::new()),
+            queue: queue.clone(),
+            book: Arc::new(PriceBook::embedded().unwrap()),
+        },
         store,
-        ledger: Arc::new(MemoryLedger::new()),
-        queue: queue.clone(),
-        book: Arc::new(PriceBook::embedded().unwrap()),
         clock: Arc::new(move || now),
     };
     let config = Config {

@@ -23,16 +23,18 @@ fn rig() -> Rig {
     let store = Arc::new(MemoryStore::new());
     let queue = Arc::new(MemoryQueue::new());
     let billing = Billing {
-        usage: table.clone(),
-        subs: table.clone(),
-        invoices: table.clone(),
-        credits: table.clone(),
-        dunning: table.clone(),
-        stripe: stripe.clone(),
-        artifacts: store.clone(),
-        ledger: Arc::new(MemoryLedger::new()),
-        queue: queue.clone(),
-        book: Arc::new(PriceBook::embedded().unwrap()),
+        ports: Ports {
+            usage: table.clone(),
+            subs: table.clone(),
+            invoices: table.clone(),
+            credits: table.clone(),
+            dunning: table.clone(),
+            stripe: stripe.clone(),
+            artifacts: store.clone(),
+            ledger: Arc::new(MemoryLedger::new()),
+            queue: queue.clone(),
+            book: Arc::new(PriceBook::embedded().unwrap()),
+        },
         config: BillingConfig {
             jobs_queue_url: JOBS.into(),
             notifications_queue_url: NOTES.into(),
