@@ -293,10 +293,9 @@ impl LicenseService {
         let license_id = key.license_id();
         let customer = self.stripe.customer(&state.customer_id).await?;
         let kid = self.public_key().await?.kid().to_owned();
-        let issued_at = self.now();
-        let license = License {
+        let mut license = License {
             id: license_id.clone(),
-            issued_at,
+            issued_at: self.now(),
             starts_at: start_ms,
             expires_at: end_ms,
             customer: LicenseCustomer {
@@ -317,8 +316,8 @@ impl LicenseService {
             subscription_id: state.id.clone(),
             supersedes: key.supersedes.clone(),
         };
-        let json = license.to_json()?;
-        let signature = self.signer.sign(&json).await?;
+        let (json, signature) = self.sign_license(&mut license).await?;
+        let issued_at = license.issued_at;
         Ok(LicenseRecord {
             file_key: file_key(&state.customer_id, &license_id),
             file: encode_file(&json, &signature),
@@ -340,6 +339,27 @@ impl LicenseService {
             is_trial: trial,
             kid,
         })
+    }
+
+    /// Signs the license JSON. Mattermost strips trailing zero bytes from a decoded license
+    /// file before it splits off the 256-byte signature (and so does [`super::verify`], to
+    /// accept exactly what Mattermost accepts), so a signature that ends in `0x00` would make
+    /// the file unverifiable. Such a license (1 in 256) is signed again with `issued_at` one
+    /// millisecond later: a second KMS `Sign`, and a file that verifies everywhere.
+    async fn sign_license(&self, license: &mut License) -> Result<(Vec<u8>, Vec<u8>)> {
+        for _ in 0..8 {
+            let json = license.to_json()?;
+            let signature = self.signer.sign(&json).await?;
+            if signature.last() != Some(&0) {
+                return Ok((json, signature));
+            }
+            tracing::info!(license_id = %license.id, "signature ends in a zero byte; signing again");
+            license.issued_at += 1;
+        }
+        Err(Error::Invalid(format!(
+            "license {}: every signature ended in a zero byte",
+            license.id
+        )))
     }
 
     /// Writes the recorded file and activates the record (superseding its predecessor).

@@ -182,6 +182,7 @@ impl LicenseSigner for KmsSigner {
 pub struct CountingSigner<S> {
     inner: S,
     signs: AtomicU64,
+    zero_tailed: AtomicU64,
     public_keys: AtomicU64,
 }
 
@@ -190,8 +191,14 @@ impl<S> CountingSigner<S> {
         Self {
             inner,
             signs: AtomicU64::new(0),
+            zero_tailed: AtomicU64::new(0),
             public_keys: AtomicU64::new(0),
         }
+    }
+    /// Signatures that ended in a zero byte (a license file is then signed again: see
+    /// `LicenseService`).
+    pub fn zero_tailed(&self) -> u64 {
+        self.zero_tailed.load(Ordering::Relaxed)
     }
     /// The wrapped signer.
     pub fn inner(&self) -> &S {
@@ -215,7 +222,11 @@ impl<S> CountingSigner<S> {
 impl<S: LicenseSigner> LicenseSigner for CountingSigner<S> {
     async fn sign(&self, message: &[u8]) -> Result<Vec<u8>> {
         self.signs.fetch_add(1, Ordering::Relaxed);
-        self.inner.sign(message).await
+        let signature = self.inner.sign(message).await?;
+        if signature.last() == Some(&0) {
+            self.zero_tailed.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(signature)
     }
     async fn public_key(&self) -> Result<PublicKey> {
         self.public_keys.fetch_add(1, Ordering::Relaxed);

@@ -550,3 +550,65 @@ impl Fixture {
         self.signer.inner().down.store(down, Ordering::SeqCst);
     }
 }
+
+/// A signer whose first signature ends in a zero byte, as 1 in 256 real ones do.
+struct TrailingZeroOnce {
+    inner: InProcessSigner,
+    used: AtomicBool,
+}
+
+#[async_trait]
+impl LicenseSigner for TrailingZeroOnce {
+    async fn sign(&self, message: &[u8]) -> crate::Result<Vec<u8>> {
+        let mut sig = self.inner.sign(message).await?;
+        if !self.used.swap(true, Ordering::SeqCst)
+            && let Some(last) = sig.last_mut()
+        {
+            *last = 0;
+        }
+        Ok(sig)
+    }
+    async fn public_key(&self) -> crate::Result<PublicKey> {
+        self.inner.public_key().await
+    }
+}
+
+#[tokio::test]
+async fn a_signature_ending_in_a_zero_byte_is_signed_again_so_the_file_verifies() {
+    // Mattermost strips trailing zero bytes before splitting off the signature: a file whose
+    // signature ends in 0x00 would never verify.
+    let f = fixture();
+    let signer = Arc::new(CountingSigner::new(TrailingZeroOnce {
+        inner: test_signer(),
+        used: AtomicBool::new(false),
+    }));
+    let service = LicenseService::new(
+        f.stripe.clone(),
+        signer.clone(),
+        f.store.clone(),
+        f.files.clone(),
+    )
+    .with_clock(Arc::new(|| NOW_MS));
+    f.stripe.put_subscription(subscription(
+        "active",
+        5,
+        START,
+        json!({"sku": "professional"}),
+    ));
+    let out = service
+        .handle_event(&event("evt_z", "customer.subscription.created"))
+        .await
+        .unwrap();
+    assert!(matches!(out, Outcome::Minted { .. }), "{out:?}");
+    assert_eq!(signer.signs(), 2, "signed again once");
+    assert_eq!(signer.zero_tailed(), 1);
+    let rec = active(&f).pop().unwrap();
+    assert_eq!(
+        rec.issued_at,
+        NOW_MS + 1,
+        "the second signing moved issued_at"
+    );
+    let key = test_signer().public_key().await.unwrap();
+    let license = super::verify_license(&rec.file, &key, None, NOW_MS).unwrap();
+    assert_eq!(license.issued_at, NOW_MS + 1);
+}
