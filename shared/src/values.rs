@@ -1,6 +1,11 @@
 //! Parsed values that cross module boundaries (the CRM, the stores and the domains speak
 //! them, rather than strings).
 //!
+//! [`Email`] can only exist trimmed, lower-cased and well formed, and never prints itself.
+//!
+//! [`Currency`] is a lower-case ISO 4217 code with its minor-unit exponent; [`Money`] is integer
+//! minor units plus a currency, never `f64`.
+//!
 //! [`Country`] is an ISO 3166-1 alpha-2 code from the bundled table
 //! (`shared/data/countries.tsv`, origin noted in its header), found from a code (alpha-2 or
 //! alpha-3), a name or a common alias, whatever the case, accents or punctuation.
@@ -8,7 +13,118 @@
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::fmt;
+use std::str::FromStr;
 use std::sync::OnceLock;
+
+/// Why an e-mail address was refused. The text never repeats the address (it is personal data
+/// and error texts reach logs).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EmailError {
+    #[error("email is missing")]
+    Missing,
+    #[error("email is longer than 254 characters")]
+    TooLong,
+    #[error("email must contain exactly one '@'")]
+    At,
+    #[error("email has an empty or over-long local part")]
+    LocalPart,
+    #[error("email local part has a character that is not allowed")]
+    LocalChar,
+    #[error("email domain is not a valid host name with a dot")]
+    Domain,
+}
+
+/// A normalised e-mail address: trimmed, lower-cased, `local@domain` with a dotted domain.
+/// Its `Debug` hides the address (it must not reach logs by accident).
+#[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Email(String);
+
+impl Email {
+    /// Parses and normalises an address.
+    pub fn parse(raw: &str) -> Result<Self, EmailError> {
+        let s = raw.trim().to_lowercase();
+        if s.is_empty() {
+            return Err(EmailError::Missing);
+        }
+        if s.len() > 254 {
+            return Err(EmailError::TooLong);
+        }
+        let mut parts = s.split('@');
+        let (Some(local), Some(domain), None) = (parts.next(), parts.next(), parts.next()) else {
+            return Err(EmailError::At);
+        };
+        if local.is_empty() || local.len() > 64 {
+            return Err(EmailError::LocalPart);
+        }
+        let local_ok = local
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~.".contains(c))
+            && !local.starts_with('.')
+            && !local.ends_with('.')
+            && !local.contains("..");
+        if !local_ok {
+            return Err(EmailError::LocalChar);
+        }
+        if !valid_domain(domain) {
+            return Err(EmailError::Domain);
+        }
+        Ok(Self(s))
+    }
+
+    /// The whole address (use it only where it is needed: the lead store, the CRM payload).
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The domain part, lower-case.
+    pub fn domain(&self) -> &str {
+        self.0.rsplit_once('@').map_or("", |(_, d)| d)
+    }
+
+    /// The SHA-256 of the address (hex): the key under which a data subject's leads are found
+    /// (and erased) without storing the address in a key.
+    pub fn subject_hash(&self) -> String {
+        crate::ledger::payload_hash(self.0.as_bytes())
+    }
+}
+
+impl fmt::Debug for Email {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Email(***@{})", self.domain())
+    }
+}
+
+impl TryFrom<String> for Email {
+    type Error = EmailError;
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        Self::parse(&value)
+    }
+}
+
+impl From<Email> for String {
+    fn from(e: Email) -> Self {
+        e.0
+    }
+}
+
+fn valid_domain(domain: &str) -> bool {
+    if domain.len() > 253 || !domain.contains('.') {
+        return false;
+    }
+    let labels: Vec<&str> = domain.split('.').collect();
+    let tld_ok = labels.last().is_some_and(|t| {
+        t.len() >= 2 && t.chars().all(|c| c.is_ascii_alphabetic()) || t.starts_with("xn--")
+    });
+    tld_ok
+        && labels.iter().all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        })
+}
 
 /// An ISO 3166-1 alpha-2 country code known to the bundled table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -132,6 +248,91 @@ fn fold(s: &str) -> String {
         out.push(base);
     }
     out.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// A three-letter ISO 4217 currency code, lower case as Stripe writes it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Currency(String);
+
+impl Currency {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+    /// Decimal places of the minor unit (0 for JPY-like currencies, 2 otherwise).
+    pub fn exponent(&self) -> u32 {
+        match self.0.as_str() {
+            "jpy" | "krw" | "vnd" | "clp" | "isk" | "xof" | "xaf" | "pyg" | "ugx" => 0,
+            _ => 2,
+        }
+    }
+}
+
+impl TryFrom<String> for Currency {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        let l = s.trim().to_ascii_lowercase();
+        if l.len() == 3 && l.bytes().all(|b| b.is_ascii_lowercase()) {
+            Ok(Currency(l))
+        } else {
+            Err(format!("not a currency code: {s:?}"))
+        }
+    }
+}
+
+impl FromStr for Currency {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Currency::try_from(s.to_owned())
+    }
+}
+
+impl From<Currency> for String {
+    fn from(c: Currency) -> String {
+        c.0
+    }
+}
+
+impl fmt::Display for Currency {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// An amount of money in integer minor units.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Money {
+    /// Minor units (cents for USD/EUR). May be negative (credit lines).
+    pub amount: i64,
+    pub currency: Currency,
+}
+
+impl Money {
+    pub fn new(amount: i64, currency: Currency) -> Self {
+        Self { amount, currency }
+    }
+    /// `12.34 USD` style, for humans (HTML invoices, logs).
+    pub fn display(&self) -> String {
+        format_minor(self.amount, &self.currency)
+    }
+}
+
+/// Formats minor units with the currency's exponent: `1234, usd` -> `12.34 USD`.
+pub fn format_minor(amount: i64, currency: &Currency) -> String {
+    let exp = currency.exponent();
+    let code = currency.as_str().to_ascii_uppercase();
+    if exp == 0 {
+        return format!("{amount} {code}");
+    }
+    let div = 10i64.pow(exp);
+    let sign = if amount < 0 { "-" } else { "" };
+    let a = amount.unsigned_abs();
+    format!(
+        "{sign}{}.{:0width$} {code}",
+        a / div as u64,
+        a % div as u64,
+        width = exp as usize
+    )
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@ use crate::harness::Functions;
 use anyhow::{Context, Result, anyhow, bail, ensure};
 use blapi::config::Secret;
 use blapi::leads::input::LeadId;
+use blapi::leads::routing::AccountDirectory;
 use blapi::storage::{ObjectStore, S3Store};
 use blapi::stripe::{StripeClient, form_pairs};
 use blapi_infra::LocalStack;

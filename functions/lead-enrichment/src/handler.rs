@@ -10,9 +10,8 @@ use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use blapi::Result;
 use blapi::aws::Clients;
 use blapi::config::Secret;
-use blapi::crm::{CrmPort, SalesforceCredentials, SalesforceCrm, SinkCrm};
 use blapi::leads::Config;
-use blapi::leads::config::{CrmTarget, EnrichmentSource};
+use blapi::leads::config::EnrichmentSource;
 use blapi::leads::enrichment::{
     CacheTtl, Enricher, EnrichmentProvider, FixtureProvider, HttpProvider,
 };
@@ -57,7 +56,10 @@ impl Ports {
             config.leads_table.clone(),
         ));
         let provider = provider(config, clients).await?;
-        let crm = crm(config, clients, store.clone()).await?;
+        let crm = config
+            .crm
+            .connect(clients, store.clone(), config.http_retry)
+            .await?;
         Ok(Self {
             leads: LeadPorts {
                 store: table.clone(),
@@ -173,36 +175,6 @@ async fn provider(config: &Config, clients: &Clients) -> Result<Arc<dyn Enrichme
                 p = p.with_retry(policy);
             }
             Ok(Arc::new(p))
-        }
-    }
-}
-
-async fn crm(
-    config: &Config,
-    clients: &Clients,
-    store: Arc<dyn ObjectStore>,
-) -> Result<Arc<dyn CrmPort>> {
-    match &config.crm {
-        CrmTarget::Sink => {
-            tracing::info!("no SALESFORCE_LOGIN_URL: leads go to the built-in CRM sink");
-            Ok(Arc::new(SinkCrm::new(
-                clients.dynamodb().clone(),
-                config.crm_table.clone(),
-                store,
-            )))
-        }
-        CrmTarget::Salesforce {
-            config: sf,
-            secret_id,
-        } => {
-            let creds =
-                blapi::secrets::load_json::<SalesforceCredentials>(clients.secrets(), secret_id)
-                    .await?;
-            let mut crm = SalesforceCrm::new(sf.clone(), creds)?;
-            if let Some(policy) = config.http_retry {
-                crm = crm.with_retry(policy);
-            }
-            Ok(Arc::new(crm))
         }
     }
 }

@@ -13,7 +13,7 @@ use blapi::crm::SinkCrm;
 use blapi::leads::Config;
 use blapi::leads::input::LeadId;
 use blapi::leads::normalize::Email;
-use blapi::leads::routing::Account;
+use blapi::leads::routing::{Account, AccountDirectory};
 use blapi::leads::store::{DynamoLeadsTable, LeadStore};
 use blapi::retry::RetryPolicy;
 use blapi::storage::{ObjectStore, S3Store};

@@ -1,21 +1,38 @@
-//! The in-memory CRM for tests and benchmarks.
+//! The in-memory CRM for tests and benchmarks: the latest record per (object, external id),
+//! with how many upserts each received, lead conversions, and failure injection.
 
-use super::{CrmError, CrmLead, CrmPort, CrmRecord, Upserted};
+use super::{
+    CrmAccount, CrmContact, CrmError, CrmLead, CrmObject, CrmOpportunity, CrmPort, CrmRecord,
+    Upserted,
+};
 use async_trait::async_trait;
 use std::collections::BTreeMap;
 use std::sync::Mutex;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-/// In-memory CRM for tests and benchmarks: records by lead id with an upsert count.
+#[derive(Debug, Default)]
+struct State {
+    records: BTreeMap<(CrmObject, String), (CrmRecord, u64)>,
+    /// Lead id -> account external id.
+    conversions: BTreeMap<String, String>,
+}
+
+/// See the module docs.
 #[derive(Debug, Default)]
 pub struct MemoryCrm {
-    records: Mutex<BTreeMap<String, (CrmLead, u64)>>,
-    failing: std::sync::atomic::AtomicBool,
+    state: Mutex<State>,
+    failing: AtomicBool,
+    calls: AtomicU64,
+    writes: AtomicU64,
 }
 
 impl MemoryCrm {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Makes every upsert fail with a retryable error (or succeed again).
@@ -25,50 +42,140 @@ impl MemoryCrm {
 
     /// The record of a lead and how many upserts it received.
     pub fn get(&self, lead_id: &str) -> Option<(CrmLead, u64)> {
-        self.records
+        match self
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(lead_id)
-            .cloned()
+            .records
+            .get(&(CrmObject::Lead, lead_id.to_owned()))
+        {
+            Some((CrmRecord::Lead(l), n)) => Some((l.clone(), *n)),
+            _ => None,
+        }
     }
 
-    /// Number of distinct records.
+    /// Number of distinct lead records.
     pub fn len(&self) -> usize {
-        self.records.lock().unwrap_or_else(|p| p.into_inner()).len()
+        self.all().len()
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
-    /// All records.
+    /// All lead records.
     pub fn all(&self) -> Vec<CrmLead> {
-        self.records
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+        self.lock()
+            .records
             .values()
-            .map(|(l, _)| l.clone())
+            .filter_map(|(r, _)| match r {
+                CrmRecord::Lead(l) => Some(l.clone()),
+                _ => None,
+            })
             .collect()
+    }
+
+    /// An account and how many upserts it received.
+    pub fn account(&self, external_id: &str) -> Option<(CrmAccount, u64)> {
+        match self
+            .lock()
+            .records
+            .get(&(CrmObject::Account, external_id.to_owned()))
+        {
+            Some((CrmRecord::Account(a), n)) => Some((a.clone(), *n)),
+            _ => None,
+        }
+    }
+
+    /// Every account.
+    pub fn accounts(&self) -> Vec<CrmAccount> {
+        self.lock()
+            .records
+            .values()
+            .filter_map(|(r, _)| match r {
+                CrmRecord::Account(a) => Some(a.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Every contact.
+    pub fn contacts(&self) -> Vec<CrmContact> {
+        self.lock()
+            .records
+            .values()
+            .filter_map(|(r, _)| match r {
+                CrmRecord::Contact(c) => Some(c.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Every opportunity.
+    pub fn opportunities(&self) -> Vec<CrmOpportunity> {
+        self.lock()
+            .records
+            .values()
+            .filter_map(|(r, _)| match r {
+                CrmRecord::Opportunity(o) => Some(o.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The account a lead was converted into.
+    pub fn conversion(&self, lead_id: &str) -> Option<String> {
+        self.lock().conversions.get(lead_id).cloned()
+    }
+
+    /// `upsert` / `upsert_all` calls so far (a Salesforce request each).
+    pub fn calls(&self) -> u64 {
+        self.calls.load(Ordering::Relaxed)
+    }
+
+    /// Records written so far.
+    pub fn writes(&self) -> u64 {
+        self.writes.load(Ordering::Relaxed)
+    }
+
+    fn write(&self, record: &CrmRecord) -> std::result::Result<Upserted, CrmError> {
+        if self.failing.load(Ordering::SeqCst) {
+            return Err(CrmError::Unavailable("CRM down (simulated)".into()));
+        }
+        self.writes.fetch_add(1, Ordering::Relaxed);
+        let mut s = self.lock();
+        if let CrmRecord::LeadConversion(c) = record {
+            let created = s
+                .conversions
+                .insert(c.lead_id.clone(), c.account_external_id.clone())
+                .is_none();
+            return Ok(Upserted {
+                record_id: Some(c.lead_id.clone()),
+                created,
+            });
+        }
+        let key = (record.object(), record.external_id().to_owned());
+        let entry = s.records.entry(key).or_insert_with(|| (record.clone(), 0));
+        entry.0 = record.clone();
+        entry.1 += 1;
+        Ok(Upserted {
+            record_id: Some(record.external_id().to_owned()),
+            created: entry.1 == 1,
+        })
     }
 }
 
 #[async_trait]
 impl CrmPort for MemoryCrm {
     async fn upsert(&self, record: &CrmRecord) -> std::result::Result<Upserted, CrmError> {
-        let CrmRecord::Lead(lead) = record;
-        if self.failing.load(Ordering::SeqCst) {
-            return Err(CrmError::Unavailable("CRM down (simulated)".into()));
-        }
-        let mut map = self.records.lock().unwrap_or_else(|p| p.into_inner());
-        let entry = map
-            .entry(lead.lead_id.clone())
-            .or_insert_with(|| (lead.clone(), 0));
-        entry.0 = lead.clone();
-        entry.1 += 1;
-        Ok(Upserted {
-            record_id: Some(lead.lead_id.clone()),
-            created: entry.1 == 1,
-        })
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        self.write(record)
+    }
+
+    async fn upsert_all(
+        &self,
+        records: &[CrmRecord],
+    ) -> std::result::Result<Vec<Upserted>, CrmError> {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        records.iter().map(|r| self.write(r)).collect()
     }
 
     fn kind(&self) -> &'static str {

@@ -1,9 +1,11 @@
-//! The CRM: one port, upsert a record once by its external id, whatever the CRM is. It knows
-//! no domain: the records are CRM objects ([`CrmRecord`]: a Lead today; customer sync adds
-//! Account, Contact and Opportunity) carrying parsed values ([`crate::values::Country`]).
+//! The CRM: one port, upsert records once by their external ids, whatever the CRM is. It knows
+//! no domain: the records are CRM objects ([`CrmRecord`]: Lead, Account, Contact, Opportunity,
+//! and the link of a converted lead) carrying parsed values ([`crate::values`]).
 //!
 //! # Layout
-//! - `mod.rs`: the port [`CrmPort`], the records, [`Upserted`], [`CrmError`].
+//! - `mod.rs`: the port [`CrmPort`], [`CrmRecord`], [`Upserted`], [`CrmError`], [`CrmConfig`].
+//! - [`records`]: the customer objects ([`CrmAccount`], [`CrmContact`], [`CrmOpportunity`],
+//!   [`LeadConversion`]).
 //! - [`salesforce`]: [`SalesforceCrm`] (OAuth client credentials, upsert by external id).
 //! - [`sink`]: [`SinkCrm`], the built-in CRM (DynamoDB + S3 JSON lines).
 //! - [`memory`]: [`MemoryCrm`], the fake for tests and benchmarks.
@@ -11,10 +13,12 @@
 //! Adapters:
 //! - [`SalesforceCrm`] (when `SALESFORCE_LOGIN_URL` is set): OAuth 2.0 client credentials
 //!   against `{login}/services/oauth2/token`, the token cached until it expires and refreshed
-//!   once on a 401; upsert with `PATCH {instance}/services/data/{version}/sobjects/Lead/
-//!   {ExternalIdField}/{lead id}` and `Sforce-Auto-Assign: FALSE` (we chose the owner).
+//!   once on a 401; upsert with `PATCH {instance}/services/data/{version}/sobjects/{Object}/
+//!   {ExternalIdField}/{id}` and `Sforce-Auto-Assign: FALSE` (we chose the owner).
 //!   201 = created, 200/204 = updated, 300 = several records carry the id (nothing written),
-//!   400 = field errors, 429/5xx = retried then reported retryable.
+//!   400 = field errors, 429/5xx = retried then reported retryable. Several records go in one
+//!   Composite request ([`CrmPort::upsert_all`]: up to 25 subrequests, one API call against
+//!   the org's daily limit); a record refused there fails alone, named with its fields.
 //! - [`SinkCrm`], the built-in sink when no Salesforce is configured: one item per lead in the
 //!   CrmTable (`pk = LEAD#<id>`, `sk = CRM`) plus a JSON-lines export object per lead at
 //!   `crm/leads/<id>.jsonl` in the artifacts bucket (the latest state; the prefix read as a
@@ -29,8 +33,13 @@
 //! updates the same record.
 
 pub mod memory;
+pub mod records;
 pub mod salesforce;
 pub mod sink;
+
+pub use records::{
+    AccountStatus, CrmAccount, CrmContact, CrmOpportunity, LeadConversion, OpportunityStage,
+};
 
 pub use memory::MemoryCrm;
 pub use salesforce::{SalesforceConfig, SalesforceCredentials, SalesforceCrm};
@@ -105,12 +114,15 @@ pub enum CrmError {
     /// Salesforce 300: several records carry this external id; nothing was written. A human
     /// must merge the duplicates.
     #[error(
-        "{count} CRM records match external id {lead_id}; nothing written (merge the duplicates)"
+        "{count} CRM records match external id {external_id}; nothing written (merge the duplicates)"
     )]
-    Ambiguous { lead_id: String, count: usize },
+    Ambiguous { external_id: String, count: usize },
     /// Salesforce 400: the record was refused (field errors).
-    #[error("CRM refused record {lead_id}: {details}")]
-    Rejected { lead_id: String, details: String },
+    #[error("CRM refused record {external_id}: {details}")]
+    Rejected {
+        external_id: String,
+        details: String,
+    },
     /// Authentication failed (after one token refresh).
     #[error("CRM authentication failed: {0}")]
     Auth(String),
@@ -138,6 +150,9 @@ impl From<CrmError> for Error {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum CrmObject {
     Lead,
+    Account,
+    Contact,
+    Opportunity,
 }
 
 impl CrmObject {
@@ -145,6 +160,9 @@ impl CrmObject {
     pub fn sobject(self) -> &'static str {
         match self {
             CrmObject::Lead => "Lead",
+            CrmObject::Account => "Account",
+            CrmObject::Contact => "Contact",
+            CrmObject::Opportunity => "Opportunity",
         }
     }
 
@@ -152,6 +170,9 @@ impl CrmObject {
     pub fn sink_names(self) -> (&'static str, &'static str) {
         match self {
             CrmObject::Lead => ("LEAD", "leads"),
+            CrmObject::Account => ("ACCOUNT", "accounts"),
+            CrmObject::Contact => ("CONTACT", "contacts"),
+            CrmObject::Opportunity => ("OPPORTUNITY", "opportunities"),
         }
     }
 }
@@ -160,12 +181,20 @@ impl CrmObject {
 #[derive(Debug, Clone, PartialEq)]
 pub enum CrmRecord {
     Lead(CrmLead),
+    Account(CrmAccount),
+    Contact(CrmContact),
+    Opportunity(CrmOpportunity),
+    /// Marks a lead converted and links it to its account (writes the Lead object).
+    LeadConversion(LeadConversion),
 }
 
 impl CrmRecord {
     pub fn object(&self) -> CrmObject {
         match self {
-            CrmRecord::Lead(_) => CrmObject::Lead,
+            CrmRecord::Lead(_) | CrmRecord::LeadConversion(_) => CrmObject::Lead,
+            CrmRecord::Account(_) => CrmObject::Account,
+            CrmRecord::Contact(_) => CrmObject::Contact,
+            CrmRecord::Opportunity(_) => CrmObject::Opportunity,
         }
     }
 
@@ -173,7 +202,21 @@ impl CrmRecord {
     pub fn external_id(&self) -> &str {
         match self {
             CrmRecord::Lead(l) => &l.lead_id,
+            CrmRecord::LeadConversion(c) => &c.lead_id,
+            CrmRecord::Account(a) => &a.external_id,
+            CrmRecord::Contact(c) => &c.external_id,
+            CrmRecord::Opportunity(o) => &o.external_id,
         }
+    }
+
+    /// `{object}:{external id}`: how logs and change detection name a record (no personal
+    /// data: contact ids are hashes).
+    pub fn key(&self) -> String {
+        let kind = match self {
+            CrmRecord::LeadConversion(_) => "LeadConversion",
+            other => other.object().sobject(),
+        };
+        format!("{kind}:{}", self.external_id())
     }
 }
 
@@ -182,8 +225,102 @@ impl CrmRecord {
 pub trait CrmPort: Send + Sync {
     /// Creates or updates the record carrying `record.external_id()`.
     async fn upsert(&self, record: &CrmRecord) -> std::result::Result<Upserted, CrmError>;
+
+    /// Upserts several records, in order (an account before the contacts that point at it).
+    /// Every record is attempted; the first failure is returned after the others were
+    /// written. Salesforce sends them in one Composite request.
+    async fn upsert_all(
+        &self,
+        records: &[CrmRecord],
+    ) -> std::result::Result<Vec<Upserted>, CrmError> {
+        let mut out = Vec::with_capacity(records.len());
+        let mut first_error = None;
+        for r in records {
+            match self.upsert(r).await {
+                Ok(u) => out.push(u),
+                Err(e) if first_error.is_none() => first_error = Some(e),
+                Err(_) => {}
+            }
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(out),
+        }
+    }
+
     /// A short name for logs (`salesforce`, `sink`, `memory`).
     fn kind(&self) -> &'static str;
+}
+
+/// Which CRM the functions write to: Salesforce when `SALESFORCE_LOGIN_URL` is set (then
+/// `SALESFORCE_API_VERSION`, e.g. `v61.0`, and `SALESFORCE_SECRET_ID`, JSON `{"client_id",
+/// "client_secret"}`, are required; `SALESFORCE_EXTERNAL_ID_FIELD` names the Lead's external
+/// id field), else the built-in sink on `CRM_TABLE`.
+#[derive(Debug, Clone)]
+pub enum CrmConfig {
+    Sink {
+        table: String,
+    },
+    Salesforce {
+        config: SalesforceConfig,
+        secret_id: String,
+    },
+}
+
+impl CrmConfig {
+    pub fn from_env(env: &crate::config::Env) -> crate::Result<Self> {
+        if env.optional("SALESFORCE_LOGIN_URL").is_none() {
+            return Ok(CrmConfig::Sink {
+                table: env.required("CRM_TABLE")?,
+            });
+        }
+        let login = env.url("SALESFORCE_LOGIN_URL")?;
+        let version = env.required("SALESFORCE_API_VERSION")?;
+        if !version.starts_with('v') {
+            return Err(Error::Config(crate::config::ConfigError::Malformed {
+                name: "SALESFORCE_API_VERSION".into(),
+                reason: "expected the form v61.0".into(),
+            }));
+        }
+        let secret_id = env.required("SALESFORCE_SECRET_ID")?;
+        let mut config = SalesforceConfig::new(login, version);
+        if let Some(field) = env.optional("SALESFORCE_EXTERNAL_ID_FIELD") {
+            config.external_id_field = field;
+        }
+        Ok(CrmConfig::Salesforce { config, secret_id })
+    }
+
+    /// The adapter: the sink on DynamoDB + `store`, or Salesforce with its credentials read
+    /// once from Secrets Manager. `retry` overrides the Salesforce retry policy (tests).
+    pub async fn connect(
+        &self,
+        clients: &crate::aws::Clients,
+        store: std::sync::Arc<dyn crate::storage::ObjectStore>,
+        retry: Option<crate::retry::RetryPolicy>,
+    ) -> crate::Result<std::sync::Arc<dyn CrmPort>> {
+        match self {
+            CrmConfig::Sink { table } => {
+                tracing::info!("no SALESFORCE_LOGIN_URL: records go to the built-in CRM sink");
+                Ok(std::sync::Arc::new(SinkCrm::new(
+                    clients.dynamodb().clone(),
+                    table.clone(),
+                    store,
+                )))
+            }
+            CrmConfig::Salesforce { config, secret_id } => {
+                let creds = crate::secrets::load_json::<SalesforceCredentials>(
+                    clients.secrets(),
+                    secret_id,
+                )
+                .await?;
+                let mut crm = SalesforceCrm::new(config.clone(), creds)?;
+                if let Some(policy) = retry {
+                    crm = crm.with_retry(policy);
+                }
+                Ok(std::sync::Arc::new(crm))
+            }
+        }
+    }
 }
 
 /// Truncates to at most `max` bytes on a character boundary (CRM field limits).

@@ -2,7 +2,7 @@
 //! 401), upsert by external id with `PATCH .../sobjects/{Object}/{ExternalIdField}/{id}` and
 //! `Sforce-Auto-Assign: FALSE`. See the module docs of [`super`] for the answers it handles.
 
-use super::{CrmError, CrmLead, CrmPort, CrmRecord, Upserted, truncate};
+use super::{CrmError, CrmLead, CrmObject, CrmPort, CrmRecord, Upserted, truncate};
 use crate::config::Secret;
 use crate::error::Result;
 use crate::retry::{Attempt, RetryPolicy};
@@ -28,6 +28,12 @@ pub struct SalesforceConfig {
     pub api_version: String,
     /// The Lead external id field, e.g. `Blapi_Lead_Id__c`.
     pub external_id_field: String,
+    /// The Account external id field (holds the Stripe customer id).
+    pub account_external_id_field: String,
+    /// The Contact external id field (holds a hash of the e-mail).
+    pub contact_external_id_field: String,
+    /// The Opportunity external id field (`{subscription}:{term start}`).
+    pub opportunity_external_id_field: String,
     /// Token lifetime when the token response does not say (Salesforce's client-credentials
     /// response carries no `expires_in`; the session timeout of the org applies).
     pub default_token_ttl: Duration,
@@ -40,6 +46,9 @@ impl SalesforceConfig {
             login_url: login_url.into().trim_end_matches('/').to_owned(),
             api_version: api_version.into(),
             external_id_field: "Blapi_Lead_Id__c".into(),
+            account_external_id_field: "Blapi_Stripe_Customer_Id__c".into(),
+            contact_external_id_field: "Blapi_Contact_Key__c".into(),
+            opportunity_external_id_field: "Blapi_Opportunity_Key__c".into(),
             default_token_ttl: Duration::from_secs(30 * 60),
             timeout: Duration::from_secs(10),
         }
@@ -95,9 +104,26 @@ struct SfUpsert {
     created: Option<bool>,
 }
 
-enum Sent {
-    Done(Upserted),
+enum Sent<T> {
+    Done(T),
     Unauthorized,
+}
+
+/// Most subrequests in one Composite request.
+pub const COMPOSITE_LIMIT: usize = 25;
+
+#[derive(Deserialize)]
+struct CompositeResponse {
+    #[serde(rename = "compositeResponse")]
+    composite_response: Vec<SubResponse>,
+}
+
+#[derive(Deserialize)]
+struct SubResponse {
+    #[serde(default)]
+    body: serde_json::Value,
+    #[serde(rename = "httpStatusCode")]
+    http_status_code: u16,
 }
 
 impl SalesforceCrm {
@@ -244,26 +270,94 @@ impl SalesforceCrm {
     }
 
     /// The external id field of `object` (configured for Lead).
-    fn external_id_field(&self, object: super::CrmObject) -> &str {
+    fn external_id_field(&self, object: CrmObject) -> &str {
         match object {
-            super::CrmObject::Lead => &self.cfg.external_id_field,
+            CrmObject::Lead => &self.cfg.external_id_field,
+            CrmObject::Account => &self.cfg.account_external_id_field,
+            CrmObject::Contact => &self.cfg.contact_external_id_field,
+            CrmObject::Opportunity => &self.cfg.opportunity_external_id_field,
         }
     }
 
-    async fn send(&self, token: &Token, record: &CrmRecord) -> std::result::Result<Sent, CrmError> {
+    /// `/services/data/{version}/sobjects/{Object}/{ExternalIdField}/{id}`.
+    pub fn record_path(&self, record: &CrmRecord) -> String {
         let object = record.object();
-        let external_id = record.external_id();
-        let url = format!(
-            "{}/services/data/{}/sobjects/{}/{}/{}",
-            token.instance_url,
+        format!(
+            "/services/data/{}/sobjects/{}/{}/{}",
             self.cfg.api_version,
             object.sobject(),
             self.external_id_field(object),
-            external_id
-        );
-        let body = match record {
+            record.external_id()
+        )
+    }
+
+    /// The fields sent for a record (the external id is in the path, not the body). A lookup
+    /// to an account names it by its external id, so no Salesforce id is needed first.
+    pub fn record_body(&self, record: &CrmRecord) -> serde_json::Value {
+        use serde_json::json;
+        let account = |id: &str| json!({ self.cfg.account_external_id_field.as_str(): id });
+        let flags = |f: &[String]| (!f.is_empty()).then(|| f.join(";"));
+        match record {
             CrmRecord::Lead(lead) => Self::body(lead),
-        };
+            CrmRecord::LeadConversion(c) => json!({
+                "Status": "Converted",
+                "Converted_Account__r": account(&c.account_external_id),
+            }),
+            CrmRecord::Account(a) => json!({
+                "Name": truncate(&a.name, 255),
+                "Website": a.domains.first(),
+                "Company_Domains__c": (!a.domains.is_empty()).then(|| a.domains.join(", ")),
+                "BillingCountry": a.billing_country.map(|c| c.name()),
+                "OwnerId": a.owner_id,
+                "Lifecycle_Status__c": a.status.as_str(),
+                // Sent even when empty, so a revoked license or a refund cleared later shows.
+                "License_Id__c": a.license_id,
+                "License_Expires__c": a.license_expires,
+                "Last_Invoice_Id__c": a.last_invoice_id,
+                "Last_Invoice_Total__c": a.last_invoice_total.as_ref().map(super::records::major_units),
+                "Refund_Or_Dispute__c": flags(&a.flags),
+            }),
+            CrmRecord::Contact(c) => {
+                let mut b = json!({
+                    "LastName": c.last_name.clone().unwrap_or_else(|| "[not provided]".into()),
+                    "Account": account(&c.account_external_id),
+                    "Lead_Id__c": c.lead_id,
+                });
+                if let Some(map) = b.as_object_mut() {
+                    if let Some(f) = &c.first_name {
+                        map.insert("FirstName".into(), json!(f));
+                    }
+                    if let Some(e) = &c.email {
+                        map.insert("Email".into(), json!(e));
+                    }
+                }
+                b
+            }
+            CrmRecord::Opportunity(o) => json!({
+                "Name": truncate(&o.name, 120),
+                "StageName": o.stage.as_str(),
+                "CloseDate": o.close_date,
+                "Amount": o.amount.as_ref().map(super::records::major_units),
+                "Account": account(&o.account_external_id),
+                "OwnerId": o.owner_id,
+                "Seats__c": o.seats,
+                "SKU__c": o.sku,
+                "License_Id__c": o.license_id,
+                "Subscription_Id__c": o.subscription_id,
+                "Loss_Reason__c": o.loss_reason,
+                "Refund_Or_Dispute__c": flags(&o.flags),
+            }),
+        }
+    }
+
+    async fn send(
+        &self,
+        token: &Token,
+        record: &CrmRecord,
+    ) -> std::result::Result<Sent<Upserted>, CrmError> {
+        let external_id = record.external_id();
+        let url = format!("{}{}", token.instance_url, self.record_path(record));
+        let body = self.record_body(record);
         crate::http::send_with_retry(
             self.policy,
             || {
@@ -295,12 +389,12 @@ impl SalesforceCrm {
                         let count = serde_json::from_slice::<Vec<serde_json::Value>>(bytes)
                             .map_or(2, |v| v.len());
                         Attempt::Fail(CrmError::Ambiguous {
-                            lead_id: external_id.to_owned(),
+                            external_id: external_id.to_owned(),
                             count,
                         })
                     }
                     400 | 404 => Attempt::Fail(CrmError::Rejected {
-                        lead_id: external_id.to_owned(),
+                        external_id: external_id.to_owned(),
                         details: sf_errors(bytes, status),
                     }),
                     _ if reply.retryable() => Attempt::Retry(
@@ -318,6 +412,125 @@ impl SalesforceCrm {
             },
         )
         .await
+    }
+}
+
+impl SalesforceCrm {
+    /// One Composite request (`allOrNone: false`) upserting `records` in order. Each
+    /// subrequest's answer is mapped like a single upsert's; a refused record is reported with
+    /// its error codes and fields only (Salesforce's messages may quote the values, which can
+    /// be personal data).
+    async fn send_composite(
+        &self,
+        token: &Token,
+        records: &[CrmRecord],
+    ) -> std::result::Result<Sent<Vec<std::result::Result<Upserted, CrmError>>>, CrmError> {
+        let url = format!(
+            "{}/services/data/{}/composite",
+            token.instance_url, self.cfg.api_version
+        );
+        let subrequests: Vec<serde_json::Value> = records
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                serde_json::json!({
+                    "method": "PATCH",
+                    "url": self.record_path(r),
+                    "referenceId": format!("r{i}"),
+                    "body": self.record_body(r),
+                })
+            })
+            .collect();
+        let body = serde_json::json!({"allOrNone": false, "compositeRequest": subrequests});
+        crate::http::send_with_retry(
+            self.policy,
+            || {
+                self.http
+                    .post(&url)
+                    .bearer_auth(token.access_token.expose())
+                    .header("Sforce-Auto-Assign", "FALSE")
+                    .json(&body)
+            },
+            |_, message| CrmError::Unavailable(message),
+            |reply| match reply.status.as_u16() {
+                200 => match reply.json::<CompositeResponse>() {
+                    Ok(c) if c.composite_response.len() == records.len() => {
+                        Attempt::Done(Sent::Done(
+                            c.composite_response
+                                .iter()
+                                .zip(records)
+                                .map(|(sub, r)| sub_result(sub, r))
+                                .collect(),
+                        ))
+                    }
+                    Ok(c) => Attempt::Fail(CrmError::Unexpected(format!(
+                        "composite answered {} results for {} records",
+                        c.composite_response.len(),
+                        records.len()
+                    ))),
+                    Err(e) => Attempt::Fail(CrmError::Unexpected(format!("composite: {e}"))),
+                },
+                401 => Attempt::Done(Sent::Unauthorized),
+                s if reply.retryable() => Attempt::Retry(
+                    CrmError::Unavailable(format!("composite HTTP {s}")),
+                    reply.retry_after,
+                ),
+                s => Attempt::Fail(CrmError::Unexpected(format!(
+                    "composite HTTP {s}: {}",
+                    sf_error_codes(&reply.body, s)
+                ))),
+            },
+        )
+        .await
+    }
+}
+
+/// One subrequest's answer as an upsert result.
+fn sub_result(sub: &SubResponse, record: &CrmRecord) -> std::result::Result<Upserted, CrmError> {
+    let status = sub.http_status_code;
+    let bytes = serde_json::to_vec(&sub.body).unwrap_or_default();
+    match status {
+        200 | 201 => {
+            let parsed = serde_json::from_value::<SfUpsert>(sub.body.clone()).ok();
+            Ok(Upserted {
+                record_id: parsed.as_ref().and_then(|p| p.id.clone()),
+                created: status == 201 || parsed.and_then(|p| p.created).unwrap_or(false),
+            })
+        }
+        204 => Ok(Upserted {
+            record_id: None,
+            created: false,
+        }),
+        300 => Err(CrmError::Ambiguous {
+            external_id: record.key(),
+            count: sub.body.as_array().map_or(2, Vec::len),
+        }),
+        429 | 500..=599 => Err(CrmError::Unavailable(format!(
+            "{}: HTTP {status}",
+            record.key()
+        ))),
+        _ => Err(CrmError::Rejected {
+            external_id: record.key(),
+            details: sf_error_codes(&bytes, status),
+        }),
+    }
+}
+
+/// Salesforce's error codes and field names, without the messages.
+fn sf_error_codes(bytes: &[u8], status: u16) -> String {
+    match serde_json::from_slice::<Vec<SfError>>(bytes) {
+        Ok(errs) if !errs.is_empty() => errs
+            .iter()
+            .map(|e| {
+                if e.fields.is_empty() {
+                    e.error_code.clone()
+                } else {
+                    format!("{} [{}]", e.error_code, e.fields.join(", "))
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("; "),
+        _ => format!("HTTP {status}"),
     }
 }
 
@@ -355,6 +568,49 @@ impl CrmPort for SalesforceCrm {
                     }
                 }
             }
+        }
+    }
+
+    async fn upsert_all(
+        &self,
+        records: &[CrmRecord],
+    ) -> std::result::Result<Vec<Upserted>, CrmError> {
+        let mut out = Vec::with_capacity(records.len());
+        let mut first_error = None;
+        for chunk in records.chunks(COMPOSITE_LIMIT) {
+            let token = self.token(false).await?;
+            let results = match self.send_composite(&token, chunk).await? {
+                Sent::Done(r) => r,
+                Sent::Unauthorized => {
+                    tracing::info!("salesforce token refused; refreshing once");
+                    let token = self.token(true).await?;
+                    match self.send_composite(&token, chunk).await? {
+                        Sent::Done(r) => r,
+                        Sent::Unauthorized => {
+                            return Err(CrmError::Auth("HTTP 401 even with a fresh token".into()));
+                        }
+                    }
+                }
+            };
+            for r in results {
+                match r {
+                    Ok(u) => out.push(u),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "salesforce refused one record of a composite");
+                        // A retryable failure wins: the message is retried as a whole.
+                        let retryable = matches!(e, CrmError::Unavailable(_));
+                        if first_error.is_none()
+                            || (retryable && !matches!(first_error, Some(CrmError::Unavailable(_))))
+                        {
+                            first_error = Some(e);
+                        }
+                    }
+                }
+            }
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(out),
         }
     }
 

@@ -2,8 +2,8 @@
 //! export object per record (`crm/{objects}/{id}.jsonl` in the artifacts bucket). Personal
 //! contact data is never stored here (see [`super`]).
 
-use super::{CrmError, CrmLead, CrmPort, CrmRecord, Upserted};
-use crate::aws::dynamo::{get_json, get_n};
+use super::{CrmError, CrmLead, CrmObject, CrmPort, CrmRecord, LeadConversion, Upserted};
+use crate::aws::dynamo::{get_json, get_n, get_s, is_conditional_check_failed};
 use crate::error::{Error, Result};
 use crate::storage::ObjectStore;
 use async_trait::async_trait;
@@ -51,7 +51,7 @@ impl SinkCrm {
 
     /// The export key of a lead.
     pub fn export_key(lead_id: &str) -> String {
-        Self::export_key_of(super::CrmObject::Lead, lead_id)
+        Self::export_key_of(CrmObject::Lead, lead_id)
     }
 
     /// The stored CRM record of a lead (tests, tools).
@@ -59,7 +59,7 @@ impl SinkCrm {
         let item = crate::aws::dynamo::get_item(
             &self.dynamodb,
             &self.table,
-            Self::record_key(super::CrmObject::Lead, lead_id),
+            Self::record_key(CrmObject::Lead, lead_id),
             Some("CRM"),
         )
         .await?;
@@ -71,34 +71,148 @@ impl SinkCrm {
     }
 }
 
-#[async_trait]
-impl CrmPort for SinkCrm {
-    async fn upsert(&self, record: &CrmRecord) -> std::result::Result<Upserted, CrmError> {
-        let CrmRecord::Lead(lead) = record;
-        let key = Self::record_key(record.object(), record.external_id());
-        let minimal = lead.without_contact_data();
-        let json =
-            serde_json::to_string(&minimal).map_err(|e| CrmError::Unexpected(e.to_string()))?;
-        let now = chrono::Utc::now().to_rfc3339();
-        let out = self
+impl SinkCrm {
+    /// The stored JSON of any record and its revision (tests, tools, the demo).
+    pub async fn get_object(
+        &self,
+        object: CrmObject,
+        external_id: &str,
+    ) -> Result<Option<(serde_json::Value, u64)>> {
+        let item = crate::aws::dynamo::get_item(
+            &self.dynamodb,
+            &self.table,
+            Self::record_key(object, external_id),
+            Some("CRM"),
+        )
+        .await?;
+        let Some(item) = item else {
+            return Ok(None);
+        };
+        let record = get_json(&item, "record", &format!("CRM record {external_id}"))?;
+        Ok(Some((record, get_n(&item, "revision").unwrap_or(0))))
+    }
+
+    /// The account a lead was converted into, if it was.
+    pub async fn conversion(&self, lead_id: &str) -> Result<Option<String>> {
+        let item = crate::aws::dynamo::get_item(
+            &self.dynamodb,
+            &self.table,
+            Self::record_key(CrmObject::Lead, lead_id),
+            Some("CRM"),
+        )
+        .await?;
+        Ok(item.and_then(|i| get_s(&i, "converted_account")))
+    }
+
+    /// A lead converted: its status and account, on the lead's item (the lead's own record
+    /// is left as it was; a lead the sink never held is not created).
+    async fn convert(&self, c: &LeadConversion) -> std::result::Result<Upserted, CrmError> {
+        let key = Self::record_key(CrmObject::Lead, &c.lead_id);
+        let res = self
             .dynamodb
             .update_item()
             .table_name(&self.table)
             .key("pk", AttributeValue::S(key.clone()))
             .key("sk", AttributeValue::S("CRM".into()))
-            .update_expression(
-                "SET #rec = :rec, owner_id = :owner, grade = :grade, score = :score, \
-                 needs_enrichment = :ne, updated_at = :now, created_at = if_not_exists(created_at, :now) \
-                 ADD revision :one",
-            )
+            .update_expression("SET lead_status = :st, converted_account = :acc")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_values(":st", AttributeValue::S("Converted".into()))
+            .expression_attribute_values(":acc", AttributeValue::S(c.account_external_id.clone()))
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(Upserted {
+                record_id: Some(key),
+                created: false,
+            }),
+            Err(e) if is_conditional_check_failed(&e) => Ok(Upserted {
+                record_id: None,
+                created: false,
+            }),
+            Err(e) => Err(CrmError::Store(Error::aws("dynamodb", e))),
+        }
+    }
+}
+
+/// What the sink stores of a record (never contact data) and the attributes it indexes.
+fn stored(
+    record: &CrmRecord,
+) -> std::result::Result<(String, Vec<(&'static str, AttributeValue)>), CrmError> {
+    let s = |v: &str| AttributeValue::S(v.to_owned());
+    let (json, attrs) = match record {
+        CrmRecord::Lead(lead) => (
+            serde_json::to_string(&lead.without_contact_data()),
+            vec![
+                ("owner_id", s(&lead.owner_id)),
+                ("grade", s(&lead.grade)),
+                ("score", AttributeValue::N(lead.score.to_string())),
+                (
+                    "needs_enrichment",
+                    AttributeValue::Bool(lead.needs_enrichment),
+                ),
+            ],
+        ),
+        CrmRecord::Account(a) => (
+            serde_json::to_string(a),
+            vec![
+                ("owner_id", s(&a.owner_id)),
+                ("status", s(a.status.as_str())),
+            ],
+        ),
+        CrmRecord::Contact(c) => (
+            serde_json::to_string(&c.without_contact_data()),
+            vec![("account", s(&c.account_external_id))],
+        ),
+        CrmRecord::Opportunity(o) => (
+            serde_json::to_string(o),
+            vec![
+                ("account", s(&o.account_external_id)),
+                ("stage", s(o.stage.as_str())),
+            ],
+        ),
+        CrmRecord::LeadConversion(_) => {
+            return Err(CrmError::Unexpected("a conversion is not a record".into()));
+        }
+    };
+    Ok((
+        json.map_err(|e| CrmError::Unexpected(e.to_string()))?,
+        attrs,
+    ))
+}
+
+#[async_trait]
+impl CrmPort for SinkCrm {
+    async fn upsert(&self, record: &CrmRecord) -> std::result::Result<Upserted, CrmError> {
+        if let CrmRecord::LeadConversion(c) = record {
+            return self.convert(c).await;
+        }
+        let key = Self::record_key(record.object(), record.external_id());
+        let (json, attrs) = stored(record)?;
+        let now = chrono::Utc::now().to_rfc3339();
+        let mut set = vec![
+            "#rec = :rec".to_owned(),
+            "updated_at = :now".to_owned(),
+            "created_at = if_not_exists(created_at, :now)".to_owned(),
+        ];
+        let mut update = self
+            .dynamodb
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", AttributeValue::S(key.clone()))
+            .key("sk", AttributeValue::S("CRM".into()))
             .expression_attribute_names("#rec", "record")
             .expression_attribute_values(":rec", AttributeValue::S(json.clone()))
-            .expression_attribute_values(":owner", AttributeValue::S(lead.owner_id.clone()))
-            .expression_attribute_values(":grade", AttributeValue::S(lead.grade.clone()))
-            .expression_attribute_values(":score", AttributeValue::N(lead.score.to_string()))
-            .expression_attribute_values(":ne", AttributeValue::Bool(lead.needs_enrichment))
             .expression_attribute_values(":now", AttributeValue::S(now))
-            .expression_attribute_values(":one", AttributeValue::N("1".into()))
+            .expression_attribute_values(":one", AttributeValue::N("1".into()));
+        for (name, value) in attrs {
+            // Names through placeholders: `status` and others are reserved words.
+            set.push(format!("#{name} = :{name}"));
+            update = update
+                .expression_attribute_names(format!("#{name}"), name)
+                .expression_attribute_values(format!(":{name}"), value);
+        }
+        let out = update
+            .update_expression(format!("SET {} ADD revision :one", set.join(", ")))
             .return_values(ReturnValue::UpdatedNew)
             .send()
             .await

@@ -277,3 +277,219 @@ async fn memory_crm_counts_upserts() {
         m.email.is_none() && m.first_name.is_none() && m.last_name.is_none() && m.title.is_none()
     );
 }
+
+fn customer_records() -> Vec<CrmRecord> {
+    let eur: crate::values::Currency = "eur".parse().unwrap();
+    vec![
+        CrmRecord::Account(CrmAccount {
+            external_id: "cus_1".into(),
+            name: "Acme GmbH".into(),
+            domains: vec!["acme.example".into()],
+            billing_country: crate::values::Country::parse("DE"),
+            owner_id: "005OWNER".into(),
+            status: AccountStatus::Customer,
+            license_id: Some("lic_1".into()),
+            license_expires: Some("2026-06-27".into()),
+            last_invoice_id: Some("in_1".into()),
+            last_invoice_total: Some(crate::values::Money::new(7500, eur.clone())),
+            flags: vec![],
+        }),
+        CrmRecord::Contact(CrmContact {
+            external_id: "0f3a".into(),
+            account_external_id: "cus_1".into(),
+            email: Some("ada@acme.example".into()),
+            first_name: Some("Ada".into()),
+            last_name: Some("Lovelace".into()),
+            lead_id: Some("ld_1".into()),
+        }),
+        CrmRecord::Opportunity(CrmOpportunity {
+            external_id: "sub_1:2026-05-28".into(),
+            account_external_id: "cus_1".into(),
+            name: "Acme GmbH · professional · 2026-05-28".into(),
+            stage: OpportunityStage::ClosedWon,
+            amount: Some(crate::values::Money::new(90_000, eur)),
+            seats: Some(5),
+            sku: Some("professional".into()),
+            close_date: "2026-05-28".into(),
+            subscription_id: "sub_1".into(),
+            license_id: Some("lic_1".into()),
+            loss_reason: None,
+            flags: vec![],
+            owner_id: "005OWNER".into(),
+        }),
+        CrmRecord::LeadConversion(LeadConversion {
+            lead_id: "ld_1".into(),
+            account_external_id: "cus_1".into(),
+        }),
+    ]
+}
+
+fn composite_ok(n: usize) -> serde_json::Value {
+    let results: Vec<serde_json::Value> = (0..n)
+        .map(|i| {
+            serde_json::json!({"body": {"id": format!("001{i}"), "success": true, "created": true},
+            "httpHeaders": {}, "httpStatusCode": 201, "referenceId": format!("r{i}")})
+        })
+        .collect();
+    serde_json::json!({ "compositeResponse": results })
+}
+
+const COMPOSITE_PATH: &str = "/services/data/v61.0/composite";
+
+#[tokio::test]
+async fn customer_records_go_in_one_composite_request_keyed_by_external_ids() {
+    let server = MockServer::start().await;
+    mount_token(&server, "tok", 1).await;
+    Mock::given(method("POST"))
+        .and(path(COMPOSITE_PATH))
+        .and(header("authorization", "Bearer tok"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(composite_ok(4)))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let c = crm(&server);
+    let out = c.upsert_all(&customer_records()).await.unwrap();
+    assert_eq!(out.len(), 4);
+    assert!(out.iter().all(|u| u.created));
+    let reqs = server.received_requests().await.unwrap();
+    assert_eq!(reqs.len(), 2, "one token request, one composite request");
+    let body: serde_json::Value = serde_json::from_slice(&reqs[1].body).unwrap();
+    assert_eq!(body["allOrNone"], false);
+    let subs = body["compositeRequest"].as_array().unwrap();
+    let urls: Vec<&str> = subs.iter().map(|s| s["url"].as_str().unwrap()).collect();
+    assert_eq!(
+        urls,
+        vec![
+            "/services/data/v61.0/sobjects/Account/Blapi_Stripe_Customer_Id__c/cus_1",
+            "/services/data/v61.0/sobjects/Contact/Blapi_Contact_Key__c/0f3a",
+            "/services/data/v61.0/sobjects/Opportunity/Blapi_Opportunity_Key__c/sub_1:2026-05-28",
+            "/services/data/v61.0/sobjects/Lead/Blapi_Lead_Id__c/ld_1",
+        ]
+    );
+    assert!(subs.iter().all(|s| s["method"] == "PATCH"));
+    let account = &subs[0]["body"];
+    assert_eq!(account["Name"], "Acme GmbH");
+    assert_eq!(account["BillingCountry"], "Germany");
+    assert_eq!(account["Lifecycle_Status__c"], "customer");
+    assert_eq!(account["Last_Invoice_Total__c"].to_string(), "75.0");
+    // Lookups by the account's external id: no Salesforce id needed first.
+    assert_eq!(
+        subs[1]["body"]["Account"]["Blapi_Stripe_Customer_Id__c"],
+        "cus_1"
+    );
+    assert_eq!(subs[2]["body"]["StageName"], "Closed Won");
+    assert_eq!(subs[2]["body"]["Amount"].to_string(), "900.0");
+    assert_eq!(subs[2]["body"]["CloseDate"], "2026-05-28");
+    assert_eq!(subs[3]["body"]["Status"], "Converted");
+    assert_eq!(
+        subs[3]["body"]["Converted_Account__r"]["Blapi_Stripe_Customer_Id__c"],
+        "cus_1"
+    );
+}
+
+#[tokio::test]
+async fn a_refused_record_fails_alone_named_by_its_field_without_the_message() {
+    let server = MockServer::start().await;
+    mount_token(&server, "tok", 1).await;
+    let mut resp = composite_ok(4);
+    resp["compositeResponse"][1] = serde_json::json!({"httpStatusCode": 400, "referenceId": "r1",
+        "body": [{"errorCode": "INVALID_EMAIL_ADDRESS", "fields": ["Email"],
+                  "message": "Email: invalid email address: ada@acme.example"}]});
+    Mock::given(method("POST"))
+        .and(path(COMPOSITE_PATH))
+        .respond_with(ResponseTemplate::new(200).set_body_json(resp))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let e = crm(&server)
+        .upsert_all(&customer_records())
+        .await
+        .unwrap_err();
+    let text = e.to_string();
+    assert!(matches!(e, CrmError::Rejected { .. }), "{e:?}");
+    assert!(
+        text.contains("Contact:0f3a") && text.contains("INVALID_EMAIL_ADDRESS [Email]"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("ada@acme.example"),
+        "no personal data: {text}"
+    );
+    assert!(!Error::from(e).is_retryable());
+}
+
+#[tokio::test]
+async fn composite_refreshes_the_token_once_and_retries_unavailability() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/services/oauth2/token"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(
+            serde_json::json!({"access_token": "stale", "instance_url": server.uri()}),
+        ))
+        .up_to_n_times(1)
+        .mount(&server)
+        .await;
+    mount_token(&server, "fresh", 1).await;
+    Mock::given(method("POST"))
+        .and(path(COMPOSITE_PATH))
+        .and(header("authorization", "Bearer stale"))
+        .respond_with(ResponseTemplate::new(401))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path(COMPOSITE_PATH))
+        .and(header("authorization", "Bearer fresh"))
+        .respond_with(ResponseTemplate::new(503))
+        .up_to_n_times(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path(COMPOSITE_PATH))
+        .and(header("authorization", "Bearer fresh"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(composite_ok(4)))
+        .mount(&server)
+        .await;
+    let c = crm(&server);
+    assert_eq!(c.upsert_all(&customer_records()).await.unwrap().len(), 4);
+    assert_eq!(c.token_requests(), 2);
+
+    // Down for good: retried, then reported retryable (SQS brings the message back).
+    let down = MockServer::start().await;
+    mount_token(&down, "t", 1).await;
+    Mock::given(method("POST"))
+        .and(path(COMPOSITE_PATH))
+        .respond_with(ResponseTemplate::new(503))
+        .expect(3)
+        .mount(&down)
+        .await;
+    let e = crm(&down)
+        .upsert_all(&customer_records())
+        .await
+        .unwrap_err();
+    assert!(Error::from(e).is_retryable());
+}
+
+#[tokio::test]
+async fn more_than_25_records_take_one_composite_request_per_25() {
+    let server = MockServer::start().await;
+    mount_token(&server, "tok", 1).await;
+    Mock::given(method("POST"))
+        .and(path(COMPOSITE_PATH))
+        .respond_with(|req: &Request| {
+            let body: serde_json::Value = serde_json::from_slice(&req.body).unwrap();
+            let n = body["compositeRequest"].as_array().unwrap().len();
+            ResponseTemplate::new(200).set_body_json(composite_ok(n))
+        })
+        .expect(2)
+        .mount(&server)
+        .await;
+    let records: Vec<CrmRecord> = (0..30)
+        .map(|i| {
+            let mut l = lead();
+            l.lead_id = format!("ld_{i}");
+            CrmRecord::Lead(l)
+        })
+        .collect();
+    assert_eq!(crm(&server).upsert_all(&records).await.unwrap().len(), 30);
+}

@@ -13,9 +13,9 @@
 //!   (default `Blapi_Lead_Id__c`).
 //! - `METRICS_NAMESPACE` (optional, default `blapi`).
 
-use crate::config::{ConfigError, Env};
-use crate::crm::SalesforceConfig;
-use crate::error::{Error, Result};
+use crate::config::Env;
+use crate::crm::CrmConfig;
+use crate::error::Result;
 use crate::retry::RetryPolicy;
 use std::time::Duration;
 
@@ -35,26 +35,15 @@ pub enum EnrichmentSource {
     },
 }
 
-/// Where leads are upserted.
-#[derive(Debug, Clone)]
-pub enum CrmTarget {
-    /// The built-in CRM sink (CrmTable + `crm/` export).
-    Sink,
-    Salesforce {
-        config: SalesforceConfig,
-        secret_id: String,
-    },
-}
-
 /// lead-enrichment's configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
     pub leads_table: String,
-    pub crm_table: String,
     pub ledger_table: String,
     pub artifacts_bucket: String,
     pub enrichment: EnrichmentSource,
-    pub crm: CrmTarget,
+    /// Salesforce, or the built-in sink on `CRM_TABLE`.
+    pub crm: CrmConfig,
     pub metrics_namespace: String,
     /// The retry policy of the outgoing HTTP adapters; `None` keeps each adapter's default
     /// (tests shorten it).
@@ -65,11 +54,10 @@ impl Config {
     pub fn from_env(env: &Env) -> Result<Self> {
         Ok(Self {
             leads_table: env.required("LEADS_TABLE")?,
-            crm_table: env.required("CRM_TABLE")?,
             ledger_table: env.required("LEDGER_TABLE")?,
             artifacts_bucket: env.required("ARTIFACTS_BUCKET")?,
             enrichment: enrichment(env)?,
-            crm: crm(env)?,
+            crm: CrmConfig::from_env(env)?,
             metrics_namespace: env
                 .optional("METRICS_NAMESPACE")
                 .unwrap_or_else(|| "blapi".into()),
@@ -91,24 +79,4 @@ fn enrichment(env: &Env) -> Result<EnrichmentSource> {
         secret_id: env.required("ENRICHMENT_SECRET_ID")?,
         timeout: Duration::from_millis(env.parsed_or("ENRICHMENT_TIMEOUT_MS", 3000u64)?),
     })
-}
-
-fn crm(env: &Env) -> Result<CrmTarget> {
-    if env.optional("SALESFORCE_LOGIN_URL").is_none() {
-        return Ok(CrmTarget::Sink);
-    }
-    let login = env.url("SALESFORCE_LOGIN_URL")?;
-    let version = env.required("SALESFORCE_API_VERSION")?;
-    if !version.starts_with('v') {
-        return Err(Error::Config(ConfigError::Malformed {
-            name: "SALESFORCE_API_VERSION".into(),
-            reason: "expected the form v61.0".into(),
-        }));
-    }
-    let secret_id = env.required("SALESFORCE_SECRET_ID")?;
-    let mut config = SalesforceConfig::new(login, version);
-    if let Some(field) = env.optional("SALESFORCE_EXTERNAL_ID_FIELD") {
-        config.external_id_field = field;
-    }
-    Ok(CrmTarget::Salesforce { config, secret_id })
 }

@@ -194,6 +194,8 @@ pub struct Account {
 #[async_trait]
 pub trait AccountDirectory: Send + Sync {
     async fn account_for_domain(&self, domain: &str) -> Result<Option<Account>>;
+    /// Records (or updates) the account of `account.domain` (customer sync writes it).
+    async fn put_account(&self, account: &Account) -> Result<()>;
 }
 
 /// Atomic counters: each call returns a number no other call got (1, 2, 3, ...).
@@ -302,6 +304,11 @@ impl AccountDirectory for MemoryAccounts {
             .unwrap_or_else(|p| p.into_inner())
             .get(domain)
             .cloned())
+    }
+
+    async fn put_account(&self, account: &Account) -> Result<()> {
+        self.insert(account.clone());
+        Ok(())
     }
 }
 

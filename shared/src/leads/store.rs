@@ -52,6 +52,8 @@ pub struct LeadRecord {
 pub trait LeadStore: Send + Sync {
     /// The lead id of the person with this e-mail: the stored one, else `candidate` (stored now).
     async fn lead_id_for_subject(&self, email: &Email, candidate: &LeadId) -> Result<LeadId>;
+    /// The lead id of the person with this e-mail, if there is a lead (nothing is stored).
+    async fn find_subject(&self, email: &Email) -> Result<Option<LeadId>>;
     async fn get(&self, id: &LeadId) -> Result<Option<LeadRecord>>;
     async fn put(&self, record: &LeadRecord) -> Result<()>;
     /// Deletes every lead record of the person and the subject item; returns how many lead
@@ -88,22 +90,6 @@ impl DynamoLeadsTable {
         sk: &str,
     ) -> Result<Option<HashMap<String, AttributeValue>>> {
         crate::aws::dynamo::get_item(&self.client, &self.table, pk, Some(sk)).await
-    }
-
-    /// Seeds or updates an existing customer account (owner by domain).
-    pub async fn put_account(&self, account: &Account) -> Result<()> {
-        self.client
-            .put_item()
-            .table_name(&self.table)
-            .item("pk", s(format!("DOMAIN#{}", account.domain.to_lowercase())))
-            .item("sk", s("ACCOUNT"))
-            .item("account_id", s(&account.account_id))
-            .item("name", s(&account.name))
-            .item("owner_id", s(&account.owner_id))
-            .send()
-            .await
-            .map_err(|e| Error::aws("dynamodb", e))?;
-        Ok(())
     }
 
     /// The current value of a team's counter (tests, tools).
@@ -147,6 +133,14 @@ impl LeadStore for DynamoLeadsTable {
             }
             Err(e) => Err(Error::aws("dynamodb", e)),
         }
+    }
+
+    async fn find_subject(&self, email: &Email) -> Result<Option<LeadId>> {
+        Ok(self
+            .get_item(subject_pk(email), "SUBJECT")
+            .await?
+            .and_then(|i| get_s(&i, "lead_id"))
+            .map(LeadId::from_stored))
     }
 
     async fn get(&self, id: &LeadId) -> Result<Option<LeadRecord>> {
@@ -279,6 +273,21 @@ impl AccountDirectory for DynamoLeadsTable {
             owner_id: owner.clone(),
         }))
     }
+
+    async fn put_account(&self, account: &Account) -> Result<()> {
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", s(format!("DOMAIN#{}", account.domain.to_lowercase())))
+            .item("sk", s("ACCOUNT"))
+            .item("account_id", s(&account.account_id))
+            .item("name", s(&account.name))
+            .item("owner_id", s(&account.owner_id))
+            .send()
+            .await
+            .map_err(|e| Error::aws("dynamodb", e))?;
+        Ok(())
+    }
 }
 
 #[async_trait]
@@ -336,6 +345,15 @@ impl LeadStore for MemoryLeadStore {
             .entry(email.subject_hash())
             .or_insert_with(|| candidate.clone())
             .clone())
+    }
+
+    async fn find_subject(&self, email: &Email) -> Result<Option<LeadId>> {
+        Ok(self
+            .subjects
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&email.subject_hash())
+            .cloned())
     }
 
     async fn get(&self, id: &LeadId) -> Result<Option<LeadRecord>> {

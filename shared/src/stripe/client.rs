@@ -3,7 +3,7 @@
 //! It implements the capability traits of [`super`] ([`StripeReads`], [`StripeInvoices`]).
 
 use super::objects::{
-    Customer, Invoice, InvoiceItem, List, NewInvoice, NewInvoiceItem, Product, Subscription,
+    Charge, Customer, Invoice, InvoiceItem, List, NewInvoice, NewInvoiceItem, Product, Subscription,
 };
 use super::{StripeConfig, StripeInvoices, StripeReads};
 use crate::config::Secret;
@@ -239,6 +239,12 @@ impl StripeReads for StripeClient {
     async fn product(&self, id: &str) -> Result<Product> {
         checked_id("product", "prod_", id)?;
         self.get(&format!("products/{id}"), &[]).await
+    }
+
+    async fn charge(&self, id: &str) -> Result<Charge> {
+        let prefix = if id.starts_with("py_") { "py_" } else { "ch_" };
+        checked_id("charge", prefix, id)?;
+        self.get(&format!("charges/{id}"), &[]).await
     }
 }
 

@@ -7,7 +7,7 @@
 //! or one operation that does its work and then loses the answer ([`MemoryStripe::crash_after`]).
 
 use super::objects::{
-    Customer, Invoice, InvoiceItem, NewInvoice, NewInvoiceItem, Product, Subscription,
+    Charge, Customer, Invoice, InvoiceItem, NewInvoice, NewInvoiceItem, Product, Subscription,
 };
 use super::{StripeInvoices, StripeReads};
 use crate::error::{Error, Result};
@@ -70,6 +70,9 @@ impl MemoryStripe {
     }
     pub fn put_product(&self, product: Value) {
         self.put("product", product);
+    }
+    pub fn put_charge(&self, charge: Value) {
+        self.put("charge", charge);
     }
 
     /// Makes every call fail with a retryable error (Stripe 5xx after retries) or succeed.
@@ -159,6 +162,9 @@ impl StripeReads for MemoryStripe {
     }
     async fn product(&self, id: &str) -> Result<Product> {
         self.read("product", id)
+    }
+    async fn charge(&self, id: &str) -> Result<Charge> {
+        self.read("charge", id)
     }
 }
 

@@ -22,9 +22,9 @@ pub mod objects;
 pub use client::{MAX_IDEMPOTENCY_KEY, StripeClient, form_pairs};
 pub use memory::{MemoryStripe, StripeOp};
 pub use objects::{
-    Address, CheckoutSession, Customer, Event, Expandable, HasId, Invoice, InvoiceItem, List,
-    Metadata, NewInvoice, NewInvoiceItem, Price, Product, Subscription, SubscriptionItem,
-    subscription_of,
+    Address, CancellationDetails, Charge, CheckoutSession, Customer, Event, Expandable, HasId,
+    Invoice, InvoiceItem, List, Metadata, NewInvoice, NewInvoiceItem, Price, Product, Recurring,
+    Subscription, SubscriptionItem, subscription_of,
 };
 
 use crate::config::Env;
@@ -60,6 +60,7 @@ pub trait StripeReads: Send + Sync {
     async fn subscription(&self, id: &str) -> Result<Subscription>;
     async fn customer(&self, id: &str) -> Result<Customer>;
     async fn product(&self, id: &str) -> Result<Product>;
+    async fn charge(&self, id: &str) -> Result<Charge>;
 }
 
 /// Invoice items and invoices. Every create carries an `Idempotency-Key`.

@@ -131,6 +131,43 @@ pub struct Price {
     pub unit_amount: Option<i64>,
     #[serde(default)]
     pub currency: Option<String>,
+    /// How often a recurring price bills (prices).
+    #[serde(default)]
+    pub recurring: Option<Recurring>,
+    /// The same on a legacy plan (localstripe).
+    #[serde(default)]
+    pub interval: Option<String>,
+    #[serde(default)]
+    pub interval_count: Option<u32>,
+}
+
+/// A recurring price's billing interval.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Recurring {
+    pub interval: String,
+    #[serde(default)]
+    pub interval_count: Option<u32>,
+}
+
+impl Price {
+    /// Billing periods per year as a fraction `(numerator, denominator)`: monthly `12/1`,
+    /// every 3 months `12/3`, yearly `1/1`, weekly `52/1`, daily `365/1`. `None` for a
+    /// one-off price or an unknown interval.
+    pub fn periods_per_year(&self) -> Option<(i64, i64)> {
+        let (interval, count) = match &self.recurring {
+            Some(r) => (r.interval.as_str(), r.interval_count),
+            None => (self.interval.as_deref()?, self.interval_count),
+        };
+        let count = i64::from(count.unwrap_or(1).max(1));
+        let per_year = match interval {
+            "day" => 365,
+            "week" => 52,
+            "month" => 12,
+            "year" => 1,
+            _ => return None,
+        };
+        Some((per_year, count))
+    }
 }
 
 /// A subscription item.
@@ -169,8 +206,43 @@ pub struct Subscription {
     #[serde(default)]
     pub cancel_at_period_end: bool,
     #[serde(default)]
+    pub canceled_at: Option<i64>,
+    #[serde(default)]
+    pub cancellation_details: Option<CancellationDetails>,
+    #[serde(default)]
+    pub currency: Option<String>,
+    #[serde(default)]
     pub metadata: Metadata,
     pub items: List<SubscriptionItem>,
+}
+
+/// Why a subscription was cancelled (Stripe's `cancellation_details`).
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct CancellationDetails {
+    /// `cancellation_requested`, `payment_failed`, `payment_disputed`.
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// The customer's answer (`too_expensive`, `switched_service`, ...).
+    #[serde(default)]
+    pub feedback: Option<String>,
+}
+
+/// A charge (refunds and disputes point at one).
+#[derive(Debug, Clone, Deserialize)]
+pub struct Charge {
+    pub id: String,
+    #[serde(default)]
+    pub customer: Option<String>,
+    #[serde(default)]
+    pub invoice: Option<String>,
+    #[serde(default)]
+    pub amount: Option<i64>,
+    #[serde(default)]
+    pub amount_refunded: Option<i64>,
+    #[serde(default)]
+    pub refunded: bool,
+    #[serde(default)]
+    pub currency: Option<String>,
 }
 
 /// A Stripe invoice.
@@ -179,6 +251,9 @@ pub struct Invoice {
     pub id: String,
     #[serde(default)]
     pub customer: Option<String>,
+    /// The subscription it bills (`parent.subscription_details.subscription` since 2025).
+    #[serde(default)]
+    pub subscription: Option<String>,
     #[serde(default)]
     pub status: Option<String>,
     #[serde(default)]

@@ -1,0 +1,482 @@
+//! The customer sync rules on in-memory ports: one account per customer whatever the order,
+//! the owner given once, the records of a purchase, the bad inputs the issue names.
+
+use super::service::{CustomerSync, Outcome, Ports};
+use super::state::MemoryCustomers;
+use crate::crm::{AccountStatus, MemoryCrm, OpportunityStage};
+use crate::error::Error;
+use crate::events::{Internal, InvoiceFinalized, LicenseChanged};
+use crate::leads::input::LeadId;
+use crate::leads::routing::{Account, AccountDirectory, MemoryAccounts, MemoryCounter};
+use crate::leads::store::{LeadStore, MemoryLeadStore};
+use crate::queue::EventMessage;
+use crate::stripe::MemoryStripe;
+use crate::values::{Email, Money};
+use serde_json::{Value, json};
+use std::sync::Arc;
+
+const START: i64 = 1_780_000_000;
+const END: i64 = START + 30 * 86_400;
+
+struct Rig {
+    sync: CustomerSync,
+    stripe: Arc<MemoryStripe>,
+    crm: Arc<MemoryCrm>,
+    accounts: Arc<MemoryAccounts>,
+    leads: Arc<MemoryLeadStore>,
+    customers: Arc<MemoryCustomers>,
+}
+
+fn rig() -> Rig {
+    let stripe = Arc::new(MemoryStripe::new());
+    let crm = Arc::new(MemoryCrm::new());
+    let accounts = Arc::new(MemoryAccounts::new());
+    let leads = Arc::new(MemoryLeadStore::new());
+    let customers = Arc::new(MemoryCustomers::new());
+    let sync = CustomerSync::bundled(Ports {
+        stripe: stripe.clone(),
+        invoices: stripe.clone(),
+        crm: crm.clone(),
+        customers: customers.clone(),
+        directory: accounts.clone(),
+        leads: leads.clone(),
+        counter: Arc::new(MemoryCounter::new()),
+    })
+    .unwrap();
+    Rig {
+        sync,
+        stripe,
+        crm,
+        accounts,
+        leads,
+        customers,
+    }
+}
+
+fn customer(id: &str, email: Option<&str>, name: &str, company: Option<&str>) -> Value {
+    let mut c = json!({"id": id, "object": "customer", "name": name, "email": email,
+        "address": {"country": "DE"}, "metadata": {}});
+    if let Some(co) = company {
+        c["metadata"]["company"] = json!(co);
+    }
+    c
+}
+
+fn subscription(id: &str, cus: &str, status: &str, seats: u64, amount: Option<i64>) -> Value {
+    json!({"id": id, "object": "subscription", "customer": cus, "status": status,
+        "current_period_start": START, "current_period_end": END,
+        "cancellation_details": {"reason": if status == "canceled" { json!("cancellation_requested") } else { Value::Null },
+                                 "feedback": if status == "canceled" { json!("too_expensive") } else { Value::Null }},
+        "items": {"object": "list", "data": [{"id": "si_1", "quantity": seats,
+            "plan": {"id": "plan_pro", "amount": amount, "currency": "eur", "interval": "month",
+                     "metadata": {"sku": "professional"}}}]}})
+}
+
+fn stripe_event(id: &str, t: &str, object: Value) -> EventMessage {
+    EventMessage {
+        id: id.into(),
+        source: "stripe".into(),
+        event_type: t.into(),
+        received_at: chrono::Utc::now(),
+        raw_key: format!("raw/stripe/{id}.json"),
+        event: json!({"id": id, "type": t, "created": START + 60, "data": {"object": object}}),
+    }
+}
+
+fn license(cus: &str, sub: &str, id: &str) -> LicenseChanged {
+    LicenseChanged {
+        customer: cus.into(),
+        subscription: sub.into(),
+        license_id: id.into(),
+        kid: "kid1".into(),
+        seats: 5,
+        sku: "professional".into(),
+        expires_at: END * 1000,
+        file_key: format!("licenses/{cus}/{id}.mattermost-license"),
+    }
+}
+
+/// Every kind of event a purchase produces, for customer `cus` and subscription `sub`.
+fn purchase_events(cus: &str, sub: &str) -> Vec<EventMessage> {
+    let invoice = json!({"object": "invoice", "id": "in_1", "customer": cus, "subscription": sub,
+        "total": 7500, "currency": "eur", "created": START + 5});
+    let usage = Internal::InvoiceFinalized(InvoiceFinalized {
+        customer: cus.into(),
+        invoice: Some("in_usage_1".into()),
+        period: "2026-05".into(),
+        total: Money::new(1200, "eur".parse().unwrap()),
+        json_key: "invoices/x.json".into(),
+        html_key: "invoices/x.html".into(),
+    });
+    vec![
+        stripe_event(
+            "evt_1",
+            "customer.created",
+            json!({"object": "customer", "id": cus}),
+        ),
+        stripe_event(
+            "evt_2",
+            "checkout.session.completed",
+            json!({"object": "checkout.session", "id": "cs_1", "customer": cus, "subscription": sub}),
+        ),
+        stripe_event(
+            "evt_3",
+            "customer.subscription.created",
+            json!({"object": "subscription", "id": sub, "customer": cus}),
+        ),
+        stripe_event("evt_4", "invoice.paid", invoice),
+        Internal::LicenseIssued(license(cus, sub, "lic_1")).message(chrono::Utc::now()),
+        usage.message(chrono::Utc::now()),
+        stripe_event(
+            "evt_5",
+            "customer.updated",
+            json!({"object": "customer", "id": cus}),
+        ),
+    ]
+}
+
+fn seed_purchase(r: &Rig, cus: &str, sub: &str) {
+    r.stripe.put_customer(customer(
+        cus,
+        Some("ada@acme.example"),
+        "Ada Lovelace",
+        Some("Acme GmbH"),
+    ));
+    r.stripe
+        .put_subscription(subscription(sub, cus, "active", 5, Some(1500)));
+}
+
+#[tokio::test]
+async fn a_purchase_makes_one_linked_account_contact_and_won_opportunity() {
+    let r = rig();
+    seed_purchase(&r, "cus_1", "sub_1");
+    for msg in purchase_events("cus_1", "sub_1") {
+        r.sync.handle(&msg).await.unwrap();
+    }
+    let accounts = r.crm.accounts();
+    assert_eq!(accounts.len(), 1);
+    let a = &accounts[0];
+    assert_eq!(a.external_id, "cus_1");
+    assert_eq!(a.name, "Acme GmbH");
+    assert_eq!(a.domains, vec!["acme.example".to_owned()]);
+    assert_eq!(a.status, AccountStatus::Customer);
+    assert_eq!(
+        a.billing_country.map(|c| c.code().to_owned()).as_deref(),
+        Some("DE")
+    );
+    // DE without a size: the emea-commercial team; weighted round-robin slot 0.
+    assert_eq!(a.owner_id, "005000000000EC1AAA");
+    assert_eq!(a.license_id.as_deref(), Some("lic_1"));
+    assert_eq!(a.license_expires.as_deref(), Some("2026-06-27"));
+    // The usage invoice (period 2026-05, ends 2026-06-01) is later than the paid one.
+    assert_eq!(a.last_invoice_id.as_deref(), Some("in_usage_1"));
+    let contacts = r.crm.contacts();
+    assert_eq!(contacts.len(), 1);
+    let email = Email::parse("ada@acme.example").unwrap();
+    assert_eq!(contacts[0].external_id, email.subject_hash());
+    assert_eq!(contacts[0].account_external_id, "cus_1");
+    assert_eq!(
+        (
+            contacts[0].first_name.as_deref(),
+            contacts[0].last_name.as_deref()
+        ),
+        (Some("Ada"), Some("Lovelace"))
+    );
+    let opps = r.crm.opportunities();
+    assert_eq!(opps.len(), 1, "{opps:?}");
+    let o = &opps[0];
+    assert_eq!(o.external_id, "sub_1:2026-05-28");
+    assert_eq!(o.stage, OpportunityStage::ClosedWon);
+    // 15.00 EUR × 5 seats × 12 months.
+    assert_eq!(o.amount, Some(Money::new(90_000, "eur".parse().unwrap())));
+    assert_eq!((o.seats, o.sku.as_deref()), (Some(5), Some("professional")));
+    assert_eq!(o.license_id.as_deref(), Some("lic_1"));
+    // The directory routes later sign-ups of the company to the owner.
+    let dir = r
+        .accounts
+        .account_for_domain("acme.example")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (dir.account_id.as_str(), dir.owner_id.as_str()),
+        ("cus_1", "005000000000EC1AAA")
+    );
+}
+
+#[tokio::test]
+async fn ten_events_in_any_order_converge_to_the_same_records_and_duplicates_cost_nothing() {
+    let mut events = purchase_events("cus_1", "sub_1");
+    events.extend(purchase_events("cus_1", "sub_1").into_iter().take(3)); // redeliveries
+    let mut results = Vec::new();
+    for seed in 0..6u64 {
+        let r = rig();
+        seed_purchase(&r, "cus_1", "sub_1");
+        let mut order = events.clone();
+        // A deterministic shuffle per seed.
+        order.sort_by_key(|m| crate::ledger::payload_hash(format!("{seed}{}", m.id).as_bytes()));
+        for m in &order {
+            r.sync.handle(m).await.unwrap();
+        }
+        assert_eq!(r.crm.accounts().len(), 1, "seed {seed}: one account");
+        assert_eq!(r.crm.contacts().len(), 1);
+        assert_eq!(r.crm.opportunities().len(), 1);
+        let calls = r.crm.calls();
+        // Every event once more: nothing changed, no CRM request.
+        for m in &order {
+            r.sync.handle(m).await.unwrap();
+        }
+        assert_eq!(r.crm.calls(), calls, "seed {seed}: replays write nothing");
+        results.push((r.crm.accounts(), r.crm.contacts(), r.crm.opportunities()));
+    }
+    assert!(
+        results.windows(2).all(|w| w[0] == w[1]),
+        "every order ends alike"
+    );
+}
+
+#[tokio::test]
+async fn an_internal_event_before_any_stripe_event_creates_the_account_itself() {
+    let r = rig();
+    seed_purchase(&r, "cus_1", "sub_1");
+    let msg =
+        Internal::LicenseIssued(license("cus_1", "sub_1", "lic_9")).message(chrono::Utc::now());
+    let out = r.sync.handle(&msg).await.unwrap();
+    assert!(
+        matches!(
+            out,
+            Outcome::Synced {
+                account_created: true,
+                ..
+            }
+        ),
+        "{out:?}"
+    );
+    let a = &r.crm.accounts()[0];
+    assert_eq!(
+        (a.status, a.license_id.as_deref()),
+        (AccountStatus::Customer, Some("lic_9"))
+    );
+    // The Stripe events that follow update the same account.
+    for m in purchase_events("cus_1", "sub_1") {
+        r.sync.handle(&m).await.unwrap();
+    }
+    assert_eq!(r.crm.accounts().len(), 1);
+}
+
+#[tokio::test]
+async fn a_free_mail_buyer_gets_an_account_named_after_them_and_no_directory_entry() {
+    let r = rig();
+    r.stripe.put_customer(customer(
+        "cus_2",
+        Some("sam.smith@gmail.com"),
+        "Sam Smith",
+        None,
+    ));
+    r.stripe
+        .put_subscription(subscription("sub_2", "cus_2", "active", 1, Some(900)));
+    r.sync
+        .handle(&stripe_event(
+            "e",
+            "customer.subscription.created",
+            json!({"id": "sub_2", "object": "subscription", "customer": "cus_2"}),
+        ))
+        .await
+        .unwrap();
+    let a = &r.crm.accounts()[0];
+    assert_eq!(a.name, "Sam Smith");
+    assert!(a.domains.is_empty());
+    assert_eq!(
+        a.owner_id, "005000000000SS1AAA",
+        "individuals: the self-serve team"
+    );
+    assert!(
+        r.accounts
+            .account_for_domain("gmail.com")
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+#[tokio::test]
+async fn no_email_no_company_and_an_unknown_price_still_sync_what_is_known() {
+    let r = rig();
+    r.stripe
+        .put_customer(json!({"id": "cus_3", "object": "customer", "name": null, "email": null}));
+    r.stripe
+        .put_subscription(subscription("sub_3", "cus_3", "trialing", 3, None));
+    let out = r
+        .sync
+        .handle(&stripe_event(
+            "e",
+            "customer.subscription.created",
+            json!({"id": "sub_3", "object": "subscription", "customer": "cus_3"}),
+        ))
+        .await
+        .unwrap();
+    assert!(matches!(out, Outcome::Synced { records: 2, .. }), "{out:?}");
+    let a = &r.crm.accounts()[0];
+    assert_eq!((a.name.as_str(), a.status), ("cus_3", AccountStatus::Trial));
+    assert!(r.crm.contacts().is_empty(), "no e-mail, no contact");
+    let o = &r.crm.opportunities()[0];
+    assert_eq!((o.stage, o.amount.clone()), (OpportunityStage::Open, None));
+}
+
+#[tokio::test]
+async fn the_lead_a_buyer_came_in_as_is_converted_and_linked() {
+    let r = rig();
+    seed_purchase(&r, "cus_1", "sub_1");
+    let email = Email::parse("ada@acme.example").unwrap();
+    let lead = LeadId::for_event("portal", "evt_signup");
+    r.leads.lead_id_for_subject(&email, &lead).await.unwrap();
+    r.sync
+        .handle(&purchase_events("cus_1", "sub_1")[1])
+        .await
+        .unwrap();
+    assert_eq!(r.crm.conversion(lead.as_str()).as_deref(), Some("cus_1"));
+    assert_eq!(r.crm.contacts()[0].lead_id.as_deref(), Some(lead.as_str()));
+}
+
+#[tokio::test]
+async fn an_existing_account_on_the_domain_keeps_its_owner() {
+    let r = rig();
+    seed_purchase(&r, "cus_1", "sub_1");
+    r.accounts.insert(Account {
+        domain: "acme.example".into(),
+        account_id: "acct_old".into(),
+        name: "Acme".into(),
+        owner_id: "005OWNER".into(),
+    });
+    r.sync
+        .handle(&purchase_events("cus_1", "sub_1")[1])
+        .await
+        .unwrap();
+    assert_eq!(r.crm.accounts()[0].owner_id, "005OWNER");
+}
+
+#[tokio::test]
+async fn cancellation_churns_and_loses_the_renewal_with_stripes_reason() {
+    let r = rig();
+    seed_purchase(&r, "cus_1", "sub_1");
+    r.sync
+        .handle(&purchase_events("cus_1", "sub_1")[1])
+        .await
+        .unwrap();
+    r.stripe
+        .put_subscription(subscription("sub_1", "cus_1", "canceled", 5, Some(1500)));
+    r.sync
+        .handle(&stripe_event(
+            "evt_del",
+            "customer.subscription.deleted",
+            json!({"id": "sub_1", "object": "subscription", "customer": "cus_1"}),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(r.crm.accounts()[0].status, AccountStatus::Churned);
+    let mut opps = r.crm.opportunities();
+    opps.sort_by(|a, b| a.close_date.cmp(&b.close_date));
+    assert_eq!(opps.len(), 2);
+    assert_eq!(
+        opps[0].stage,
+        OpportunityStage::ClosedWon,
+        "the paid term stays won"
+    );
+    assert_eq!(opps[1].external_id, "sub_1:2026-06-27");
+    assert_eq!(opps[1].stage, OpportunityStage::ClosedLost);
+    assert_eq!(
+        opps[1].loss_reason.as_deref(),
+        Some("cancellation_requested: too_expensive")
+    );
+}
+
+#[tokio::test]
+async fn refunds_and_disputes_flag_the_account_and_the_opportunity() {
+    let r = rig();
+    seed_purchase(&r, "cus_1", "sub_1");
+    r.sync
+        .handle(&purchase_events("cus_1", "sub_1")[1])
+        .await
+        .unwrap();
+    r.stripe
+        .put_charge(json!({"id": "ch_1", "customer": "cus_1", "invoice": null, "refunded": true}));
+    r.sync
+        .handle(&stripe_event(
+            "evt_r",
+            "charge.refunded",
+            json!({"object": "charge", "id": "ch_1", "customer": "cus_1"}),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(r.crm.accounts()[0].flags, vec!["refund".to_owned()]);
+    // A dispute names only its charge: the charge names the customer.
+    r.sync
+        .handle(&stripe_event(
+            "evt_d",
+            "charge.dispute.created",
+            json!({"object": "dispute", "id": "dp_1", "charge": "ch_1"}),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        r.crm.accounts()[0].flags,
+        vec!["dispute".to_owned(), "refund".to_owned()]
+    );
+}
+
+#[tokio::test]
+async fn a_customer_who_bought_nothing_yet_gets_no_account() {
+    let r = rig();
+    r.stripe.put_customer(customer(
+        "cus_4",
+        Some("x@initech.example"),
+        "X",
+        Some("Initech"),
+    ));
+    let out = r
+        .sync
+        .handle(&stripe_event(
+            "e",
+            "customer.created",
+            json!({"object": "customer", "id": "cus_4"}),
+        ))
+        .await
+        .unwrap();
+    assert!(matches!(out, Outcome::Skipped { .. }), "{out:?}");
+    assert_eq!(r.crm.calls(), 0);
+}
+
+#[tokio::test]
+async fn crm_or_stripe_down_is_retryable_and_the_owner_survives_the_retry() {
+    let r = rig();
+    seed_purchase(&r, "cus_1", "sub_1");
+    let msg = purchase_events("cus_1", "sub_1")[1].clone();
+    r.crm.set_failing(true);
+    let e = r.sync.handle(&msg).await.unwrap_err();
+    assert!(Error::from(e).is_retryable());
+    let owner = r.customers.all()[0].owner_id.clone();
+    assert!(owner.is_some(), "the owner was saved before the CRM write");
+    r.crm.set_failing(false);
+    r.sync.handle(&msg).await.unwrap();
+    assert_eq!(Some(r.crm.accounts()[0].owner_id.clone()), owner);
+    r.stripe.set_unavailable(true);
+    assert!(r.sync.handle(&msg).await.unwrap_err().is_retryable());
+}
+
+#[tokio::test]
+async fn a_subscription_of_another_customer_is_refused() {
+    let r = rig();
+    seed_purchase(&r, "cus_1", "sub_1");
+    r.stripe
+        .put_customer(customer("cus_5", Some("e@evil.example"), "E", None));
+    let forged = stripe_event(
+        "e",
+        "checkout.session.completed",
+        json!({"id": "cs_9", "customer": "cus_5", "subscription": "sub_1"}),
+    );
+    assert!(matches!(
+        r.sync.handle(&forged).await,
+        Err(Error::Invalid(_))
+    ));
+    assert!(r.crm.accounts().is_empty());
+}
