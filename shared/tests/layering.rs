@@ -28,7 +28,7 @@ use std::path::PathBuf;
 const LAYERS: [(&str, &str); 3] = [
     (
         "plumbing",
-        "config aws secrets error telemetry http tls retry ledger storage queue values",
+        "config aws secrets error telemetry http tls retry ledger storage queue values events",
     ),
     ("external-system", "stripe crm"),
     (
@@ -38,7 +38,13 @@ const LAYERS: [(&str, &str); 3] = [
 ];
 /// Domain -> domain references that are allowed, as (from, to). Every entry must be justified
 /// by a comment next to it saying why the dependency cannot be moved down a layer.
-const ALLOWED_DOMAIN_DEPS: &[(&str, &str)] = &[];
+const ALLOWED_DOMAIN_DEPS: &[(&str, &str)] = &[
+    // Customer sync routes account owners by lead routing's rules (territories, round-robin
+    // counters, the account directory, the free-mail list): one set of rules decides who owns
+    // a company, whether it arrived as a lead or as a buyer. Copying them would let the two
+    // drift; moving them below the domains would put sales rules in plumbing.
+    ("customers", "leads"),
+];
 const MAX_MAIN_LINES: usize = 40;
 const BANNED_IN_MAIN: &[&str] = &["match", "if", "for", "while", "loop"];
 const WINDOW: usize = 8;

@@ -13,7 +13,7 @@ use blapi::licensing::{
     AdminRequest, Config, DynamoLicenseStore, KmsSigner, LicenseService, LicenseSigner,
     LicenseStore, Outcome,
 };
-use blapi::queue::{EventMessage, process_batch};
+use blapi::queue::{EventMessage, QueueSender, SqsSender, process_batch};
 use blapi::storage::{ObjectStore, S3Store};
 use blapi::stripe::{StripeClient, StripeReads};
 use blapi::telemetry::Tally;
@@ -32,12 +32,18 @@ pub struct Ports {
     pub store: Arc<dyn LicenseStore>,
     /// License files, the revocation list, and claim-checked message bodies.
     pub files: Arc<dyn ObjectStore>,
+    /// Where license changes are announced (customer-events), when configured.
+    pub queue: Option<Arc<dyn QueueSender>>,
 }
 
 impl Ports {
     /// KMS signer on `LICENSE_KEY_ID`, Stripe with the key from Secrets Manager, the licenses
     /// table, S3.
     pub async fn connect(config: &Config, clients: &Clients) -> Result<Self> {
+        let files: Arc<dyn ObjectStore> = Arc::new(S3Store::new(
+            clients.s3().clone(),
+            config.artifacts_bucket.clone(),
+        ));
         Ok(Self {
             stripe: Arc::new(StripeClient::from_secret(&config.stripe, clients.secrets()).await?),
             signer: Arc::new(KmsSigner::new(clients.kms().clone(), config.key_id.clone())),
@@ -45,10 +51,10 @@ impl Ports {
                 clients.dynamodb().clone(),
                 config.licenses_table.clone(),
             )),
-            files: Arc::new(S3Store::new(
-                clients.s3().clone(),
-                config.artifacts_bucket.clone(),
-            )),
+            files: files.clone(),
+            queue: config.customer_events_queue_url.is_some().then(|| {
+                Arc::new(SqsSender::new(clients.sqs().clone(), files)) as Arc<dyn QueueSender>
+            }),
         })
     }
 }
@@ -155,6 +161,7 @@ mod tests {
             signer,
             store: store.clone(),
             files,
+            queue: None,
         };
         (App::new(test_config(), ports), stripe, store)
     }

@@ -151,7 +151,7 @@ fn verify_parse(c: &mut Criterion) {
 fn handler(c: &mut Criterion) {
     let body = body_4k();
     let config = IntakeConfig {
-        queue_urls: ["q/lr", "q/be", "q/ue", "q/le"].map(String::from),
+        queue_urls: ["q/lr", "q/be", "q/ue", "q/le", "q/ce"].map(String::from),
         stripe_secret_id: "s".into(),
         source_secret_id: "f".into(),
         tolerance_secs: 300,

@@ -56,30 +56,35 @@ pub const DEFAULT_SAMPLE: &str = "stripe-customer-subscription-created";
 
 /// Every sample.
 pub const SAMPLES: &[Sample] = &[
-    sample("stripe-customer-created", "stripe", None, &["lead-events"]),
+    sample(
+        "stripe-customer-created",
+        "stripe",
+        None,
+        &["lead-events", "customer-events"],
+    ),
     sample(
         "stripe-customer-subscription-created",
         "stripe",
         None,
-        &["license-requests", "billing-events"],
+        &["license-requests", "billing-events", "customer-events"],
     ),
     sample(
         "stripe-invoice-paid",
         "stripe",
         None,
-        &["license-requests", "billing-events"],
+        &["license-requests", "billing-events", "customer-events"],
     ),
     sample(
         "stripe-invoice-payment-failed",
         "stripe",
         None,
-        &["billing-events"],
+        &["billing-events", "customer-events"],
     ),
     sample(
         "stripe-checkout-session-completed",
         "stripe",
         None,
-        &["license-requests"],
+        &["license-requests", "customer-events"],
     ),
     sample("stripe-plan-created-unrouted", "stripe", None, &[]),
     sample(

@@ -9,6 +9,7 @@
 //! | `DUNNING_SUSPEND_AFTER_DAYS` | days past due before suspension | required |
 //! | `DUNNING_SUSPEND_AFTER_ATTEMPTS` | failed attempts before suspension | [`DEFAULT_SUSPEND_AFTER_ATTEMPTS`] |
 //! | `USAGE_GRACE_HOURS` | how late after a period's end usage is still accepted | [`DEFAULT_GRACE_HOURS`] |
+//! | `CUSTOMER_EVENTS_QUEUE_URL` | where finished invoices are announced | none: not announced |
 //! | `METRICS_NAMESPACE` | CloudWatch namespace | `blapi` |
 
 use super::dunning;
@@ -61,6 +62,7 @@ impl Config {
                     )?,
                 },
                 lease: BILL_LEASE,
+                customer_events_queue_url: env.optional("CUSTOMER_EVENTS_QUEUE_URL"),
             },
             metrics_namespace: env
                 .optional("METRICS_NAMESPACE")

@@ -27,6 +27,7 @@ use super::pricebook::PriceBook;
 use super::subscription::Subscription;
 use super::usage::{IngestPolicy, RawUsage, RejectReason, Rejection, parse};
 use crate::error::{Error, Result};
+use crate::events::{Internal, InvoiceFinalized};
 use crate::ledger::{Claim, ClaimOptions, Ledger, payload_hash};
 use crate::queue::{EventMessage, QueueSender};
 use crate::storage::ObjectStore;
@@ -73,6 +74,8 @@ pub struct BillingConfig {
     pub dunning: dunning::Policy,
     /// How long a bill run may hold its (customer, period) lease.
     pub lease: Duration,
+    /// Where finished invoices are announced (customer sync), if anywhere.
+    pub customer_events_queue_url: Option<String>,
 }
 
 /// The ports the services use (usage-billing connects them; tests use the fakes).
@@ -457,7 +460,7 @@ impl Billing {
                 BillState::ItemsCreated => self.create_invoice(&run, &mut rec).await?,
                 BillState::InvoiceCreated => self.finalize(&mut rec, &run).await?,
                 BillState::Finalized => self.write_artifacts(&run, &rec).await?,
-                BillState::ArtifactsWritten => BillState::Done,
+                BillState::ArtifactsWritten => self.announce(&run, &rec).await?,
                 BillState::Done => {
                     tracing::info!(customer_id = %customer, %period, total = rec.invoice.total, stripe_invoice = ?rec.refs.invoice, "invoice done");
                     return Ok(BillOutcome::Invoiced {
@@ -612,6 +615,26 @@ impl Billing {
             tracing::warn!(invoice = %id, "Stripe API has no finalize endpoint; invoice left as draft");
         }
         Ok(BillState::Finalized)
+    }
+
+    /// ARTIFACTS_WRITTEN: tells customer sync the invoice is final (its id and total go on the
+    /// account). A step of its own, so a failed send is retried by the next run, never lost.
+    async fn announce(&self, run: &Run<'_>, rec: &InvoiceRecord) -> Result<BillState> {
+        if let Some(url) = &self.config.customer_events_queue_url {
+            let (json_key, html_key) = artifact_keys(run.customer, run.period);
+            let event = Internal::InvoiceFinalized(InvoiceFinalized {
+                customer: run.customer.to_owned(),
+                invoice: rec.refs.invoice.clone(),
+                period: run.period.to_string(),
+                total: rec.invoice.money(rec.invoice.total),
+                json_key,
+                html_key,
+            });
+            let body = serde_json::to_string(&event.message(Utc::now()))
+                .map_err(|e| Error::Invalid(e.to_string()))?;
+            self.ports.queue.send(url, body).await?;
+        }
+        Ok(BillState::Done)
     }
 
     /// FINALIZED: the JSON and HTML artifacts (same bytes on a rerun).

@@ -1,5 +1,6 @@
 //! Everything license-minting reads from its environment: `LICENSES_TABLE`,
-//! `LICENSE_KEY_ID` (the KMS key alias), `ARTIFACTS_BUCKET`, Stripe ([`StripeConfig`]) and
+//! `LICENSE_KEY_ID` (the KMS key alias), `ARTIFACTS_BUCKET`, Stripe ([`StripeConfig`]),
+//! `CUSTOMER_EVENTS_QUEUE_URL` (optional: where license changes are announced) and
 //! `METRICS_NAMESPACE` (default `blapi`). Read once; a missing variable fails the cold start
 //! with its name.
 
@@ -15,6 +16,9 @@ pub struct Config {
     pub key_id: String,
     pub stripe: StripeConfig,
     pub artifacts_bucket: String,
+    /// Where license changes are announced (`CUSTOMER_EVENTS_QUEUE_URL`, optional: none
+    /// announced without it).
+    pub customer_events_queue_url: Option<String>,
     pub metrics_namespace: String,
 }
 
@@ -25,6 +29,7 @@ impl Config {
             key_id: env.required("LICENSE_KEY_ID")?,
             stripe: StripeConfig::from_env(env)?,
             artifacts_bucket: env.required("ARTIFACTS_BUCKET")?,
+            customer_events_queue_url: env.optional("CUSTOMER_EVENTS_QUEUE_URL"),
             metrics_namespace: env
                 .optional("METRICS_NAMESPACE")
                 .unwrap_or_else(|| "blapi".into()),

@@ -11,7 +11,8 @@ use super::store::{LicenseRecord, LicenseStatus, LicenseStore};
 use super::subscription::{Standing, SubscriptionState};
 use super::verify::{GRACE_PERIOD_MS, VerifyError, verify_license, verify_revocation_list};
 use crate::error::{Error, Result};
-use crate::queue::EventMessage;
+use crate::events::{Internal, LicenseChanged};
+use crate::queue::{EventMessage, QueueSender};
 use crate::storage::ObjectStore;
 use crate::stripe::{StripeReads, subscription_of};
 use base64::Engine;
@@ -69,6 +70,8 @@ pub struct LicenseService {
     clock: Clock,
     public_key: tokio::sync::OnceCell<PublicKey>,
     key_published: tokio::sync::OnceCell<()>,
+    /// Where license changes are announced (customer sync), if anywhere.
+    announce: Option<(Arc<dyn QueueSender>, String)>,
 }
 
 impl std::fmt::Debug for LicenseService {
@@ -94,7 +97,72 @@ impl LicenseService {
             clock: Arc::new(|| chrono::Utc::now().timestamp_millis()),
             public_key: tokio::sync::OnceCell::new(),
             key_published: tokio::sync::OnceCell::new(),
+            announce: None,
         }
+    }
+
+    /// Announces every license issued, superseded or revoked on `queue_url` (customer sync's
+    /// queue) as an internal event ([`crate::events`]). A license found already issued is
+    /// announced again: the send of an earlier attempt may be what failed.
+    pub fn with_announcements(mut self, queue: Arc<dyn QueueSender>, queue_url: String) -> Self {
+        self.announce = Some((queue, queue_url));
+        self
+    }
+
+    /// Sends the internal events an outcome implies (none without announcements).
+    pub async fn announce(&self, outcome: &Outcome) -> Result<()> {
+        let Some((queue, url)) = &self.announce else {
+            return Ok(());
+        };
+        let mut events = Vec::new();
+        let mut add = |rec: LicenseRecord, kind: fn(LicenseChanged) -> Internal| {
+            events.push(kind(LicenseChanged {
+                customer: rec.customer_id,
+                subscription: rec.subscription_id,
+                license_id: rec.license_id.to_string(),
+                kid: rec.kid,
+                seats: rec.quantity,
+                sku: rec.sku,
+                expires_at: rec.expires_at,
+                file_key: rec.file_key,
+            }))
+        };
+        match outcome {
+            Outcome::Minted {
+                license_id,
+                supersedes,
+                ..
+            } => {
+                if let Some(rec) = self.store.find(license_id).await? {
+                    add(rec, Internal::LicenseIssued);
+                }
+                if let Some(old) = supersedes
+                    && let Some(rec) = self.store.find(old).await?
+                {
+                    add(rec, Internal::LicenseSuperseded);
+                }
+            }
+            Outcome::Existing { license_id } => {
+                if let Some(rec) = self.store.find(license_id).await? {
+                    add(rec, Internal::LicenseIssued);
+                }
+            }
+            Outcome::Revoked { license_ids } => {
+                for id in license_ids {
+                    if let Some(rec) = self.store.find(id).await? {
+                        add(rec, Internal::LicenseRevoked);
+                    }
+                }
+            }
+            Outcome::Skipped { .. } => {}
+        }
+        let now = chrono::Utc::now();
+        let bodies = events
+            .iter()
+            .map(|e| serde_json::to_string(&e.message(now)))
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| Error::Invalid(e.to_string()))?;
+        queue.send_all(url, bodies).await
     }
 
     /// Replaces the clock (tests).
@@ -127,7 +195,12 @@ impl LicenseService {
                 reason: format!("{} concerns no subscription", msg.event_type),
             });
         };
-        let outcome = self.reconcile(&sub_id).await;
+        let mut outcome = self.reconcile(&sub_id).await;
+        if let Ok(o) = &outcome
+            && let Err(e) = self.announce(o).await
+        {
+            outcome = Err(e);
+        }
         match &outcome {
             Ok(o) => {
                 tracing::info!(event_id = %msg.id, event_type = %msg.event_type, subscription_id = %sub_id, outcome = ?o, "event handled")

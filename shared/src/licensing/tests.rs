@@ -612,3 +612,71 @@ async fn a_signature_ending_in_a_zero_byte_is_signed_again_so_the_file_verifies(
     let license = super::verify_license(&rec.file, &key, None, NOW_MS).unwrap();
     assert_eq!(license.issued_at, NOW_MS + 1);
 }
+
+#[tokio::test]
+async fn license_changes_are_announced_to_customer_sync_again_on_a_duplicate() {
+    let f = fixture();
+    let queue = Arc::new(crate::queue::MemoryQueue::new());
+    let service = LicenseService::new(
+        f.stripe.clone(),
+        f.signer.clone(),
+        f.store.clone(),
+        f.files.clone(),
+    )
+    .with_clock(Arc::new(|| NOW_MS))
+    .with_announcements(queue.clone(), "customer-events".into());
+    f.stripe.put_subscription(subscription(
+        "active",
+        5,
+        START,
+        json!({"sku": "professional"}),
+    ));
+    service
+        .handle_event(&event("evt_1", "customer.subscription.created"))
+        .await
+        .unwrap();
+    service
+        .handle_event(&event("evt_2", "invoice.payment_succeeded"))
+        .await
+        .unwrap();
+    let sent: Vec<EventMessage> = queue
+        .sent("customer-events")
+        .iter()
+        .map(|b| serde_json::from_str(b).unwrap())
+        .collect();
+    assert_eq!(
+        sent.len(),
+        2,
+        "issued, then issued again (the first send may have failed)"
+    );
+    assert!(
+        sent.iter()
+            .all(|m| m.event_type == "license.issued" && m.source == "blapi")
+    );
+    assert_eq!(sent[0].id, sent[1].id, "the same fact, the same id");
+    assert_eq!(sent[0].event["data"]["customer"], "cus_1");
+    assert_eq!(sent[0].event["data"]["seats"], 5);
+
+    // A failed send fails the event, so SQS brings it back.
+    queue.set_failing(true);
+    let e = service
+        .handle_event(&event("evt_3", "invoice.payment_succeeded"))
+        .await
+        .unwrap_err();
+    assert!(e.is_retryable());
+    queue.set_failing(false);
+
+    f.stripe.put_subscription(subscription(
+        "canceled",
+        5,
+        START,
+        json!({"sku": "professional"}),
+    ));
+    service
+        .handle_event(&event("evt_4", "customer.subscription.deleted"))
+        .await
+        .unwrap();
+    let last: EventMessage =
+        serde_json::from_str(queue.sent("customer-events").last().unwrap()).unwrap();
+    assert_eq!(last.event_type, "license.revoked");
+}

@@ -25,7 +25,7 @@ pub const DEFAULT_TOLERANCE_SECS: u64 = 300;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IntakeConfig {
     /// Queue URL per route, in [`Route::ALL`] order.
-    pub queue_urls: [String; 4],
+    pub queue_urls: [String; 5],
     pub stripe_secret_id: String,
     pub source_secret_id: String,
     pub tolerance_secs: u64,
@@ -42,6 +42,7 @@ impl IntakeConfig {
             env.required(Route::BillingEvents.env_var())?,
             env.required(Route::UsageEvents.env_var())?,
             env.required(Route::LeadEvents.env_var())?,
+            env.required(Route::CustomerEvents.env_var())?,
         ];
         let max_body_bytes = env.parsed_or("WEBHOOK_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES)?;
         if max_body_bytes == 0 {
@@ -162,6 +163,7 @@ mod tests {
             ("BILLING_EVENTS_QUEUE_URL", "q-be"),
             ("USAGE_EVENTS_QUEUE_URL", "q-ue"),
             ("LEAD_EVENTS_QUEUE_URL", "q-le"),
+            ("CUSTOMER_EVENTS_QUEUE_URL", "q-ce"),
             ("STRIPE_WEBHOOK_SECRET_ID", "blapi/stripe"),
             ("SOURCE_WEBHOOK_SECRET_ID", "blapi/sources"),
             ("LEDGER_TABLE", "ledger"),

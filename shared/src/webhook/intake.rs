@@ -227,7 +227,7 @@ pub struct Intake {
     verifiers: Verifiers,
     tolerance_secs: u64,
     max_body_bytes: usize,
-    queue_urls: [String; 4],
+    queue_urls: [String; 5],
     ledger: Arc<dyn Ledger>,
     store: Arc<dyn ObjectStore>,
     sender: Arc<dyn QueueSender>,

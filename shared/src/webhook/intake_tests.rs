@@ -34,6 +34,7 @@ fn config() -> IntakeConfig {
             "q/billing-events",
             "q/usage-events",
             "q/lead-events",
+            "q/customer-events",
         ]
         .map(String::from),
         stripe_secret_id: "s".into(),
@@ -196,7 +197,11 @@ async fn stripe_event_is_archived_byte_for_byte_routed_and_recorded() {
     let key = "raw/stripe/2023/11/14/evt_sub_1.json";
     assert_eq!(f.store.keys(), vec![key]);
     assert_eq!(f.store.object(key).unwrap(), body.as_bytes());
-    for route in [Route::LicenseRequests, Route::BillingEvents] {
+    for route in [
+        Route::LicenseRequests,
+        Route::BillingEvents,
+        Route::CustomerEvents,
+    ] {
         let msgs = f.messages(route);
         assert_eq!(msgs.len(), 1, "{route:?}");
         let m = &msgs[0];
@@ -209,12 +214,12 @@ async fn stripe_event_is_archived_byte_for_byte_routed_and_recorded() {
             serde_json::from_str::<serde_json::Value>(&body).unwrap()
         );
     }
-    assert_eq!(f.queue.total(), 2);
+    assert_eq!(f.queue.total(), 3);
     assert!(f.completed("stripe", "evt_sub_1").await);
     let Outcome::Accepted { routes, .. } = &outcome else {
         panic!("{outcome:?}")
     };
-    assert_eq!(routes.len(), 2);
+    assert_eq!(routes.len(), 3);
     let m = outcome.metrics("blapi", "webhook-intake");
     assert_eq!(m.get("WebhookAccepted"), Some(1.0));
 }
@@ -224,7 +229,7 @@ async fn duplicate_is_acknowledged_and_not_enqueued_again() {
     let f = fixture();
     let body = stripe_body("evt_dup", "invoice.paid");
     assert_eq!(f.send(&Req::stripe(&body)).await.0, 200);
-    assert_eq!(f.queue.total(), 2);
+    assert_eq!(f.queue.total(), 3);
     // Stripe's retry: same event, a later signature, a changed pending_webhooks.
     let retry_body = body.replace("\"pending_webhooks\":1", "\"pending_webhooks\":0");
     let later = Req::post("/webhooks/stripe", &retry_body).header(
@@ -244,7 +249,7 @@ async fn duplicate_is_acknowledged_and_not_enqueued_again() {
         outcome.metrics("blapi", "f").get("WebhookDuplicate"),
         Some(1.0)
     );
-    assert_eq!(f.queue.total(), 2, "nothing enqueued for the duplicate");
+    assert_eq!(f.queue.total(), 3, "nothing enqueued for the duplicate");
     assert_eq!(f.store.keys().len(), 1);
 }
 
@@ -298,7 +303,7 @@ async fn same_id_with_another_type_is_a_conflict() {
             .unwrap()
             .contains("different event type")
     );
-    assert_eq!(f.queue.total(), 2);
+    assert_eq!(f.queue.total(), 3);
 }
 
 #[tokio::test]
@@ -462,13 +467,14 @@ async fn sqs_failure_answers_5xx_releases_and_retry_goes_through_exactly_once() 
     assert_eq!(f.send(&Req::stripe(&body)).await.0, 200);
     assert_eq!(f.messages(Route::LicenseRequests).len(), 1);
     assert_eq!(f.messages(Route::BillingEvents).len(), 1);
+    assert_eq!(f.messages(Route::CustomerEvents).len(), 1);
     assert_eq!(
         f.store.keys().len(),
         1,
         "the retry rewrote the same archive key"
     );
     assert_eq!(f.send(&Req::stripe(&body)).await.1["duplicate"], true);
-    assert_eq!(f.queue.total(), 2);
+    assert_eq!(f.queue.total(), 3);
 }
 
 #[tokio::test]

@@ -6,13 +6,19 @@
 //!
 //! | source      | event type                                   | queue            |
 //! |-------------|----------------------------------------------|------------------|
-//! | `stripe`    | `checkout.session.completed`                 | license-requests |
-//! | `stripe`    | `customer.subscription.*`                    | license-requests, billing-events |
-//! | `stripe`    | `invoice.paid`, `invoice.payment_succeeded`  | license-requests, billing-events |
+//! | `stripe`    | `checkout.session.completed`                 | license-requests, customer-events |
+//! | `stripe`    | `customer.subscription.*`                    | license-requests, billing-events, customer-events |
+//! | `stripe`    | `invoice.paid`, `invoice.payment_succeeded`  | license-requests, billing-events, customer-events |
+//! | `stripe`    | `invoice.payment_failed`                     | billing-events, customer-events |
 //! | `stripe`    | `invoice.*`                                  | billing-events   |
-//! | `stripe`    | `customer.created`                           | lead-events      |
+//! | `stripe`    | `customer.created`                           | lead-events, customer-events |
+//! | `stripe`    | `customer.updated`                           | customer-events  |
+//! | `stripe`    | `charge.refunded`, `charge.dispute.created`  | customer-events  |
 //! | `portal`    | `lead.signup`, `lead.contact_us`             | lead-events      |
 //! | `telemetry` | `usage.reported`                             | usage-events     |
+//!
+//! (`invoice.payment_succeeded` reaches customer sync too: localstripe sends it instead of
+//! `invoice.paid`; where Stripe sends both, the second changes nothing and writes nothing.)
 
 /// A destination queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -21,15 +27,17 @@ pub enum Route {
     BillingEvents,
     UsageEvents,
     LeadEvents,
+    CustomerEvents,
 }
 
 impl Route {
     /// Every route, in a fixed order.
-    pub const ALL: [Route; 4] = [
+    pub const ALL: [Route; 5] = [
         Route::LicenseRequests,
         Route::BillingEvents,
         Route::UsageEvents,
         Route::LeadEvents,
+        Route::CustomerEvents,
     ];
 
     /// The queue's short name (logs, metrics).
@@ -39,6 +47,7 @@ impl Route {
             Route::BillingEvents => "billing-events",
             Route::UsageEvents => "usage-events",
             Route::LeadEvents => "lead-events",
+            Route::CustomerEvents => "customer-events",
         }
     }
 
@@ -49,6 +58,7 @@ impl Route {
             Route::BillingEvents => "BILLING_EVENTS_QUEUE_URL",
             Route::UsageEvents => "USAGE_EVENTS_QUEUE_URL",
             Route::LeadEvents => "LEAD_EVENTS_QUEUE_URL",
+            Route::CustomerEvents => "CUSTOMER_EVENTS_QUEUE_URL",
         }
     }
 
@@ -125,6 +135,19 @@ const TABLE: &[Rule] = &[
     rule("stripe", "invoice.*", Route::BillingEvents),
     rule("stripe", "customer.subscription.*", Route::BillingEvents),
     rule("stripe", "customer.created", Route::LeadEvents),
+    rule(
+        "stripe",
+        "checkout.session.completed",
+        Route::CustomerEvents,
+    ),
+    rule("stripe", "customer.created", Route::CustomerEvents),
+    rule("stripe", "customer.updated", Route::CustomerEvents),
+    rule("stripe", "customer.subscription.*", Route::CustomerEvents),
+    rule("stripe", "invoice.paid", Route::CustomerEvents),
+    rule("stripe", "invoice.payment_succeeded", Route::CustomerEvents),
+    rule("stripe", "invoice.payment_failed", Route::CustomerEvents),
+    rule("stripe", "charge.refunded", Route::CustomerEvents),
+    rule("stripe", "charge.dispute.created", Route::CustomerEvents),
     rule("portal", "lead.signup", Route::LeadEvents),
     rule("portal", "lead.contact_us", Route::LeadEvents),
     rule("telemetry", "usage.reported", Route::UsageEvents),
@@ -160,34 +183,36 @@ mod tests {
     fn stripe_table() {
         assert_eq!(
             of("stripe", "checkout.session.completed"),
-            vec![LicenseRequests]
+            vec![LicenseRequests, CustomerEvents]
         );
+        for t in [
+            "customer.subscription.created",
+            "customer.subscription.updated",
+            "customer.subscription.deleted",
+            "invoice.paid",
+            "invoice.payment_succeeded",
+        ] {
+            assert_eq!(
+                of("stripe", t),
+                vec![LicenseRequests, BillingEvents, CustomerEvents],
+                "{t}"
+            );
+        }
         assert_eq!(
-            of("stripe", "customer.subscription.created"),
-            vec![LicenseRequests, BillingEvents]
+            of("stripe", "invoice.payment_failed"),
+            vec![BillingEvents, CustomerEvents]
         );
-        assert_eq!(
-            of("stripe", "customer.subscription.updated"),
-            vec![LicenseRequests, BillingEvents]
-        );
-        assert_eq!(
-            of("stripe", "customer.subscription.deleted"),
-            vec![LicenseRequests, BillingEvents]
-        );
-        assert_eq!(
-            of("stripe", "invoice.paid"),
-            vec![LicenseRequests, BillingEvents]
-        );
-        assert_eq!(
-            of("stripe", "invoice.payment_succeeded"),
-            vec![LicenseRequests, BillingEvents]
-        );
-        assert_eq!(of("stripe", "invoice.payment_failed"), vec![BillingEvents]);
         assert_eq!(of("stripe", "invoice.created"), vec![BillingEvents]);
-        assert_eq!(of("stripe", "customer.created"), vec![LeadEvents]);
+        assert_eq!(
+            of("stripe", "customer.created"),
+            vec![LeadEvents, CustomerEvents]
+        );
+        assert_eq!(of("stripe", "customer.updated"), vec![CustomerEvents]);
+        assert_eq!(of("stripe", "charge.refunded"), vec![CustomerEvents]);
+        assert_eq!(of("stripe", "charge.dispute.created"), vec![CustomerEvents]);
         for unrouted in [
-            "customer.updated",
             "customer.deleted",
+            "charge.succeeded",
             "checkout.session.expired",
             "plan.created",
             "payment_intent.succeeded",

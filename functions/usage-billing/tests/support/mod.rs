@@ -65,6 +65,7 @@ pub fn rig(now: &str) -> Rig {
                 suspend_after_attempts: 4,
             },
             lease: Duration::from_secs(60),
+            customer_events_queue_url: Some("customer-events".into()),
         },
         metrics_namespace: "test".into(),
     };

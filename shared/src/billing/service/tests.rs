@@ -44,6 +44,7 @@ fn rig() -> Rig {
                 suspend_after_attempts: 4,
             },
             lease: Duration::from_secs(60),
+            customer_events_queue_url: Some("customer-events".into()),
         },
     };
     Rig {
@@ -230,6 +231,17 @@ async fn bill_creates_one_invoice_and_reruns_skip() {
         r.billing.bill("cus_nobody", period()).await.unwrap(),
         BillOutcome::NothingToBill
     );
+    // Customer sync heard of the invoice once: its Stripe id, total and artifacts.
+    let sent = r.queue.sent("customer-events");
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    let msg: crate::queue::EventMessage = serde_json::from_str(&sent[0]).unwrap();
+    assert_eq!(
+        (msg.source.as_str(), msg.event_type.as_str()),
+        ("blapi", "invoice.finalized")
+    );
+    assert_eq!(msg.id, "invoice.finalized:cus_a:2026-10");
+    assert_eq!(msg.event["data"]["invoice"], "in_1");
+    assert_eq!(msg.event["data"]["total"]["amount"], 5720);
 }
 
 enum Fault {
