@@ -509,6 +509,16 @@ fn sub_result(sub: &SubResponse, record: &CrmRecord) -> std::result::Result<Upse
             "{}: HTTP {status}",
             record.key()
         ))),
+        // Linking a lead that is not in Salesforce yet would create a lead without its
+        // required fields: the lead is on its way (lead-enrichment), so try again later.
+        400 if matches!(record, CrmRecord::LeadConversion(_))
+            && sf_error_codes(&bytes, status).contains("REQUIRED_FIELD_MISSING") =>
+        {
+            Err(CrmError::Unavailable(format!(
+                "{}: the lead is not in the CRM yet",
+                record.key()
+            )))
+        }
         _ => Err(CrmError::Rejected {
             external_id: record.key(),
             details: sf_error_codes(&bytes, status),

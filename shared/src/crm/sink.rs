@@ -3,7 +3,7 @@
 //! contact data is never stored here (see [`super`]).
 
 use super::{CrmError, CrmLead, CrmObject, CrmPort, CrmRecord, LeadConversion, Upserted};
-use crate::aws::dynamo::{get_json, get_n, get_s, is_conditional_check_failed};
+use crate::aws::dynamo::{get_json, get_n, get_s};
 use crate::error::{Error, Result};
 use crate::storage::ObjectStore;
 use async_trait::async_trait;
@@ -104,8 +104,9 @@ impl SinkCrm {
         Ok(item.and_then(|i| get_s(&i, "converted_account")))
     }
 
-    /// A lead converted: its status and account, on the lead's item (the lead's own record
-    /// is left as it was; a lead the sink never held is not created).
+    /// A lead converted: its status and account, on the lead's item. The lead's own record is
+    /// left as it is; when the lead has not arrived yet, its later upsert keeps these two
+    /// attributes (it updates, never replaces, the item), so the order does not matter.
     async fn convert(&self, c: &LeadConversion) -> std::result::Result<Upserted, CrmError> {
         let key = Self::record_key(CrmObject::Lead, &c.lead_id);
         let res = self
@@ -115,7 +116,6 @@ impl SinkCrm {
             .key("pk", AttributeValue::S(key.clone()))
             .key("sk", AttributeValue::S("CRM".into()))
             .update_expression("SET lead_status = :st, converted_account = :acc")
-            .condition_expression("attribute_exists(pk)")
             .expression_attribute_values(":st", AttributeValue::S("Converted".into()))
             .expression_attribute_values(":acc", AttributeValue::S(c.account_external_id.clone()))
             .send()
@@ -123,10 +123,6 @@ impl SinkCrm {
         match res {
             Ok(_) => Ok(Upserted {
                 record_id: Some(key),
-                created: false,
-            }),
-            Err(e) if is_conditional_check_failed(&e) => Ok(Upserted {
-                record_id: None,
                 created: false,
             }),
             Err(e) => Err(CrmError::Store(Error::aws("dynamodb", e))),
