@@ -50,9 +50,43 @@ async fn the_business_flow_runs_end_to_end() {
     let existing = &summary.leads[2];
     assert_eq!(existing.owner, "owner-maria", "{existing:?}");
 
+    // The buyer is one linked customer in the CRM: the account carries its owner, status,
+    // license and invoice; the contact, the won opportunity and the converted lead point at
+    // it; a later sign-up from the same company goes to the account's owner.
+    let c = &summary.customer;
+    assert_eq!(c.account["status"], "customer", "{c:?}");
+    assert_eq!(c.account["name"], "Analytical Engines");
+    assert_eq!(c.account["license_id"].as_str(), Some(license.id.as_str()));
+    assert_eq!(c.account["domains"][0], "analytical-engines.example");
+    let owner = c.account["owner_id"].as_str().unwrap();
+    assert!(!owner.is_empty());
+    assert_eq!(
+        c.contact["account_external_id"].as_str(),
+        Some(c.customer.as_str())
+    );
+    assert!(
+        c.contact.get("email").is_none(),
+        "no e-mail in the sink: {:?}",
+        c.contact
+    );
+    assert_eq!(c.opportunity["stage"], "Closed Won", "{c:?}");
+    assert_eq!(c.opportunity["seats"], 5);
+    assert_eq!(c.opportunity["sku"], "professional");
+    assert_eq!(
+        c.opportunity["license_id"].as_str(),
+        Some(license.id.as_str())
+    );
+    assert!(c.converted_lead.starts_with("ld_"), "{c:?}");
+    assert_eq!(c.follow_up_owner, owner, "{c:?}");
+    assert!(c.follow_up_reason.contains("existing account"), "{c:?}");
     // One invoice: the same total on Stripe and in the artifact, equal to its lines.
     let inv = &summary.invoice;
     assert_eq!(inv.stripe_invoices, 1, "{inv:?}");
+    assert_eq!(
+        summary.customer.account["last_invoice_id"].as_str(),
+        inv.stripe_invoice.as_deref(),
+        "the account shows the invoice"
+    );
     assert!(inv.artifact_total > 0, "{inv:?}");
     assert_eq!(inv.stripe_total, inv.artifact_total, "{inv:?}");
     assert_eq!(

@@ -22,11 +22,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-const FUNCTIONS: [&str; 4] = [
+const FUNCTIONS: [&str; 5] = [
     "webhook-intake",
     "usage-billing",
     "license-minting",
     "lead-enrichment",
+    "customer-sync",
 ];
 const HELLO: &str = "hello";
 const HELLO_BINARY: &str = "blapi-hello";

@@ -314,6 +314,7 @@ mod tests {
             ("usage-billing", "BillingJobsQueue"),
             ("license-minting", "LicenseRequestsQueue"),
             ("lead-enrichment", "LeadEventsQueue"),
+            ("customer-sync", "CustomerEventsQueue"),
         ] {
             assert!(
                 pairs.contains(&expected),

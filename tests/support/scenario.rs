@@ -7,13 +7,18 @@
 //! Steps: a Stripe subscription -> a license (verified offline with the published key);
 //! portal sign-ups (company, free-mail, existing account) -> routed leads in the CRM sink;
 //! telemetry usage -> billing for the period -> an invoice on localstripe + JSON/HTML in S3;
-//! one Stripe event delivered twice (dedupe) and one poison message (DLQ).
+//! the buyer as one linked customer in the CRM (account with owner, status, license and
+//! invoice; contact; won opportunity; their lead converted; a later sign-up from the same
+//! company routed to the account's owner); one Stripe event delivered twice (dedupe) and one
+//! poison message (DLQ).
 
 use crate::harness::Functions;
 use anyhow::{Context, Result, anyhow, bail, ensure};
 use blapi::config::Secret;
+use blapi::crm::CrmObject;
 use blapi::leads::input::LeadId;
 use blapi::leads::routing::AccountDirectory;
+use blapi::leads::store::LeadStore;
 use blapi::storage::{ObjectStore, S3Store};
 use blapi::stripe::{StripeClient, form_pairs};
 use blapi_infra::LocalStack;
@@ -64,6 +69,7 @@ pub struct InvoiceSummary {
     pub customer: String,
     pub period: String,
     pub stripe_invoices: usize,
+    pub stripe_invoice: Option<String>,
     pub stripe_total: i64,
     pub artifact_total: i64,
     pub currency: String,
@@ -72,11 +78,29 @@ pub struct InvoiceSummary {
     pub html_key: String,
 }
 
+/// The demo customer as customer-sync left it in the CRM sink.
+#[derive(Debug, Clone)]
+pub struct CustomerLine {
+    pub customer: String,
+    /// The Account record (JSON as the sink stores it).
+    pub account: Value,
+    /// The Contact record (no e-mail or name in the sink).
+    pub contact: Value,
+    /// The subscription's Opportunity.
+    pub opportunity: Value,
+    /// The lead the buyer came in as, converted and linked to the account.
+    pub converted_lead: String,
+    /// A later sign-up from the customer's company: its owner and why.
+    pub follow_up_owner: String,
+    pub follow_up_reason: String,
+}
+
 /// Everything the scenario produced.
 #[derive(Debug, Clone)]
 pub struct Summary {
     pub licenses: Vec<LicenseLine>,
     pub leads: Vec<LeadLine>,
+    pub customer: CustomerLine,
     pub usage_records: usize,
     pub invoice: InvoiceSummary,
     pub duplicate_answer: Value,
@@ -371,12 +395,13 @@ pub async fn run(w: &World<'_>, progress: Progress<'_>) -> Result<Summary> {
             ],
         )
         .await;
+    let buyer_email = format!("ada+{run}@analytical-engines.example");
     let customer = w
         .stripe_post(
             "customers",
             &[
                 ("name", "Ada Lovelace".into()),
-                ("email", format!("ada+{run}@analytical-engines.example")),
+                ("email", buyer_email.clone()),
                 ("metadata[company]", "Analytical Engines".into()),
             ],
         )
@@ -614,6 +639,10 @@ pub async fn run(w: &World<'_>, progress: Progress<'_>) -> Result<Summary> {
         customer: cus.clone(),
         period: period.clone(),
         stripe_invoices: ours.len(),
+        stripe_invoice: ours
+            .first()
+            .and_then(|i| i["id"].as_str())
+            .map(str::to_owned),
         stripe_total: ours.first().and_then(|i| i["total"].as_i64()).unwrap_or(-1),
         artifact_total: inv["total"].as_i64().unwrap_or(-1),
         currency: inv["currency"].as_str().unwrap_or("usd").to_owned(),
@@ -638,7 +667,105 @@ pub async fn run(w: &World<'_>, progress: Progress<'_>) -> Result<Summary> {
         html_key,
     };
 
-    // 7. Dedupe and the DLQ.
+    // 7. The customer in the CRM: customer-sync heard the Stripe events, the license and the
+    // invoice, and keeps one account, contact and opportunity.
+    progress(
+        "waiting for customer-sync: account (owner, status, license, invoice), contact, opportunity, converted lead",
+    );
+    let license_id = license_lines.first().map(|l| l.id.clone());
+    let stripe_invoice = ours
+        .first()
+        .and_then(|i| i["id"].as_str())
+        .map(str::to_owned);
+    let account = until(
+        "the customer's account in the CRM sink",
+        Duration::from_secs(180),
+        || async {
+            let got = crm
+                .get_object(CrmObject::Account, &cus)
+                .await
+                .map_err(|e| anyhow!("{}", e.chain()))?;
+            Ok(got.map(|(a, _)| a).filter(|a| {
+                a["status"] == "customer"
+                    && a["license_id"].as_str() == license_id.as_deref()
+                    && a["last_invoice_id"].as_str() == stripe_invoice.as_deref()
+            }))
+        },
+    )
+    .await?;
+    let buyer = blapi::values::Email::parse(&buyer_email).map_err(|e| anyhow!("{e}"))?;
+    let contact = crm
+        .get_object(CrmObject::Contact, &buyer.subject_hash())
+        .await
+        .map_err(|e| anyhow!("{}", e.chain()))?
+        .context("the buyer's contact")?
+        .0;
+    let term_start = sub["current_period_start"].as_i64().context("term start")?;
+    let opp_id = format!(
+        "{sub_id}:{}",
+        chrono::DateTime::from_timestamp(term_start, 0)
+            .context("term start")?
+            .format("%Y-%m-%d")
+    );
+    let opportunity = until("the won opportunity", Duration::from_secs(60), || async {
+        Ok(crm
+            .get_object(CrmObject::Opportunity, &opp_id)
+            .await
+            .map_err(|e| anyhow!("{}", e.chain()))?
+            .map(|(o, _)| o)
+            .filter(|o| o["license_id"].as_str() == license_id.as_deref()))
+    })
+    .await?;
+    let converted_lead = until(
+        "the buyer's lead, converted",
+        Duration::from_secs(120),
+        || async {
+            let Some(lead) = leads_table
+                .find_subject(&buyer)
+                .await
+                .map_err(|e| anyhow!("{}", e.chain()))?
+            else {
+                return Ok(None);
+            };
+            let account = crm
+                .conversion(lead.as_str())
+                .await
+                .map_err(|e| anyhow!("{}", e.chain()))?;
+            Ok((account.as_deref() == Some(cus.as_str())).then(|| lead.to_string()))
+        },
+    )
+    .await?;
+    progress("posting a second sign-up from the customer's company: routed to the account's owner");
+    let (follow_id, _) = w
+        .post_source(
+            "portal",
+            "lead.signup",
+            json!({"email": format!("charles+{run}@analytical-engines.example"), "first_name": "Charles",
+                   "last_name": "Babbage", "country": "GB", "form": "signup", "consent": {"marketing": false, "terms": true}}),
+        )
+        .await?;
+    let follow_up = until(
+        "the follow-up lead in the CRM sink",
+        Duration::from_secs(120),
+        || async {
+            crm.get(LeadId::for_event("portal", &follow_id).as_str())
+                .await
+                .map_err(|e| anyhow!("{}", e.chain()))
+        },
+    )
+    .await?
+    .0;
+    let customer_line = CustomerLine {
+        customer: cus.clone(),
+        account,
+        contact,
+        opportunity,
+        converted_lead,
+        follow_up_owner: follow_up.owner_id.clone(),
+        follow_up_reason: follow_up.routing_reason.clone(),
+    };
+
+    // 8. Dedupe and the DLQ.
     progress("delivering one Stripe event twice and one poison message");
     // Stripe retries a delivery: the same bytes, the same event id, a fresh signature.
     let body = archived_event(w, "customer.subscription.created", &sub_id).await?;
@@ -711,6 +838,7 @@ pub async fn run(w: &World<'_>, progress: Progress<'_>) -> Result<Summary> {
     Ok(Summary {
         licenses: license_lines,
         leads,
+        customer: customer_line,
         usage_records,
         invoice,
         duplicate_answer: answers[1].clone(),
@@ -767,6 +895,36 @@ impl Summary {
                     .unwrap_or_default()
             ));
         }
+        let c = &self.customer;
+        let a = &c.account;
+        let opp = &c.opportunity;
+        o.push_str(&format!(
+            "\n== Customer {} in the CRM (Stripe + license + invoice -> customer-sync -> built-in CRM sink) ==\n\
+             \x20 Account      {}  status {}  owner {}  domains {}\n\
+             \x20              license {} (expires {})  last invoice {}\n\
+             \x20 Contact      key {}… (e-mail and name stay out of the sink)\n\
+             \x20 Opportunity  {}  {}  {} seats  {}  license {}\n\
+             \x20 Lead         {} converted -> account {}\n\
+             \x20 Next sign-up from the same company -> owner {} ({})\n",
+            c.customer,
+            a["name"].as_str().unwrap_or_default(),
+            a["status"].as_str().unwrap_or_default(),
+            a["owner_id"].as_str().unwrap_or_default(),
+            a["domains"],
+            a["license_id"].as_str().unwrap_or("-"),
+            a["license_expires"].as_str().unwrap_or("-"),
+            a["last_invoice_id"].as_str().unwrap_or("-"),
+            c.contact["external_id"].as_str().unwrap_or_default().chars().take(12).collect::<String>(),
+            opp["external_id"].as_str().unwrap_or_default(),
+            opp["stage"].as_str().unwrap_or_default(),
+            opp["seats"],
+            opp["sku"].as_str().unwrap_or_default(),
+            opp["license_id"].as_str().unwrap_or("-"),
+            c.converted_lead,
+            c.customer,
+            c.follow_up_owner,
+            c.follow_up_reason,
+        ));
         let i = &self.invoice;
         o.push_str(&format!(
             "\n== Invoice {} for {} ({} usage records -> usage-billing) ==\n",

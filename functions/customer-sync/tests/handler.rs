@@ -129,3 +129,55 @@ async fn an_internal_license_event_first_creates_the_account_and_replays_write_n
         "a replay changes nothing and writes nothing"
     );
 }
+
+fn sample(name: &str) -> aws_lambda_events::event::sqs::SqsEvent {
+    let path = format!(
+        "{}/../../events/customer-sync/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+#[tokio::test]
+async fn the_committed_samples_do_what_their_readme_says() {
+    let f = fakes();
+    f.stripe.put_customer(customer(
+        "cus_SampleCustomer0001",
+        "ops@sample-co.example",
+        "Sample Co",
+    ));
+    f.stripe.put_subscription(subscription(
+        "sub_SampleCustomer0001",
+        "cus_SampleCustomer0001",
+        5,
+    ));
+    f.stripe
+        .put_charge(json!({"id": "ch_SampleCharge0001", "customer": "cus_SampleCustomer0001"}));
+    let ctx = lambda_runtime::Context::default();
+    let resp = f
+        .app
+        .handle(lambda_runtime::LambdaEvent::new(
+            sample("default.json"),
+            ctx.clone(),
+        ))
+        .await
+        .unwrap();
+    assert!(failed(&resp).is_empty(), "{resp:?}");
+    let a = &f.crm.accounts()[0];
+    assert_eq!(
+        (a.status, a.license_id.as_deref()),
+        (AccountStatus::Customer, Some("lic_SampleLicense0001"))
+    );
+    assert_eq!(f.crm.contacts().len(), 1);
+    assert_eq!(f.crm.opportunities()[0].stage, OpportunityStage::ClosedWon);
+    let resp = f
+        .app
+        .handle(lambda_runtime::LambdaEvent::new(
+            sample("batch-mixed.json"),
+            ctx,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(failed(&resp), vec!["m-poison"]);
+    assert_eq!(f.crm.accounts()[0].flags, vec!["refund".to_owned()]);
+}
