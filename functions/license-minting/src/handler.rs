@@ -68,13 +68,13 @@ pub struct App {
 
 impl App {
     pub fn new(config: Config, ports: Ports) -> Self {
+        let mut service =
+            LicenseService::new(ports.stripe, ports.signer, ports.store, ports.files.clone());
+        if let (Some(queue), Some(url)) = (ports.queue, config.customer_events_queue_url) {
+            service = service.with_announcements(queue, url);
+        }
         Self {
-            service: LicenseService::new(
-                ports.stripe,
-                ports.signer,
-                ports.store,
-                ports.files.clone(),
-            ),
+            service,
             files: ports.files,
             metrics_namespace: config.metrics_namespace,
         }

@@ -472,3 +472,44 @@ async fn a_kms_failure_is_retryable_and_writes_nothing() {
     assert_eq!(minted["outcome"], "minted");
     assert_eq!(good.keys_under(&format!("licenses/{cus}/")).await.len(), 1);
 }
+
+#[tokio::test]
+async fn a_minted_license_is_announced_on_the_customer_events_queue() {
+    let l = local().await;
+    let stripe = Stripe::new();
+    let (cus, sub, _) = stripe.subscription("professional", 3).await;
+    let resp = l
+        .invoke(batch(&[message("customer.subscription.created", &sub)]))
+        .await
+        .unwrap();
+    assert_eq!(failures(&resp), 0, "{resp}");
+    let stack = blapi_infra::testing::stack();
+    let url = stack.physical("CustomerEventsQueue").to_owned();
+    // The shared stack's queue holds other tests' announcements too: find ours.
+    let mut ours = None;
+    for _ in 0..20 {
+        let got = l
+            .clients
+            .sqs()
+            .receive_message()
+            .queue_url(&url)
+            .max_number_of_messages(10)
+            .send()
+            .await
+            .unwrap();
+        for m in got.messages() {
+            let body: Value = serde_json::from_str(m.body().unwrap_or_default()).unwrap();
+            if body["event"]["data"]["subscription"] == sub.as_str() {
+                ours = Some(body);
+            }
+        }
+        if ours.is_some() {
+            break;
+        }
+    }
+    let msg = ours.expect("a license.issued message for the subscription");
+    assert_eq!(msg["source"], "blapi");
+    assert_eq!(msg["type"], "license.issued");
+    assert_eq!(msg["event"]["data"]["customer"], cus.as_str());
+    assert_eq!(msg["event"]["data"]["seats"], 3);
+}

@@ -480,3 +480,86 @@ async fn a_subscription_of_another_customer_is_refused() {
     ));
     assert!(r.crm.accounts().is_empty());
 }
+
+#[tokio::test]
+async fn through_salesforce_ten_shuffled_events_upsert_one_account_by_its_external_id() {
+    use crate::crm::{SalesforceConfig, SalesforceCredentials, SalesforceCrm};
+    use wiremock::matchers::{method, path};
+    use wiremock::{Mock, MockServer, Request, ResponseTemplate};
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/services/oauth2/token"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!({"access_token": "tok", "instance_url": server.uri()})),
+        )
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/services/data/v61.0/composite"))
+        .respond_with(|req: &Request| {
+            let body: Value = serde_json::from_slice(&req.body).unwrap();
+            let n = body["compositeRequest"].as_array().unwrap().len();
+            let results: Vec<Value> = (0..n)
+                .map(|i| json!({"httpStatusCode": 200, "referenceId": format!("r{i}"), "body": {"id": "001x", "created": false}}))
+                .collect();
+            ResponseTemplate::new(200).set_body_json(json!({ "compositeResponse": results }))
+        })
+        .mount(&server)
+        .await;
+    let sf = SalesforceCrm::new(
+        SalesforceConfig::new(server.uri(), "v61.0"),
+        crate::config::Secret::new(SalesforceCredentials {
+            client_id: "cid".into(),
+            client_secret: "cs".into(),
+        }),
+    )
+    .unwrap()
+    .with_retry(crate::retry::RetryPolicy::immediate(2));
+    let r = rig();
+    let sync = CustomerSync::bundled(Ports {
+        stripe: r.stripe.clone(),
+        invoices: r.stripe.clone(),
+        crm: Arc::new(sf),
+        customers: r.customers.clone(),
+        directory: r.accounts.clone(),
+        leads: r.leads.clone(),
+        counter: Arc::new(MemoryCounter::new()),
+    })
+    .unwrap();
+    seed_purchase(&r, "cus_1", "sub_1");
+    let mut events = purchase_events("cus_1", "sub_1");
+    events.extend(purchase_events("cus_1", "sub_1").into_iter().take(3));
+    assert_eq!(events.len(), 10);
+    events.sort_by_key(|m| crate::ledger::payload_hash(m.id.as_bytes()));
+    for m in &events {
+        sync.handle(m).await.unwrap();
+    }
+    let reqs = server.received_requests().await.unwrap();
+    let composites: Vec<Value> = reqs
+        .iter()
+        .filter(|r| r.url.path().ends_with("/composite"))
+        .map(|r| serde_json::from_slice(&r.body).unwrap())
+        .collect();
+    assert!(
+        !composites.is_empty() && composites.len() <= 6,
+        "{}",
+        composites.len()
+    );
+    let account_urls: std::collections::BTreeSet<String> = composites
+        .iter()
+        .flat_map(|c| c["compositeRequest"].as_array().unwrap().clone())
+        .map(|s| s["url"].as_str().unwrap().to_owned())
+        .filter(|u| u.contains("/sobjects/Account/"))
+        .collect();
+    assert_eq!(
+        account_urls.into_iter().collect::<Vec<_>>(),
+        vec!["/services/data/v61.0/sobjects/Account/Blapi_Stripe_Customer_Id__c/cus_1".to_owned()],
+        "one account, always by its external id"
+    );
+    let tokens = reqs
+        .iter()
+        .filter(|r| r.url.path().ends_with("/token"))
+        .count();
+    assert_eq!(tokens, 1, "the token is cached");
+}
