@@ -202,6 +202,28 @@ pub mod dynamo {
         has_code(e, &["ConditionalCheckFailedException"])
     }
 
+    /// Why a `TransactWriteItems` was cancelled: `Some(true)` when one of its conditions
+    /// failed (the expected outcome of a lost race: someone else wrote first), `Some(false)`
+    /// when it was cancelled for another reason (a conflicting transaction, throttling, a
+    /// capacity limit: worth retrying, never to be taken for "the condition failed"), `None`
+    /// when it was not cancelled at all.
+    pub fn cancelled_by_condition(
+        e: &SdkError<
+            aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError,
+            HttpResponse,
+        >,
+    ) -> Option<bool> {
+        use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+        match e.as_service_error() {
+            Some(TransactWriteItemsError::TransactionCanceledException(tc)) => Some(
+                tc.cancellation_reasons()
+                    .iter()
+                    .any(|r| r.code() == Some("ConditionalCheckFailed")),
+            ),
+            _ => None,
+        }
+    }
+
     /// Whether the service answered with one of `codes`.
     pub fn has_code<E: ProvideErrorMetadata>(
         e: &SdkError<E, HttpResponse>,
@@ -235,6 +257,42 @@ mod tests {
         assert_eq!(creds.access_key_id(), "AKIDEXAMPLE");
         assert_eq!(creds.secret_access_key(), "wJalrXUtnFEMI");
         assert_eq!(creds.session_token(), Some("session"));
+    }
+
+    #[test]
+    fn a_cancelled_transaction_is_a_lost_condition_only_when_a_condition_failed() {
+        use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+        use aws_sdk_dynamodb::types::CancellationReason;
+        use aws_sdk_dynamodb::types::error::TransactionCanceledException;
+        let cancelled = |codes: &[&str]| {
+            let reasons: Vec<CancellationReason> = codes
+                .iter()
+                .map(|c| CancellationReason::builder().code(*c).build())
+                .collect();
+            let err = TransactWriteItemsError::TransactionCanceledException(
+                TransactionCanceledException::builder()
+                    .set_cancellation_reasons(Some(reasons))
+                    .build(),
+            );
+            let raw = aws_sdk_dynamodb::config::http::HttpResponse::new(
+                400.try_into().unwrap(),
+                aws_smithy_types::body::SdkBody::empty(),
+            );
+            aws_sdk_dynamodb::error::SdkError::service_error(err, raw)
+        };
+        assert_eq!(
+            dynamo::cancelled_by_condition(&cancelled(&["None", "ConditionalCheckFailed"])),
+            Some(true),
+            "any item's condition, not only the first"
+        );
+        assert_eq!(
+            dynamo::cancelled_by_condition(&cancelled(&["TransactionConflict", "None"])),
+            Some(false)
+        );
+        assert_eq!(
+            dynamo::cancelled_by_condition(&cancelled(&["ThrottlingError"])),
+            Some(false)
+        );
     }
 
     #[tokio::test]

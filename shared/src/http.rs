@@ -53,6 +53,31 @@ impl Reply {
     }
 }
 
+/// The largest answer read from an outgoing call (Stripe lists, Salesforce, the provider).
+pub const MAX_RESPONSE_BYTES: usize = 8 * 1024 * 1024;
+
+/// The body, chunk by chunk, or `None` as soon as it passes `max` bytes (the declared
+/// `Content-Length` is checked first).
+async fn read_capped(
+    mut resp: reqwest::Response,
+    max: usize,
+) -> std::result::Result<Option<Vec<u8>>, reqwest::Error> {
+    if resp
+        .content_length()
+        .is_some_and(|n| usize::try_from(n).map_or(true, |n| n > max))
+    {
+        return Ok(None);
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await? {
+        if body.len() + chunk.len() > max {
+            return Ok(None);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Some(body))
+}
+
 /// The one retry loop for outgoing HTTP (Stripe, Salesforce, the enrichment provider).
 ///
 /// Each attempt sends `build()`. A transport failure (no answer) becomes
@@ -83,12 +108,17 @@ pub async fn send_with_retry<T, E>(
         };
         let status = resp.status();
         let retry_after = crate::retry::retry_after(resp.headers());
-        match resp.bytes().await {
-            Ok(body) => answer(Reply {
+        match read_capped(resp, MAX_RESPONSE_BYTES).await {
+            Ok(Some(body)) => answer(Reply {
                 status,
                 retry_after,
-                body: body.to_vec(),
+                body,
             }),
+            // No API of ours answers this much: refused, not retried, never buffered whole.
+            Ok(None) => Attempt::Fail(transport(
+                false,
+                format!("HTTP {status} answer larger than {MAX_RESPONSE_BYTES} bytes; not read"),
+            )),
             // The answer broke off mid-body: as good as no answer.
             Err(e) => Attempt::Retry(transport(true, e.without_url().to_string()), None),
         }

@@ -113,7 +113,7 @@ pub async fn check_out(store: &dyn ObjectStore, threshold: usize, body: String) 
     if body.len() <= threshold {
         return Ok(body);
     }
-    let key = format!("claim-check/{}.json", uuid::Uuid::now_v7());
+    let key = format!("{CLAIM_CHECK_PREFIX}{}.json", uuid::Uuid::now_v7());
     let bytes = body.len();
     store
         .put(&key, body.into_bytes(), "application/json")
@@ -128,6 +128,13 @@ pub async fn check_out(store: &dyn ObjectStore, threshold: usize, body: String) 
     serde_json::to_string(&pointer).map_err(|e| Error::Invalid(format!("claim check: {e}")))
 }
 
+/// Where claim-checked bodies live in the bucket.
+pub const CLAIM_CHECK_PREFIX: &str = "claim-check/";
+
+/// The largest claim-checked body a consumer reads (a message is at most this after the
+/// claim check; anything larger is not ours).
+pub const MAX_CLAIM_CHECK_BYTES: usize = 6 * 1024 * 1024;
+
 /// The real body of a received message: fetched from the store when it is a claim check.
 pub async fn resolve_body(store: &dyn ObjectStore, body: &str) -> Result<String> {
     // Cheap test first: only pointers start like this.
@@ -138,8 +145,20 @@ pub async fn resolve_body(store: &dyn ObjectStore, body: &str) -> Result<String>
         return Ok(body.to_owned());
     };
     let key = pointer.blapi_claim_check.key;
+    // Only our own claim checks: a pointer cannot make a consumer read any other object
+    // (a license file, an invoice, the raw archive) or one of unbounded size.
+    if !key.starts_with(CLAIM_CHECK_PREFIX) || key.contains("..") {
+        return Err(Error::Invalid(format!(
+            "claim check points outside {CLAIM_CHECK_PREFIX}: refused"
+        )));
+    }
+    if pointer.blapi_claim_check.bucket != store.bucket() {
+        return Err(Error::Invalid(
+            "claim check points into another bucket: refused".into(),
+        ));
+    }
     let bytes = store
-        .get(&key)
+        .get_at_most(&key, MAX_CLAIM_CHECK_BYTES)
         .await?
         .ok_or_else(|| Error::NotFound(format!("claim-checked body {key}")))?;
     String::from_utf8(bytes)
@@ -413,11 +432,57 @@ mod tests {
     async fn missing_claim_check_fails_that_record() {
         let store = MemoryStore::new();
         let pointer =
-            r#"{"blapi_claim_check":{"bucket":"b","key":"claim-check/gone.json","bytes":9}}"#;
+            r#"{"blapi_claim_check":{"bucket":"memory","key":"claim-check/gone.json","bytes":9}}"#;
+        assert!(matches!(
+            resolve_body(&store, pointer).await,
+            Err(Error::NotFound(_))
+        ));
         let mut event = SqsEvent::default();
         event.records = vec![msg("a", pointer), msg("b", "{}")];
         let resp = process_batch(event, &store, |_| async { Ok(()) }).await;
         assert_eq!(resp.batch_item_failures.len(), 1);
         assert_eq!(resp.batch_item_failures[0].item_identifier, "a");
+    }
+
+    #[tokio::test]
+    async fn a_claim_check_reads_only_our_own_bounded_objects() {
+        let store = MemoryStore::new();
+        store
+            .put(
+                "licenses/cus_1/lic_1.mattermost-license",
+                b"secret".to_vec(),
+                "text/plain",
+            )
+            .await
+            .unwrap();
+        let pointer = |bucket: &str, key: &str| {
+            format!(r#"{{"blapi_claim_check":{{"bucket":"{bucket}","key":"{key}","bytes":6}}}}"#)
+        };
+        for p in [
+            pointer("memory", "licenses/cus_1/lic_1.mattermost-license"),
+            pointer(
+                "memory",
+                "claim-check/../licenses/cus_1/lic_1.mattermost-license",
+            ),
+            pointer("another-bucket", "claim-check/x.json"),
+        ] {
+            let e = resolve_body(&store, &p).await.unwrap_err();
+            assert!(
+                matches!(e, Error::Invalid(_)) && !e.is_retryable(),
+                "{p}: {e:?}"
+            );
+        }
+        store
+            .put(
+                "claim-check/huge.json",
+                vec![b'x'; MAX_CLAIM_CHECK_BYTES + 1],
+                "application/json",
+            )
+            .await
+            .unwrap();
+        let e = resolve_body(&store, &pointer("memory", "claim-check/huge.json"))
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("larger than"), "{e}");
     }
 }

@@ -14,6 +14,15 @@ pub trait ObjectStore: Send + Sync {
     async fn put(&self, key: &str, body: Vec<u8>, content_type: &str) -> Result<()>;
     /// Reads `key`; `None` when it does not exist.
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>>;
+    /// Reads `key` if it holds at most `max` bytes; a larger object is refused
+    /// ([`Error::Invalid`]) without being read whole where the store can tell its size first.
+    async fn get_at_most(&self, key: &str, max: usize) -> Result<Option<Vec<u8>>> {
+        let got = self.get(key).await?;
+        if got.as_ref().is_some_and(|b| b.len() > max) {
+            return Err(too_large(key, max));
+        }
+        Ok(got)
+    }
     /// The bucket (or store) name, for messages that point into it.
     fn bucket(&self) -> &str;
 }
@@ -72,9 +81,47 @@ impl ObjectStore for S3Store {
         }
     }
 
+    async fn get_at_most(&self, key: &str, max: usize) -> Result<Option<Vec<u8>>> {
+        match self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(out) => {
+                // The size is known before the body is read: a too large object is not read.
+                if out
+                    .content_length()
+                    .is_some_and(|n| usize::try_from(n).map_or(true, |n| n > max))
+                {
+                    return Err(too_large(key, max));
+                }
+                let bytes = out
+                    .body
+                    .collect()
+                    .await
+                    .map_err(|e| Error::dependency("s3", true, e))?
+                    .into_bytes()
+                    .to_vec();
+                if bytes.len() > max {
+                    return Err(too_large(key, max));
+                }
+                Ok(Some(bytes))
+            }
+            Err(e) if e.as_service_error().is_some_and(|se| se.is_no_such_key()) => Ok(None),
+            Err(e) => Err(Error::aws("s3", e)),
+        }
+    }
+
     fn bucket(&self) -> &str {
         &self.bucket
     }
+}
+
+fn too_large(key: &str, max: usize) -> Error {
+    Error::Invalid(format!("object {key} is larger than {max} bytes; not read"))
 }
 
 /// In-memory store for unit tests. `fail_puts` simulates an unavailable bucket.

@@ -633,3 +633,34 @@ async fn stripe_5xx_and_429_mid_invoice_resume_without_duplicates() {
     assert_eq!(rec.refs.invoice.as_deref(), Some("in_x"));
     assert_eq!(rec.state, blapi::billing::ports::BillState::Done);
 }
+
+#[tokio::test]
+async fn the_billing_table_lets_a_same_second_cancellation_win_in_either_order() {
+    use blapi::billing::ports::SubscriptionView;
+    use blapi::billing::subscription::Subscription;
+    let ctx = Ctx::new(false).await;
+    let table = ctx.table();
+    let view = |sub: &str, status: &str| {
+        let obj = serde_json::json!({"id": sub, "customer": "cus_same_second", "status": status,
+            "start_date": 1_780_000_000,
+            "items": {"data": [{"quantity": 2, "plan": {"id": "plan_cloud_pro", "currency": "usd"}}]}});
+        Subscription::from_stripe(&obj, 1_790_000_000).unwrap()
+    };
+    for (sub, first, second) in [
+        (
+            format!("sub_a{}", uuid::Uuid::new_v4().simple()),
+            "canceled",
+            "active",
+        ),
+        (
+            format!("sub_b{}", uuid::Uuid::new_v4().simple()),
+            "active",
+            "canceled",
+        ),
+    ] {
+        table.upsert(&view(&sub, first)).await.unwrap();
+        table.upsert(&view(&sub, second)).await.unwrap();
+        let stored = table.get("cus_same_second", &sub).await.unwrap().unwrap();
+        assert_eq!(stored.status, "canceled", "{first} then {second}");
+    }
+}

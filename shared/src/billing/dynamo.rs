@@ -38,8 +38,8 @@ use super::pricebook::PriceBook;
 use super::subscription::Subscription;
 use super::usage::{Rejection, Usage};
 use crate::aws::dynamo::{
-    Item, get_json, get_n, get_s, get_ss, is_conditional_check_failed as is_conditional,
-    json_attr as to_doc, n, query_all, s,
+    Item, cancelled_by_condition, get_json, get_n, get_s, get_ss,
+    is_conditional_check_failed as is_conditional, json_attr as to_doc, n, query_all, s,
 };
 use crate::error::{Error, Result};
 use async_trait::async_trait;
@@ -175,22 +175,6 @@ impl DynamoBilling {
     }
 }
 
-fn cancelled_by_condition(
-    e: &aws_sdk_dynamodb::error::SdkError<
-        aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError,
-        aws_sdk_dynamodb::config::http::HttpResponse,
-    >,
-) -> bool {
-    match e.as_service_error() {
-        Some(aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError::TransactionCanceledException(tc)) => tc
-            .cancellation_reasons()
-            .first()
-            .and_then(|r| r.code())
-            .is_some_and(|c| c == "ConditionalCheckFailed"),
-        _ => false,
-    }
-}
-
 #[async_trait]
 impl UsageStore for DynamoBilling {
     async fn record(&self, u: &Usage, aggregation: Aggregation) -> Result<bool> {
@@ -254,7 +238,7 @@ impl UsageStore for DynamoBilling {
             .await;
         let new = match res {
             Ok(_) => true,
-            Err(e) if cancelled_by_condition(&e) => false,
+            Err(e) if cancelled_by_condition(&e) == Some(true) => false,
             Err(e) => return Err(ddb(e)),
         };
         if aggregation == Aggregation::Max {
@@ -414,9 +398,15 @@ impl SubscriptionView for DynamoBilling {
                 s(format!("{}#{}", sub.customer, sub.subscription)),
             )
             .item("updated_at", n(sub.updated_at))
+            .item("precedence", n(sub.precedence()))
             .item("doc", to_doc(sub)?)
-            .condition_expression("attribute_not_exists(pk) OR updated_at <= :u")
+            // Later wins; within one second a cancellation wins (see `Subscription::precedence`).
+            .condition_expression(
+                "attribute_not_exists(pk) OR updated_at < :u OR (updated_at = :u AND \
+                 (attribute_not_exists(precedence) OR precedence <= :p))",
+            )
             .expression_attribute_values(":u", n(sub.updated_at))
+            .expression_attribute_values(":p", n(sub.precedence()))
             .send()
             .await;
         match res {

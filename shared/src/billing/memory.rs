@@ -163,7 +163,7 @@ impl SubscriptionView for MemoryBilling {
         let key = (sub.customer.clone(), sub.subscription.clone());
         if s.subs
             .get(&key)
-            .is_some_and(|old| old.updated_at > sub.updated_at)
+            .is_some_and(|old| old.order_key() > sub.order_key())
         {
             return Ok(false);
         }

@@ -132,7 +132,7 @@ impl PriceModel {
                         quantity: units,
                         unit_price: Some(t.unit_price),
                         tier: Some(tier_label(i, lower, t.up_to)),
-                        amount: line_amount(units, t.unit_price) + t.flat,
+                        amount: line_amount(units, t.unit_price).saturating_add(t.flat),
                     });
                     match t.up_to {
                         Some(u) => lower = u,
@@ -157,7 +157,7 @@ impl PriceModel {
                             quantity,
                             unit_price: Some(t.unit_price),
                             tier: Some(format!("volume {}", tier_label(i, lower, t.up_to))),
-                            amount: line_amount(quantity, t.unit_price) + t.flat,
+                            amount: line_amount(quantity, t.unit_price).saturating_add(t.flat),
                         }];
                     }
                     lower = t.up_to.unwrap_or(lower);
@@ -262,6 +262,29 @@ mod tests {
         ];
         for (qty, want) in table {
             assert_eq!(total(&m.price(q(qty))), want, "q={qty}");
+        }
+    }
+
+    #[test]
+    fn an_absurd_price_book_saturates_instead_of_wrapping() {
+        for model in [
+            PriceModel::Graduated {
+                tiers: vec![Tier {
+                    up_to: None,
+                    unit_price: Rate::from_micros(i64::MAX),
+                    flat: i64::MAX,
+                }],
+            },
+            PriceModel::Volume {
+                tiers: vec![Tier {
+                    up_to: None,
+                    unit_price: Rate::from_micros(i64::MAX),
+                    flat: i64::MAX,
+                }],
+            },
+        ] {
+            let pieces = model.price(Quantity::from_int(1_000_000_000));
+            assert_eq!(pieces[0].amount, i64::MAX, "{model:?}");
         }
     }
 

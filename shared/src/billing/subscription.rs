@@ -33,6 +33,21 @@ pub struct Subscription {
 const DAY: i64 = 86_400;
 
 impl Subscription {
+    /// Which of two views of the same second wins: a terminal status (cancelled) over any
+    /// other, because Stripe can send `updated` and `deleted` within one second and in either
+    /// order, and a cancelled subscription must never be billed again as active.
+    pub fn precedence(&self) -> u8 {
+        match self.status.as_str() {
+            "canceled" | "incomplete_expired" => 2,
+            _ => 1,
+        }
+    }
+
+    /// The ordering key of views: the event's second, then [`Subscription::precedence`].
+    pub fn order_key(&self) -> (i64, u8) {
+        (self.updated_at, self.precedence())
+    }
+
     /// Builds the view from a Stripe subscription object and its event's `created`.
     pub fn from_stripe(obj: &serde_json::Value, event_created: i64) -> Result<Self> {
         let s = |k: &str| obj.get(k).and_then(|v| v.as_str()).map(str::to_owned);

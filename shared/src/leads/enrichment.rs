@@ -67,7 +67,11 @@ impl EmployeeBand {
             Some(n) => (n, 1000),
             None => (low.as_str(), 1),
         };
-        num.parse::<u64>().ok().map(|n| Self::of(n * mult))
+        // An absurd range (overflowing u64) is no range: the lead is banded "unknown".
+        num.parse::<u64>()
+            .ok()
+            .and_then(|n| n.checked_mul(mult))
+            .map(Self::of)
     }
 
     /// The name used in rules files.
@@ -540,6 +544,15 @@ impl Enricher {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_overflowing_range_is_no_range() {
+        assert_eq!(
+            EmployeeBand::of_range("18446744073709552K-20000000000000000K"),
+            None
+        );
+        assert!(EmployeeBand::of_range("1K-5K").is_some());
+    }
 
     #[test]
     fn bands_from_counts_and_ranges() {

@@ -3,7 +3,7 @@
 
 use super::format::LicenseId;
 use super::revocation::{RevocationReason, RevokedLicense};
-use crate::aws::dynamo::{get_item, get_n, get_s, has_code, n, s};
+use crate::aws::dynamo::{cancelled_by_condition, get_item, get_n, get_s, has_code, n, s};
 use crate::error::{Error, Result};
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem, Update};
@@ -192,18 +192,19 @@ impl DynamoLicenseStore {
             .await
         {
             Ok(_) => Ok(true),
-            Err(e)
-                if has_code(
-                    &e,
-                    &[
-                        "TransactionCanceledException",
-                        "ConditionalCheckFailedException",
-                    ],
-                ) =>
-            {
-                Ok(false)
-            }
-            Err(e) => Err(Error::aws("dynamodb", e)),
+            Err(e) => match cancelled_by_condition(&e) {
+                // A condition of ours failed: someone else moved the head or the state.
+                Some(true) => Ok(false),
+                // A conflicting transaction or throttling: nothing was written, and it is not
+                // "the condition failed" (taking it for that once skipped revocations).
+                Some(false) => Err(Error::dependency(
+                    "dynamodb",
+                    true,
+                    "transaction cancelled by a conflict or throttling; retry",
+                )),
+                None if has_code(&e, &["ConditionalCheckFailedException"]) => Ok(false),
+                None => Err(Error::aws("dynamodb", e)),
+            },
         }
     }
 }

@@ -407,6 +407,27 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_oversized_answer_is_refused_not_buffered_and_not_retried() {
+        let server = MockServer::start().await;
+        Mock::given(method("GET"))
+            .respond_with(ResponseTemplate::new(200).set_body_bytes(vec![
+                b' ';
+                crate::http::MAX_RESPONSE_BYTES
+                    + 1
+            ]))
+            .mount(&server)
+            .await;
+        let c = client(&server.uri());
+        let e = c
+            .get::<serde_json::Value>("customers/cus_1", &[])
+            .await
+            .unwrap_err();
+        assert!(e.chain().contains("larger than"), "{}", e.chain());
+        assert!(!e.is_retryable());
+        assert_eq!(c.calls(), 1);
+    }
+
+    #[tokio::test]
     async fn bad_idempotency_key_is_refused_before_sending() {
         let c = client("http://127.0.0.1:9");
         let long = "k".repeat(256);

@@ -405,6 +405,32 @@ fn stripe_msg(id: &str, t: &str, created: i64, object: serde_json::Value) -> Eve
 }
 
 #[tokio::test]
+async fn within_one_second_a_cancellation_wins_whatever_the_order() {
+    let obj = |status: &str| {
+        serde_json::json!({"id": "sub_1", "customer": "cus_1", "status": status, "start_date": 1_780_000_000,
+        "canceled_at": if status == "canceled" { serde_json::json!(1_780_100_000) } else { serde_json::Value::Null },
+        "items": {"data": [{"quantity": 2, "plan": {"id": "plan_cloud_pro", "currency": "usd"}}]}})
+    };
+    for order in [["deleted", "updated"], ["updated", "deleted"]] {
+        let r = rig();
+        for t in order {
+            let status = if t == "deleted" { "canceled" } else { "active" };
+            r.billing
+                .apply_event(&stripe_msg(
+                    t,
+                    &format!("customer.subscription.{t}"),
+                    300,
+                    obj(status),
+                ))
+                .await
+                .unwrap();
+        }
+        let view = r.table.get("cus_1", "sub_1").await.unwrap().unwrap();
+        assert_eq!(view.status, "canceled", "{order:?}");
+    }
+}
+
+#[tokio::test]
 async fn subscription_events_keep_the_newest_view() {
     let r = rig();
     let obj = |qty: i64| {
