@@ -130,10 +130,11 @@ impl SinkCrm {
     }
 }
 
+/// Named attributes written beside a record's JSON.
+type Attributes = Vec<(&'static str, AttributeValue)>;
+
 /// What the sink stores of a record (never contact data) and the attributes it indexes.
-fn stored(
-    record: &CrmRecord,
-) -> std::result::Result<(String, Vec<(&'static str, AttributeValue)>), CrmError> {
+fn stored(record: &CrmRecord) -> std::result::Result<(String, Attributes), CrmError> {
     let s = |v: &str| AttributeValue::S(v.to_owned());
     let (json, attrs) = match record {
         CrmRecord::Lead(lead) => (

@@ -453,7 +453,7 @@ async fn crm_or_stripe_down_is_retryable_and_the_owner_survives_the_retry() {
     let msg = purchase_events("cus_1", "sub_1")[1].clone();
     r.crm.set_failing(true);
     let e = r.sync.handle(&msg).await.unwrap_err();
-    assert!(Error::from(e).is_retryable());
+    assert!(e.is_retryable());
     let owner = r.customers.all()[0].owner_id.clone();
     assert!(owner.is_some(), "the owner was saved before the CRM write");
     r.crm.set_failing(false);
