@@ -43,23 +43,10 @@ impl S3Store {
     }
 }
 
-#[async_trait]
-impl ObjectStore for S3Store {
-    async fn put(&self, key: &str, body: Vec<u8>, content_type: &str) -> Result<()> {
-        self.client
-            .put_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .content_type(content_type)
-            .server_side_encryption(ServerSideEncryption::Aes256)
-            .body(ByteStream::from(body))
-            .send()
-            .await
-            .map_err(|e| Error::aws("s3", e))?;
-        Ok(())
-    }
-
-    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
+impl S3Store {
+    /// Reads `key` if it holds at most `max` bytes. The size is known before the body is
+    /// read, so a too large object is not read.
+    async fn fetch(&self, key: &str, max: usize) -> Result<Option<Vec<u8>>> {
         match self
             .client
             .get_object()
@@ -69,29 +56,6 @@ impl ObjectStore for S3Store {
             .await
         {
             Ok(out) => {
-                let bytes = out
-                    .body
-                    .collect()
-                    .await
-                    .map_err(|e| Error::dependency("s3", true, e))?;
-                Ok(Some(bytes.into_bytes().to_vec()))
-            }
-            Err(e) if e.as_service_error().is_some_and(|se| se.is_no_such_key()) => Ok(None),
-            Err(e) => Err(Error::aws("s3", e)),
-        }
-    }
-
-    async fn get_at_most(&self, key: &str, max: usize) -> Result<Option<Vec<u8>>> {
-        match self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .send()
-            .await
-        {
-            Ok(out) => {
-                // The size is known before the body is read: a too large object is not read.
                 if out
                     .content_length()
                     .is_some_and(|n| usize::try_from(n).map_or(true, |n| n > max))
@@ -113,6 +77,31 @@ impl ObjectStore for S3Store {
             Err(e) if e.as_service_error().is_some_and(|se| se.is_no_such_key()) => Ok(None),
             Err(e) => Err(Error::aws("s3", e)),
         }
+    }
+}
+
+#[async_trait]
+impl ObjectStore for S3Store {
+    async fn put(&self, key: &str, body: Vec<u8>, content_type: &str) -> Result<()> {
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .content_type(content_type)
+            .server_side_encryption(ServerSideEncryption::Aes256)
+            .body(ByteStream::from(body))
+            .send()
+            .await
+            .map_err(|e| Error::aws("s3", e))?;
+        Ok(())
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        self.fetch(key, usize::MAX).await
+    }
+
+    async fn get_at_most(&self, key: &str, max: usize) -> Result<Option<Vec<u8>>> {
+        self.fetch(key, max).await
     }
 
     fn bucket(&self) -> &str {

@@ -307,25 +307,10 @@ impl CustomerSync {
     }
 
     async fn term(&self, sub: &Subscription) -> Result<Term> {
-        let first = sub.items.data.first();
-        let start = sub
-            .current_period_start
-            .or_else(|| first.and_then(|i| i.current_period_start))
-            .unwrap_or(0);
-        let end = sub
-            .current_period_end
-            .or_else(|| first.and_then(|i| i.current_period_end))
-            .unwrap_or(start);
-        // The licensed item: the first whose price names a SKU, else the first.
-        let item = sub
-            .items
-            .data
-            .iter()
-            .find(|i| {
-                i.price_or_plan()
-                    .is_some_and(|p| p.metadata.get("sku").is_some())
-            })
-            .or(first);
+        let (start, end) = sub.current_period();
+        let start = start.unwrap_or(0);
+        let end = end.unwrap_or(start);
+        let item = sub.main_item();
         let mut sku = item
             .and_then(|i| i.price_or_plan())
             .and_then(|p| p.metadata.get("sku"))

@@ -58,13 +58,7 @@ impl SubscriptionState {
             "canceled" | "incomplete_expired" => Standing::Ended,
             _ => Standing::Pending, // incomplete, past_due, unpaid, paused
         };
-        let first = sub.items.data.first();
-        let start = sub
-            .current_period_start
-            .or_else(|| first.and_then(|i| i.current_period_start));
-        let end = sub
-            .current_period_end
-            .or_else(|| first.and_then(|i| i.current_period_end));
+        let (start, end) = sub.current_period();
         let period = match (start, end) {
             (Some(s), Some(e)) if e > s => Some(Period {
                 start_ms: s.saturating_mul(1000),
@@ -72,16 +66,7 @@ impl SubscriptionState {
             }),
             _ => None,
         };
-        // The licensed item: the first whose price names a SKU, else the first.
-        let pick = sub
-            .items
-            .data
-            .iter()
-            .find(|i| {
-                i.price_or_plan()
-                    .is_some_and(|p| p.metadata.get("sku").is_some())
-            })
-            .or(first);
+        let pick = sub.main_item();
         let item = pick.map(|i| {
             let price = i.price_or_plan();
             LicensedItem {

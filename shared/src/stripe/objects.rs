@@ -245,6 +245,33 @@ pub struct Charge {
     pub currency: Option<String>,
 }
 
+impl Subscription {
+    /// The current period `(start, end)` in seconds: on the subscription (localstripe, API
+    /// versions before 2025) or on its first item (since 2025).
+    pub fn current_period(&self) -> (Option<i64>, Option<i64>) {
+        let first = self.items.data.first();
+        (
+            self.current_period_start
+                .or_else(|| first.and_then(|i| i.current_period_start)),
+            self.current_period_end
+                .or_else(|| first.and_then(|i| i.current_period_end)),
+        )
+    }
+
+    /// The item that carries the product: the first whose price (or plan) names a `sku` in
+    /// its metadata, else the first item.
+    pub fn main_item(&self) -> Option<&SubscriptionItem> {
+        self.items
+            .data
+            .iter()
+            .find(|i| {
+                i.price_or_plan()
+                    .is_some_and(|p| p.metadata.get("sku").is_some())
+            })
+            .or(self.items.data.first())
+    }
+}
+
 /// A Stripe invoice.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Invoice {
