@@ -322,6 +322,17 @@ impl LicenseService {
             {
                 continue; // someone else moved the head: look again
             }
+            // The subscription may have been cancelled since it was read, and that
+            // cancellation may have been handled before this license was recorded (it then
+            // found nothing to revoke). Now that the license is recorded, read again: a
+            // cancellation handled from here on sees it, and one that came before is seen here.
+            let fresh = self.stripe.subscription(&state.id).await?;
+            if SubscriptionState::from_subscription(&fresh)?.standing == Standing::Ended {
+                tracing::warn!(subscription_id = %state.id, license_id = %record.license_id, "subscription cancelled while its license was minted; revoking it");
+                return self
+                    .revoke_subscription(&state.id, RevocationReason::SubscriptionCanceled)
+                    .await;
+            }
             self.finish(&record).await?;
             tracing::info!(
                 license_id = %record.license_id,

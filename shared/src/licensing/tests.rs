@@ -680,3 +680,62 @@ async fn license_changes_are_announced_to_customer_sync_again_on_a_duplicate() {
         serde_json::from_str(queue.sent("customer-events").last().unwrap()).unwrap();
     assert_eq!(last.event_type, "license.revoked");
 }
+
+/// A signer that cancels the subscription in Stripe while it signs: the cancellation lands
+/// between the minter's read of the subscription and its write of the license.
+struct CancelWhileSigning {
+    inner: InProcessSigner,
+    stripe: Arc<MemoryStripe>,
+}
+
+#[async_trait]
+impl LicenseSigner for CancelWhileSigning {
+    async fn sign(&self, message: &[u8]) -> crate::Result<Vec<u8>> {
+        self.stripe.put_subscription(subscription(
+            "canceled",
+            5,
+            START,
+            json!({"sku": "professional"}),
+        ));
+        self.inner.sign(message).await
+    }
+    async fn public_key(&self) -> crate::Result<PublicKey> {
+        self.inner.public_key().await
+    }
+}
+
+#[tokio::test]
+async fn a_cancellation_racing_a_mint_never_leaves_an_active_license() {
+    let f = fixture();
+    let service = LicenseService::new(
+        f.stripe.clone(),
+        Arc::new(CancelWhileSigning {
+            inner: test_signer(),
+            stripe: f.stripe.clone(),
+        }),
+        f.store.clone(),
+        f.files.clone(),
+    )
+    .with_clock(Arc::new(|| NOW_MS));
+    f.stripe.put_subscription(subscription(
+        "active",
+        5,
+        START,
+        json!({"sku": "professional"}),
+    ));
+    let out = service
+        .handle_event(&event("evt_1", "customer.subscription.created"))
+        .await
+        .unwrap();
+    assert!(
+        matches!(out, Outcome::Revoked { ref license_ids } if license_ids.len() == 1),
+        "{out:?}"
+    );
+    assert!(
+        active(&f).is_empty(),
+        "no ACTIVE license for a cancelled subscription"
+    );
+    // The revocation list names it.
+    let list = service.published_revocations().await.unwrap().unwrap();
+    assert_eq!(list.revoked.len(), 1);
+}
