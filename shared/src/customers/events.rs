@@ -89,7 +89,8 @@ pub fn trigger(msg: &EventMessage) -> Result<std::result::Result<Trigger, Skip>>
             (customer_field, Change::Refresh)
         }
         _ if t.starts_with("customer.subscription.") => (customer_field, Change::Refresh),
-        "invoice.paid" => {
+        // localstripe sends `invoice.payment_succeeded` where Stripe sends both.
+        "invoice.paid" | "invoice.payment_succeeded" => {
             let invoice_id = str_of(&object["id"])
                 .ok_or_else(|| Error::Invalid(format!("invoice event {} has no id", msg.id)))?;
             (
@@ -208,6 +209,21 @@ mod tests {
             }
         );
         assert_eq!(t.customer, None, "the charge names the customer");
+    }
+
+    #[test]
+    fn a_payment_succeeded_is_a_paid_invoice() {
+        let t = trigger(&msg(
+            "invoice.payment_succeeded",
+            json!({"object": "invoice", "id": "in_2", "customer": "cus_4", "total": 0, "currency": "usd"}),
+        ))
+        .unwrap()
+        .unwrap();
+        assert!(
+            matches!(t.change, Change::InvoicePaid { total: 0, .. }),
+            "{t:?}"
+        );
+        assert_eq!(t.subscription, None, "a one-off invoice");
     }
 
     #[test]
