@@ -48,3 +48,21 @@ pub async fn fresh_stack() -> LocalStack {
         .await
         .unwrap_or_else(|e| panic!("provisioning the local stack failed: {e:#}"))
 }
+
+/// An SQS event of `(message id, body)` records, as Lambda delivers a batch (the handler
+/// tests of every SQS-triggered function build theirs with it).
+pub fn sqs_batch<I: Into<String>, B: Into<String>>(
+    records: Vec<(I, B)>,
+) -> aws_lambda_events::event::sqs::SqsEvent {
+    let mut e = aws_lambda_events::event::sqs::SqsEvent::default();
+    e.records = records
+        .into_iter()
+        .map(|(id, body)| {
+            let mut m = aws_lambda_events::event::sqs::SqsMessage::default();
+            m.message_id = Some(id.into());
+            m.body = Some(body.into());
+            m
+        })
+        .collect();
+    e
+}

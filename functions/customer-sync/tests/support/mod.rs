@@ -3,7 +3,7 @@
 
 #![allow(dead_code, clippy::unwrap_used)] // helpers; a panic is the failure report
 
-use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
+use aws_lambda_events::event::sqs::SqsEvent;
 use blapi::crm::MemoryCrm;
 use blapi::customers::Config;
 use blapi::customers::state::MemoryCustomers;
@@ -123,17 +123,7 @@ pub fn purchase(customer: &str, sub: &str) -> Vec<EventMessage> {
 
 /// An SQS batch of (message id, body).
 pub fn batch<I: Into<String>, B: Into<String>>(records: Vec<(I, B)>) -> LambdaEvent<SqsEvent> {
-    let mut e = SqsEvent::default();
-    e.records = records
-        .into_iter()
-        .map(|(id, body)| {
-            let mut m = SqsMessage::default();
-            m.message_id = Some(id.into());
-            m.body = Some(body.into());
-            m
-        })
-        .collect();
-    LambdaEvent::new(e, Context::default())
+    LambdaEvent::new(blapi_infra::testing::sqs_batch(records), Context::default())
 }
 
 /// A batch of messages, their ids `m0`, `m1`, ...
