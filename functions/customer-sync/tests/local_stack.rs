@@ -142,7 +142,8 @@ async fn a_purchase_lands_in_the_sink_the_state_table_and_the_directory() {
     let a = app(env.clone(), &clients).await;
     let domain = format!("ae{}.example", uid());
     let (cus, sub, email) = purchase_on_localstripe(&domain).await;
-    let resp = a.handle(batch_of(&events(&cus, &sub))).await.unwrap();
+    let purchase = events(&cus, &sub);
+    let resp = a.handle(batch_of(&purchase)).await.unwrap();
     assert!(resp.batch_item_failures.is_empty(), "{resp:?}");
 
     let store = Arc::new(S3Store::new(
@@ -222,7 +223,7 @@ async fn a_purchase_lands_in_the_sink_the_state_table_and_the_directory() {
         .await
         .unwrap()
         .unwrap();
-    a.handle(batch_of(&events(&cus, &sub))).await.unwrap();
+    a.handle(batch_of(&purchase)).await.unwrap();
     let (_, again) = sink
         .get_object(CrmObject::Account, &cus)
         .await
