@@ -37,6 +37,9 @@ pub struct InvoiceFinalized {
     pub invoice: Option<String>,
     /// `YYYY-MM`.
     pub period: String,
+    /// When the period ended (seconds since the epoch): how this invoice orders against
+    /// Stripe's invoices (their `created`), so a consumer never parses the period itself.
+    pub period_end: i64,
     pub total: Money,
     pub json_key: String,
     pub html_key: String,
@@ -117,6 +120,7 @@ mod tests {
             customer: "cus_1".into(),
             invoice: Some("in_1".into()),
             period: "2026-10".into(),
+            period_end: 1_793_491_200,
             total: Money::new(5720, "usd".parse().unwrap()),
             json_key: "invoices/cus_1/2026-10.json".into(),
             html_key: "invoices/cus_1/2026-10.html".into(),

@@ -134,6 +134,30 @@ fn stack_env(stack: &blapi_infra::LocalStack) -> BTreeMap<String, String> {
     env
 }
 
+/// Salesforce's token endpoint on `sf`, answering every call.
+async fn mount_token(sf: &MockServer) {
+    Mock::given(method("POST"))
+        .and(path("/services/oauth2/token"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!({"access_token": "tok", "instance_url": sf.uri()})),
+        )
+        .mount(sf)
+        .await;
+}
+
+/// The stack's environment with Salesforce on `sf` (the stack's local Salesforce secret).
+fn salesforce_env(stack: &blapi_infra::LocalStack, sf: &MockServer) -> BTreeMap<String, String> {
+    let mut env = stack_env(stack);
+    env.insert("SALESFORCE_LOGIN_URL".into(), sf.uri());
+    env.insert("SALESFORCE_API_VERSION".into(), "v61.0".into());
+    env.insert(
+        "SALESFORCE_SECRET_ID".into(),
+        format!("{}/salesforce", stack.prefix),
+    );
+    env
+}
+
 #[tokio::test]
 async fn a_purchase_lands_in_the_sink_the_state_table_and_the_directory() {
     let stack = blapi_infra::testing::stack();
@@ -237,14 +261,7 @@ async fn with_salesforce_a_purchase_event_costs_one_token_and_one_composite_requ
     let stack = blapi_infra::testing::stack();
     let clients = Clients::new(&stack.sdk_config().await);
     let sf = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/services/oauth2/token"))
-        .respond_with(
-            ResponseTemplate::new(200)
-                .set_body_json(json!({"access_token": "tok", "instance_url": sf.uri()})),
-        )
-        .mount(&sf)
-        .await;
+    mount_token(&sf).await;
     Mock::given(method("POST"))
         .and(path("/services/data/v61.0/composite"))
         .respond_with(|req: &wiremock::Request| {
@@ -257,13 +274,7 @@ async fn with_salesforce_a_purchase_event_costs_one_token_and_one_composite_requ
         })
         .mount(&sf)
         .await;
-    let mut env = stack_env(stack);
-    env.insert("SALESFORCE_LOGIN_URL".into(), sf.uri());
-    env.insert("SALESFORCE_API_VERSION".into(), "v61.0".into());
-    env.insert(
-        "SALESFORCE_SECRET_ID".into(),
-        format!("{}/salesforce", stack.prefix),
-    );
+    let env = salesforce_env(stack, &sf);
     let a = app(env, &clients).await;
     let (cus, sub, _) = purchase_on_localstripe(&format!("sf{}.example", uid())).await;
     let purchase = stripe_message(
@@ -300,14 +311,7 @@ async fn salesforce_refusing_a_field_fails_the_message_with_the_field_named() {
     let stack = blapi_infra::testing::stack();
     let clients = Clients::new(&stack.sdk_config().await);
     let sf = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/services/oauth2/token"))
-        .respond_with(
-            ResponseTemplate::new(200)
-                .set_body_json(json!({"access_token": "tok", "instance_url": sf.uri()})),
-        )
-        .mount(&sf)
-        .await;
+    mount_token(&sf).await;
     Mock::given(method("POST"))
         .and(path("/services/data/v61.0/composite"))
         .respond_with(ResponseTemplate::new(200).set_body_json(json!({"compositeResponse": [
@@ -317,13 +321,7 @@ async fn salesforce_refusing_a_field_fails_the_message_with_the_field_named() {
             {"httpStatusCode": 201, "referenceId": "r2", "body": {"id": "006", "created": true}}]})))
         .mount(&sf)
         .await;
-    let mut env = stack_env(stack);
-    env.insert("SALESFORCE_LOGIN_URL".into(), sf.uri());
-    env.insert("SALESFORCE_API_VERSION".into(), "v61.0".into());
-    env.insert(
-        "SALESFORCE_SECRET_ID".into(),
-        format!("{}/salesforce", stack.prefix),
-    );
+    let env = salesforce_env(stack, &sf);
     let a = app(env, &clients).await;
     let (cus, sub, _) = purchase_on_localstripe(&format!("sf{}.example", uid())).await;
     let resp = a
@@ -338,5 +336,65 @@ async fn salesforce_refusing_a_field_fails_the_message_with_the_field_named() {
         resp.batch_item_failures.len(),
         1,
         "the message goes back, then to the DLQ"
+    );
+}
+
+#[tokio::test]
+async fn a_lead_converted_before_it_reaches_the_sink_keeps_its_conversion() {
+    use blapi::crm::{CrmLead, CrmPort, CrmRecord, LeadConversion};
+    let stack = blapi_infra::testing::stack();
+    let clients = Clients::new(&stack.sdk_config().await);
+    let env = stack_env(stack);
+    let store = Arc::new(S3Store::new(
+        clients.s3().clone(),
+        env["ARTIFACTS_BUCKET"].clone(),
+    ));
+    let sink = SinkCrm::new(clients.dynamodb().clone(), env["CRM_TABLE"].clone(), store);
+    let lead_id = format!("ld_{}", uid());
+    sink.upsert(&CrmRecord::LeadConversion(LeadConversion {
+        lead_id: lead_id.clone(),
+        account_external_id: "cus_early".into(),
+    }))
+    .await
+    .unwrap();
+    assert!(sink.get(&lead_id).await.unwrap().is_none(), "no lead yet");
+    assert_eq!(
+        sink.conversion(&lead_id).await.unwrap().as_deref(),
+        Some("cus_early")
+    );
+    let lead = CrmLead {
+        lead_id: lead_id.clone(),
+        email: None,
+        first_name: None,
+        last_name: None,
+        phone: None,
+        title: None,
+        company: "Analytical Engines".into(),
+        company_domain: Some("analytical-engines.example".into()),
+        industry: None,
+        employees: None,
+        employee_band: None,
+        country: None,
+        lead_source: "Web".into(),
+        sources: vec!["portal.signup".into()],
+        score: 10,
+        grade: "D".into(),
+        score_reasons: String::new(),
+        owner_id: "005OWNER".into(),
+        team: None,
+        routing_reason: "test".into(),
+        needs_enrichment: false,
+        marketing_opt_in: false,
+    };
+    sink.upsert(&CrmRecord::Lead(lead)).await.unwrap();
+    let (stored, revision) = sink.get(&lead_id).await.unwrap().unwrap();
+    assert_eq!(
+        (stored.company.as_str(), revision),
+        ("Analytical Engines", 1)
+    );
+    assert_eq!(
+        sink.conversion(&lead_id).await.unwrap().as_deref(),
+        Some("cus_early"),
+        "the lead's upsert kept the conversion"
     );
 }

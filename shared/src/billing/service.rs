@@ -626,6 +626,7 @@ impl Billing {
                 customer: run.customer.to_owned(),
                 invoice: rec.refs.invoice.clone(),
                 period: run.period.to_string(),
+                period_end: run.period.end().timestamp(),
                 total: rec.invoice.money(rec.invoice.total),
                 json_key,
                 html_key,

@@ -3,7 +3,7 @@
 //! contact data is never stored here (see [`super`]).
 
 use super::{CrmError, CrmLead, CrmObject, CrmPort, CrmRecord, LeadConversion, Upserted};
-use crate::aws::dynamo::{get_json, get_n, get_s};
+use crate::aws::dynamo::{Item, get_json, get_n, get_s};
 use crate::error::{Error, Result};
 use crate::storage::ObjectStore;
 use async_trait::async_trait;
@@ -54,54 +54,53 @@ impl SinkCrm {
         Self::export_key_of(CrmObject::Lead, lead_id)
     }
 
-    /// The stored CRM record of a lead (tests, tools).
+    /// The stored CRM record of a lead and its revision (tests, tools).
     pub async fn get(&self, lead_id: &str) -> Result<Option<(CrmLead, u64)>> {
-        let item = crate::aws::dynamo::get_item(
-            &self.dynamodb,
-            &self.table,
-            Self::record_key(CrmObject::Lead, lead_id),
-            Some("CRM"),
-        )
-        .await?;
-        let Some(item) = item else {
-            return Ok(None);
-        };
-        let lead: CrmLead = get_json(&item, "record", &format!("CRM record of {lead_id}"))?;
-        Ok(Some((lead, get_n(&item, "revision").unwrap_or(0))))
+        self.read(CrmObject::Lead, lead_id).await
     }
-}
 
-impl SinkCrm {
     /// The stored JSON of any record and its revision (tests, tools, the demo).
     pub async fn get_object(
         &self,
         object: CrmObject,
         external_id: &str,
     ) -> Result<Option<(serde_json::Value, u64)>> {
-        let item = crate::aws::dynamo::get_item(
+        self.read(object, external_id).await
+    }
+
+    /// The account a lead was converted into, if it was.
+    pub async fn conversion(&self, lead_id: &str) -> Result<Option<String>> {
+        Ok(self
+            .item(CrmObject::Lead, lead_id)
+            .await?
+            .and_then(|i| get_s(&i, "converted_account")))
+    }
+
+    async fn item(&self, object: CrmObject, external_id: &str) -> Result<Option<Item>> {
+        crate::aws::dynamo::get_item(
             &self.dynamodb,
             &self.table,
             Self::record_key(object, external_id),
             Some("CRM"),
         )
-        .await?;
-        let Some(item) = item else {
-            return Ok(None);
-        };
-        let record = get_json(&item, "record", &format!("CRM record {external_id}"))?;
-        Ok(Some((record, get_n(&item, "revision").unwrap_or(0))))
+        .await
     }
 
-    /// The account a lead was converted into, if it was.
-    pub async fn conversion(&self, lead_id: &str) -> Result<Option<String>> {
-        let item = crate::aws::dynamo::get_item(
-            &self.dynamodb,
-            &self.table,
-            Self::record_key(CrmObject::Lead, lead_id),
-            Some("CRM"),
-        )
-        .await?;
-        Ok(item.and_then(|i| get_s(&i, "converted_account")))
+    /// A record and its revision. An item without a record is no record yet: a conversion
+    /// can reach a lead's item before the lead itself does.
+    async fn read<T: serde::de::DeserializeOwned>(
+        &self,
+        object: CrmObject,
+        external_id: &str,
+    ) -> Result<Option<(T, u64)>> {
+        let Some(item) = self.item(object, external_id).await? else {
+            return Ok(None);
+        };
+        if !item.contains_key("record") {
+            return Ok(None);
+        }
+        let record = get_json(&item, "record", &format!("CRM record {external_id}"))?;
+        Ok(Some((record, get_n(&item, "revision").unwrap_or(0))))
     }
 
     /// A lead converted: its status and account, on the lead's item. The lead's own record is

@@ -493,3 +493,40 @@ async fn more_than_25_records_take_one_composite_request_per_25() {
         .collect();
     assert_eq!(crm(&server).upsert_all(&records).await.unwrap().len(), 30);
 }
+
+#[tokio::test]
+async fn a_composite_that_times_out_is_retried_then_reported_retryable() {
+    let server = MockServer::start().await;
+    mount_token(&server, "tok", 1).await;
+    Mock::given(method("POST"))
+        .and(path(COMPOSITE_PATH))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(composite_ok(4))
+                .set_delay(Duration::from_secs(2)),
+        )
+        .mount(&server)
+        .await;
+    let mut cfg = SalesforceConfig::new(server.uri(), "v61.0");
+    cfg.timeout = Duration::from_millis(200);
+    let c = SalesforceCrm::new(
+        cfg,
+        Secret::new(SalesforceCredentials {
+            client_id: "cid".into(),
+            client_secret: "csecret".into(),
+        }),
+    )
+    .unwrap()
+    .with_retry(RetryPolicy::immediate(2));
+    let e = c.upsert_all(&customer_records()).await.unwrap_err();
+    assert!(matches!(e, CrmError::Unavailable(_)), "{e:?}");
+    assert!(Error::from(e).is_retryable(), "SQS brings the message back");
+    let composites = server
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .filter(|r| r.url.path() == COMPOSITE_PATH)
+        .count();
+    assert_eq!(composites, 2, "tried, then retried once");
+}

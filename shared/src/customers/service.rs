@@ -280,7 +280,7 @@ impl CustomerSync {
                         InvoiceLink {
                             invoice_id: id.clone(),
                             total: i.total.clone(),
-                            at: period_end(&i.period),
+                            at: i.period_end,
                         },
                     );
                 }
@@ -547,20 +547,6 @@ fn date_s(secs: i64) -> String {
 /// `YYYY-MM-DD` of milliseconds since the epoch (UTC).
 fn date_ms(ms: i64) -> String {
     date_s(ms.div_euclid(1000))
-}
-
-/// The end of a `YYYY-MM` period in seconds (the first instant of the next month).
-fn period_end(period: &str) -> i64 {
-    let Some((y, m)) = period.split_once('-') else {
-        return 0;
-    };
-    let (Ok(y), Ok(m)) = (y.parse::<i32>(), m.parse::<u32>()) else {
-        return 0;
-    };
-    let (y, m) = if m >= 12 { (y + 1, 1) } else { (y, m + 1) };
-    chrono::NaiveDate::from_ymd_opt(y, m, 1)
-        .and_then(|d| d.and_hms_opt(0, 0, 0))
-        .map_or(0, |d| d.and_utc().timestamp())
 }
 
 /// A stable fingerprint of a record's content (what was last written is skipped).

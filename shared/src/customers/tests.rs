@@ -104,6 +104,7 @@ fn purchase_events(cus: &str, sub: &str) -> Vec<EventMessage> {
         customer: cus.into(),
         invoice: Some("in_usage_1".into()),
         period: "2026-05".into(),
+        period_end: 1_780_272_000, // 2026-06-01
         total: Money::new(1200, "eur".parse().unwrap()),
         json_key: "invoices/x.json".into(),
         html_key: "invoices/x.html".into(),

@@ -242,6 +242,10 @@ async fn bill_creates_one_invoice_and_reruns_skip() {
     assert_eq!(msg.id, "invoice.finalized:cus_a:2026-10");
     assert_eq!(msg.event["data"]["invoice"], "in_1");
     assert_eq!(msg.event["data"]["total"]["amount"], 5720);
+    assert_eq!(
+        msg.event["data"]["period_end"], 1_793_491_200,
+        "2026-11-01T00:00:00Z"
+    );
 }
 
 enum Fault {
