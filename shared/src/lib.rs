@@ -50,6 +50,7 @@ pub mod ledger;
 pub mod licensing;
 pub mod queue;
 pub mod retry;
+pub mod revenue;
 pub mod secrets;
 pub mod storage;
 pub mod stripe;

@@ -31,8 +31,8 @@ use super::dunning::Dunning;
 use super::money::{Currency, Money, Quantity};
 use super::period::Period;
 use super::ports::{
-    Credits, Debit, DunningStore, InvoiceRecord, InvoiceStore, SubscriptionView, UsageStore,
-    shard_of,
+    Credits, DailyUsage, Debit, DunningStore, InvoiceRecord, InvoiceStore, SubscriptionView,
+    UsageHistory, UsageStore, shard_of,
 };
 use super::pricebook::PriceBook;
 use super::subscription::Subscription;
@@ -45,6 +45,7 @@ use crate::error::{Error, Result};
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem, Update};
+use chrono::Datelike;
 use std::collections::{BTreeMap, HashMap};
 
 const USAGE_TTL_DAYS: i64 = 400;
@@ -172,6 +173,48 @@ impl DynamoBilling {
                 value: Quantity::from_micros(get_n(item, "v").unwrap_or(0)),
             })
             .collect())
+    }
+}
+
+#[async_trait]
+impl UsageHistory for DynamoBilling {
+    /// One query per month touched (`D#{YYYY-MM}#`), filtered to the days asked for.
+    async fn daily(
+        &self,
+        customer: &str,
+        subscription: &str,
+        from: chrono::NaiveDate,
+        to: chrono::NaiveDate,
+    ) -> Result<Vec<DailyUsage>> {
+        let pk = usage_pk(customer, subscription);
+        let mut out = Vec::new();
+        let mut month = Period::of(from.and_time(chrono::NaiveTime::MIN).and_utc());
+        while month.first_day() <= to {
+            let prefix = format!("D#{month}#");
+            for item in self.query_prefix(&pk, &prefix).await? {
+                let sk = get_s(&item, "sk").unwrap_or_default();
+                let Some((metric, day)) = sk.strip_prefix(&prefix).and_then(|r| r.rsplit_once('#'))
+                else {
+                    continue;
+                };
+                let Some(date) = day.parse().ok().and_then(|d| month.first_day().with_day(d))
+                else {
+                    continue;
+                };
+                if date < from || date > to {
+                    continue;
+                }
+                out.push(DailyUsage {
+                    date,
+                    metric: metric.to_owned(),
+                    count: get_n(&item, "cnt").unwrap_or(0),
+                    sum: get_n(&item, "sm").unwrap_or(0),
+                    max: get_n(&item, "mx"),
+                });
+            }
+            month = month.next();
+        }
+        Ok(out)
     }
 }
 

@@ -9,8 +9,8 @@ use super::dunning::Dunning;
 use super::money::Money;
 use super::period::Period;
 use super::ports::{
-    BillState, Credits, Debit, DunningStore, InvoiceRecord, InvoiceStore, SubscriptionView,
-    UsageStore, shard_of,
+    BillState, Credits, DailyUsage, Debit, DunningStore, InvoiceRecord, InvoiceStore,
+    SubscriptionView, UsageHistory, UsageStore, shard_of,
 };
 use super::subscription::Subscription;
 use super::usage::{Rejection, Usage};
@@ -30,6 +30,8 @@ struct MemState {
     partials: HashMap<(String, String, String), Partial>,
     /// Points (latest, weighted sum) by (customer, subscription, metric), any period.
     points: HashMap<(String, String, String), Vec<Point>>,
+    /// Aggregated records by (customer, subscription) -> (day, metric).
+    daily: HashMap<(String, String), BTreeMap<(chrono::NaiveDate, String), Partial>>,
     rejected: Vec<Rejection>,
     closed: HashSet<Period>,
     subs: BTreeMap<(String, String), Subscription>,
@@ -71,6 +73,33 @@ impl MemoryBilling {
 }
 
 #[async_trait]
+impl UsageHistory for MemoryBilling {
+    async fn daily(
+        &self,
+        customer: &str,
+        subscription: &str,
+        from: chrono::NaiveDate,
+        to: chrono::NaiveDate,
+    ) -> Result<Vec<DailyUsage>> {
+        let s = lock(&self.state);
+        let Some(days) = s.daily.get(&(customer.to_owned(), subscription.to_owned())) else {
+            return Ok(Vec::new());
+        };
+        Ok(days
+            .iter()
+            .filter(|((d, _), _)| *d >= from && *d <= to)
+            .map(|((date, metric), p)| DailyUsage {
+                date: *date,
+                metric: metric.clone(),
+                count: p.count,
+                sum: p.sum,
+                max: p.max,
+            })
+            .collect())
+    }
+}
+
+#[async_trait]
 impl UsageStore for MemoryBilling {
     async fn record(&self, u: &Usage, aggregation: Aggregation) -> Result<bool> {
         let mut s = lock(&self.state);
@@ -86,6 +115,12 @@ impl UsageStore for MemoryBilling {
                     value: u.value,
                 });
         } else {
+            s.daily
+                .entry((u.customer.clone(), u.subscription.clone()))
+                .or_default()
+                .entry((u.timestamp.date_naive(), u.metric.clone()))
+                .or_default()
+                .add(u.value, None, false);
             s.partials
                 .entry((
                     u.customer.clone(),

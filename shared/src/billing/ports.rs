@@ -53,6 +53,32 @@ pub trait UsageStore: Send + Sync {
     async fn close(&self, period: Period) -> Result<()>;
 }
 
+/// One metric's usage of one day (UTC), from the daily aggregates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DailyUsage {
+    pub date: chrono::NaiveDate,
+    pub metric: String,
+    pub count: u64,
+    /// Sum and max in millionths.
+    pub sum: i128,
+    pub max: Option<i64>,
+}
+
+/// Usage read back by day, for reporting (revenue-ops' health and telemetry). Only metrics
+/// kept as daily aggregates appear (`sum`, `count`, `max`, `unique_count`); `latest` and
+/// `weighted_sum` are stored as points and are not summarised by day.
+#[async_trait]
+pub trait UsageHistory: Send + Sync {
+    /// Every metric's days of `subscription` from `from` to `to` inclusive.
+    async fn daily(
+        &self,
+        customer: &str,
+        subscription: &str,
+        from: chrono::NaiveDate,
+        to: chrono::NaiveDate,
+    ) -> Result<Vec<DailyUsage>>;
+}
+
 /// The local view of subscriptions.
 #[async_trait]
 pub trait SubscriptionView: Send + Sync {

@@ -1,9 +1,10 @@
 //! The in-memory CRM for tests and benchmarks: the latest record per (object, external id),
-//! with how many upserts each received, lead conversions, and failure injection.
+//! with how many upserts each received, lead conversions, account health, and failure
+//! injection.
 
 use super::{
-    CrmAccount, CrmContact, CrmError, CrmLead, CrmObject, CrmOpportunity, CrmPort, CrmRecord,
-    Upserted,
+    AccountHealth, CrmAccount, CrmContact, CrmError, CrmLead, CrmObject, CrmOpportunity, CrmPort,
+    CrmRecord, CrmTask, Upserted,
 };
 use async_trait::async_trait;
 use std::collections::BTreeMap;
@@ -15,6 +16,8 @@ struct State {
     records: BTreeMap<(CrmObject, String), (CrmRecord, u64)>,
     /// Lead id -> account external id.
     conversions: BTreeMap<String, String>,
+    /// Account external id -> its latest health (beside the account, never replacing it).
+    health: BTreeMap<String, AccountHealth>,
 }
 
 /// See the module docs.
@@ -121,6 +124,23 @@ impl MemoryCrm {
             .collect()
     }
 
+    /// Every task.
+    pub fn tasks(&self) -> Vec<CrmTask> {
+        self.lock()
+            .records
+            .values()
+            .filter_map(|(r, _)| match r {
+                CrmRecord::Task(t) => Some(t.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The latest health written onto an account (whether or not the account is there).
+    pub fn health(&self, account_external_id: &str) -> Option<AccountHealth> {
+        self.lock().health.get(account_external_id).cloned()
+    }
+
     /// The account a lead was converted into.
     pub fn conversion(&self, lead_id: &str) -> Option<String> {
         self.lock().conversions.get(lead_id).cloned()
@@ -142,15 +162,28 @@ impl MemoryCrm {
         }
         self.writes.fetch_add(1, Ordering::Relaxed);
         let mut s = self.lock();
-        if let CrmRecord::LeadConversion(c) = record {
-            let created = s
-                .conversions
-                .insert(c.lead_id.clone(), c.account_external_id.clone())
-                .is_none();
-            return Ok(Upserted {
-                record_id: Some(c.lead_id.clone()),
-                created,
-            });
+        match record {
+            CrmRecord::LeadConversion(c) => {
+                let created = s
+                    .conversions
+                    .insert(c.lead_id.clone(), c.account_external_id.clone())
+                    .is_none();
+                return Ok(Upserted {
+                    record_id: Some(c.lead_id.clone()),
+                    created,
+                });
+            }
+            CrmRecord::AccountHealth(h) => {
+                let created = s
+                    .health
+                    .insert(h.account_external_id.clone(), h.clone())
+                    .is_none();
+                return Ok(Upserted {
+                    record_id: Some(h.account_external_id.clone()),
+                    created,
+                });
+            }
+            _ => {}
         }
         let key = (record.object(), record.external_id().to_owned());
         let entry = s.records.entry(key).or_insert_with(|| (record.clone(), 0));

@@ -1,11 +1,12 @@
 //! The CRM: one port, upsert records once by their external ids, whatever the CRM is. It knows
 //! no domain: the records are CRM objects ([`CrmRecord`]: Lead, Account, Contact, Opportunity,
-//! and the link of a converted lead) carrying parsed values ([`crate::values`]).
+//! Task, the link of a converted lead and an account's health) carrying parsed values
+//! ([`crate::values`]).
 //!
 //! # Layout
 //! - `mod.rs`: the port [`CrmPort`], [`CrmRecord`], [`Upserted`], [`CrmError`], [`CrmConfig`].
 //! - [`records`]: the customer objects ([`CrmAccount`], [`CrmContact`], [`CrmOpportunity`],
-//!   [`LeadConversion`]).
+//!   [`LeadConversion`], [`AccountHealth`], [`CrmTask`]).
 //! - [`salesforce`]: [`SalesforceCrm`] (OAuth client credentials, upsert by external id).
 //! - [`sink`]: [`SinkCrm`], the built-in CRM (DynamoDB + S3 JSON lines).
 //! - [`memory`]: [`MemoryCrm`], the fake for tests and benchmarks.
@@ -16,9 +17,11 @@
 //!   once on a 401; upsert with `PATCH {instance}/services/data/{version}/sobjects/{Object}/
 //!   {ExternalIdField}/{id}` and `Sforce-Auto-Assign: FALSE` (we chose the owner).
 //!   201 = created, 200/204 = updated, 300 = several records carry the id (nothing written),
-//!   400 = field errors, 429/5xx = retried then reported retryable. Several records go in one
-//!   Composite request ([`CrmPort::upsert_all`]: up to 25 subrequests, one API call against
-//!   the org's daily limit); a record refused there fails alone, named with its fields.
+//!   400 = field errors (but `REQUIRED_FIELD_MISSING` for a lead conversion or an account's
+//!   health means the lead or account is not there yet: retryable), 429/5xx = retried then
+//!   reported retryable. Several records go in one Composite request
+//!   ([`CrmPort::upsert_all`]: up to 25 subrequests, one API call against the org's daily
+//!   limit); a record refused there fails alone, named with its fields.
 //! - [`SinkCrm`], the built-in sink when no Salesforce is configured: one item per lead in the
 //!   CrmTable (`pk = LEAD#<id>`, `sk = CRM`) plus a JSON-lines export object per lead at
 //!   `crm/leads/<id>.jsonl` in the artifacts bucket (the latest state; the prefix read as a
@@ -27,6 +30,9 @@
 //!   grade and reasons, the company (name, domain, industry, size), the country and the
 //!   source — never the e-mail, names, phone or title. Those stay in the LeadsTable lead
 //!   record (erasable by subject), reached with the lead id.
+//!   The other objects the same way (`ACCOUNT#`, `CONTACT#`, `OPPORTUNITY#`, `TASK#`); a lead
+//!   conversion and an account's health are attributes on the lead's and the account's item
+//!   (`converted_account`, `health_*`), never a record of their own.
 //! - [`MemoryCrm`] for tests and benchmarks.
 //!
 //! The upsert is idempotent by construction: the key is the lead id, so a redelivered lead
@@ -38,7 +44,8 @@ pub mod salesforce;
 pub mod sink;
 
 pub use records::{
-    AccountStatus, CrmAccount, CrmContact, CrmOpportunity, LeadConversion, OpportunityStage,
+    AccountHealth, AccountStatus, CrmAccount, CrmContact, CrmOpportunity, CrmTask, LeadConversion,
+    OpportunityStage,
 };
 
 pub use memory::MemoryCrm;
@@ -153,6 +160,7 @@ pub enum CrmObject {
     Account,
     Contact,
     Opportunity,
+    Task,
 }
 
 impl CrmObject {
@@ -163,6 +171,7 @@ impl CrmObject {
             CrmObject::Account => "Account",
             CrmObject::Contact => "Contact",
             CrmObject::Opportunity => "Opportunity",
+            CrmObject::Task => "Task",
         }
     }
 
@@ -173,6 +182,7 @@ impl CrmObject {
             CrmObject::Account => ("ACCOUNT", "accounts"),
             CrmObject::Contact => ("CONTACT", "contacts"),
             CrmObject::Opportunity => ("OPPORTUNITY", "opportunities"),
+            CrmObject::Task => ("TASK", "tasks"),
         }
     }
 }
@@ -186,15 +196,21 @@ pub enum CrmRecord {
     Opportunity(CrmOpportunity),
     /// Marks a lead converted and links it to its account (writes the Lead object).
     LeadConversion(LeadConversion),
+    /// A customer's health on its account (writes only the health fields of the Account
+    /// object; the account itself is written by [`CrmRecord::Account`]).
+    AccountHealth(AccountHealth),
+    /// A follow-up task for an account's owner.
+    Task(CrmTask),
 }
 
 impl CrmRecord {
     pub fn object(&self) -> CrmObject {
         match self {
             CrmRecord::Lead(_) | CrmRecord::LeadConversion(_) => CrmObject::Lead,
-            CrmRecord::Account(_) => CrmObject::Account,
+            CrmRecord::Account(_) | CrmRecord::AccountHealth(_) => CrmObject::Account,
             CrmRecord::Contact(_) => CrmObject::Contact,
             CrmRecord::Opportunity(_) => CrmObject::Opportunity,
+            CrmRecord::Task(_) => CrmObject::Task,
         }
     }
 
@@ -206,6 +222,8 @@ impl CrmRecord {
             CrmRecord::Account(a) => &a.external_id,
             CrmRecord::Contact(c) => &c.external_id,
             CrmRecord::Opportunity(o) => &o.external_id,
+            CrmRecord::AccountHealth(h) => &h.account_external_id,
+            CrmRecord::Task(t) => &t.external_id,
         }
     }
 
@@ -214,6 +232,7 @@ impl CrmRecord {
     pub fn key(&self) -> String {
         let kind = match self {
             CrmRecord::LeadConversion(_) => "LeadConversion",
+            CrmRecord::AccountHealth(_) => "AccountHealth",
             other => other.object().sobject(),
         };
         format!("{kind}:{}", self.external_id())
@@ -337,3 +356,11 @@ pub fn truncate(s: &str, max: usize) -> String {
 
 #[cfg(test)]
 pub(crate) mod tests;
+
+impl CrmRecord {
+    /// A short digest of the record's content: a caller that remembers the fingerprint of
+    /// what it last wrote skips a write that would change nothing.
+    pub fn fingerprint(&self) -> String {
+        crate::ledger::payload_hash(format!("{self:?}").as_bytes())[..16].to_owned()
+    }
+}

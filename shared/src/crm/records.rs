@@ -1,6 +1,7 @@
-//! The customer objects of the CRM: [`CrmAccount`], [`CrmContact`], [`CrmOpportunity`] and the
-//! link of a converted lead ([`LeadConversion`]). Plain values: whoever builds them (customer
-//! sync, revenue operations) decides what they say; the adapters decide how they are stored.
+//! The customer objects of the CRM: [`CrmAccount`], [`CrmContact`], [`CrmOpportunity`], the
+//! link of a converted lead ([`LeadConversion`]), an account's health ([`AccountHealth`]) and
+//! follow-up tasks ([`CrmTask`]). Plain values: whoever builds them (customer sync, revenue
+//! operations) decides what they say; the adapters decide how they are stored.
 
 use crate::values::{Country, Money};
 use serde::{Deserialize, Serialize};
@@ -126,6 +127,43 @@ pub struct CrmOpportunity {
 pub struct LeadConversion {
     pub lead_id: String,
     pub account_external_id: String,
+}
+
+/// A customer's health and product telemetry, written onto its Account (only these fields:
+/// the account itself is customer-sync's).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountHealth {
+    /// The account's external id (the Stripe customer id).
+    pub account_external_id: String,
+    /// 0..=100; `None` when there is no data to score.
+    pub score: Option<u32>,
+    /// `healthy`, `watch`, `at_risk` or `no_data`.
+    pub band: String,
+    /// The reasons, most important first, joined with "; ".
+    pub reasons: String,
+    /// `YYYY-MM-DD` of the scoring.
+    pub scored_on: String,
+    /// Active users reported by telemetry (latest), if any.
+    pub active_users: Option<u64>,
+    /// Seats of the customer's valid licenses.
+    pub licensed_seats: Option<u32>,
+    /// Metered usage this period, human-readable (`api_calls 12 345; storage_gb 12.5`).
+    pub usage_summary: String,
+}
+
+/// A follow-up task for a person (an account owner), on an account.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CrmTask {
+    /// Our key for the task (idempotent upsert).
+    pub external_id: String,
+    pub account_external_id: String,
+    pub owner_id: String,
+    pub subject: String,
+    pub description: String,
+    /// `YYYY-MM-DD`.
+    pub due_date: String,
+    /// `High` or `Normal`.
+    pub priority: String,
 }
 
 /// A money amount in major units for a CRM currency field (`1234 usd` -> `12.34`,

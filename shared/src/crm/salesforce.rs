@@ -34,6 +34,8 @@ pub struct SalesforceConfig {
     pub contact_external_id_field: String,
     /// The Opportunity external id field (`{subscription}:{term start}`).
     pub opportunity_external_id_field: String,
+    /// The Task external id field (an Activity custom field marked External ID).
+    pub task_external_id_field: String,
     /// Token lifetime when the token response does not say (Salesforce's client-credentials
     /// response carries no `expires_in`; the session timeout of the org applies).
     pub default_token_ttl: Duration,
@@ -49,6 +51,7 @@ impl SalesforceConfig {
             account_external_id_field: "Blapi_Stripe_Customer_Id__c".into(),
             contact_external_id_field: "Blapi_Contact_Key__c".into(),
             opportunity_external_id_field: "Blapi_Opportunity_Key__c".into(),
+            task_external_id_field: "Blapi_Task_Key__c".into(),
             default_token_ttl: Duration::from_secs(30 * 60),
             timeout: Duration::from_secs(10),
         }
@@ -276,6 +279,7 @@ impl SalesforceCrm {
             CrmObject::Account => &self.cfg.account_external_id_field,
             CrmObject::Contact => &self.cfg.contact_external_id_field,
             CrmObject::Opportunity => &self.cfg.opportunity_external_id_field,
+            CrmObject::Task => &self.cfg.task_external_id_field,
         }
     }
 
@@ -293,6 +297,11 @@ impl SalesforceCrm {
 
     /// The fields sent for a record (the external id is in the path, not the body). A lookup
     /// to an account names it by its external id, so no Salesforce id is needed first.
+    ///
+    /// An account's health writes only the `Blapi_Health_*`, `Blapi_Active_Users__c`,
+    /// `Blapi_Licensed_Seats__c` and `Blapi_Usage_Summary__c` fields of the Account (empty
+    /// values as null, so a score that can no longer be computed is cleared). A task is linked
+    /// to its account through the polymorphic `What` lookup, by the account's external id.
     pub fn record_body(&self, record: &CrmRecord) -> serde_json::Value {
         use serde_json::json;
         let account = |id: &str| json!({ self.cfg.account_external_id_field.as_str(): id });
@@ -347,6 +356,30 @@ impl SalesforceCrm {
                 "Loss_Reason__c": o.loss_reason,
                 "Refund_Or_Dispute__c": flags(&o.flags),
             }),
+            CrmRecord::AccountHealth(h) => json!({
+                "Blapi_Health_Score__c": h.score,
+                "Blapi_Health_Band__c": h.band,
+                "Blapi_Health_Reasons__c": truncate(&h.reasons, 1000),
+                "Blapi_Health_Scored_On__c": h.scored_on,
+                "Blapi_Active_Users__c": h.active_users,
+                "Blapi_Licensed_Seats__c": h.licensed_seats,
+                "Blapi_Usage_Summary__c": truncate(&h.usage_summary, 255),
+            }),
+            CrmRecord::Task(t) => {
+                let mut what = account(&t.account_external_id);
+                if let Some(map) = what.as_object_mut() {
+                    map.insert("attributes".into(), json!({"type": "Account"}));
+                }
+                json!({
+                    "Subject": truncate(&t.subject, 255),
+                    "Description": truncate(&t.description, 32000),
+                    "ActivityDate": t.due_date,
+                    "Priority": t.priority,
+                    "Status": "Not Started",
+                    "OwnerId": t.owner_id,
+                    "What": what,
+                })
+            }
         }
     }
 
@@ -393,10 +426,14 @@ impl SalesforceCrm {
                             count,
                         })
                     }
-                    400 | 404 => Attempt::Fail(CrmError::Rejected {
-                        external_id: external_id.to_owned(),
-                        details: sf_errors(bytes, status),
-                    }),
+                    400 | 404 => {
+                        Attempt::Fail(not_there_yet(record, status, bytes).unwrap_or_else(|| {
+                            CrmError::Rejected {
+                                external_id: external_id.to_owned(),
+                                details: sf_errors(bytes, status),
+                            }
+                        }))
+                    }
                     _ if reply.retryable() => Attempt::Retry(
                         CrmError::Unavailable(format!(
                             "HTTP {status}: {}",
@@ -509,21 +546,27 @@ fn sub_result(sub: &SubResponse, record: &CrmRecord) -> std::result::Result<Upse
             "{}: HTTP {status}",
             record.key()
         ))),
-        // Linking a lead that is not in Salesforce yet would create a lead without its
-        // required fields: the lead is on its way (lead-enrichment), so try again later.
-        400 if matches!(record, CrmRecord::LeadConversion(_))
-            && sf_error_codes(&bytes, status).contains("REQUIRED_FIELD_MISSING") =>
-        {
-            Err(CrmError::Unavailable(format!(
-                "{}: the lead is not in the CRM yet",
-                record.key()
-            )))
-        }
-        _ => Err(CrmError::Rejected {
-            external_id: record.key(),
-            details: sf_error_codes(&bytes, status),
-        }),
+        _ => Err(
+            not_there_yet(record, status, &bytes).unwrap_or_else(|| CrmError::Rejected {
+                external_id: record.key(),
+                details: sf_error_codes(&bytes, status),
+            }),
+        ),
     }
+}
+
+/// A record that writes onto another one, refused because that one does not exist yet: the
+/// upsert by external id tried to create it and missed its required fields. Linking a lead
+/// that is not in Salesforce yet (lead-enrichment brings it), or scoring an account that is
+/// not there yet (customer-sync creates it), is worth trying again later, not a refusal.
+fn not_there_yet(record: &CrmRecord, status: u16, bytes: &[u8]) -> Option<CrmError> {
+    let what = match record {
+        CrmRecord::LeadConversion(_) => "the lead",
+        CrmRecord::AccountHealth(_) => "the account",
+        _ => return None,
+    };
+    (status == 400 && sf_error_codes(bytes, status).contains("REQUIRED_FIELD_MISSING"))
+        .then(|| CrmError::Unavailable(format!("{}: {what} is not in the CRM yet", record.key())))
 }
 
 /// Salesforce's error codes and field names, without the messages.

@@ -1,8 +1,14 @@
 //! The built-in CRM sink: the CrmTable (`pk = {OBJECT}#{id}`, `sk = CRM`) plus one JSON-lines
 //! export object per record (`crm/{objects}/{id}.jsonl` in the artifacts bucket). Personal
 //! contact data is never stored here (see [`super`]).
+//!
+//! A lead conversion and an account's health are no records of their own: they are attributes
+//! on the lead's and the account's item (`lead_status`, `converted_account`; `health_*`), next
+//! to the record and never part of it nor of its export line.
 
-use super::{CrmError, CrmLead, CrmObject, CrmPort, CrmRecord, LeadConversion, Upserted};
+use super::{
+    AccountHealth, CrmError, CrmLead, CrmObject, CrmPort, CrmRecord, LeadConversion, Upserted,
+};
 use crate::aws::dynamo::{Item, get_json, get_n, get_s};
 use crate::error::{Error, Result};
 use crate::storage::ObjectStore;
@@ -76,6 +82,27 @@ impl SinkCrm {
             .and_then(|i| get_s(&i, "converted_account")))
     }
 
+    /// The latest health stored on an account's item, whether or not the account itself has
+    /// arrived.
+    pub async fn health(&self, account_external_id: &str) -> Result<Option<AccountHealth>> {
+        let Some(item) = self.item(CrmObject::Account, account_external_id).await? else {
+            return Ok(None);
+        };
+        let Some(band) = get_s(&item, "health_band") else {
+            return Ok(None);
+        };
+        Ok(Some(AccountHealth {
+            account_external_id: account_external_id.to_owned(),
+            score: get_n(&item, "health_score"),
+            band,
+            reasons: get_s(&item, "health_reasons").unwrap_or_default(),
+            scored_on: get_s(&item, "health_scored_on").unwrap_or_default(),
+            active_users: get_n(&item, "health_active_users"),
+            licensed_seats: get_n(&item, "health_licensed_seats"),
+            usage_summary: get_s(&item, "health_usage_summary").unwrap_or_default(),
+        }))
+    }
+
     async fn item(&self, object: CrmObject, external_id: &str) -> Result<Option<Item>> {
         crate::aws::dynamo::get_item(
             &self.dynamodb,
@@ -127,6 +154,55 @@ impl SinkCrm {
             Err(e) => Err(CrmError::Store(Error::aws("dynamodb", e))),
         }
     }
+
+    /// An account's health: its `health_*` attributes on the account's item, set with one
+    /// update that leaves the account's record and attributes alone (an absent value removes
+    /// its attribute, so no stale score stays). Health arriving before its account makes an
+    /// item without a record, which reads as no account yet; the account's later upsert keeps
+    /// these attributes (it updates, never replaces, the item).
+    async fn score(&self, h: &AccountHealth) -> std::result::Result<Upserted, CrmError> {
+        let key = Self::record_key(CrmObject::Account, &h.account_external_id);
+        let s = |v: &str| Some(AttributeValue::S(v.to_owned()));
+        let n = |v: Option<u64>| v.map(|v| AttributeValue::N(v.to_string()));
+        let attrs: [(&str, Option<AttributeValue>); 7] = [
+            ("health_score", n(h.score.map(u64::from))),
+            ("health_band", s(&h.band)),
+            ("health_reasons", s(&h.reasons)),
+            ("health_scored_on", s(&h.scored_on)),
+            ("health_active_users", n(h.active_users)),
+            ("health_licensed_seats", n(h.licensed_seats.map(u64::from))),
+            ("health_usage_summary", s(&h.usage_summary)),
+        ];
+        let mut set = Vec::new();
+        let mut remove = Vec::new();
+        let mut update = self
+            .dynamodb
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", AttributeValue::S(key.clone()))
+            .key("sk", AttributeValue::S("CRM".into()));
+        for (name, value) in attrs {
+            update = update.expression_attribute_names(format!("#{name}"), name);
+            match value {
+                Some(v) => {
+                    set.push(format!("#{name} = :{name}"));
+                    update = update.expression_attribute_values(format!(":{name}"), v);
+                }
+                None => remove.push(format!("#{name}")),
+            }
+        }
+        let mut expression = format!("SET {}", set.join(", "));
+        if !remove.is_empty() {
+            expression.push_str(&format!(" REMOVE {}", remove.join(", ")));
+        }
+        match update.update_expression(expression).send().await {
+            Ok(_) => Ok(Upserted {
+                record_id: Some(key),
+                created: false,
+            }),
+            Err(e) => Err(CrmError::Store(Error::aws("dynamodb", e))),
+        }
+    }
 }
 
 /// Named attributes written beside a record's JSON.
@@ -166,8 +242,21 @@ fn stored(record: &CrmRecord) -> std::result::Result<(String, Attributes), CrmEr
                 ("stage", s(o.stage.as_str())),
             ],
         ),
+        CrmRecord::Task(t) => (
+            serde_json::to_string(t),
+            vec![
+                ("account", s(&t.account_external_id)),
+                ("owner_id", s(&t.owner_id)),
+                ("due_date", s(&t.due_date)),
+            ],
+        ),
         CrmRecord::LeadConversion(_) => {
             return Err(CrmError::Unexpected("a conversion is not a record".into()));
+        }
+        CrmRecord::AccountHealth(_) => {
+            return Err(CrmError::Unexpected(
+                "an account's health is not a record".into(),
+            ));
         }
     };
     Ok((
@@ -179,8 +268,10 @@ fn stored(record: &CrmRecord) -> std::result::Result<(String, Attributes), CrmEr
 #[async_trait]
 impl CrmPort for SinkCrm {
     async fn upsert(&self, record: &CrmRecord) -> std::result::Result<Upserted, CrmError> {
-        if let CrmRecord::LeadConversion(c) = record {
-            return self.convert(c).await;
+        match record {
+            CrmRecord::LeadConversion(c) => return self.convert(c).await,
+            CrmRecord::AccountHealth(h) => return self.score(h).await,
+            _ => {}
         }
         let key = Self::record_key(record.object(), record.external_id());
         let (json, attrs) = stored(record)?;

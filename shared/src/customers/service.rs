@@ -109,7 +109,10 @@ impl CustomerSync {
             },
         };
         for _ in 0..ROUNDS {
-            match self.sync(&customer, &trig).await {
+            match self
+                .sync(&customer, &trig, msg.received_at.timestamp())
+                .await
+            {
                 Err(Error::Conflict(_)) => continue,
                 other => {
                     if let Ok(o) = &other {
@@ -124,7 +127,7 @@ impl CustomerSync {
         )))
     }
 
-    async fn sync(&self, customer_id: &str, trig: &Trigger) -> Result<Outcome> {
+    async fn sync(&self, customer_id: &str, trig: &Trigger, at: i64) -> Result<Outcome> {
         let p = &self.ports;
         let mut state = p
             .customers
@@ -133,7 +136,7 @@ impl CustomerSync {
             .unwrap_or_else(|| CustomerState::new(customer_id));
         let before = state.clone();
         let customer = p.stripe.customer(customer_id).await?;
-        self.apply(&mut state, trig).await?;
+        self.apply(&mut state, trig, at).await?;
         let Some(status) = state.status() else {
             if state != before {
                 p.customers.save(&state).await?;
@@ -173,7 +176,7 @@ impl CustomerSync {
         );
         let changed: Vec<(String, String, CrmRecord)> = records
             .into_iter()
-            .map(|r| (r.key(), fingerprint(&r), r))
+            .map(|r| (r.key(), r.fingerprint(), r))
             .filter(|(k, f, _)| state.written.get(k) != Some(f))
             .collect();
         let account_created = !state.written.keys().any(|k| k.starts_with("Account:"));
@@ -207,7 +210,8 @@ impl CustomerSync {
     }
 
     /// Applies what the message says to the state, re-reading Stripe where order matters.
-    async fn apply(&self, state: &mut CustomerState, trig: &Trigger) -> Result<()> {
+    /// `at`: when the message was received, the time of the history points it adds.
+    async fn apply(&self, state: &mut CustomerState, trig: &Trigger, at: i64) -> Result<()> {
         let p = &self.ports;
         match &trig.change {
             Change::Refresh => {}
@@ -274,6 +278,12 @@ impl CustomerSync {
                 }
             }
             Change::InvoiceFinalized(Internal::InvoiceFinalized(i)) => {
+                // The period the invoice bills is the month its end falls just after.
+                if let Some(end) = chrono::DateTime::from_timestamp(i.period_end - 1, 0) {
+                    state
+                        .usage_billed
+                        .insert(end.format("%Y-%m").to_string(), i.total.clone());
+                }
                 if let Some(id) = &i.invoice {
                     keep_latest(
                         state,
@@ -288,20 +298,29 @@ impl CustomerSync {
             Change::InvoiceFinalized(_) => {}
         }
         if let Some(sub) = &trig.subscription {
-            self.refresh_subscription(state, sub).await?;
+            self.refresh_subscription(state, sub, at).await?;
         }
         Ok(())
     }
 
     /// Reads a subscription from Stripe into the state's term for it.
-    async fn refresh_subscription(&self, state: &mut CustomerState, sub_id: &str) -> Result<()> {
+    async fn refresh_subscription(
+        &self,
+        state: &mut CustomerState,
+        sub_id: &str,
+        at: i64,
+    ) -> Result<()> {
         let sub = self.ports.stripe.subscription(sub_id).await?;
         if sub.customer.id() != state.customer_id {
             return Err(Error::Invalid(format!(
                 "subscription {sub_id} belongs to another customer"
             )));
         }
-        let term = self.term(&sub).await?;
+        let mut term = self.term(&sub).await?;
+        if let Some(previous) = state.subscriptions.remove(&sub.id) {
+            term.history = previous.history;
+        }
+        term.record(at);
         state.subscriptions.insert(sub.id.clone(), term);
         Ok(())
     }
@@ -352,6 +371,17 @@ impl CustomerSync {
             cancel_reason: cancel_reason.or_else(|| {
                 (sub.status == "canceled").then(|| "cancellation_requested".to_owned())
             }),
+            interval: item
+                .and_then(|i| i.price_or_plan())
+                .and_then(|p| p.interval_of())
+                .map(|(i, _)| i.to_owned()),
+            interval_count: item
+                .and_then(|i| i.price_or_plan())
+                .and_then(|p| p.interval_of())
+                .map(|(_, c)| c),
+            mrr: monthly_value(sub, start),
+            cancel_at_period_end: sub.cancel_at_period_end,
+            history: Vec::new(),
         })
     }
 
@@ -537,6 +567,57 @@ pub fn annual_value(sub: &Subscription) -> Option<Money> {
     Some(Money::new(i64::try_from(total).ok()?, currency))
 }
 
+/// The monthly recurring value of a subscription at `at` (seconds): Σ unit amount × quantity
+/// normalised to a month (yearly / 12, every 3 months / 3, weekly × 52 / 12, daily × 365 /
+/// 12), less a recurring discount still running at `at` (`forever`, or `repeating` until its
+/// end; a `once` coupon is a one-off, not recurring), rounded half up to the minor unit once,
+/// at the end. `None` as for [`annual_value`].
+pub fn monthly_value(sub: &Subscription, at: i64) -> Option<Money> {
+    let currency = annual_value(sub)?.currency;
+    // Exact fractions of minor units (numerator, denominator), rounded once at the end.
+    let mut monthly = (0_i128, 1_i128);
+    let mut invoices_per_month: Option<(i128, i128)> = None;
+    for item in &sub.items.data {
+        let price = item.price_or_plan()?;
+        let (per_year, count) = price.periods_per_year()?;
+        let per_month = (i128::from(per_year), i128::from(count) * 12);
+        invoices_per_month.get_or_insert(per_month);
+        let qty = i128::from(item.quantity.unwrap_or(1));
+        let amount = i128::from(price.unit_amount?) * qty;
+        monthly = add(monthly, (amount * per_month.0, per_month.1));
+    }
+    if let Some(d) = &sub.discount
+        && d.coupon.duration.as_deref() != Some("once")
+        && d.end.is_none_or(|end| end > at)
+    {
+        if let Some(p) = d.coupon.percent_off {
+            // Basis points: exact for the two decimals Stripe allows.
+            let bp = ((p * 100.0).round() as i128).clamp(0, 10_000);
+            monthly = (monthly.0 * (10_000 - bp), monthly.1 * 10_000);
+        } else if let (Some(off), Some((n, d))) = (d.coupon.amount_off, invoices_per_month) {
+            monthly = add(monthly, (-i128::from(off) * n, d));
+        }
+    }
+    let (num, den) = monthly;
+    let rounded = if num <= 0 {
+        0
+    } else {
+        (2 * num + den) / (2 * den)
+    };
+    Some(Money::new(i64::try_from(rounded).ok()?, currency))
+}
+
+/// The exact sum of two fractions, reduced.
+fn add(a: (i128, i128), b: (i128, i128)) -> (i128, i128) {
+    let (num, den) = (a.0 * b.1 + b.0 * a.1, a.1 * b.1);
+    let g = gcd(num.abs(), den).max(1);
+    (num / g, den / g)
+}
+
+fn gcd(a: i128, b: i128) -> i128 {
+    if b == 0 { a } else { gcd(b, a % b) }
+}
+
 /// `YYYY-MM-DD` of seconds since the epoch (UTC).
 fn date_s(secs: i64) -> String {
     chrono::DateTime::from_timestamp(secs, 0)
@@ -549,7 +630,3 @@ fn date_ms(ms: i64) -> String {
     date_s(ms.div_euclid(1000))
 }
 
-/// A stable fingerprint of a record's content (what was last written is skipped).
-fn fingerprint(record: &CrmRecord) -> String {
-    crate::ledger::payload_hash(format!("{record:?}").as_bytes())[..16].to_owned()
-}

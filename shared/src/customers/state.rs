@@ -30,6 +30,70 @@ pub struct Term {
     pub annual_value: Option<Money>,
     /// Stripe's cancellation reason (and feedback), once cancelled.
     pub cancel_reason: Option<String>,
+    /// The billing interval (`day`, `week`, `month`, `year`) and its count.
+    #[serde(default)]
+    pub interval: Option<String>,
+    #[serde(default)]
+    pub interval_count: Option<u32>,
+    /// Monthly recurring value after recurring discounts (see `revenue::metrics`).
+    #[serde(default)]
+    pub mrr: Option<Money>,
+    /// Set to cancel when the term ends (no renewal).
+    #[serde(default)]
+    pub cancel_at_period_end: bool,
+    /// Every change of status, value, seats or term seen, oldest first: what revenue-ops
+    /// computes a past date's metrics from. Only appended to, so a rerun of a past date
+    /// reads the same history.
+    #[serde(default)]
+    pub history: Vec<ValuePoint>,
+}
+
+/// A subscription as it stood from `at` on (until the next point).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ValuePoint {
+    /// When it was observed (seconds since the epoch; never before the previous point).
+    pub at: i64,
+    pub status: String,
+    pub mrr: Option<Money>,
+    pub seats: Option<u32>,
+    /// End of the current term (seconds).
+    pub term_end: i64,
+    #[serde(default)]
+    pub cancel_at_period_end: bool,
+}
+
+impl Term {
+    /// The point this term describes, observed at `at`.
+    pub fn point(&self, at: i64) -> ValuePoint {
+        ValuePoint {
+            at,
+            status: self.status.clone(),
+            mrr: self.mrr.clone(),
+            seats: self.seats,
+            term_end: self.end,
+            cancel_at_period_end: self.cancel_at_period_end,
+        }
+    }
+
+    /// Appends this term's point at `at` (moved forward to the last point's time if the
+    /// observation is older) unless nothing changed since the last point.
+    pub fn record(&mut self, at: i64) {
+        let last = self.history.last();
+        let at = last.map_or(at, |l| l.at.max(at));
+        let point = self.point(at);
+        if last.is_none_or(|l| ValuePoint { at, ..l.clone() } != point) {
+            self.history.push(point);
+        }
+    }
+
+    /// The history, or for a term stored before histories were kept, one point at its start.
+    pub fn points(&self) -> Vec<ValuePoint> {
+        if self.history.is_empty() {
+            vec![self.point(self.start)]
+        } else {
+            self.history.clone()
+        }
+    }
 }
 
 /// The license of a subscription, as license-minting last reported it.
@@ -69,6 +133,9 @@ pub struct CustomerState {
     pub flags: BTreeSet<String>,
     /// Subscriptions whose payment was refunded or disputed.
     pub flagged_subscriptions: BTreeSet<String>,
+    /// Usage invoices finalized, by billing period (`YYYY-MM`): usage revenue.
+    #[serde(default)]
+    pub usage_billed: BTreeMap<String, Money>,
     /// CRM record key -> fingerprint of the record last written.
     pub written: BTreeMap<String, String>,
     /// Optimistic version: 0 = never stored.
@@ -118,6 +185,22 @@ pub trait CustomerStore: Send + Sync {
     /// Saves `state` as version `state.version + 1` if the stored version is still
     /// `state.version` (0: not stored yet), else [`Error::Conflict`]. Returns the new version.
     async fn save(&self, state: &CustomerState) -> Result<u64>;
+    /// One page of every stored state (in no particular order) and the cursor of the next.
+    async fn page(&self, cursor: Option<String>) -> Result<(Vec<CustomerState>, Option<String>)>;
+
+    /// Every stored state, page by page.
+    async fn all_states(&self) -> Result<Vec<CustomerState>> {
+        let mut out = Vec::new();
+        let mut cursor = None;
+        loop {
+            let (page, next) = self.page(cursor).await?;
+            out.extend(page);
+            match next {
+                Some(c) => cursor = Some(c),
+                None => return Ok(out),
+            }
+        }
+    }
 }
 
 /// The DynamoDB adapter (CustomersTable).
@@ -185,6 +268,37 @@ impl CustomerStore for DynamoCustomers {
             Err(e) => Err(Error::aws("dynamodb", e)),
         }
     }
+
+    /// A Scan of the state items; the cursor is the last key read (`pk`).
+    async fn page(&self, cursor: Option<String>) -> Result<(Vec<CustomerState>, Option<String>)> {
+        let mut scan = self
+            .client
+            .scan()
+            .table_name(&self.table)
+            .filter_expression("sk = :state")
+            .expression_attribute_values(":state", s("STATE"));
+        if let Some(c) = cursor {
+            let (pk, sk) = c
+                .split_once('\u{1f}')
+                .ok_or_else(|| Error::Invalid("not a customer state cursor".into()))?;
+            scan = scan
+                .exclusive_start_key("pk", s(pk))
+                .exclusive_start_key("sk", s(sk));
+        }
+        let out = scan.send().await.map_err(|e| Error::aws("dynamodb", e))?;
+        let mut states = Vec::new();
+        for item in out.items() {
+            let mut state: CustomerState = get_json(item, "doc", "customer state")?;
+            state.version = get_n(item, "version").unwrap_or(0);
+            states.push(state);
+        }
+        let next = out.last_evaluated_key().and_then(|k| {
+            let pk = k.get("pk")?.as_s().ok()?;
+            let sk = k.get("sk")?.as_s().ok()?;
+            Some(format!("{pk}\u{1f}{sk}"))
+        });
+        Ok((states, next))
+    }
 }
 
 /// The in-memory fake.
@@ -226,6 +340,12 @@ impl CustomerStore for MemoryCustomers {
         map.insert(state.customer_id.clone(), next);
         Ok(state.version + 1)
     }
+    /// Every state on one page.
+    async fn page(&self, _cursor: Option<String>) -> Result<(Vec<CustomerState>, Option<String>)> {
+        let mut all = self.all();
+        all.sort_by(|a, b| a.customer_id.cmp(&b.customer_id));
+        Ok((all, None))
+    }
 }
 
 #[cfg(test)]
@@ -241,6 +361,11 @@ mod tests {
             sku: None,
             annual_value: None,
             cancel_reason: None,
+            interval: Some("month".into()),
+            interval_count: Some(1),
+            mrr: None,
+            cancel_at_period_end: false,
+            history: Vec::new(),
         }
     }
 

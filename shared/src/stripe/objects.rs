@@ -150,15 +150,22 @@ pub struct Recurring {
 }
 
 impl Price {
-    /// Billing periods per year as a fraction `(numerator, denominator)`: monthly `12/1`,
-    /// every 3 months `12/3`, yearly `1/1`, weekly `52/1`, daily `365/1`. `None` for a
-    /// one-off price or an unknown interval.
-    pub fn periods_per_year(&self) -> Option<(i64, i64)> {
+    /// The billing interval (`day`, `week`, `month`, `year`) and its count (at least 1);
+    /// `None` for a one-off price.
+    pub fn interval_of(&self) -> Option<(&str, u32)> {
         let (interval, count) = match &self.recurring {
             Some(r) => (r.interval.as_str(), r.interval_count),
             None => (self.interval.as_deref()?, self.interval_count),
         };
-        let count = i64::from(count.unwrap_or(1).max(1));
+        Some((interval, count.unwrap_or(1).max(1)))
+    }
+
+    /// Billing periods per year as a fraction `(numerator, denominator)`: monthly `12/1`,
+    /// every 3 months `12/3`, yearly `1/1`, weekly `52/1`, daily `365/1`. `None` for a
+    /// one-off price or an unknown interval.
+    pub fn periods_per_year(&self) -> Option<(i64, i64)> {
+        let (interval, count) = self.interval_of()?;
+        let count = i64::from(count);
         let per_year = match interval {
             "day" => 365,
             "week" => 52,
@@ -214,6 +221,35 @@ pub struct Subscription {
     #[serde(default)]
     pub metadata: Metadata,
     pub items: List<SubscriptionItem>,
+    /// The discount applied to every invoice of the subscription (a coupon), if any.
+    #[serde(default)]
+    pub discount: Option<Discount>,
+}
+
+/// A coupon applied to a subscription (Stripe's `discount`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct Discount {
+    pub coupon: Coupon,
+    /// When a `repeating` discount stops applying (seconds); `None` for `forever`.
+    #[serde(default)]
+    pub end: Option<i64>,
+}
+
+/// A coupon: a percentage or an amount off each invoice, `once`, `repeating` or `forever`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Coupon {
+    #[serde(default)]
+    pub id: Option<String>,
+    #[serde(default)]
+    pub percent_off: Option<f64>,
+    /// Minor units off each invoice, in `currency`.
+    #[serde(default)]
+    pub amount_off: Option<i64>,
+    #[serde(default)]
+    pub currency: Option<String>,
+    /// `once`, `repeating` or `forever`.
+    #[serde(default)]
+    pub duration: Option<String>,
 }
 
 /// Why a subscription was cancelled (Stripe's `cancellation_details`).
