@@ -7,7 +7,8 @@
 //! - `blapi-local env FUNCTION` prints a function's resolved environment as `KEY=value` lines.
 //! - `blapi-local map [--lambda URL] [--retry-after SECS]` runs the local event-source mapper
 //!   (SQS queues of the template -> functions under `cargo lambda watch`) until SIGINT/SIGTERM.
-//! - `blapi-local schedule` invokes each scheduled function once with its template `Input`.
+//! - `blapi-local schedule [--function NAME] [--input JSON]` invokes each scheduled function
+//!   (or only NAME) once with its template `Input` (or JSON).
 
 use anyhow::{Context, Result, bail};
 use blapi_infra::mapper::MapperOptions;
@@ -128,7 +129,11 @@ async fn main() -> Result<()> {
             let template = Template::load(&repo_root().join("template.yaml"))?;
             let lambda = flag(&args, "--lambda").unwrap_or_else(default_lambda_url);
             let http = reqwest::Client::new();
+            let only = flag(&args, "--function");
             for (function, event, input) in blapi_infra::mapper::schedules(&template) {
+                if only.as_ref().is_some_and(|f| *f != function) {
+                    continue;
+                }
                 let input = match flag(&args, "--input") {
                     Some(raw) => serde_json::from_str(&raw)?,
                     None => input,
@@ -139,7 +144,7 @@ async fn main() -> Result<()> {
         }
         _ => {
             bail!(
-                "usage: blapi-local up [--prefix P] | env FUNCTION | map [--lambda URL] [--retry-after SECS] | schedule [--input JSON]"
+                "usage: blapi-local up [--prefix P] | env FUNCTION | map [--lambda URL] [--retry-after SECS] | schedule [--function NAME] [--input JSON]"
             );
         }
     }

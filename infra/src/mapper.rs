@@ -315,15 +315,19 @@ mod tests {
             ("license-minting", "LicenseRequestsQueue"),
             ("lead-enrichment", "LeadEventsQueue"),
             ("customer-sync", "CustomerEventsQueue"),
+            ("revenue-ops", "RevenueJobsQueue"),
         ] {
             assert!(
                 pairs.contains(&expected),
                 "{expected:?} missing from {pairs:?}"
             );
         }
-        let s = schedules(&t);
-        assert_eq!(s.len(), 1);
-        assert_eq!(s[0].0, "usage-billing");
-        assert_eq!(s[0].2["action"], "plan");
+        let s: Vec<(&str, &str)> = schedules(&t)
+            .iter()
+            .map(|(f, _, input)| (f.as_str(), input["action"].as_str().unwrap_or("")))
+            .collect();
+        assert_eq!(s.len(), 2, "{s:?}");
+        assert!(s.contains(&("usage-billing", "plan")), "{s:?}");
+        assert!(s.contains(&("revenue-ops", "run")), "{s:?}");
     }
 }

@@ -66,3 +66,34 @@ pub fn sqs_batch<I: Into<String>, B: Into<String>>(
         .collect();
     e
 }
+
+/// Every message body on a queue, received and deleted until a receive comes back empty.
+///
+/// # Panics
+/// When SQS answers an error (a test failure).
+pub async fn drain_queue(sqs: &aws_sdk_sqs::Client, queue_url: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    loop {
+        let got = sqs
+            .receive_message()
+            .queue_url(queue_url)
+            .max_number_of_messages(10)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("receive from {queue_url}: {e:?}"));
+        if got.messages().is_empty() {
+            return out;
+        }
+        for m in got.messages() {
+            out.push(m.body().unwrap_or_default().to_owned());
+            if let Some(handle) = m.receipt_handle() {
+                sqs.delete_message()
+                    .queue_url(queue_url)
+                    .receipt_handle(handle)
+                    .send()
+                    .await
+                    .unwrap_or_else(|e| panic!("delete from {queue_url}: {e:?}"));
+            }
+        }
+    }
+}

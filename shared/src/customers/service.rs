@@ -629,4 +629,3 @@ fn date_s(secs: i64) -> String {
 fn date_ms(ms: i64) -> String {
     date_s(ms.div_euclid(1000))
 }
-

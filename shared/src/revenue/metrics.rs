@@ -205,7 +205,8 @@ pub struct Snapshot {
     pub gross_revenue_retention_12m: Option<Ratio>,
     pub seats_licensed: u64,
     pub renewal_pipeline: Pipeline,
-    /// Customers by health band (`healthy`, `watch`, `at_risk`, `no_data`), as last scored.
+    /// Customers by health band (`healthy`, `watch`, `at_risk`, `no_data`), as scored the day
+    /// before (the day's own scores are computed after the snapshot).
     #[serde(default)]
     pub health_bands: BTreeMap<String, u64>,
     pub excluded: Vec<Excluded>,

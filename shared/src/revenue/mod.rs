@@ -27,6 +27,6 @@ pub use config::{Config, Settings};
 pub use service::{Job, Ports, RevenueOps};
 
 #[cfg(test)]
-mod tests;
-#[cfg(test)]
 mod service_tests;
+#[cfg(test)]
+mod tests;

@@ -85,8 +85,9 @@ pub struct RevenueOps {
 
 /// Days of usage compared: the last 30 against the 30 before.
 const TREND_DAYS: u64 = 30;
-/// Scores kept per customer (a week's drop needs 8).
-const SCORES_KEPT: usize = 8;
+/// Days of scores kept per customer: a week's drop needs 8; a rerun of a date within the
+/// month reads the band counts of the day before it.
+const SCORES_KEPT: usize = 40;
 /// Optimistic-save attempts per job.
 const ROUNDS: usize = 5;
 
@@ -138,7 +139,10 @@ impl RevenueOps {
         let p = &self.ports;
         let states = p.customers.all_states().await?;
         let mut snapshot = self.engine.snapshot(&states, date);
-        snapshot.health_bands = p.revenue.bands().await?;
+        // As scored the day before (the day's own jobs run after the plan): a rerun reads the
+        // same scores.
+        let day_before = (date - Days::new(1)).format("%Y-%m-%d").to_string();
+        snapshot.health_bands = p.revenue.bands_on(&day_before).await?;
         p.revenue.put_snapshot(&snapshot).await?;
         let day = &snapshot.date;
         let month = month_of(date);

@@ -5,11 +5,11 @@ use super::config::Settings;
 use super::service::{Job, Ports, RevenueOps};
 use super::store::{MemoryRevenue, RevenueStore};
 use super::tests::{P, customer, date, fixture, term, usd};
+use crate::billing::Quantity;
 use crate::billing::aggregate::Aggregation;
 use crate::billing::memory::MemoryBilling;
 use crate::billing::ports::UsageStore;
 use crate::billing::usage::Usage;
-use crate::billing::Quantity;
 use crate::crm::{CrmPort, MemoryCrm, OpportunityStage};
 use crate::customers::state::{CustomerState, CustomerStore, MemoryCustomers};
 use crate::queue::MemoryQueue;
@@ -64,7 +64,12 @@ fn world() -> World {
 impl World {
     async fn put(&self, state: CustomerState) {
         let mut s = state;
-        s.version = self.customers.load(&s.customer_id).await.unwrap().map_or(0, |c| c.version);
+        s.version = self
+            .customers
+            .load(&s.customer_id)
+            .await
+            .unwrap()
+            .map_or(0, |c| c.version);
         self.customers.save(&s).await.unwrap();
     }
 
@@ -78,12 +83,24 @@ impl World {
             timestamp: Utc.from_utc_datetime(&day.and_hms_opt(12, 0, 0).unwrap()),
             installation: None,
         };
-        let agg = if metric == "active_users" { Aggregation::Max } else { Aggregation::Sum };
+        let agg = if metric == "active_users" {
+            Aggregation::Max
+        } else {
+            Aggregation::Sum
+        };
         self.billing.record(&u, agg).await.unwrap();
     }
 
     /// 60 days of steady usage ending `to`, `per_day` in the last 30 days.
-    async fn steady(&self, customer: &str, sub: &str, to: NaiveDate, before: i64, recent: i64, users: i64) {
+    async fn steady(
+        &self,
+        customer: &str,
+        sub: &str,
+        to: NaiveDate,
+        before: i64,
+        recent: i64,
+        users: i64,
+    ) {
         for back in 0..60 {
             let day = to - Days::new(back);
             let v = if back < 30 { recent } else { before };
@@ -105,7 +122,16 @@ fn yearly(id: &str) -> CustomerState {
         id,
         vec![(
             "sub_y",
-            term("year", vec![P("2025-06-01", "active", Some(usd(10_000)), 10, "2026-06-01")]),
+            term(
+                "year",
+                vec![P(
+                    "2025-06-01",
+                    "active",
+                    Some(usd(10_000)),
+                    10,
+                    "2026-06-01",
+                )],
+            ),
         )],
     )
 }
@@ -120,11 +146,20 @@ async fn plan_writes_snapshot_files_report_and_one_job_per_customer() {
     let tally = Tally::new("t", "revenue-ops");
     let out = w
         .ops
-        .run(Job::Run { date: Some(date("2026-02-28")) }, date("2026-03-01"), &tally)
+        .run(
+            Job::Run {
+                date: Some(date("2026-02-28")),
+            },
+            date("2026-03-01"),
+            &tally,
+        )
         .await
         .unwrap();
     assert_eq!(out["mrr"], 46_300);
-    assert_eq!(out["jobs"], 9, "every customer who bought something, not the others");
+    assert_eq!(
+        out["jobs"], 9,
+        "every customer who bought something, not the others"
+    );
     let jobs = w.queue.sent(JOBS);
     assert_eq!(jobs.len(), 9);
     let job: Job = serde_json::from_str(&jobs[0]).unwrap();
@@ -140,21 +175,50 @@ async fn plan_writes_snapshot_files_report_and_one_job_per_customer() {
             "reports/monthly/2026-02.html"
         ]
     );
-    let html = String::from_utf8(w.files.get("reports/monthly/2026-02.html").await.unwrap().unwrap()).unwrap();
+    let html = String::from_utf8(
+        w.files
+            .get("reports/monthly/2026-02.html")
+            .await
+            .unwrap()
+            .unwrap(),
+    )
+    .unwrap();
     assert!(html.contains("<svg") && !html.contains("<script"));
     assert_eq!(tally.get("MRR"), Some(46_300.0));
     // A rerun of the date: the same snapshot, the same objects.
-    let first = w.revenue.snapshots("2026-02-28", "2026-02-28").await.unwrap();
-    w.ops
-        .run(Job::Run { date: Some(date("2026-02-28")) }, date("2026-03-05"), &tally)
+    let first = w
+        .revenue
+        .snapshots("2026-02-28", "2026-02-28")
         .await
         .unwrap();
-    assert_eq!(w.revenue.snapshots("2026-02-28", "2026-02-28").await.unwrap(), first);
+    w.ops
+        .run(
+            Job::Run {
+                date: Some(date("2026-02-28")),
+            },
+            date("2026-03-05"),
+            &tally,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        w.revenue
+            .snapshots("2026-02-28", "2026-02-28")
+            .await
+            .unwrap(),
+        first
+    );
     assert_eq!(w.files.keys().len(), 4);
     // A date in the future is refused.
     let e = w
         .ops
-        .run(Job::Run { date: Some(date("2026-03-02")) }, date("2026-03-01"), &tally)
+        .run(
+            Job::Run {
+                date: Some(date("2026-03-02")),
+            },
+            date("2026-03-01"),
+            &tally,
+        )
         .await
         .unwrap_err();
     assert!(e.to_string().contains("future"), "{e}");
@@ -167,10 +231,23 @@ async fn the_snapshot_does_not_depend_on_the_crm() {
     w.crm.set_failing(true);
     let tally = Tally::new("t", "revenue-ops");
     w.ops
-        .run(Job::Run { date: Some(date("2026-03-02")) }, date("2026-03-03"), &tally)
+        .run(
+            Job::Run {
+                date: Some(date("2026-03-02")),
+            },
+            date("2026-03-03"),
+            &tally,
+        )
         .await
         .unwrap();
-    assert_eq!(w.revenue.snapshots("2026-03-02", "2026-03-02").await.unwrap().len(), 1);
+    assert_eq!(
+        w.revenue
+            .snapshots("2026-03-02", "2026-03-02")
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
     // The customer job fails (the queue retries it) and leaves no state behind.
     let e = w.ops.run_customer(date("2026-03-02"), "A", &tally).await;
     assert!(e.is_err());
@@ -185,14 +262,29 @@ async fn the_snapshot_does_not_depend_on_the_crm() {
 async fn a_renewal_is_opened_once_however_often_the_day_runs() {
     let w = world();
     w.put(yearly("A")).await;
-    w.steady("A", "sub_y", date("2026-03-02"), 100, 100, 9).await;
+    w.steady("A", "sub_y", date("2026-03-02"), 100, 100, 9)
+        .await;
     let first = w.job("2026-03-02", "A").await;
     let h = w.crm.health("A").unwrap();
-    assert_eq!((h.score, h.band.as_str(), h.active_users, h.licensed_seats), (Some(100), "healthy", Some(9), Some(10)));
-    assert!(h.usage_summary.starts_with("api_calls "), "{}", h.usage_summary);
-    assert_eq!((first.renewals_opened, first.score, first.band.as_str()), (1, Some(100), "healthy"));
+    assert_eq!(
+        (h.score, h.band.as_str(), h.active_users, h.licensed_seats),
+        (Some(100), "healthy", Some(9), Some(10))
+    );
+    assert!(
+        h.usage_summary.starts_with("api_calls "),
+        "{}",
+        h.usage_summary
+    );
+    assert_eq!(
+        (first.renewals_opened, first.score, first.band.as_str()),
+        (1, Some(100), "healthy")
+    );
     let again = w.job("2026-03-02", "A").await;
-    assert_eq!((again.renewals_opened, again.crm_records), (0, 0), "nothing changed");
+    assert_eq!(
+        (again.renewals_opened, again.crm_records),
+        (0, 0),
+        "nothing changed"
+    );
     for day in ["2026-03-03", "2026-03-04"] {
         assert_eq!(w.job(day, "A").await.renewals_opened, 0);
     }
@@ -200,7 +292,10 @@ async fn a_renewal_is_opened_once_however_often_the_day_runs() {
     assert_eq!(opps.len(), 1);
     let o = &opps[0];
     assert_eq!(o.external_id, "renewal:sub_y:2026-06-01");
-    assert_eq!((o.stage, o.close_date.as_str(), o.owner_id.as_str()), (OpportunityStage::Open, "2026-06-01", "005OWNER"));
+    assert_eq!(
+        (o.stage, o.close_date.as_str(), o.owner_id.as_str()),
+        (OpportunityStage::Open, "2026-06-01", "005OWNER")
+    );
     assert_eq!(o.amount, Some(usd(120_000)));
     // Two days on, the last 30 days miss two days of usage (2 800 against 3 000: -6.7%, 0.8
     // of 30) and there is no license (its 10 drop out): 84 / 90 -> 93, written that day.
@@ -220,7 +315,8 @@ async fn an_early_warning_is_raised_once_per_entry_into_at_risk() {
     let w = world();
     w.put(yearly("A")).await;
     // Usage collapses and the customer is past due.
-    w.steady("A", "sub_y", date("2026-03-02"), 1_000, 10, 1).await;
+    w.steady("A", "sub_y", date("2026-03-02"), 1_000, 10, 1)
+        .await;
     crate::billing::ports::DunningStore::save(
         w.billing.as_ref(),
         "A",
@@ -242,7 +338,10 @@ async fn an_early_warning_is_raised_once_per_entry_into_at_risk() {
     assert_eq!(note["id"], "health:A:2026-03-02");
     let tasks = w.crm.tasks();
     assert_eq!(tasks.len(), 1);
-    assert_eq!((tasks[0].owner_id.as_str(), tasks[0].priority.as_str()), ("005OWNER", "High"));
+    assert_eq!(
+        (tasks[0].owner_id.as_str(), tasks[0].priority.as_str()),
+        ("005OWNER", "High")
+    );
     // Still at risk the next days: no second warning.
     for day in ["2026-03-02", "2026-03-03", "2026-03-04"] {
         assert_eq!(w.job(day, "A").await.warning, None, "{day}");
@@ -256,20 +355,43 @@ async fn a_customer_without_usage_says_no_data() {
     let w = world();
     w.put(yearly("A")).await;
     let out = w.job("2026-03-02", "A").await;
-    assert_eq!((out.score, out.band.as_str(), out.warning), (None, "no_data", None));
+    assert_eq!(
+        (out.score, out.band.as_str(), out.warning),
+        (None, "no_data", None)
+    );
     let h = w.crm.health("A").unwrap();
     assert_eq!(h.score, None);
-    assert!(h.reasons.starts_with("no data: no usage history"), "{}", h.reasons);
-    assert_eq!(w.revenue.bands().await.unwrap().get("no_data"), Some(&1));
+    assert!(
+        h.reasons.starts_with("no data: no usage history"),
+        "{}",
+        h.reasons
+    );
+    assert_eq!(
+        w.revenue
+            .bands_on("2026-03-02")
+            .await
+            .unwrap()
+            .get("no_data"),
+        Some(&1)
+    );
+    assert!(w.revenue.bands_on("2026-03-01").await.unwrap().is_empty());
 }
 
 #[tokio::test]
 async fn bad_jobs_are_refused_clearly() {
     let w = world();
     let tally = Tally::new("t", "revenue-ops");
-    let e = w.ops.run_customer(date("2026-03-02"), "cus_missing", &tally).await.unwrap_err();
+    let e = w
+        .ops
+        .run_customer(date("2026-03-02"), "cus_missing", &tally)
+        .await
+        .unwrap_err();
     assert!(e.to_string().contains("no customer cus_missing"), "{e}");
-    for bad in [r#"{"action":"run","date":"2026-13-01"}"#, r#"{"action":"explode"}"#, r#"{"action":"customer","date":"2026-03-01"}"#] {
+    for bad in [
+        r#"{"action":"run","date":"2026-13-01"}"#,
+        r#"{"action":"explode"}"#,
+        r#"{"action":"customer","date":"2026-03-01"}"#,
+    ] {
         assert!(serde_json::from_str::<Job>(bad).is_err(), "{bad}");
     }
 }

@@ -4,7 +4,7 @@
 //! DynamoDB (RevenueTable, `pk`/`sk`):
 //! | item | pk | sk | attributes |
 //! |---|---|---|---|
-//! | customer | `CUSTOMER#{id}` | `STATE` | `doc` (JSON), `version`, `band` |
+//! | customer | `CUSTOMER#{id}` | `STATE` | `doc` (JSON), `version`, `bands` (map: day -> band, the days kept) |
 //! | snapshot | `SNAPSHOT` | `{YYYY-MM-DD}` | `doc` (JSON), `mrr`, `currency` |
 //!
 //! No personal data: ids, numbers, bands and reasons.
@@ -15,6 +15,7 @@ use super::renewals::Renewal;
 use crate::aws::dynamo::{get_json, get_n, get_s, json_attr, n, query_all, s};
 use crate::error::{Error, Result};
 use async_trait::async_trait;
+use aws_sdk_dynamodb::types::AttributeValue;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
@@ -32,7 +33,7 @@ pub struct RevenueState {
     pub customer_id: String,
     /// By key.
     pub renewals: BTreeMap<String, Renewal>,
-    /// The last days' scores by `YYYY-MM-DD` (eight days kept: a week's drop).
+    /// The last days' scores by `YYYY-MM-DD` (40 days kept: a week's drop, reruns).
     pub scores: BTreeMap<String, ScoreDay>,
     /// The latest health.
     pub health: Option<Health>,
@@ -55,8 +56,8 @@ pub trait RevenueStore: Send + Sync {
     /// Saves if the stored version is still `state.version`, else [`Error::Conflict`].
     /// Returns the new version.
     async fn save(&self, state: &RevenueState) -> Result<u64>;
-    /// Every customer's latest band, counted.
-    async fn bands(&self) -> Result<BTreeMap<String, u64>>;
+    /// Customers by the band they were scored on `day` (`YYYY-MM-DD`), counted.
+    async fn bands_on(&self, day: &str) -> Result<BTreeMap<String, u64>>;
     async fn put_snapshot(&self, snapshot: &Snapshot) -> Result<()>;
     /// The snapshots from `from` to `to` (`YYYY-MM-DD`, inclusive), oldest first.
     async fn snapshots(&self, from: &str, to: &str) -> Result<Vec<Snapshot>>;
@@ -103,7 +104,11 @@ impl RevenueStore for DynamoRevenue {
 
     async fn save(&self, state: &RevenueState) -> Result<u64> {
         let next = state.version + 1;
-        let band = state.health.as_ref().map_or("no_data", |h| h.band.as_str());
+        let bands = state
+            .scores
+            .iter()
+            .map(|(day, s)| (day.clone(), AttributeValue::S(s.band.clone())))
+            .collect();
         let put = self
             .client
             .put_item()
@@ -112,7 +117,7 @@ impl RevenueStore for DynamoRevenue {
             .item("sk", s("STATE"))
             .item("doc", json_attr(state)?)
             .item("version", n(next))
-            .item("band", s(band));
+            .item("bands", AttributeValue::M(bands));
         let put = if state.version == 0 {
             put.condition_expression("attribute_not_exists(pk)")
         } else {
@@ -128,10 +133,10 @@ impl RevenueStore for DynamoRevenue {
         }
     }
 
-    /// A Scan of the customer items, projecting the band only.
-    async fn bands(&self) -> Result<BTreeMap<String, u64>> {
+    /// A Scan of the customer items, projecting the bands only.
+    async fn bands_on(&self, day: &str) -> Result<BTreeMap<String, u64>> {
         let mut out = BTreeMap::new();
-        let mut start: Option<HashMap<String, aws_sdk_dynamodb::types::AttributeValue>> = None;
+        let mut start: Option<HashMap<String, AttributeValue>> = None;
         loop {
             let page = self
                 .client
@@ -139,14 +144,20 @@ impl RevenueStore for DynamoRevenue {
                 .table_name(&self.table)
                 .filter_expression("sk = :s")
                 .expression_attribute_values(":s", s("STATE"))
-                .projection_expression("band")
+                .projection_expression("bands")
                 .set_exclusive_start_key(start.take())
                 .send()
                 .await
                 .map_err(ddb)?;
             for item in page.items() {
-                *out.entry(get_s(item, "band").unwrap_or_else(|| "no_data".into()))
-                    .or_default() += 1;
+                let band = item
+                    .get("bands")
+                    .and_then(|b| b.as_m().ok())
+                    .and_then(|m| m.get(day))
+                    .and_then(|b| b.as_s().ok());
+                if let Some(band) = band {
+                    *out.entry(band.clone()).or_default() += 1;
+                }
             }
             match page.last_evaluated_key() {
                 Some(k) => start = Some(k.clone()),
@@ -229,11 +240,12 @@ impl RevenueStore for MemoryRevenue {
         Ok(state.version + 1)
     }
 
-    async fn bands(&self) -> Result<BTreeMap<String, u64>> {
+    async fn bands_on(&self, day: &str) -> Result<BTreeMap<String, u64>> {
         let mut out = BTreeMap::new();
         for s in lock(&self.states).values() {
-            let band = s.health.as_ref().map_or("no_data", |h| h.band.as_str());
-            *out.entry(band.to_owned()).or_default() += 1;
+            if let Some(d) = s.scores.get(day) {
+                *out.entry(d.band.clone()).or_default() += 1;
+            }
         }
         Ok(out)
     }

@@ -158,7 +158,13 @@ pub(super) fn fixture() -> Vec<CustomerState> {
                 "sub_e",
                 term(
                     "month",
-                    vec![P("2026-02-01", "trialing", Some(usd(20_000)), 20, "2026-03-01")],
+                    vec![P(
+                        "2026-02-01",
+                        "trialing",
+                        Some(usd(20_000)),
+                        20,
+                        "2026-03-01",
+                    )],
                 ),
             )],
         ),
@@ -192,7 +198,10 @@ pub(super) fn fixture() -> Vec<CustomerState> {
             "H",
             vec![(
                 "sub_h",
-                term("month", vec![P("2026-01-01", "active", None, 1, "2026-03-01")]),
+                term(
+                    "month",
+                    vec![P("2026-01-01", "active", None, 1, "2026-03-01")],
+                ),
             )],
         ),
         customer(
@@ -217,22 +226,31 @@ pub(super) fn fixture() -> Vec<CustomerState> {
 #[test]
 fn february_snapshot_matches_the_hand_computed_table() {
     let mut states = fixture();
-    states[0]
-        .usage_billed
-        .insert("2026-01".into(), usd(1_234));
+    states[0].usage_billed.insert("2026-01".into(), usd(1_234));
     let s = engine().snapshot(&states, date("2026-02-28"));
     // Jan 31: A 100 + B 100 + F 75 + G 108 = 383.00; Feb 28: A 150 + B 50 + D 80 + F 75 + G 108.
     assert_eq!(s.mrr, 46_300);
     assert_eq!(s.arr, 555_600);
     let m = &s.movements_month_to_date;
     assert_eq!(
-        (m.start, m.new, m.expansion, m.reactivation, m.contraction, m.churn, m.end),
+        (
+            m.start,
+            m.new,
+            m.expansion,
+            m.reactivation,
+            m.contraction,
+            m.churn,
+            m.end
+        ),
         (38_300, 0, 5_000, 8_000, 5_000, 0, 46_300)
     );
     assert_eq!(m.reconciled_end(), m.end);
     // Nothing happened on the 28th.
     let d = &s.movements;
-    assert_eq!((d.start, d.end, d.new + d.expansion + d.churn), (46_300, 46_300, 0));
+    assert_eq!(
+        (d.start, d.end, d.new + d.expansion + d.churn),
+        (46_300, 46_300, 0)
+    );
     assert_eq!(s.customers.paying, 5);
     assert_eq!(s.customers.trialing, 1);
     assert_eq!(s.customers.paying_at_month_start, 4);
@@ -249,14 +267,20 @@ fn february_snapshot_matches_the_hand_computed_table() {
     // Monthly terms all end within 30 days: A (Mar 5) 1 800, D (Mar 15) 960, F (Mar 3) 900,
     // G (Mar 1) EUR 1 200 = USD 1 296; H has no price; I has no rate; B renews in December.
     assert_eq!(s.renewal_pipeline.count, 4);
-    assert_eq!(s.renewal_pipeline.amount, 180_000 + 96_000 + 90_000 + 129_600);
+    assert_eq!(
+        s.renewal_pipeline.amount,
+        180_000 + 96_000 + 90_000 + 129_600
+    );
     let excluded: Vec<(&str, Option<&str>)> = s
         .excluded
         .iter()
         .map(|e| (e.customer.as_str(), e.subscription.as_deref()))
         .collect();
     assert_eq!(excluded, vec![("H", Some("sub_h")), ("I", None)]);
-    assert_eq!(s.net_revenue_retention_12m, None, "history is two months deep");
+    assert_eq!(
+        s.net_revenue_retention_12m, None,
+        "history is two months deep"
+    );
 }
 
 #[test]
@@ -265,7 +289,15 @@ fn january_has_new_business_and_two_churned_logos() {
     let m = &s.movements_month_to_date;
     // Dec 31: B 100 + C 50 + D 80 + G 108 = 338; new A 100 + F 75; churn C 50 + D 80.
     assert_eq!(
-        (m.start, m.new, m.expansion, m.reactivation, m.contraction, m.churn, m.end),
+        (
+            m.start,
+            m.new,
+            m.expansion,
+            m.reactivation,
+            m.contraction,
+            m.churn,
+            m.end
+        ),
         (33_800, 17_500, 0, 0, 0, 13_000, 38_300)
     );
     assert_eq!(s.customers.paying_at_month_start, 4);
@@ -330,7 +362,10 @@ fn retention_over_twelve_months_excludes_new_customers() {
             "R",
             vec![(
                 "r",
-                term("month", vec![P("2025-10-01", "active", Some(usd(7_000)), 1, "2026-02-01")]),
+                term(
+                    "month",
+                    vec![P("2025-10-01", "active", Some(usd(7_000)), 1, "2026-02-01")],
+                ),
             )],
         ),
     ];
@@ -350,11 +385,22 @@ fn retention_over_twelve_months_excludes_new_customers() {
 #[test]
 fn rates_convert_exactly_and_refuse_nonsense() {
     let r = Rates::bundled().unwrap();
-    assert_eq!(r.convert(&Money::new(10_000, "eur".parse().unwrap())), Some(10_800));
+    assert_eq!(
+        r.convert(&Money::new(10_000, "eur".parse().unwrap())),
+        Some(10_800)
+    );
     // JPY has no minor unit: 1 000 yen at 0.0067 = 6.70 USD.
-    assert_eq!(r.convert(&Money::new(1_000, "jpy".parse().unwrap())), Some(670));
+    assert_eq!(
+        r.convert(&Money::new(1_000, "jpy".parse().unwrap())),
+        Some(670)
+    );
     assert_eq!(r.convert(&Money::new(1, "sek".parse().unwrap())), None);
-    for bad in [r#"{"reporting":"usd","rates":{"eur":"0"}}"#, r#"{"reporting":"usd","rates":{"eur":"1,2"}}"#, r#"{"reporting":"usd","rates":{"eur":"."}}"#, "[]"] {
+    for bad in [
+        r#"{"reporting":"usd","rates":{"eur":"0"}}"#,
+        r#"{"reporting":"usd","rates":{"eur":"1,2"}}"#,
+        r#"{"reporting":"usd","rates":{"eur":"."}}"#,
+        "[]",
+    ] {
         assert!(Rates::from_json(bad).is_err(), "{bad}");
     }
 }
@@ -364,21 +410,42 @@ fn renewal_window_edges_ninety_days_in_ninety_one_out() {
     let w = RenewalWindows::default();
     let yearly = term(
         "year",
-        vec![P("2025-06-01", "active", Some(usd(10_000)), 10, "2026-06-01")],
+        vec![P(
+            "2025-06-01",
+            "active",
+            Some(usd(10_000)),
+            10,
+            "2026-06-01",
+        )],
     );
     let p = yearly.history[0].clone();
     // The term ends at the start of 2026-06-01: its last day is 2026-05-31.
     assert_eq!(days_until(date("2026-03-02"), p.term_end), Some(90));
     assert!(renewal_at(&w, "s", &yearly, &p, date("2026-03-02")).is_some());
-    assert!(renewal_at(&w, "s", &yearly, &p, date("2026-03-01")).is_none(), "91 days");
+    assert!(
+        renewal_at(&w, "s", &yearly, &p, date("2026-03-01")).is_none(),
+        "91 days"
+    );
     let r = renewal_at(&w, "s", &yearly, &p, date("2026-05-31")).unwrap();
     assert_eq!(r.key, "renewal:s:2026-06-01");
     assert_eq!(r.amount, Some(usd(120_000)), "annualised: 12 x MRR");
-    assert!(renewal_at(&w, "s", &yearly, &p, date("2026-06-01")).is_none(), "term over");
-    let monthly = term("month", vec![P("2026-05-01", "active", Some(usd(100)), 1, "2026-06-01")]);
+    assert!(
+        renewal_at(&w, "s", &yearly, &p, date("2026-06-01")).is_none(),
+        "term over"
+    );
+    let monthly = term(
+        "month",
+        vec![P("2026-05-01", "active", Some(usd(100)), 1, "2026-06-01")],
+    );
     let mp = monthly.history[0].clone();
-    assert!(renewal_at(&w, "m", &monthly, &mp, date("2026-05-01")).is_some(), "30 days");
-    assert!(renewal_at(&w, "m", &monthly, &mp, date("2026-04-30")).is_none(), "31 days");
+    assert!(
+        renewal_at(&w, "m", &monthly, &mp, date("2026-05-01")).is_some(),
+        "30 days"
+    );
+    assert!(
+        renewal_at(&w, "m", &monthly, &mp, date("2026-04-30")).is_none(),
+        "31 days"
+    );
     // A trial or a subscription set to cancel gets none.
     let mut cancelling = mp.clone();
     cancelling.cancel_at_period_end = true;
@@ -392,7 +459,16 @@ fn renewals_open_once_update_seats_and_close_won_or_lost() {
         "A",
         vec![(
             "sub",
-            term("year", vec![P("2025-06-01", "active", Some(usd(10_000)), 10, "2026-06-01")]),
+            term(
+                "year",
+                vec![P(
+                    "2025-06-01",
+                    "active",
+                    Some(usd(10_000)),
+                    10,
+                    "2026-06-01",
+                )],
+            ),
         )],
     );
     let mut tracked = BTreeMap::new();
@@ -412,20 +488,29 @@ fn renewals_open_once_update_seats_and_close_won_or_lost() {
     let t = state.subscriptions.get_mut("sub").unwrap();
     t.end = end_of(date("2027-05-31"));
     tracked = renewals::update(&w, &state, &tracked, date("2026-06-01"));
-    assert_eq!(tracked.values().next().unwrap().stage, OpportunityStage::Open);
+    assert_eq!(
+        tracked.values().next().unwrap().stage,
+        OpportunityStage::Open
+    );
     state.last_invoice = Some(InvoiceLink {
         invoice_id: "in_1".into(),
         total: usd(144_000),
         at: noon("2026-06-01"),
     });
     tracked = renewals::update(&w, &state, &tracked, date("2026-06-02"));
-    assert_eq!(tracked.values().next().unwrap().stage, OpportunityStage::ClosedWon);
+    assert_eq!(
+        tracked.values().next().unwrap().stage,
+        OpportunityStage::ClosedWon
+    );
     // Another subscription cancelled: its renewal closes lost, with the reason.
     let mut c = customer(
         "B",
         vec![(
             "sub",
-            term("month", vec![P("2026-05-01", "active", Some(usd(100)), 1, "2026-06-01")]),
+            term(
+                "month",
+                vec![P("2026-05-01", "active", Some(usd(100)), 1, "2026-06-01")],
+            ),
         )],
     );
     let open = renewals::update(&w, &c, &BTreeMap::new(), date("2026-05-10"));
@@ -435,9 +520,15 @@ fn renewals_open_once_update_seats_and_close_won_or_lost() {
     let closed = renewals::update(&w, &c, &open, date("2026-05-11"));
     let r = closed.values().next().unwrap();
     assert_eq!(r.stage, OpportunityStage::ClosedLost);
-    assert_eq!(r.loss_reason.as_deref(), Some("cancellation_requested: too_expensive"));
+    assert_eq!(
+        r.loss_reason.as_deref(),
+        Some("cancellation_requested: too_expensive")
+    );
     // Closed stays closed.
-    assert_eq!(renewals::update(&w, &c, &closed, date("2026-05-12")), closed);
+    assert_eq!(
+        renewals::update(&w, &c, &closed, date("2026-05-12")),
+        closed
+    );
 }
 
 fn healthy_inputs() -> HealthInputs {
@@ -477,7 +568,10 @@ fn health_each_input_alone() {
     assert_eq!(h.score, Some(70));
     // 2 of 10 seats used: 20% -> 0 of 25.
     let h = with(&|i| i.active_users = Some(2));
-    assert_eq!((h.score, h.reasons[0].as_str()), (Some(75), "20% of seats in use (2 of 10)"));
+    assert_eq!(
+        (h.score, h.reasons[0].as_str()),
+        (Some(75), "20% of seats in use (2 of 10)")
+    );
     // Past due: 0.3 of 25 -> lose 17.5 -> 82.5 rounds to 83 (ties away from zero).
     let h = with(&|i| i.payment = "past_due".into());
     assert_eq!(h.score, Some(83));
@@ -485,9 +579,15 @@ fn health_each_input_alone() {
     assert_eq!(h.score, Some(75));
     // License expiring in 10 days: 0.3 of 10; expired: 0.
     let h = with(&|i| i.days_to_license_expiry = Some(10));
-    assert_eq!((h.score, h.reasons[0].as_str()), (Some(93), "license expires in 10 days"));
+    assert_eq!(
+        (h.score, h.reasons[0].as_str()),
+        (Some(93), "license expires in 10 days")
+    );
     let h = with(&|i| i.days_to_license_expiry = Some(-1));
-    assert_eq!((h.score, h.reasons[0].as_str()), (Some(90), "license expired"));
+    assert_eq!(
+        (h.score, h.reasons[0].as_str()),
+        (Some(90), "license expired")
+    );
     // Refund 0.3 of 10; dispute 0.
     assert_eq!(with(&|i| i.refund = true).score, Some(93));
     assert_eq!(with(&|i| i.dispute = true).score, Some(90));
@@ -532,6 +632,8 @@ fn health_rules_are_checked() {
     assert!(broken(&|v| v["factors"][0]["name"] = "vibes".into()).is_err());
     assert!(broken(&|v| v["factors"][0]["weight"] = 0.into()).is_err());
     assert!(broken(&|v| v["factors"][0]["otherwise"] = 1.5.into()).is_err());
-    assert!(broken(&|v| v["factors"][0]["below"] = serde_json::json!([[0, 0.1], [-10, 0.2]])).is_err());
+    assert!(
+        broken(&|v| v["factors"][0]["below"] = serde_json::json!([[0, 0.1], [-10, 0.2]])).is_err()
+    );
     assert!(broken(&|v| v["watch_from"] = 90.into()).is_err());
 }
