@@ -274,7 +274,7 @@ async fn a_day_writes_metrics_renewals_health_and_one_early_warning() {
     // The CRM sink: a renewal per subscription, health on both accounts.
     let sink = w.sink();
     let (opp, _) = sink
-        .get_object(CrmObject::Opportunity, "renewal:sub_h:2026-06-01")
+        .get_object(CrmObject::Opportunity, "sub_h:2026-06-01")
         .await
         .unwrap()
         .expect("the yearly renewal");

@@ -469,7 +469,12 @@ impl CustomerSync {
                     date_s(close)
                 ),
                 stage,
-                amount: term.annual_value.clone(),
+                // After recurring discounts, as revenue-ops values the renewal of the term.
+                amount: term
+                    .mrr
+                    .as_ref()
+                    .map(|m| Money::new(m.amount.saturating_mul(12), m.currency.clone()))
+                    .or_else(|| term.annual_value.clone()),
                 seats: term.seats,
                 sku: term.sku.clone(),
                 close_date: date_s(close),

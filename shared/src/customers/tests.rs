@@ -564,3 +564,93 @@ async fn through_salesforce_ten_shuffled_events_upsert_one_account_by_its_extern
         .count();
     assert_eq!(tokens, 1, "the token is cached");
 }
+
+fn priced(
+    interval: &str,
+    count: u32,
+    amount: i64,
+    qty: u64,
+    discount: Value,
+) -> crate::stripe::Subscription {
+    serde_json::from_value(
+        json!({"id": "sub_v", "customer": "cus_v", "status": "active",
+        "items": {"object": "list", "data": [{"id": "si_1", "quantity": qty,
+            "price": {"id": "price_1", "unit_amount": amount, "currency": "usd",
+                      "recurring": {"interval": interval, "interval_count": count}}}]},
+        "discount": discount}),
+    )
+    .unwrap()
+}
+
+#[test]
+fn monthly_value_normalises_every_interval_and_applies_recurring_discounts() {
+    use super::service::monthly_value;
+    let m = |s: &crate::stripe::Subscription| monthly_value(s, START).map(|m| m.amount);
+    let none = Value::Null;
+    // Yearly / 12, every 3 months / 3, weekly x 52 / 12, daily x 365 / 12; per seat.
+    assert_eq!(
+        m(&priced("year", 1, 120_000, 1, none.clone())),
+        Some(10_000)
+    );
+    assert_eq!(m(&priced("month", 3, 3_000, 2, none.clone())), Some(2_000));
+    assert_eq!(m(&priced("week", 1, 1_200, 1, none.clone())), Some(5_200));
+    assert_eq!(
+        m(&priced("day", 1, 100, 1, none.clone())),
+        Some(3_042),
+        "36 500 / 12 rounds half up"
+    );
+    assert_eq!(m(&priced("month", 1, 999, 3, none.clone())), Some(2_997));
+    // 25 % off forever; 10.00 off each monthly invoice; a yearly 120.00 off is 10.00 a month.
+    let pct = json!({"coupon": {"percent_off": 25.0, "duration": "forever"}});
+    assert_eq!(m(&priced("month", 1, 10_000, 1, pct)), Some(7_500));
+    let off = json!({"coupon": {"amount_off": 1_000, "currency": "usd", "duration": "forever"}});
+    assert_eq!(m(&priced("month", 1, 10_000, 1, off)), Some(9_000));
+    let yearly_off =
+        json!({"coupon": {"amount_off": 12_000, "currency": "usd", "duration": "forever"}});
+    assert_eq!(m(&priced("year", 1, 120_000, 1, yearly_off)), Some(9_000));
+    // A one-off coupon is not recurring; a repeating one counts until it ends.
+    let once = json!({"coupon": {"percent_off": 50.0, "duration": "once"}});
+    assert_eq!(m(&priced("month", 1, 10_000, 1, once)), Some(10_000));
+    let running =
+        json!({"coupon": {"percent_off": 50.0, "duration": "repeating"}, "end": START + 10});
+    assert_eq!(
+        m(&priced("month", 1, 10_000, 1, running.clone())),
+        Some(5_000)
+    );
+    assert_eq!(
+        monthly_value(&priced("month", 1, 10_000, 1, running), START + 10).map(|m| m.amount),
+        Some(10_000)
+    );
+    // Never below zero; no price, no value.
+    let huge = json!({"coupon": {"amount_off": 99_999, "currency": "usd", "duration": "forever"}});
+    assert_eq!(m(&priced("month", 1, 10_000, 1, huge)), Some(0));
+    let mut unpriced = priced("month", 1, 1, 1, Value::Null);
+    unpriced.items.data[0].price.as_mut().unwrap().unit_amount = None;
+    assert_eq!(m(&unpriced), None);
+}
+
+#[tokio::test]
+async fn each_change_of_a_subscription_is_kept_in_its_history_once() {
+    let r = rig();
+    seed_purchase(&r, "cus_1", "sub_1");
+    let events = purchase_events("cus_1", "sub_1");
+    r.sync.handle(&events[1]).await.unwrap();
+    r.sync.handle(&events[1]).await.unwrap();
+    let term = |r: &Rig| r.customers.all()[0].subscriptions["sub_1"].clone();
+    assert_eq!(term(&r).history.len(), 1, "a replay adds nothing");
+    let first = term(&r).history[0].clone();
+    assert_eq!((first.status.as_str(), first.seats), ("active", Some(5)));
+    assert_eq!(first.mrr, Some(Money::new(7_500, "eur".parse().unwrap())));
+    // Seats go up: a second point, later or at the same time, never before the first.
+    r.stripe
+        .put_subscription(subscription("sub_1", "cus_1", "active", 8, Some(1500)));
+    let mut up = events[1].clone();
+    up.id = "evt_up".into();
+    up.received_at -= chrono::Duration::days(1);
+    r.sync.handle(&up).await.unwrap();
+    let h = term(&r).history;
+    assert_eq!(h.len(), 2);
+    assert_eq!(h[1].seats, Some(8));
+    assert_eq!(h[1].mrr, Some(Money::new(12_000, "eur".parse().unwrap())));
+    assert!(h[1].at >= h[0].at, "history is ordered");
+}

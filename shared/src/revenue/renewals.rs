@@ -1,6 +1,11 @@
 //! Renewal opportunities: one per (subscription, next term), opened when the term's end comes
 //! within the renewal window, kept up to date (seats, value), closed `Closed Won` when the
 //! next term is paid and `Closed Lost` when the subscription is cancelled. Pure rules.
+//!
+//! The CRM record is shared with customer-sync, which writes each term's opportunity from
+//! Stripe's events under the same key: revenue-ops writes the renewal while it is open and
+//! when it is lost (including a cancellation set for the term's end, which Stripe reports
+//! as still active); the won renewal is customer-sync's won term.
 
 use super::metrics::{DAY, is_paying};
 use crate::crm::OpportunityStage;
@@ -41,7 +46,9 @@ impl RenewalWindows {
 /// A renewal opportunity as revenue-ops tracks it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Renewal {
-    /// `renewal:{subscription}:{term end, YYYY-MM-DD}`: the CRM external id.
+    /// `{subscription}:{term end, YYYY-MM-DD}`: the CRM external id. It is the key
+    /// customer-sync gives the opportunity of the term starting then, so the renewal and the
+    /// won (or lost) next term are one CRM record, never two.
     pub key: String,
     pub subscription: String,
     /// End of the term being renewed (seconds): the close date.
@@ -78,7 +85,7 @@ fn key(subscription: &str, term_end: i64) -> String {
     let end = date_of(term_end)
         .map(|d| d.format("%Y-%m-%d").to_string())
         .unwrap_or_default();
-    format!("renewal:{subscription}:{end}")
+    format!("{subscription}:{end}")
 }
 
 fn annualised(point: &ValuePoint) -> Option<Money> {

@@ -322,9 +322,22 @@ impl RevenueOps {
         })];
         if let Some(owner) = &state.owner_id {
             let license = state.current_license().map(|l| l.license_id.clone());
+            // Open while its term is the current one, and lost; the won renewal is written
+            // by customer-sync as the new term (the same record).
+            let current = |r: &Renewal| {
+                state
+                    .subscriptions
+                    .get(&r.subscription)
+                    .is_some_and(|t| t.end == r.term_end)
+            };
             records.extend(
                 rev.renewals
                     .values()
+                    .filter(|r| match r.stage {
+                        OpportunityStage::Open => current(r),
+                        OpportunityStage::ClosedLost => true,
+                        OpportunityStage::ClosedWon => false,
+                    })
                     .map(|r| CrmRecord::Opportunity(opportunity(customer, owner, r, &license))),
             );
             if let Some(kind) = warning {
@@ -473,7 +486,7 @@ fn opportunity(
         external_id: r.key.clone(),
         account_external_id: customer.to_owned(),
         name: format!(
-            "Renewal {} {}",
+            "Renewal · {} · {}",
             r.sku.as_deref().unwrap_or("subscription"),
             r.close_date()
         ),

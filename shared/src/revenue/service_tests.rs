@@ -291,7 +291,7 @@ async fn a_renewal_is_opened_once_however_often_the_day_runs() {
     let opps = w.crm.opportunities();
     assert_eq!(opps.len(), 1);
     let o = &opps[0];
-    assert_eq!(o.external_id, "renewal:sub_y:2026-06-01");
+    assert_eq!(o.external_id, "sub_y:2026-06-01");
     assert_eq!(
         (o.stage, o.close_date.as_str(), o.owner_id.as_str()),
         (OpportunityStage::Open, "2026-06-01", "005OWNER")

@@ -427,7 +427,7 @@ fn renewal_window_edges_ninety_days_in_ninety_one_out() {
         "91 days"
     );
     let r = renewal_at(&w, "s", &yearly, &p, date("2026-05-31")).unwrap();
-    assert_eq!(r.key, "renewal:s:2026-06-01");
+    assert_eq!(r.key, "s:2026-06-01");
     assert_eq!(r.amount, Some(usd(120_000)), "annualised: 12 x MRR");
     assert!(
         renewal_at(&w, "s", &yearly, &p, date("2026-06-01")).is_none(),
