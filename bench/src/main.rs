@@ -22,12 +22,13 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-const FUNCTIONS: [&str; 5] = [
+const FUNCTIONS: [&str; 6] = [
     "webhook-intake",
     "usage-billing",
     "license-minting",
     "lead-enrichment",
     "customer-sync",
+    "revenue-ops",
 ];
 const HELLO: &str = "hello";
 const HELLO_BINARY: &str = "blapi-hello";

@@ -12,7 +12,7 @@
 use super::health::Health;
 use super::metrics::Snapshot;
 use super::renewals::Renewal;
-use crate::aws::dynamo::{get_json, get_n, get_s, json_attr, n, query_all, s};
+use crate::aws::dynamo::{get_json, get_n, json_attr, n, query_all, s};
 use crate::error::{Error, Result};
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::AttributeValue;
