@@ -322,7 +322,8 @@ mod tests {
                 "{expected:?} missing from {pairs:?}"
             );
         }
-        let s: Vec<(&str, &str)> = schedules(&t)
+        let all = schedules(&t);
+        let s: Vec<(&str, &str)> = all
             .iter()
             .map(|(f, _, input)| (f.as_str(), input["action"].as_str().unwrap_or("")))
             .collect();

@@ -7,6 +7,8 @@
 //! - `job/customer`: one customer's daily job on in-memory ports (usage read, score,
 //!   renewal, CRM write).
 
+#![allow(clippy::unwrap_used)] // a benchmark: a panic is the failure report
+
 use blapi::billing::memory::MemoryBilling;
 use blapi::crm::MemoryCrm;
 use blapi::customers::state::{CustomerState, CustomerStore, MemoryCustomers, Term, ValuePoint};
@@ -73,6 +75,7 @@ fn states(n: usize) -> Vec<CustomerState> {
                     sku: Some("E20".into()),
                     annual_value: None,
                     cancel_reason: None,
+                    plan: None,
                     interval: Some(if yearly { "year" } else { "month" }.into()),
                     interval_count: Some(1),
                     mrr: last.mrr.clone(),
@@ -89,6 +92,7 @@ fn bench(c: &mut Criterion) {
     let engine = MetricsEngine {
         rates: Rates::bundled().unwrap(),
         windows: RenewalWindows::default(),
+        book: None,
     };
     let all = states(100_000);
     let date = NaiveDate::from_ymd_opt(2026, 3, 2).unwrap();
@@ -139,6 +143,7 @@ fn bench(c: &mut Criterion) {
             crm: Arc::new(MemoryCrm::new()),
             queue: Arc::new(MemoryQueue::new()),
             files: Arc::new(MemoryStore::new()),
+            book: Arc::new(blapi::billing::pricebook::PriceBook::embedded().unwrap()),
         },
         Settings::bundled("http://q/jobs", "http://q/notes").unwrap(),
     );

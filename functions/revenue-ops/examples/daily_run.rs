@@ -49,7 +49,8 @@ impl CrmPort for Counting {
         // Salesforce sends up to 25 records per Composite request.
         self.requests
             .fetch_add(records.len().div_ceil(25) as u64, Ordering::Relaxed);
-        self.records.fetch_add(records.len() as u64, Ordering::Relaxed);
+        self.records
+            .fetch_add(records.len() as u64, Ordering::Relaxed);
         self.inner.upsert_all(records).await
     }
 }
@@ -61,7 +62,10 @@ fn state(i: usize) -> CustomerState {
     let point = ValuePoint {
         at: start,
         status: "active".into(),
-        mrr: Some(Money::new(1_000 + (i as i64 % 50) * 100, "usd".parse().unwrap())),
+        mrr: Some(Money::new(
+            1_000 + (i as i64 % 50) * 100,
+            "usd".parse().unwrap(),
+        )),
         seats: Some(5),
         term_end: end,
         cancel_at_period_end: false,
@@ -78,6 +82,7 @@ fn state(i: usize) -> CustomerState {
             sku: Some("E20".into()),
             annual_value: None,
             cancel_reason: None,
+            plan: None,
             interval: Some(if yearly { "year" } else { "month" }.into()),
             interval_count: Some(1),
             mrr: point.mrr.clone(),
@@ -90,7 +95,10 @@ fn state(i: usize) -> CustomerState {
 
 #[tokio::main]
 async fn main() {
-    let args: Vec<usize> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
+    let args: Vec<usize> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
     let n = args.first().copied().unwrap_or(10_000);
     let concurrency = args.get(1).copied().unwrap_or(4).max(1);
     let stack = fresh_stack().await;
@@ -121,7 +129,10 @@ async fn main() {
         });
     }
     tasks.join_all().await;
-    println!("seeded {n} customer states in {:.1} s", t.elapsed().as_secs_f64());
+    println!(
+        "seeded {n} customer states in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
 
     for round in ["first run", "same day again"] {
         let (requests, records) = (
@@ -130,7 +141,10 @@ async fn main() {
         );
         let t = Instant::now();
         let plan = app
-            .handle(LambdaEvent::new(json!({"action": "run", "date": DAY}), Context::default()))
+            .handle(LambdaEvent::new(
+                json!({"action": "run", "date": DAY}),
+                Context::default(),
+            ))
             .await
             .unwrap();
         let planned = t.elapsed().as_secs_f64();
@@ -145,12 +159,21 @@ async fn main() {
             let (app, chunks, failed) = (app.clone(), chunks.clone(), failed.clone());
             tasks.spawn(async move {
                 loop {
-                    let Some(chunk) = chunks.lock().unwrap().pop() else { return };
+                    let Some(chunk) = chunks.lock().unwrap().pop() else {
+                        return;
+                    };
                     let batch = sqs_batch(
-                        chunk.into_iter().enumerate().map(|(i, b)| (format!("m{i}"), b)).collect(),
+                        chunk
+                            .into_iter()
+                            .enumerate()
+                            .map(|(i, b)| (format!("m{i}"), b))
+                            .collect(),
                     );
                     let resp = app
-                        .handle(LambdaEvent::new(serde_json::to_value(batch).unwrap(), Context::default()))
+                        .handle(LambdaEvent::new(
+                            serde_json::to_value(batch).unwrap(),
+                            Context::default(),
+                        ))
                         .await
                         .unwrap();
                     let f = resp["batchItemFailures"].as_array().map_or(0, Vec::len);

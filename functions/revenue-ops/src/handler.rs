@@ -15,6 +15,7 @@
 use aws_lambda_events::event::sqs::SqsEvent;
 use blapi::aws::Clients;
 use blapi::billing::dynamo::DynamoBilling;
+use blapi::billing::pricebook::PriceBook;
 use blapi::customers::state::DynamoCustomers;
 use blapi::error::{Error, Result};
 use blapi::queue::{SqsSender, process_batch};
@@ -54,6 +55,10 @@ impl Ports {
             clients.dynamodb().clone(),
             config.billing_table.clone(),
         ));
+        let book = match billing.price_book().await? {
+            Some(b) => b,
+            None => PriceBook::embedded()?,
+        };
         let crm = config
             .crm
             .connect(clients, s3.clone(), config.http_retry)
@@ -73,6 +78,7 @@ impl Ports {
                 crm,
                 queue: Arc::new(SqsSender::new(clients.sqs().clone(), s3.clone())),
                 files: s3.clone(),
+                book: Arc::new(book),
             },
             store: s3,
             clock: Arc::new(Utc::now),

@@ -18,7 +18,10 @@ use serde_json::{Value, json};
 use std::sync::Arc;
 
 fn sample(name: &str) -> Value {
-    let path = format!("{}/../../events/revenue-ops/{name}", env!("CARGO_MANIFEST_DIR"));
+    let path = format!(
+        "{}/../../events/revenue-ops/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    );
     serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
 }
 
@@ -53,6 +56,7 @@ fn fakes() -> Fakes {
             crm: Arc::new(MemoryCrm::new()),
             queue: queue.clone(),
             files: files.clone(),
+            book: Arc::new(blapi::billing::pricebook::PriceBook::embedded().unwrap()),
         },
         store: files.clone(),
         clock: Arc::new(|| Utc.with_ymd_and_hms(2026, 3, 3, 2, 30, 0).unwrap()),
@@ -66,7 +70,9 @@ fn fakes() -> Fakes {
 }
 
 async fn invoke(f: &Fakes, payload: Value) -> blapi::Result<Value> {
-    f.app.handle(LambdaEvent::new(payload, Context::default())).await
+    f.app
+        .handle(LambdaEvent::new(payload, Context::default()))
+        .await
 }
 
 #[tokio::test]
@@ -75,8 +81,14 @@ async fn the_schedule_plans_yesterday_and_an_operator_any_past_date() {
     let out = invoke(&f, sample("default.json")).await.unwrap();
     assert_eq!(out["date"], "2026-03-02");
     assert_eq!(out["report_key"], "reports/monthly/2026-03.html");
-    assert!(f.files.keys().contains(&"metrics/daily/2026-03-02.json".to_owned()));
-    let out = invoke(&f, json!({"action": "run", "date": "2026-02-10"})).await.unwrap();
+    assert!(
+        f.files
+            .keys()
+            .contains(&"metrics/daily/2026-03-02.json".to_owned())
+    );
+    let out = invoke(&f, json!({"action": "run", "date": "2026-02-10"}))
+        .await
+        .unwrap();
     assert_eq!(out["date"], "2026-02-10");
     assert_eq!(
         job_of(sample("run-date.json")).unwrap(),
@@ -92,7 +104,11 @@ async fn a_batch_reports_only_its_failed_jobs() {
     let batch = sample("batch-jobs.json");
     let out = invoke(&f, batch.clone()).await.unwrap();
     // The sample customer is unknown here, and the second job names none: both fail.
-    assert_eq!(out["batchItemFailures"].as_array().unwrap().len(), 2, "{out}");
+    assert_eq!(
+        out["batchItemFailures"].as_array().unwrap().len(),
+        2,
+        "{out}"
+    );
     let mut state = CustomerState::new("cus_SampleCustomer0001");
     state.owner_id = Some("005OWNER".into());
     f.customers.save(&state).await.unwrap();

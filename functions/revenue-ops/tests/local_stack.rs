@@ -67,6 +67,7 @@ fn state(id: &str, sub: &str, interval: &str, mrr: i64, seats: u32, end: &str) -
             sku: Some("enterprise".into()),
             annual_value: Some(usd(mrr * 12)),
             cancel_reason: None,
+            plan: None,
             interval: Some(interval.into()),
             interval_count: Some(1),
             mrr: Some(usd(mrr)),

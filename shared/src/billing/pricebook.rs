@@ -6,7 +6,7 @@
 //! priced with.
 
 use super::aggregate::Aggregation;
-use super::money::Currency;
+use super::money::{Currency, Money, Quantity};
 use super::pricing::PriceModel;
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -43,6 +43,19 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// The fixed charges of a full period for `seats` (minor units of the plan's currency),
+    /// priced by the same models as the invoices: the plan's recurring value. The minimum
+    /// is left out (usage may fill it).
+    pub fn fixed_monthly(&self, seats: i64) -> Money {
+        let amount = self
+            .charges
+            .iter()
+            .filter(|c| c.metric.is_none())
+            .map(|c| super::pricing::total(&c.model.price(Quantity::from_int(seats))))
+            .fold(0_i64, i64::saturating_add);
+        Money::new(amount, self.currency.clone())
+    }
+
     /// The charge pricing `metric`, if the plan has one.
     pub fn charge_for(&self, metric: &str) -> Option<&Charge> {
         self.charges

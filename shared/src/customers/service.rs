@@ -371,6 +371,11 @@ impl CustomerSync {
             cancel_reason: cancel_reason.or_else(|| {
                 (sub.status == "canceled").then(|| "cancellation_requested".to_owned())
             }),
+            plan: sub
+                .metadata
+                .get("blapi_plan")
+                .map(str::to_owned)
+                .or_else(|| item.and_then(|i| i.price_or_plan()).map(|p| p.id.clone())),
             interval: item
                 .and_then(|i| i.price_or_plan())
                 .and_then(|p| p.interval_of())

@@ -30,6 +30,10 @@ pub struct Term {
     pub annual_value: Option<Money>,
     /// Stripe's cancellation reason (and feedback), once cancelled.
     pub cancel_reason: Option<String>,
+    /// The plan billing knows it by (`metadata.blapi_plan`, else the price or plan id):
+    /// revenue-ops values a plan billed through the price book with its fixed charges.
+    #[serde(default)]
+    pub plan: Option<String>,
     /// The billing interval (`day`, `week`, `month`, `year`) and its count.
     #[serde(default)]
     pub interval: Option<String>,
@@ -361,6 +365,7 @@ mod tests {
             sku: None,
             annual_value: None,
             cancel_reason: None,
+            plan: None,
             interval: Some("month".into()),
             interval_count: Some(1),
             mrr: None,

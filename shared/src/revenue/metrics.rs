@@ -7,7 +7,9 @@
 //!   same numbers.
 //! - **MRR**: Σ of each subscription's monthly recurring value (yearly / 12, every 3 months / 3,
 //!   weekly × 52 / 12; after recurring discounts; tax and one-off charges excluded; rounded
-//!   to the minor unit per subscription) over subscriptions `active` or `past_due`. A trial
+//!   to the minor unit per subscription) over subscriptions `active` or `past_due`. A plan
+//!   billed through the price book adds its fixed charges for the subscription's seats
+//!   (priced by billing's models); its metered charges are usage revenue. A trial
 //!   (`trialing`) is worth 0 until it converts. Each customer's MRR is converted into the
 //!   reporting currency with the rate table (data, `rates.json`), rounded half up per
 //!   customer; a currency missing from the table is not converted: the customer is listed
@@ -30,12 +32,14 @@
 //!   Σ amount.
 
 use super::renewals::{RenewalWindows, renewal_at};
+use crate::billing::pricebook::PriceBook;
 use crate::customers::state::{CustomerState, Term, ValuePoint};
 use crate::error::{Error, Result};
 use crate::values::{Currency, Money};
 use chrono::{Datelike, Months, NaiveDate};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// Seconds in a day.
 pub const DAY: i64 = 86_400;
@@ -226,19 +230,60 @@ impl Standing {
     }
 }
 
-/// Computes metrics as of dates; holds the rate table and the renewal windows.
+/// Computes metrics as of dates; holds the rate table, the renewal windows and the price
+/// book.
 #[derive(Debug, Clone)]
 pub struct MetricsEngine {
     pub rates: Rates,
     pub windows: RenewalWindows,
+    /// Plans billed through the price book are valued with its fixed charges (billing's own
+    /// pricing), added to what Stripe's price says (zero for a metered plan).
+    pub book: Option<Arc<PriceBook>>,
 }
 
 impl MetricsEngine {
+    /// The monthly recurring value of a subscription in the state `point`: its Stripe
+    /// price, plus the fixed charges of its price-book plan for the point's seats.
+    pub fn value(&self, term: &Term, point: &ValuePoint) -> Option<Money> {
+        let plan = self
+            .book
+            .as_ref()
+            .zip(term.plan.as_deref())
+            .and_then(|(b, id)| b.plan(id));
+        let Some((_, plan)) = plan else {
+            return point.mrr.clone();
+        };
+        let fixed = plan.fixed_monthly(i64::from(point.seats.unwrap_or(1)));
+        match &point.mrr {
+            Some(m) if m.currency == fixed.currency => Some(Money::new(
+                m.amount.saturating_add(fixed.amount),
+                fixed.currency,
+            )),
+            Some(m) if m.amount != 0 => Some(m.clone()),
+            _ => Some(fixed),
+        }
+    }
+
+    /// The point of `term` in force at `t`, valued ([`MetricsEngine::value`]).
+    pub fn valued_at(&self, term: &Term, t: i64) -> Option<ValuePoint> {
+        point_at(term, t).map(|p| self.valued(term, p))
+    }
+
+    /// `point` with its value.
+    pub fn valued(&self, term: &Term, point: ValuePoint) -> ValuePoint {
+        ValuePoint {
+            mrr: self.value(term, &point),
+            ..point
+        }
+    }
+
     fn standing(&self, state: &CustomerState, t: i64) -> Standing {
         let mut by_currency: BTreeMap<Currency, i64> = BTreeMap::new();
         let mut trialing = false;
         for term in state.subscriptions.values() {
-            let Some(p) = point_at(term, t) else { continue };
+            let Some(p) = self.valued_at(term, t) else {
+                continue;
+            };
             trialing |= p.status == "trialing";
             if let (true, Some(m)) = (is_paying(&p.status), &p.mrr) {
                 *by_currency.entry(m.currency.clone()).or_default() += m.amount;
@@ -253,15 +298,15 @@ impl MetricsEngine {
     }
 
     /// Whether the customer paid at any time before `t`.
-    fn paid_before(state: &CustomerState, t: i64) -> bool {
+    fn paid_before(&self, state: &CustomerState, t: i64) -> bool {
         state.subscriptions.values().any(|term| {
+            let paid = |p: &ValuePoint| {
+                is_paying(&p.status) && self.value(term, p).is_some_and(|m| m.amount > 0)
+            };
             if term.history.is_empty() {
-                term.start < t && is_paying(&term.status)
+                term.start < t && paid(&term.point(term.start))
             } else {
-                term.history
-                    .iter()
-                    .take_while(|p| p.at < t)
-                    .any(|p| is_paying(&p.status) && p.mrr.as_ref().is_some_and(|m| m.amount > 0))
+                term.history.iter().take_while(|p| p.at < t).any(paid)
             }
         })
     }
@@ -277,7 +322,7 @@ impl MetricsEngine {
             m.start += start;
             m.end += end;
             match (start > 0, end > 0) {
-                (false, true) if Self::paid_before(state, from) => m.reactivation += end,
+                (false, true) if self.paid_before(state, from) => m.reactivation += end,
                 (false, true) => m.new += end,
                 (true, false) => m.churn += start,
                 (true, true) if end > start => m.expansion += end - start,
@@ -318,7 +363,9 @@ impl MetricsEngine {
         for state in states {
             let now = self.standing(state, t);
             for (id, term) in &state.subscriptions {
-                let Some(p) = point_at(term, t) else { continue };
+                let Some(p) = self.valued_at(term, t) else {
+                    continue;
+                };
                 if holds_seats(&p.status) {
                     seats += u64::from(p.seats.unwrap_or(0));
                 }

@@ -7,7 +7,7 @@
 //! when it is lost (including a cancellation set for the term's end, which Stripe reports
 //! as still active); the won renewal is customer-sync's won term.
 
-use super::metrics::{DAY, is_paying};
+use super::metrics::{DAY, MetricsEngine, is_paying};
 use crate::crm::OpportunityStage;
 use crate::customers::state::{CustomerState, Term, ValuePoint};
 use crate::values::Money;
@@ -126,16 +126,19 @@ pub fn renewal_at(
 /// `tracked`: the renewals known so far, by key. Returns the renewals as they should now
 /// stand (closed ones are kept: a closed renewal is never reopened).
 pub fn update(
-    windows: &RenewalWindows,
+    engine: &MetricsEngine,
     state: &CustomerState,
     tracked: &BTreeMap<String, Renewal>,
     date: NaiveDate,
 ) -> BTreeMap<String, Renewal> {
     let mut out = tracked.clone();
     for (id, term) in &state.subscriptions {
-        let point = term.point(term.history.last().map_or(term.start, |p| p.at));
+        let point = engine.valued(
+            term,
+            term.point(term.history.last().map_or(term.start, |p| p.at)),
+        );
         // Open (or refresh) the renewal of the current term.
-        if let Some(r) = renewal_at(windows, id, term, &point, date) {
+        if let Some(r) = renewal_at(&engine.windows, id, term, &point, date) {
             match out.get_mut(&r.key) {
                 Some(existing) if existing.stage == OpportunityStage::Open => {
                     existing.amount = r.amount;

@@ -16,6 +16,7 @@ use super::renewals::{self, Renewal};
 use super::report;
 use super::store::{RevenueState, RevenueStore, ScoreDay};
 use crate::billing::ports::{DunningStore, UsageHistory};
+use crate::billing::pricebook::PriceBook;
 use crate::crm::{AccountHealth, CrmOpportunity, CrmPort, CrmRecord, CrmTask, OpportunityStage};
 use crate::customers::state::{CustomerState, CustomerStore};
 use crate::error::{Error, Result};
@@ -37,6 +38,8 @@ pub struct Ports {
     pub crm: Arc<dyn CrmPort>,
     pub queue: Arc<dyn QueueSender>,
     pub files: Arc<dyn ObjectStore>,
+    /// The price book (billing's): values plans billed through it.
+    pub book: Arc<PriceBook>,
 }
 
 /// A unit of work: the whole day (schedule, operator) or one customer of it (queue).
@@ -96,6 +99,7 @@ impl RevenueOps {
         let engine = MetricsEngine {
             rates: settings.rates.clone(),
             windows: settings.windows.clone(),
+            book: Some(ports.book.clone()),
         };
         Self {
             ports,
@@ -287,7 +291,7 @@ impl RevenueOps {
 
         // Renewals.
         let before = rev.renewals.clone();
-        rev.renewals = renewals::update(&self.settings.windows, &state, &before, date);
+        rev.renewals = renewals::update(&self.engine, &state, &before, date);
         let mut out = CustomerOutcome {
             customer: customer.to_owned(),
             score: health.score,

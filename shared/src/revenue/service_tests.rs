@@ -47,6 +47,7 @@ fn world() -> World {
             crm: crm.clone() as Arc<dyn CrmPort>,
             queue: queue.clone(),
             files: files.clone(),
+            book: Arc::new(crate::billing::pricebook::PriceBook::embedded().unwrap()),
         },
         Settings::bundled(JOBS, NOTES).unwrap(),
     );

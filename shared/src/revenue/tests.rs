@@ -3,6 +3,7 @@
 use super::health::{HealthInputs, HealthRules};
 use super::metrics::{MetricsEngine, Rates, Ratio, end_of};
 use super::renewals::{self, RenewalWindows, days_until, renewal_at};
+use crate::billing::pricebook::PriceBook;
 use crate::crm::OpportunityStage;
 use crate::customers::state::{CustomerState, InvoiceLink, Term, ValuePoint};
 use crate::values::{Currency, Money};
@@ -52,6 +53,7 @@ pub(super) fn term(interval: &str, points: Vec<P>) -> Term {
         sku: Some("E20".into()),
         annual_value: None,
         cancel_reason: None,
+        plan: None,
         interval: Some(interval.into()),
         interval_count: Some(1),
         mrr: last.mrr.clone(),
@@ -73,6 +75,7 @@ fn engine() -> MetricsEngine {
     MetricsEngine {
         rates: Rates::bundled().unwrap(),
         windows: RenewalWindows::default(),
+        book: Some(std::sync::Arc::new(PriceBook::embedded().unwrap())),
     }
 }
 
@@ -454,7 +457,6 @@ fn renewal_window_edges_ninety_days_in_ninety_one_out() {
 
 #[test]
 fn renewals_open_once_update_seats_and_close_won_or_lost() {
-    let w = RenewalWindows::default();
     let mut state = customer(
         "A",
         vec![(
@@ -473,21 +475,21 @@ fn renewals_open_once_update_seats_and_close_won_or_lost() {
     );
     let mut tracked = BTreeMap::new();
     for day in ["2026-03-02", "2026-03-02", "2026-03-03", "2026-04-15"] {
-        tracked = renewals::update(&w, &state, &tracked, date(day));
+        tracked = renewals::update(&engine(), &state, &tracked, date(day));
     }
     assert_eq!(tracked.len(), 1, "one per term, however often it runs");
     // Seats change: the open renewal follows.
     let t = state.subscriptions.get_mut("sub").unwrap();
     t.seats = Some(12);
     t.mrr = Some(usd(12_000));
-    tracked = renewals::update(&w, &state, &tracked, date("2026-04-16"));
+    tracked = renewals::update(&engine(), &state, &tracked, date("2026-04-16"));
     let r = tracked.values().next().unwrap();
     assert_eq!((r.seats, r.amount.clone()), (Some(12), Some(usd(144_000))));
     assert_eq!(r.stage, OpportunityStage::Open);
     // The term rolls over but the invoice is not paid yet: still open.
     let t = state.subscriptions.get_mut("sub").unwrap();
     t.end = end_of(date("2027-05-31"));
-    tracked = renewals::update(&w, &state, &tracked, date("2026-06-01"));
+    tracked = renewals::update(&engine(), &state, &tracked, date("2026-06-01"));
     assert_eq!(
         tracked.values().next().unwrap().stage,
         OpportunityStage::Open
@@ -497,7 +499,7 @@ fn renewals_open_once_update_seats_and_close_won_or_lost() {
         total: usd(144_000),
         at: noon("2026-06-01"),
     });
-    tracked = renewals::update(&w, &state, &tracked, date("2026-06-02"));
+    tracked = renewals::update(&engine(), &state, &tracked, date("2026-06-02"));
     assert_eq!(
         tracked.values().next().unwrap().stage,
         OpportunityStage::ClosedWon
@@ -513,11 +515,11 @@ fn renewals_open_once_update_seats_and_close_won_or_lost() {
             ),
         )],
     );
-    let open = renewals::update(&w, &c, &BTreeMap::new(), date("2026-05-10"));
+    let open = renewals::update(&engine(), &c, &BTreeMap::new(), date("2026-05-10"));
     let t = c.subscriptions.get_mut("sub").unwrap();
     t.status = "canceled".into();
     t.cancel_reason = Some("cancellation_requested: too_expensive".into());
-    let closed = renewals::update(&w, &c, &open, date("2026-05-11"));
+    let closed = renewals::update(&engine(), &c, &open, date("2026-05-11"));
     let r = closed.values().next().unwrap();
     assert_eq!(r.stage, OpportunityStage::ClosedLost);
     assert_eq!(
@@ -526,7 +528,7 @@ fn renewals_open_once_update_seats_and_close_won_or_lost() {
     );
     // Closed stays closed.
     assert_eq!(
-        renewals::update(&w, &c, &closed, date("2026-05-12")),
+        renewals::update(&engine(), &c, &closed, date("2026-05-12")),
         closed
     );
 }
@@ -636,4 +638,28 @@ fn health_rules_are_checked() {
         broken(&|v| v["factors"][0]["below"] = serde_json::json!([[0, 0.1], [-10, 0.2]])).is_err()
     );
     assert!(broken(&|v| v["watch_from"] = 90.into()).is_err());
+}
+
+#[test]
+fn a_plan_billed_through_the_price_book_is_valued_by_its_fixed_charges() {
+    // Cloud Pro: 15.00 a seat a month from the price book; Stripe's plan is metered at 0.
+    let mut t = term(
+        "month",
+        vec![P("2026-01-01", "active", Some(usd(0)), 5, "2026-03-01")],
+    );
+    t.plan = Some("cloud-pro".into());
+    let e = engine();
+    assert_eq!(e.value(&t, &t.history[0]), Some(usd(7_500)));
+    // Cloud Starter: a 29.00 platform fee whatever the seats, on top of a Stripe price.
+    let mut starter = t.clone();
+    starter.plan = Some("cloud-starter".into());
+    let mut p = starter.history[0].clone();
+    p.mrr = Some(usd(1_000));
+    assert_eq!(e.value(&starter, &p), Some(usd(3_900)));
+    // A plan the book does not know: Stripe's price alone.
+    let mut other = t.clone();
+    other.plan = Some("price_unknown".into());
+    assert_eq!(e.value(&other, &other.history[0]), Some(usd(0)));
+    let s = e.snapshot(&[customer("C", vec![("sub", t)])], date("2026-02-10"));
+    assert_eq!((s.mrr, s.customers.paying), (7_500, 1));
 }
