@@ -79,6 +79,25 @@ async fn the_business_flow_runs_end_to_end() {
     assert!(c.converted_lead.starts_with("ld_"), "{c:?}");
     assert_eq!(c.follow_up_owner, owner, "{c:?}");
     assert!(c.follow_up_reason.contains("existing account"), "{c:?}");
+    // The day's revenue operations: the Cloud Pro subscription is worth its 5 seats at 15.00
+    // a month (the price book's fixed charge; Stripe's plan is metered at 0), renews within
+    // the 30-day window of a monthly term, and the customer is scored from its usage.
+    let r = &summary.revenue;
+    assert_eq!(r.snapshot["mrr"], 7_500, "{}", r.snapshot);
+    assert_eq!(r.snapshot["arr"], 90_000);
+    assert_eq!(r.snapshot["customers"]["paying"], 1);
+    assert_eq!(r.snapshot["seats_licensed"], 5);
+    assert_eq!(r.snapshot["renewal_pipeline"]["count"], 1);
+    assert_eq!(r.plan["jobs"], 1, "{}", r.plan);
+    assert!(r.report_bytes > 1_000, "the monthly report in S3");
+    assert_eq!(r.renewal["stage"], "Open", "{}", r.renewal);
+    assert_eq!(r.renewal["amount"], json!({"amount": 90_000, "currency": "usd"}));
+    assert_eq!(r.renewal["owner_id"].as_str(), Some(owner));
+    assert_eq!(r.health.band, "healthy", "{:?}", r.health);
+    assert!(r.health.score.is_some_and(|s| s >= 70), "{:?}", r.health);
+    assert_eq!(r.health.licensed_seats, Some(5));
+    assert!(r.health.usage_summary.contains("api_calls"), "{:?}", r.health);
+
     // One invoice: the same total on Stripe and in the artifact, equal to its lines.
     let inv = &summary.invoice;
     assert_eq!(inv.stripe_invoices, 1, "{inv:?}");

@@ -95,12 +95,27 @@ pub struct CustomerLine {
     pub follow_up_reason: String,
 }
 
+/// The day's revenue operations as revenue-ops left them.
+#[derive(Debug, Clone)]
+pub struct RevenueLine {
+    /// The plan's answer (date, jobs, snapshot and report keys, MRR).
+    pub plan: Value,
+    /// The snapshot as written to S3.
+    pub snapshot: Value,
+    pub report_bytes: usize,
+    /// The demo customer's health as written onto its account.
+    pub health: blapi::crm::AccountHealth,
+    /// The demo subscription's renewal opportunity.
+    pub renewal: Value,
+}
+
 /// Everything the scenario produced.
 #[derive(Debug, Clone)]
 pub struct Summary {
     pub licenses: Vec<LicenseLine>,
     pub leads: Vec<LeadLine>,
     pub customer: CustomerLine,
+    pub revenue: RevenueLine,
     pub usage_records: usize,
     pub invoice: InvoiceSummary,
     pub duplicate_answer: Value,
@@ -259,6 +274,8 @@ impl<'a> World<'a> {
             "UsageEventsQueue",
             "LeadEventsQueue",
             "BillingJobsQueue",
+            "CustomerEventsQueue",
+            "RevenueJobsQueue",
         ];
         loop {
             let mut busy = 0;
@@ -765,7 +782,71 @@ pub async fn run(w: &World<'_>, progress: Progress<'_>) -> Result<Summary> {
         follow_up_reason: follow_up.routing_reason.clone(),
     };
 
-    // 8. Dedupe and the DLQ.
+    // 8. The day's revenue operations: the operator runs today (the schedule would run
+    // yesterday, before the demo customer existed).
+    let today = Utc::now().date_naive();
+    progress(&format!(
+        "revenue-ops for {today}: metrics snapshot + monthly report in S3, then one job per customer -> renewal opportunity + health score in the CRM"
+    ));
+    let plan = w
+        .invoke("revenue-ops", &json!({"action": "run", "date": today}))
+        .await?;
+    let snapshot_key = plan["snapshot_key"]
+        .as_str()
+        .with_context(|| format!("revenue-ops answered {plan}"))?
+        .to_owned();
+    let report_key = plan["report_key"].as_str().unwrap_or_default().to_owned();
+    let snapshot: Value = serde_json::from_slice(
+        &w.store
+            .get(&snapshot_key)
+            .await
+            .map_err(|e| anyhow!("{}", e.chain()))?
+            .context("the snapshot in S3")?,
+    )?;
+    let report_bytes = w
+        .store
+        .get(&report_key)
+        .await
+        .map_err(|e| anyhow!("{}", e.chain()))?
+        .context("the monthly report in S3")?
+        .len();
+    let day = today.format("%Y-%m-%d").to_string();
+    let health = until(
+        "the customer's health on its account",
+        Duration::from_secs(120),
+        || async {
+            Ok(crm
+                .health(&cus)
+                .await
+                .map_err(|e| anyhow!("{}", e.chain()))?
+                .filter(|h| h.scored_on == day))
+        },
+    )
+    .await?;
+    let term_end = sub["current_period_end"].as_i64().context("term end")?;
+    let renewal_id = format!(
+        "{sub_id}:{}",
+        chrono::DateTime::from_timestamp(term_end, 0)
+            .context("term end")?
+            .format("%Y-%m-%d")
+    );
+    let renewal = until("the renewal opportunity", Duration::from_secs(60), || async {
+        Ok(crm
+            .get_object(CrmObject::Opportunity, &renewal_id)
+            .await
+            .map_err(|e| anyhow!("{}", e.chain()))?
+            .map(|(o, _)| o))
+    })
+    .await?;
+    let revenue = RevenueLine {
+        plan,
+        snapshot,
+        report_bytes,
+        health,
+        renewal,
+    };
+
+    // 9. Dedupe and the DLQ.
     progress("delivering one Stripe event twice and one poison message");
     // Stripe retries a delivery: the same bytes, the same event id, a fresh signature.
     let body = archived_event(w, "customer.subscription.created", &sub_id).await?;
@@ -839,6 +920,7 @@ pub async fn run(w: &World<'_>, progress: Progress<'_>) -> Result<Summary> {
         licenses: license_lines,
         leads,
         customer: customer_line,
+        revenue,
         usage_records,
         invoice,
         duplicate_answer: answers[1].clone(),
@@ -924,6 +1006,47 @@ impl Summary {
             c.customer,
             c.follow_up_owner,
             c.follow_up_reason,
+        ));
+        let r = &self.revenue;
+        let s = &r.snapshot;
+        let cur = s["currency"].as_str().unwrap_or("usd");
+        let h = &r.health;
+        o.push_str(&format!(
+            "\n== Revenue operations {} (revenue-ops: daily plan -> revenue-jobs -> CRM sink + S3) ==\n\
+             \x20 MRR {}  ARR {}  paying customers {}  trialing {}  seats licensed {}\n\
+             \x20 movements today: new {}  expansion {}  churn {}   renewal pipeline {} ({} open)\n\
+             \x20 {} health {} ({})  {}\n\
+             \x20              telemetry: {}\n\
+             \x20 Renewal      {}  {}  close {}  amount {}\n\
+             \x20 s3://{}/{}  s3://{}/{} ({} bytes, HTML + SVG)\n",
+            s["date"].as_str().unwrap_or_default(),
+            money(s["mrr"].as_i64().unwrap_or(0), cur),
+            money(s["arr"].as_i64().unwrap_or(0), cur),
+            s["customers"]["paying"],
+            s["customers"]["trialing"],
+            s["seats_licensed"],
+            money(s["movements"]["new"].as_i64().unwrap_or(0), cur),
+            money(s["movements"]["expansion"].as_i64().unwrap_or(0), cur),
+            money(s["movements"]["churn"].as_i64().unwrap_or(0), cur),
+            money(s["renewal_pipeline"]["amount"].as_i64().unwrap_or(0), cur),
+            s["renewal_pipeline"]["count"],
+            self.customer.customer,
+            h.score.map_or("n/a".to_owned(), |s| s.to_string()),
+            h.band,
+            h.reasons,
+            if h.usage_summary.is_empty() { "-" } else { &h.usage_summary },
+            r.renewal["external_id"].as_str().unwrap_or_default(),
+            r.renewal["stage"].as_str().unwrap_or_default(),
+            r.renewal["close_date"].as_str().unwrap_or_default(),
+            money(
+                r.renewal["amount"]["amount"].as_i64().unwrap_or(0),
+                r.renewal["amount"]["currency"].as_str().unwrap_or(cur)
+            ),
+            self.bucket,
+            r.plan["snapshot_key"].as_str().unwrap_or_default(),
+            self.bucket,
+            r.plan["report_key"].as_str().unwrap_or_default(),
+            r.report_bytes,
         ));
         let i = &self.invoice;
         o.push_str(&format!(

@@ -75,10 +75,10 @@ pub fn date_of(secs: i64) -> Option<NaiveDate> {
     chrono::DateTime::from_timestamp(secs, 0).map(|d| d.date_naive())
 }
 
-/// Whole days from `date` to the day the term ends (0 = it ends that day).
+/// Whole days of the term left after `date` (0 = it ends within the next day; negative =
+/// it has ended).
 pub fn days_until(date: NaiveDate, term_end: i64) -> Option<i64> {
-    // A term ending exactly at midnight ends with the day before.
-    date_of(term_end - 1).map(|end| (end - date).num_days())
+    Some((term_end - super::metrics::end_of(date)).div_euclid(DAY))
 }
 
 fn key(subscription: &str, term_end: i64) -> String {
