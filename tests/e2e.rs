@@ -91,12 +91,19 @@ async fn the_business_flow_runs_end_to_end() {
     assert_eq!(r.plan["jobs"], 1, "{}", r.plan);
     assert!(r.report_bytes > 1_000, "the monthly report in S3");
     assert_eq!(r.renewal["stage"], "Open", "{}", r.renewal);
-    assert_eq!(r.renewal["amount"], json!({"amount": 90_000, "currency": "usd"}));
+    assert_eq!(
+        r.renewal["amount"],
+        json!({"amount": 90_000, "currency": "usd"})
+    );
     assert_eq!(r.renewal["owner_id"].as_str(), Some(owner));
     assert_eq!(r.health.band, "healthy", "{:?}", r.health);
     assert!(r.health.score.is_some_and(|s| s >= 70), "{:?}", r.health);
     assert_eq!(r.health.licensed_seats, Some(5));
-    assert!(r.health.usage_summary.contains("api_calls"), "{:?}", r.health);
+    assert!(
+        r.health.usage_summary.contains("api_calls"),
+        "{:?}",
+        r.health
+    );
 
     // One invoice: the same total on Stripe and in the artifact, equal to its lines.
     let inv = &summary.invoice;

@@ -830,13 +830,17 @@ pub async fn run(w: &World<'_>, progress: Progress<'_>) -> Result<Summary> {
             .context("term end")?
             .format("%Y-%m-%d")
     );
-    let renewal = until("the renewal opportunity", Duration::from_secs(60), || async {
-        Ok(crm
-            .get_object(CrmObject::Opportunity, &renewal_id)
-            .await
-            .map_err(|e| anyhow!("{}", e.chain()))?
-            .map(|(o, _)| o))
-    })
+    let renewal = until(
+        "the renewal opportunity",
+        Duration::from_secs(60),
+        || async {
+            Ok(crm
+                .get_object(CrmObject::Opportunity, &renewal_id)
+                .await
+                .map_err(|e| anyhow!("{}", e.chain()))?
+                .map(|(o, _)| o))
+        },
+    )
     .await?;
     let revenue = RevenueLine {
         plan,

@@ -260,20 +260,7 @@ pub fn render_json(inv: &Invoice, refs: &StripeRefs) -> Vec<u8> {
     serde_json::to_vec_pretty(&doc).unwrap_or_default()
 }
 
-fn esc(s: &str) -> String {
-    let mut o = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => o.push_str("&amp;"),
-            '<' => o.push_str("&lt;"),
-            '>' => o.push_str("&gt;"),
-            '"' => o.push_str("&quot;"),
-            '\'' => o.push_str("&#39;"),
-            _ => o.push(c),
-        }
-    }
-    o
-}
+use crate::values::html_escape as esc;
 
 /// The human-readable artifact (`invoices/{customer}/{period}.html`).
 pub fn render_html(inv: &Invoice, refs: &StripeRefs) -> Vec<u8> {

@@ -13,7 +13,7 @@ pub struct HealthInputs {
     /// Per metric, the sum of the last 30 days and of the 30 before (millionths).
     pub usage_last_30: BTreeMap<String, i64>,
     pub usage_previous_30: BTreeMap<String, i64>,
-    /// Highest active-user count reported in the last 30 days.
+    /// Active users as last reported in the last 30 days (summed over subscriptions).
     pub active_users: Option<u64>,
     /// Seats of the subscriptions holding seats.
     pub licensed_seats: Option<u32>,

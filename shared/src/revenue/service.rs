@@ -397,6 +397,7 @@ impl RevenueOps {
         let mut inputs = HealthInputs::default();
         let mut month: BTreeMap<String, i128> = BTreeMap::new();
         let mut seats: Option<u32> = None;
+        let mut latest_users: BTreeMap<&str, (NaiveDate, u64)> = BTreeMap::new();
         for (id, term) in &state.subscriptions {
             if let Some(pt) = super::metrics::point_at(term, t)
                 && holds_seats(&pt.status)
@@ -410,7 +411,11 @@ impl RevenueOps {
                             .max
                             .map_or(d.sum / 1_000_000, |m| i128::from(m) / 1_000_000);
                         let users = u64::try_from(users).unwrap_or(0);
-                        inputs.active_users = Some(inputs.active_users.unwrap_or(0).max(users));
+                        // The latest report of each subscription counts.
+                        let slot = latest_users.entry(id.as_str()).or_insert((d.date, users));
+                        if d.date >= slot.0 {
+                            *slot = (d.date, users);
+                        }
                     }
                     continue;
                 }
@@ -426,6 +431,9 @@ impl RevenueOps {
                     *month.entry(d.metric).or_default() += d.sum;
                 }
             }
+        }
+        if !latest_users.is_empty() {
+            inputs.active_users = Some(latest_users.values().map(|(_, u)| u).sum());
         }
         inputs.licensed_seats = seats;
         inputs.payment = p

@@ -396,3 +396,47 @@ async fn bad_jobs_are_refused_clearly() {
         assert!(serde_json::from_str::<Job>(bad).is_err(), "{bad}");
     }
 }
+
+#[tokio::test]
+async fn a_drop_of_more_than_the_configured_points_in_a_week_warns_once() {
+    let w = world();
+    w.put(yearly("A")).await;
+    // Healthy on the 1st: steady usage, 9 of 10 seats.
+    w.steady("A", "sub_y", date("2026-03-01"), 100, 100, 9)
+        .await;
+    let first = w.job("2026-03-01", "A").await;
+    assert_eq!((first.score, first.warning), (Some(100), None));
+    // A week later: 2 of 10 seats in use (-25 of 90) and usage still there: 72, still
+    // healthy, but 28 points down in a week.
+    w.usage("A", "sub_y", "active_users", date("2026-03-08"), 2)
+        .await;
+    for back in 0..7 {
+        w.usage(
+            "A",
+            "sub_y",
+            "api_calls",
+            date("2026-03-08") - Days::new(back),
+            100,
+        )
+        .await;
+    }
+    let later = w.job("2026-03-08", "A").await;
+    assert_eq!(later.band, "healthy", "{later:?}");
+    assert_eq!(later.warning.as_deref(), Some("score_dropped"), "{later:?}");
+    assert_eq!(w.queue.sent(NOTES).len(), 1);
+    let note: serde_json::Value = serde_json::from_str(&w.queue.sent(NOTES)[0]).unwrap();
+    assert_eq!(note["type"], "customer.health.score_dropped");
+    // The next day: no second warning for the same drop.
+    for back in 0..1 {
+        w.usage(
+            "A",
+            "sub_y",
+            "api_calls",
+            date("2026-03-09") - Days::new(back),
+            100,
+        )
+        .await;
+    }
+    assert_eq!(w.job("2026-03-09", "A").await.warning, None);
+    assert_eq!(w.crm.tasks().len(), 1);
+}

@@ -426,7 +426,10 @@ fn renewal_window_edges_ninety_days_in_ninety_one_out() {
     assert_eq!(days_until(date("2026-03-02"), p.term_end), Some(90));
     assert_eq!(days_until(date("2026-05-31"), p.term_end), Some(0));
     // A term ending in the afternoon 30 days and some hours after the day: 30.
-    assert_eq!(days_until(date("2026-05-01"), p.term_end + 57_600), Some(30));
+    assert_eq!(
+        days_until(date("2026-05-01"), p.term_end + 57_600),
+        Some(30)
+    );
     assert!(renewal_at(&w, "s", &yearly, &p, date("2026-03-02")).is_some());
     assert!(
         renewal_at(&w, "s", &yearly, &p, date("2026-03-01")).is_none(),
