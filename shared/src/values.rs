@@ -335,6 +335,23 @@ pub fn format_minor(amount: i64, currency: &Currency) -> String {
     )
 }
 
+/// Escapes text for HTML element content and quoted attribute values (`& < > " '`): every
+/// human-readable artifact we render inserts outside text through it.
+pub fn html_escape(s: &str) -> String {
+    let mut o = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => o.push_str("&amp;"),
+            '<' => o.push_str("&lt;"),
+            '>' => o.push_str("&gt;"),
+            '"' => o.push_str("&quot;"),
+            '\'' => o.push_str("&#39;"),
+            _ => o.push(c),
+        }
+    }
+    o
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -386,21 +403,4 @@ mod tests {
                 .all(|i| matches!(i.region, "EMEA" | "NA" | "LATAM" | "APAC"))
         );
     }
-}
-
-/// Escapes text for HTML element content and quoted attribute values (`& < > " '`): every
-/// human-readable artifact we render inserts outside text through it.
-pub fn html_escape(s: &str) -> String {
-    let mut o = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => o.push_str("&amp;"),
-            '<' => o.push_str("&lt;"),
-            '>' => o.push_str("&gt;"),
-            '"' => o.push_str("&quot;"),
-            '\'' => o.push_str("&#39;"),
-            _ => o.push(c),
-        }
-    }
-    o
 }
