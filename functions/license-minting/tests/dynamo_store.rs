@@ -5,7 +5,7 @@
 
 use blapi::licensing::{
     CountingSigner, DynamoLicenseStore, InProcessSigner, LicenseService, LicenseStatus,
-    LicenseStore, Outcome,
+    LicenseStore, Outcome, RevocationReason,
 };
 use blapi::storage::MemoryStore;
 use blapi::stripe::MemoryStripe;
@@ -154,6 +154,18 @@ async fn head_compare_and_swap_and_revocation_on_dynamodb() {
         panic!("supersede")
     };
     assert_eq!(supersedes.as_ref(), Some(&first));
+    // The superseded license is listed in the same transaction, effective in a week.
+    let listed = p.store.revocations().await.unwrap();
+    let entry = listed
+        .iter()
+        .find(|r| r.id == first)
+        .expect("the superseded license on the revocation list");
+    assert_eq!(entry.reason, RevocationReason::Superseded);
+    assert!(entry.revoked_at > chrono::Utc::now().timestamp_millis() + 6 * 86_400_000);
+    assert_eq!(
+        p.store.get(&cus, &first).await.unwrap().unwrap().status,
+        LicenseStatus::Superseded
+    );
     let by_sub = p.store.by_subscription(&sub).await.unwrap();
     assert_eq!(by_sub.len(), 2, "gsi1 lists the subscription's history");
     assert_eq!(

@@ -47,8 +47,12 @@
 //! - `incomplete`, `past_due`, `unpaid`, `paused`: nothing now; the event that settles the
 //!   payment (invoice paid, subscription deleted) decides.
 //! - A period whose license an operator revoked is not minted again automatically.
-//! - Superseded licenses are not put on the revocation list: they cover the same paid period
-//!   (seat changes), and `verify` reports their SUPERSEDED state from the table.
+//! - A superseded license (a seat or SKU change) is put on the revocation list when its
+//!   successor is activated, in the same transaction, with reason `superseded` and an
+//!   effective time a week later ([`SUPERSEDED_GRACE_MS`]): the customer has a week to install
+//!   the new file, then an offline verifier with the list refuses the old one (which would
+//!   otherwise stay valid until its own expiry, with the old seat count). Revoking it later
+//!   (a cancellation) replaces the entry with one effective at once.
 //!
 //! localstripe models plans (not prices) and sends `customer.subscription.created|deleted`
 //! and `invoice.payment_succeeded` only; both shapes parse, and since the state is re-fetched
@@ -110,7 +114,8 @@ pub use admin::AdminRequest;
 pub use config::Config;
 pub use format::{Features, License, LicenseCustomer, LicenseId, LicenseKey, file_key};
 pub use revocation::{
-    REVOCATION_LIST_KEY, REVOCATION_SIGNATURE_KEY, RevocationList, RevocationReason, RevokedLicense,
+    REVOCATION_LIST_KEY, REVOCATION_SIGNATURE_KEY, RevocationList, RevocationReason,
+    RevokedLicense, SUPERSEDED_GRACE_MS,
 };
 pub use service::{LicenseService, Outcome, PUBLIC_KEY_KEY, VerifyReport};
 #[cfg(any(test, feature = "test-signer"))]

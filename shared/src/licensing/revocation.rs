@@ -30,7 +30,15 @@ pub enum RevocationReason {
     Fraud,
     /// An operator's decision.
     Operator,
+    /// Replaced by a license for another seat count or SKU (a seat change): listed when the
+    /// successor is activated, effective after [`SUPERSEDED_GRACE_MS`] so the customer has
+    /// time to install the successor.
+    Superseded,
 }
+
+/// How long a superseded license stays valid after its successor is issued: a week to
+/// install the new file, then the revocation list revokes it offline too.
+pub const SUPERSEDED_GRACE_MS: i64 = 7 * 24 * 3600 * 1000;
 
 impl RevocationReason {
     pub fn as_str(self) -> &'static str {
@@ -39,6 +47,7 @@ impl RevocationReason {
             RevocationReason::Refunded => "refunded",
             RevocationReason::Fraud => "fraud",
             RevocationReason::Operator => "operator",
+            RevocationReason::Superseded => "superseded",
         }
     }
 
@@ -59,7 +68,9 @@ pub struct RevokedLicense {
     pub id: LicenseId,
     pub customer_id: String,
     pub subscription_id: String,
-    /// Milliseconds since the epoch.
+    /// When the revocation takes effect (milliseconds since the epoch): the moment of the
+    /// revocation, or for a superseded license the end of its grace to install the successor.
+    /// A verifier treats the license as revoked from then on.
     pub revoked_at: i64,
     pub reason: RevocationReason,
 }

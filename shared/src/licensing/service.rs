@@ -4,6 +4,7 @@
 use super::format::{License, LicenseCustomer, LicenseId, LicenseKey, encode_file, file_key};
 use super::revocation::{
     REVOCATION_LIST_KEY, REVOCATION_SIGNATURE_KEY, RevocationList, RevocationReason,
+    SUPERSEDED_GRACE_MS,
 };
 use super::signer::{LicenseSigner, PublicKey};
 use super::sku::Sku;
@@ -466,7 +467,16 @@ impl LicenseService {
                 .filter(|p| p.status == LicenseStatus::Active),
             None => None,
         };
-        if self.store.activate(record, previous.as_ref()).await? {
+        let effective = self.now().saturating_add(SUPERSEDED_GRACE_MS);
+        if self
+            .store
+            .activate(record, previous.as_ref(), effective)
+            .await?
+        {
+            if previous.is_some() {
+                // The superseded license is listed now, effective after its grace.
+                self.publish_revocations().await?;
+            }
             return Ok(());
         }
         // Someone else activated it, or the predecessor left ACTIVE meanwhile (revoked).
@@ -476,7 +486,7 @@ impl LicenseService {
             .await?
         {
             Some(r) if r.status != LicenseStatus::Issuing => Ok(()),
-            Some(_) if self.store.activate(record, None).await? => Ok(()),
+            Some(_) if self.store.activate(record, None, effective).await? => Ok(()),
             _ => Err(Error::InProgress(format!(
                 "license {} is being activated",
                 record.license_id

@@ -108,12 +108,14 @@ pub trait LicenseStore: Send + Sync {
     /// Records `record` (status ISSUING) and moves its period's head from `previous` (`None`:
     /// no head yet) to it, atomically. `false`: the head moved or the license exists already.
     async fn begin(&self, record: &LicenseRecord, previous: Option<&LicenseId>) -> Result<bool>;
-    /// ISSUING -> ACTIVE, and `supersede` ACTIVE -> SUPERSEDED, atomically. `false`: a
-    /// condition failed (someone else did it, or the state moved).
+    /// ISSUING -> ACTIVE, and `supersede` ACTIVE -> SUPERSEDED with its revocation entry
+    /// (reason `superseded`, effective at `revoked_at_ms`), atomically. `false`: a condition
+    /// failed (someone else did it, or the state moved).
     async fn activate(
         &self,
         record: &LicenseRecord,
         supersede: Option<&LicenseRecord>,
+        revoked_at_ms: i64,
     ) -> Result<bool>;
     /// ACTIVE|SUPERSEDED -> REVOKED plus its revocation entry, atomically. `false`: it was
     /// not in a revocable state (already revoked, or still issuing).
@@ -441,6 +443,7 @@ impl LicenseStore for DynamoLicenseStore {
         &self,
         record: &LicenseRecord,
         supersede: Option<&LicenseRecord>,
+        revoked_at_ms: i64,
     ) -> Result<bool> {
         let mut items = vec![
             TransactWriteItem::builder()
@@ -482,6 +485,16 @@ impl LicenseStore for DynamoLicenseStore {
                     )?)
                     .build(),
             );
+            items.push(
+                TransactWriteItem::builder()
+                    .put(revocation_entry(
+                        &self.table,
+                        old,
+                        RevocationReason::Superseded,
+                        revoked_at_ms,
+                    )?)
+                    .build(),
+            );
         }
         self.transact(items).await
     }
@@ -507,18 +520,7 @@ impl LicenseStore for DynamoLicenseStore {
                 .expression_attribute_values(":why", s(reason.as_str()))
                 .build(),
         )?;
-        let entry = build(
-            Put::builder()
-                .table_name(&self.table)
-                .item("pk", s(REVOKED_PK))
-                .item("sk", s(license_sk(&record.license_id)))
-                .item("license_id", s(record.license_id.as_str()))
-                .item("customer_id", s(&record.customer_id))
-                .item("subscription_id", s(&record.subscription_id))
-                .item("revoked_at", n(at_ms))
-                .item("reason", s(reason.as_str()))
-                .build(),
-        )?;
+        let entry = revocation_entry(&self.table, record, reason, at_ms)?;
         self.transact(vec![
             TransactWriteItem::builder().update(update).build(),
             TransactWriteItem::builder().put(entry).build(),
@@ -533,6 +535,28 @@ impl LicenseStore for DynamoLicenseStore {
             .map(revoked_from_item)
             .collect()
     }
+}
+
+/// The revocation entry of `record` (it replaces an earlier one: a superseded license
+/// revoked later is revoked from then on).
+fn revocation_entry(
+    table: &str,
+    record: &LicenseRecord,
+    reason: RevocationReason,
+    at_ms: i64,
+) -> Result<Put> {
+    build(
+        Put::builder()
+            .table_name(table)
+            .item("pk", s(REVOKED_PK))
+            .item("sk", s(license_sk(&record.license_id)))
+            .item("license_id", s(record.license_id.as_str()))
+            .item("customer_id", s(&record.customer_id))
+            .item("subscription_id", s(&record.subscription_id))
+            .item("revoked_at", n(at_ms))
+            .item("reason", s(reason.as_str()))
+            .build(),
+    )
 }
 
 // ------------------------------------------------------------------ in memory
@@ -665,6 +689,7 @@ impl LicenseStore for MemoryLicenseStore {
         &self,
         record: &LicenseRecord,
         supersede: Option<&LicenseRecord>,
+        revoked_at_ms: i64,
     ) -> Result<bool> {
         self.check()?;
         let mut t = self.lock();
@@ -681,6 +706,16 @@ impl LicenseStore for MemoryLicenseStore {
                 }
                 _ => return Ok(false),
             }
+            t.revoked.insert(
+                old.license_id.clone(),
+                RevokedLicense {
+                    id: old.license_id.clone(),
+                    customer_id: old.customer_id.clone(),
+                    subscription_id: old.subscription_id.clone(),
+                    revoked_at: revoked_at_ms,
+                    reason: RevocationReason::Superseded,
+                },
+            );
         }
         if let Some(r) = t.licenses.get_mut(&new_key) {
             r.status = LicenseStatus::Active;

@@ -235,9 +235,28 @@ async fn seat_change_supersedes_and_stale_events_do_not_undo_it() {
     let report = f.service.verify_id(&first).await.unwrap();
     assert!(
         report.valid,
-        "a superseded license still verifies for its paid period"
+        "a superseded license still verifies during its week to install the successor"
     );
     assert_eq!(report.status, Some("SUPERSEDED"));
+    // It is on the published revocation list, effective a week after its successor.
+    let list = f.service.published_revocations().await.unwrap().unwrap();
+    let entry = list.find(&first).expect("the superseded license is listed");
+    assert_eq!(entry.reason, RevocationReason::Superseded);
+    assert_eq!(entry.revoked_at, NOW_MS + SUPERSEDED_GRACE_MS);
+    let pk = f.service.public_key().await.unwrap().clone();
+    let offline = |file: &str, at: i64| verify_license(file, &pk, Some(&list), at);
+    assert!(offline(&old.file, entry.revoked_at - 1).is_ok());
+    assert!(
+        matches!(
+            offline(&old.file, entry.revoked_at),
+            Err(VerifyError::Revoked { ref reason, .. }) if reason == "superseded"
+        ),
+        "offline, the old seat count stops working after the grace"
+    );
+    assert!(
+        offline(&new.file, entry.revoked_at).is_ok(),
+        "the successor stays valid"
+    );
 
     // Back to 5 seats: a third license, not the first one again.
     f.stripe.put_subscription(subscription(

@@ -108,7 +108,10 @@ pub fn verify_license(
     }
     let license: License =
         serde_json::from_slice(&json).map_err(|e| VerifyError::Malformed(e.to_string()))?;
-    if let Some(entry) = revocations.and_then(|r| r.find(&license.id)) {
+    if let Some(entry) = revocations
+        .and_then(|r| r.find(&license.id))
+        .filter(|e| now_ms >= e.revoked_at)
+    {
         return Err(VerifyError::Revoked {
             revoked_at: entry.revoked_at,
             reason: entry.reason.to_string(),
