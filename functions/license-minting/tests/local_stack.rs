@@ -111,7 +111,13 @@ async fn reordered_duplicates_with_a_later_seat_change_give_one_license_per_peri
         licenses[0]["period_start_ms"],
         licenses[1]["period_start_ms"]
     );
-    assert_eq!(l.signer.signs(), 2);
+    // Two licenses, and the revocation list that lists the superseded one (published once,
+    // or twice when two duplicate deliveries finish the activation at the same moment).
+    assert!(
+        (3..=4).contains(&l.signer.signs()),
+        "{} signatures",
+        l.signer.signs()
+    );
 }
 
 #[tokio::test]

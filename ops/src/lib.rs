@@ -1,0 +1,12 @@
+//! `blapi-ops`: what an operator on call needs, the same against the local stack and a
+//! deployed one.
+//!
+//! - [`stack`]: which stack, and its resources' names (`.local/stack.json` or CloudFormation).
+//! - [`dlq`]: every dead-letter queue's depth, oldest message and a redacted sample; redrive.
+//! - [`replay`]: archived raw events fed again through the intake's routing table.
+//!
+//! Everything that writes has a dry run; nothing personal or secret is printed.
+
+pub mod dlq;
+pub mod replay;
+pub mod stack;

@@ -1,0 +1,199 @@
+//! `blapi-ops`: the operator's command line. `blapi-ops --help` lists the commands.
+//!
+//! The stack is the local one (`.local/stack.json`, from `make up`) unless `--stack NAME`
+//! names a deployed CloudFormation stack (credentials and region from the environment, as
+//! for the AWS CLI).
+
+use anyhow::{Context, Result};
+use blapi::queue::SqsSender;
+use blapi::storage::{ObjectStore, S3Store};
+use blapi_ops::stack::Stack;
+use blapi_ops::{dlq, replay};
+use clap::{Arg, ArgAction, ArgMatches, Command};
+use std::sync::Arc;
+
+fn cli() -> Command {
+    let dry = Arg::new("dry-run")
+        .long("dry-run")
+        .action(ArgAction::SetTrue)
+        .help("say what would be done, change nothing");
+    Command::new("blapi-ops")
+        .about("Operate blapi: dead-letter queues, redrive, replay from the raw archive.")
+        .arg(
+            Arg::new("stack")
+                .long("stack")
+                .global(true)
+                .help("a deployed CloudFormation stack (default: the local stack of `make up`)"),
+        )
+        .arg(
+            Arg::new("json")
+                .long("json")
+                .global(true)
+                .action(ArgAction::SetTrue)
+                .help("print the summary as JSON"),
+        )
+        .subcommand_required(true)
+        .subcommand(
+            Command::new("dlq")
+                .about("dead-letter queues")
+                .subcommand_required(true)
+                .subcommand(Command::new("list").about(
+                    "every dead-letter queue: depth, age of the oldest message, a redacted sample",
+                ))
+                .subcommand(
+                    Command::new("redrive")
+                        .about(
+                            "move a dead-letter queue's messages back to the queue they came from",
+                        )
+                        .arg(
+                            Arg::new("queue")
+                                .required(true)
+                                .help("e.g. LicenseRequestsDLQ"),
+                        )
+                        .arg(
+                            Arg::new("max")
+                                .long("max")
+                                .value_parser(clap::value_parser!(u64))
+                                .help("move at most N messages"),
+                        )
+                        .arg(
+                            Arg::new("to").long("to").help(
+                                "the destination queue, when the DLQ serves several (or none)",
+                            ),
+                        )
+                        .arg(dry.clone()),
+                ),
+        )
+        .subcommand(
+            Command::new("replay")
+                .about("re-feed archived raw events through the routing table into the queues")
+                .arg(Arg::new("source").long("source").default_value("stripe"))
+                .arg(
+                    Arg::new("from")
+                        .long("from")
+                        .required(true)
+                        .help("YYYY-MM-DD or RFC 3339"),
+                )
+                .arg(
+                    Arg::new("to")
+                        .long("to")
+                        .required(true)
+                        .help("YYYY-MM-DD (inclusive) or RFC 3339"),
+                )
+                .arg(
+                    Arg::new("type")
+                        .long("type")
+                        .help("event type, or a prefix pattern like customer.subscription.*"),
+                )
+                .arg(dry),
+        )
+}
+
+fn arg<'a>(m: &'a ArgMatches, name: &str) -> Option<&'a String> {
+    m.get_one::<String>(name)
+}
+
+fn print<T: serde::Serialize + std::fmt::Debug>(json: bool, value: &T) -> Result<()> {
+    let text = if json {
+        serde_json::to_string_pretty(value)?
+    } else {
+        format!("{value:#?}")
+    };
+    println!("{text}");
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let m = cli().get_matches();
+    let repo = blapi_infra::repo_root();
+    let json = m.get_flag("json");
+    let (stack, sdk) = match arg(&m, "stack") {
+        Some(name) => {
+            let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+            (Stack::deployed(name, &repo, &sdk).await?, sdk)
+        }
+        None => {
+            let stack = Stack::local(&repo)?;
+            let endpoint = stack
+                .endpoint
+                .clone()
+                .context("the local stack has no endpoint")?;
+            (stack, blapi_infra::sdk_config(&endpoint).await)
+        }
+    };
+    let sqs = aws_sdk_sqs::Client::new(&sdk);
+    let progress = |line: &str| eprintln!("{line}");
+    eprintln!("stack: {}", stack.name);
+    match m.subcommand() {
+        Some(("dlq", d)) => match d.subcommand() {
+            Some(("list", _)) => {
+                let now = chrono::Utc::now().timestamp_millis();
+                let states = dlq::list(&stack, &sqs, now).await?;
+                if json {
+                    return print(true, &states);
+                }
+                for s in &states {
+                    println!(
+                        "{:<28} {:>6} message(s){}{}",
+                        s.queue,
+                        s.depth,
+                        s.oldest_age_s
+                            .map(|a| format!(", oldest {a} s"))
+                            .unwrap_or_default(),
+                        s.sample
+                            .as_ref()
+                            .map(|x| format!(", e.g. {x}"))
+                            .unwrap_or_default()
+                    );
+                }
+                let total: u64 = states.iter().map(|s| s.depth).sum();
+                println!(
+                    "{} dead-letter queues, {total} message(s) parked",
+                    states.len()
+                );
+                Ok(())
+            }
+            Some(("redrive", r)) => {
+                let queue = arg(r, "queue").context("QUEUE")?;
+                let out = dlq::redrive(
+                    &stack,
+                    &sqs,
+                    queue,
+                    arg(r, "to").map(String::as_str),
+                    r.get_one::<u64>("max").copied(),
+                    r.get_flag("dry-run"),
+                    &progress,
+                )
+                .await?;
+                print(json, &out)
+            }
+            _ => unreachable!("clap requires a subcommand"),
+        },
+        Some(("replay", r)) => {
+            let req = replay::ReplayRequest {
+                source: arg(r, "source").cloned().unwrap_or_else(|| "stripe".into()),
+                from: replay::parse_time(arg(r, "from").context("--from")?, false)?,
+                to: replay::parse_time(arg(r, "to").context("--to")?, true)?,
+                event_type: arg(r, "type").cloned(),
+                dry_run: r.get_flag("dry-run"),
+            };
+            let store: Arc<dyn ObjectStore> = Arc::new(S3Store::new(
+                aws_sdk_s3::Client::new(&sdk),
+                stack.bucket()?.to_owned(),
+            ));
+            let sender = SqsSender::new(sqs.clone(), store.clone());
+            let out = replay::replay(
+                &stack,
+                &aws_sdk_s3::Client::new(&sdk),
+                store.as_ref(),
+                &sender,
+                &req,
+                &progress,
+            )
+            .await?;
+            print(json, &out)
+        }
+        _ => unreachable!("clap requires a subcommand"),
+    }
+}

@@ -1,0 +1,321 @@
+//! blapi-ops against the local stack (a fresh one per test: it moves whole queues):
+//! a poison message parked in a DLQ, moved back exactly once (`--max`, dry runs, an empty
+//! queue); archived raw events replayed through the routing table (window, type filter, an
+//! object that no longer parses, `--to` before `--from`). Needs `make up`.
+
+#![allow(clippy::unwrap_used)]
+
+use blapi::queue::SqsSender;
+use blapi::storage::{ObjectStore, S3Store};
+use blapi_infra::template::Template;
+use blapi_infra::testing::{drain_queue, fresh_stack};
+use blapi_ops::dlq;
+use blapi_ops::replay::{self, ReplayRequest};
+use blapi_ops::stack::Stack;
+use serde_json::{Value, json};
+use std::sync::Arc;
+
+struct World {
+    stack: Stack,
+    sqs: aws_sdk_sqs::Client,
+    s3: aws_sdk_s3::Client,
+    store: Arc<dyn ObjectStore>,
+}
+
+async fn world() -> World {
+    let local = fresh_stack().await;
+    let sdk = local.sdk_config().await;
+    let template = Template::load(&blapi_infra::repo_root().join("template.yaml")).unwrap();
+    let stack = Stack::of_local(local, template).unwrap();
+    let s3 = aws_sdk_s3::Client::new(&sdk);
+    let store: Arc<dyn ObjectStore> =
+        Arc::new(S3Store::new(s3.clone(), stack.bucket().unwrap().to_owned()));
+    World {
+        stack,
+        sqs: aws_sdk_sqs::Client::new(&sdk),
+        s3,
+        store,
+    }
+}
+
+impl World {
+    async fn send(&self, queue: &str, body: &str) {
+        self.sqs
+            .send_message()
+            .queue_url(self.stack.physical(queue).unwrap())
+            .message_body(body)
+            .send()
+            .await
+            .unwrap();
+    }
+
+    fn quiet() -> impl Fn(&str) {
+        |_: &str| {}
+    }
+}
+
+#[tokio::test]
+async fn a_parked_message_goes_back_to_its_queue_exactly_once() {
+    let w = world().await;
+    let poison = json!({"id": "evt_1", "source": "stripe", "type": "customer.created",
+        "received_at": "2026-03-02T10:00:00Z", "raw_key": "raw/stripe/2026/03/02/evt_1.json",
+        "event": {"data": {"object": {"email": "ada@example.com"}}}})
+    .to_string();
+    for _ in 0..3 {
+        w.send("LicenseRequestsDLQ", &poison).await;
+    }
+    let states = dlq::list(&w.stack, &w.sqs, chrono::Utc::now().timestamp_millis())
+        .await
+        .unwrap();
+    let s = states
+        .iter()
+        .find(|s| s.queue == "LicenseRequestsDLQ")
+        .unwrap();
+    assert_eq!(s.depth, 3);
+    assert_eq!(s.sources, ["LicenseRequestsQueue"]);
+    assert_eq!(s.sample.as_deref(), Some("stripe customer.created evt_1"));
+    assert!(s.oldest_age_s.is_some_and(|a| a >= 0));
+    let listed = serde_json::to_string(&states).unwrap();
+    assert!(
+        !listed.contains("ada@example.com"),
+        "no personal data: {listed}"
+    );
+    assert!(
+        states
+            .iter()
+            .any(|s| s.queue == "RevenueJobsDLQ" && s.depth == 0),
+        "every DLQ is listed: {listed}"
+    );
+
+    // A dry run moves nothing.
+    let dry = dlq::redrive(
+        &w.stack,
+        &w.sqs,
+        "license-requests-dlq",
+        None,
+        None,
+        true,
+        &World::quiet(),
+    )
+    .await
+    .unwrap();
+    assert_eq!((dry.moved, dry.to.as_str()), (3, "LicenseRequestsQueue"));
+    let source = w.stack.physical("LicenseRequestsQueue").unwrap().to_owned();
+    assert!(drain_queue(&w.sqs, &source).await.is_empty());
+
+    // Two, then the rest: each message arrives once, unchanged.
+    let first = dlq::redrive(
+        &w.stack,
+        &w.sqs,
+        "LicenseRequestsDLQ",
+        None,
+        Some(2),
+        false,
+        &World::quiet(),
+    )
+    .await
+    .unwrap();
+    assert_eq!((first.moved, first.left), (2, 1));
+    let rest = dlq::redrive(
+        &w.stack,
+        &w.sqs,
+        "LicenseRequestsDLQ",
+        None,
+        None,
+        false,
+        &World::quiet(),
+    )
+    .await
+    .unwrap();
+    assert_eq!((rest.moved, rest.left), (1, 0));
+    let arrived = drain_queue(&w.sqs, &source).await;
+    assert_eq!(arrived, vec![poison.clone(); 3]);
+    // An empty queue: nothing to do, no error.
+    let empty = dlq::redrive(
+        &w.stack,
+        &w.sqs,
+        "LicenseRequestsDLQ",
+        None,
+        None,
+        false,
+        &World::quiet(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(empty.moved, 0);
+    // A queue that is nobody's DLQ needs --to; an unknown queue is named.
+    let e = dlq::redrive(
+        &w.stack,
+        &w.sqs,
+        "BillingScheduleDLQ",
+        None,
+        None,
+        false,
+        &World::quiet(),
+    )
+    .await
+    .unwrap_err();
+    assert!(e.to_string().contains("--to"), "{e}");
+    let e = dlq::redrive(
+        &w.stack,
+        &w.sqs,
+        "NoSuchDLQ",
+        None,
+        None,
+        false,
+        &World::quiet(),
+    )
+    .await
+    .unwrap_err();
+    assert!(e.to_string().contains("no queue NoSuchDLQ"), "{e}");
+}
+
+fn stripe_event(id: &str, t: &str, created: i64) -> Vec<u8> {
+    serde_json::to_vec(
+        &json!({"id": id, "object": "event", "type": t, "created": created,
+        "data": {"object": {"id": "sub_1", "object": "subscription", "customer": "cus_1"}}}),
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn archived_events_are_replayed_through_the_routing_table() {
+    let w = world().await;
+    // 2026-03-02 10:00 and 2026-03-03 10:00 UTC.
+    let (d2, d3) = (1_772_445_600, 1_772_532_000);
+    let objects = [
+        (
+            "raw/stripe/2026/03/02/evt_a.json",
+            stripe_event("evt_a", "customer.subscription.created", d2),
+        ),
+        (
+            "raw/stripe/2026/03/02/evt_b.json",
+            stripe_event("evt_b", "invoice.paid", d2),
+        ),
+        (
+            "raw/stripe/2026/03/02/evt_c.json",
+            stripe_event("evt_c", "balance.available", d2),
+        ),
+        (
+            "raw/stripe/2026/03/02/evt_bad.json",
+            b"{\"not\": \"an event\"".to_vec(),
+        ),
+        (
+            "raw/stripe/2026/03/03/evt_d.json",
+            stripe_event("evt_d", "customer.subscription.deleted", d3),
+        ),
+    ];
+    for (key, body) in &objects {
+        w.store
+            .put(key, body.clone(), "application/json")
+            .await
+            .unwrap();
+    }
+    let sender = SqsSender::new(w.sqs.clone(), w.store.clone());
+    let run = |from: &str, to: &str, t: Option<&str>, dry: bool| ReplayRequest {
+        source: "stripe".into(),
+        from: replay::parse_time(from, false).unwrap(),
+        to: replay::parse_time(to, true).unwrap(),
+        event_type: t.map(str::to_owned),
+        dry_run: dry,
+    };
+    let q = |id: &str| w.stack.physical(id).unwrap().to_owned();
+
+    let dry = replay::replay(
+        &w.stack,
+        &w.s3,
+        w.store.as_ref(),
+        &sender,
+        &run("2026-03-02", "2026-03-03", None, true),
+        &World::quiet(),
+    )
+    .await
+    .unwrap();
+    assert_eq!((dry.objects, dry.replayed, dry.unrouted), (5, 3, 1));
+    assert_eq!(dry.unparseable, ["raw/stripe/2026/03/02/evt_bad.json"]);
+    assert!(
+        drain_queue(&w.sqs, &q("LicenseRequestsQueue"))
+            .await
+            .is_empty(),
+        "a dry run sends nothing"
+    );
+
+    // One day, subscriptions only.
+    let out = replay::replay(
+        &w.stack,
+        &w.s3,
+        w.store.as_ref(),
+        &sender,
+        &run(
+            "2026-03-02",
+            "2026-03-02",
+            Some("customer.subscription.*"),
+            false,
+        ),
+        &World::quiet(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        (out.replayed, out.filtered),
+        (1, 2),
+        "invoice.paid and balance.available are filtered"
+    );
+    let licenses = drain_queue(&w.sqs, &q("LicenseRequestsQueue")).await;
+    assert_eq!(licenses.len(), 1);
+    let msg: Value = serde_json::from_str(&licenses[0]).unwrap();
+    assert_eq!(msg["id"], "evt_a");
+    assert_eq!(msg["raw_key"], "raw/stripe/2026/03/02/evt_a.json");
+    assert_eq!(msg["event"]["data"]["object"]["id"], "sub_1");
+    // The same routes as intake: subscription events also reach billing and customer sync.
+    assert_eq!(drain_queue(&w.sqs, &q("BillingEventsQueue")).await.len(), 1);
+    assert_eq!(
+        drain_queue(&w.sqs, &q("CustomerEventsQueue")).await.len(),
+        1
+    );
+    assert_eq!(out.sent.values().sum::<u64>(), 3, "{:?}", out.sent);
+
+    // --to before --from is refused.
+    let e = replay::replay(
+        &w.stack,
+        &w.s3,
+        w.store.as_ref(),
+        &sender,
+        &run("2026-03-03", "2026-03-02", None, false),
+        &World::quiet(),
+    )
+    .await
+    .unwrap_err();
+    assert!(e.to_string().contains("before --from"), "{e}");
+    assert!(replay::parse_time("yesterday", false).is_err());
+}
+
+#[test]
+fn type_patterns() {
+    assert!(replay::type_matches(
+        "customer.*",
+        "customer.subscription.created"
+    ));
+    assert!(replay::type_matches("invoice.paid", "invoice.paid"));
+    assert!(!replay::type_matches("invoice.paid", "invoice.paid_out"));
+    assert!(replay::type_matches("*", "anything"));
+}
+
+#[test]
+fn redaction_never_shows_content() {
+    assert_eq!(
+        dlq::redact(
+            r#"{"id":"evt_9","source":"portal","type":"lead.signup","event":{"email":"x@y.z"}}"#
+        ),
+        "portal lead.signup evt_9"
+    );
+    assert_eq!(dlq::redact("name=Ada Lovelace"), "not JSON, 17 bytes");
+    assert_eq!(
+        dlq::redact(r#"{"claim_check":{"bucket":"b","key":"claim-check/1","bytes":9}}"#),
+        "claim check claim-check/1"
+    );
+    assert_eq!(
+        dlq::redact(r#"{"email":"x@y.z"}"#),
+        "JSON without an event envelope, 17 bytes"
+    );
+}
