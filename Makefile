@@ -21,7 +21,7 @@ export CARGO_TERM_COLOR ?= never
 
 FUNCTIONS := webhook-intake usage-billing license-minting lead-enrichment customer-sync revenue-ops
 
-.PHONY: help setup build test lint fmt up down functions demo bench deploy $(addprefix invoke-,$(FUNCTIONS))
+.PHONY: help setup build test lint fmt up down functions demo bench deploy ops $(addprefix invoke-,$(FUNCTIONS))
 
 help: ## this list
 	@grep -E '^[a-z%-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 18
@@ -67,6 +67,10 @@ demo: setup ## run the whole business flow on the local stack (leaves it running
 	@echo "== 3/4 the scenario"
 	target/debug/blapi-demo
 	@echo "== 4/4 done: the stack is still up for a look around; 'make down' stops it" 
+
+ops: ## the operator's command line on the local stack: make ops ARGS="dlq list" (or target/debug/blapi-ops --stack NAME ...)
+	cargo build --quiet -p blapi-ops
+	target/debug/blapi-ops $(ARGS)
 
 bench: setup ## measure size, cold start, memory and hot paths; writes target/bench/report.md
 	infra/stack.sh run bench/run.sh
