@@ -58,15 +58,17 @@ down: ## stop everything `make up` / `make demo` started
 	infra/stack.sh stop
 
 demo: setup ## run the whole business flow on the local stack (leaves it running; `make down` stops it)
-	@echo "== 1/4 local stack: moto + localstripe, provisioned from template.yaml"
+	@echo "== 1/5 local stack: moto + localstripe, provisioned from template.yaml"
 	infra/stack.sh start
 	cargo build --bins
 	target/debug/blapi-local up
-	@echo "== 2/4 functions under cargo lambda watch (port $(LAMBDA_PORT)) + the event-source mapper"
+	@echo "== 2/5 functions under cargo lambda watch (port $(LAMBDA_PORT)) + the event-source mapper"
 	infra/stack.sh functions
-	@echo "== 3/4 the scenario"
+	@echo "== 3/5 the scenario"
 	target/debug/blapi-demo
-	@echo "== 4/4 done: the stack is still up for a look around; 'make down' stops it" 
+	@echo "== 4/5 the operator's view of the dead-letter queues (blapi-ops dlq list; 'make ops ARGS=\"dlq redrive QUEUE\"' moves them back)"
+	target/debug/blapi-ops dlq list
+	@echo "== 5/5 done: the stack is still up for a look around; 'make down' stops it" 
 
 ops: ## the operator's command line on the local stack: make ops ARGS="dlq list" (or target/debug/blapi-ops --stack NAME ...)
 	cargo build --quiet -p blapi-ops
