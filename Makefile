@@ -44,7 +44,7 @@ test: setup ## unit + integration + end-to-end tests against the local stack (st
 lint: setup ## rustfmt check, clippy -D warnings, cfn-lint
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
-	$(BIN)/cfn-lint template.yaml
+	$(BIN)/cfn-lint --include-checks I -- template.yaml
 
 fmt: ## format the code
 	cargo fmt --all
