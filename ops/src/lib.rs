@@ -4,9 +4,11 @@
 //! - [`stack`]: which stack, and its resources' names (`.local/stack.json` or CloudFormation).
 //! - [`dlq`]: every dead-letter queue's depth, oldest message and a redacted sample; redrive.
 //! - [`replay`]: archived raw events fed again through the intake's routing table.
+//! - [`admin`]: `license mint|revoke|list`, `billing rerun`: the functions' admin actions.
 //!
 //! Everything that writes has a dry run; nothing personal or secret is printed.
 
+pub mod admin;
 pub mod dlq;
 pub mod replay;
 pub mod stack;

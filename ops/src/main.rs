@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use blapi::queue::SqsSender;
 use blapi::storage::{ObjectStore, S3Store};
 use blapi_ops::stack::Stack;
-use blapi_ops::{dlq, replay};
+use blapi_ops::{admin, dlq, replay};
 use clap::{Arg, ArgAction, ArgMatches, Command};
 use std::sync::Arc;
 
@@ -18,7 +18,7 @@ fn cli() -> Command {
         .action(ArgAction::SetTrue)
         .help("say what would be done, change nothing");
     Command::new("blapi-ops")
-        .about("Operate blapi: dead-letter queues, redrive, replay from the raw archive.")
+        .about("Operate blapi: dead-letter queues, redrive, replay from the raw archive, license and billing admin.")
         .arg(
             Arg::new("stack")
                 .long("stack")
@@ -61,6 +61,47 @@ fn cli() -> Command {
                                 "the destination queue, when the DLQ serves several (or none)",
                             ),
                         )
+                        .arg(dry.clone()),
+                ),
+        )
+        .subcommand(
+            Command::new("license")
+                .about("license admin (license-minting's direct invocations)")
+                .subcommand_required(true)
+                .subcommand(
+                    Command::new("mint")
+                        .about("license a subscription's current period now")
+                        .arg(Arg::new("subscription").long("subscription").required(true))
+                        .arg(dry.clone()),
+                )
+                .subcommand(
+                    Command::new("revoke")
+                        .about("revoke one license and republish the signed revocation list")
+                        .arg(Arg::new("license").required(true))
+                        .arg(
+                            Arg::new("reason")
+                                .long("reason")
+                                .default_value("operator")
+                                .help("subscription_canceled, refunded, fraud, operator"),
+                        )
+                        .arg(dry.clone()),
+                )
+                .subcommand(
+                    Command::new("list")
+                        .about("a customer's or a subscription's licenses")
+                        .arg(Arg::new("customer").long("customer"))
+                        .arg(Arg::new("subscription").long("subscription")),
+                ),
+        )
+        .subcommand(
+            Command::new("billing")
+                .about("billing admin (usage-billing's direct invocations)")
+                .subcommand_required(true)
+                .subcommand(
+                    Command::new("rerun")
+                        .about("plan a period again (idempotent per customer), or bill one customer")
+                        .arg(Arg::new("period").long("period").required(true).help("YYYY-MM"))
+                        .arg(Arg::new("customer").long("customer"))
                         .arg(dry.clone()),
                 ),
         )
@@ -170,6 +211,48 @@ async fn main() -> Result<()> {
             }
             _ => unreachable!("clap requires a subcommand"),
         },
+        Some(("license", l)) => {
+            let (payload, dry) = match l.subcommand() {
+                Some(("mint", a)) => (
+                    admin::mint(arg(a, "subscription").context("--subscription")?),
+                    a.get_flag("dry-run"),
+                ),
+                Some(("revoke", a)) => (
+                    admin::revoke(
+                        arg(a, "license").context("LICENSE")?,
+                        arg(a, "reason").map_or("operator", String::as_str),
+                    ),
+                    a.get_flag("dry-run"),
+                ),
+                Some(("list", a)) => (
+                    admin::list(
+                        arg(a, "customer").map(String::as_str),
+                        arg(a, "subscription").map(String::as_str),
+                    )?,
+                    false,
+                ),
+                _ => unreachable!("clap requires a subcommand"),
+            };
+            run_admin(&stack, &sdk, admin::LICENSE_MINTING, payload, dry, json).await
+        }
+        Some(("billing", b)) => match b.subcommand() {
+            Some(("rerun", a)) => {
+                let payload = admin::rerun(
+                    arg(a, "period").context("--period")?,
+                    arg(a, "customer").map(String::as_str),
+                )?;
+                run_admin(
+                    &stack,
+                    &sdk,
+                    admin::USAGE_BILLING,
+                    payload,
+                    a.get_flag("dry-run"),
+                    json,
+                )
+                .await
+            }
+            _ => unreachable!("clap requires a subcommand"),
+        },
         Some(("replay", r)) => {
             let req = replay::ReplayRequest {
                 source: arg(r, "source").cloned().unwrap_or_else(|| "stripe".into()),
@@ -196,4 +279,25 @@ async fn main() -> Result<()> {
         }
         _ => unreachable!("clap requires a subcommand"),
     }
+}
+
+/// Runs an admin action, or with `--dry-run` says which function would get which request.
+async fn run_admin(
+    stack: &Stack,
+    sdk: &aws_config::SdkConfig,
+    function: &str,
+    payload: serde_json::Value,
+    dry_run: bool,
+    json: bool,
+) -> Result<()> {
+    if dry_run {
+        let would = serde_json::json!({"dry_run": true, "function": function, "request": payload});
+        return print(true, &would);
+    }
+    let answer = admin::invoke(stack, sdk, function, payload).await?;
+    if json {
+        return print(true, &answer);
+    }
+    println!("{}", serde_json::to_string_pretty(&answer)?);
+    Ok(())
 }

@@ -29,6 +29,8 @@ pub struct Stack {
     pub template: Template,
     /// `AWS_ENDPOINT_URL` for the local emulator; `None` for AWS.
     pub endpoint: Option<String>,
+    /// Local only: each function's environment as the template resolves it.
+    pub functions: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 impl Stack {
@@ -57,6 +59,7 @@ impl Stack {
                 .collect(),
             template,
             endpoint: Some(local.endpoint),
+            functions: local.functions,
         })
     }
 
@@ -85,6 +88,7 @@ impl Stack {
             resources,
             template: Template::load(&repo.join("template.yaml"))?,
             endpoint: None,
+            functions: BTreeMap::new(),
         })
     }
 
@@ -94,6 +98,32 @@ impl Stack {
             .get(logical)
             .map(String::as_str)
             .ok_or_else(|| anyhow!("the stack has no resource {logical}"))
+    }
+
+    /// A local function's environment (by binary name).
+    pub fn function_env(&self, binary: &str) -> Result<BTreeMap<String, String>> {
+        self.functions
+            .get(binary)
+            .cloned()
+            .ok_or_else(|| anyhow!("the local stack has no function {binary}"))
+    }
+
+    /// A deployed function's name (by binary name).
+    pub fn function_name(&self, binary: &str) -> Result<&str> {
+        let logical = self
+            .template
+            .resources()
+            .into_iter()
+            .map(|(id, _, _)| id)
+            .find(|id| {
+                self.template
+                    .resource(id)
+                    .and_then(|r| r.pointer("/Metadata/BuildProperties/Binary"))
+                    .and_then(Value::as_str)
+                    == Some(binary)
+            })
+            .ok_or_else(|| anyhow!("template.yaml has no function {binary}"))?;
+        self.physical(&logical)
     }
 
     /// The artifacts bucket (raw archive, claim checks).

@@ -319,3 +319,143 @@ fn redaction_never_shows_content() {
         "JSON without an event envelope, 17 bytes"
     );
 }
+
+/// A customer with an active 3-seat monthly subscription on localstripe: (customer, subscription).
+async fn localstripe_subscription() -> (String, String) {
+    let base = std::env::var("LOCALSTRIPE_URL").unwrap_or_else(|_| "http://127.0.0.1:8420".into());
+    let stripe = blapi::stripe::StripeClient::new(
+        base,
+        blapi::config::Secret::new("sk_test_blapi_local".into()),
+        std::time::Duration::from_secs(10),
+    )
+    .unwrap();
+    let post = |path: String, form: Vec<(&'static str, String)>| {
+        let stripe = &stripe;
+        async move {
+            let form = blapi::stripe::form_pairs(form);
+            stripe
+                .post::<Value>(&path, &form, &uuid_like())
+                .await
+                .unwrap_or_else(|e| panic!("localstripe {path}: {}", e.chain()))
+        }
+    };
+    let id = |v: &Value| v["id"].as_str().unwrap().to_owned();
+    let product = post("products".into(), vec![("name", "Mattermost".into())]).await;
+    let plan = post(
+        "plans".into(),
+        vec![
+            ("product", id(&product)),
+            ("amount", "1000".into()),
+            ("currency", "usd".into()),
+            ("interval", "month".into()),
+            ("metadata[sku]", "professional".into()),
+        ],
+    )
+    .await;
+    let customer = post("customers".into(), vec![("name", "Ops Test".into())]).await;
+    let cus = id(&customer);
+    post(
+        format!("customers/{cus}/sources"),
+        vec![
+            ("source[object]", "card".into()),
+            ("source[number]", "4242424242424242".into()),
+            ("source[exp_month]", "12".into()),
+            ("source[exp_year]", "2040".into()),
+            ("source[cvc]", "123".into()),
+        ],
+    )
+    .await;
+    let sub = post(
+        "subscriptions".into(),
+        vec![
+            ("customer", cus.clone()),
+            ("items[0][plan]", id(&plan)),
+            ("items[0][quantity]", "3".into()),
+        ],
+    )
+    .await;
+    (cus, id(&sub))
+}
+
+fn uuid_like() -> String {
+    format!(
+        "ops-{}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    )
+}
+
+#[tokio::test]
+async fn license_and_billing_admin_run_the_functions_own_actions() {
+    use blapi_ops::admin;
+    let w = world().await;
+    let sdk = blapi_infra::sdk_config(w.stack.endpoint.as_deref().unwrap()).await;
+    let (cus, sub) = localstripe_subscription().await;
+    let minted = admin::invoke(&w.stack, &sdk, admin::LICENSE_MINTING, admin::mint(&sub))
+        .await
+        .unwrap();
+    let id = minted["license_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{minted}"))
+        .to_owned();
+    let again = admin::invoke(&w.stack, &sdk, admin::LICENSE_MINTING, admin::mint(&sub))
+        .await
+        .unwrap();
+    assert_eq!(
+        again["license_id"],
+        id.as_str(),
+        "minting twice names the same license: {again}"
+    );
+    let listed = admin::invoke(
+        &w.stack,
+        &sdk,
+        admin::LICENSE_MINTING,
+        admin::list(Some(&cus), None).unwrap(),
+    )
+    .await
+    .unwrap();
+    assert!(listed.to_string().contains(&id), "{listed}");
+    let revoked = admin::invoke(
+        &w.stack,
+        &sdk,
+        admin::LICENSE_MINTING,
+        admin::revoke(&id, "operator"),
+    )
+    .await
+    .unwrap();
+    assert!(revoked.to_string().contains("revoked"), "{revoked}");
+    let e = admin::invoke(
+        &w.stack,
+        &sdk,
+        admin::LICENSE_MINTING,
+        admin::revoke("lic_nope", "operator"),
+    )
+    .await
+    .unwrap_err();
+    assert!(e.to_string().contains("license-minting"), "{e}");
+
+    // A rerun of a period with nobody to bill plans nothing, twice alike.
+    let plan = admin::invoke(
+        &w.stack,
+        &sdk,
+        admin::USAGE_BILLING,
+        admin::rerun("2026-01", None).unwrap(),
+    )
+    .await
+    .unwrap();
+    let plan_again = admin::invoke(
+        &w.stack,
+        &sdk,
+        admin::USAGE_BILLING,
+        admin::rerun("2026-01", None).unwrap(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(plan, plan_again);
+    assert!(admin::rerun("2026-1", None).is_err());
+    assert!(admin::rerun("january", Some("cus_1")).is_err());
+    assert!(admin::list(None, None).is_err());
+    assert!(admin::list(Some("c"), Some("s")).is_err());
+}

@@ -1,0 +1,114 @@
+//! The admin actions that otherwise need a hand-written JSON event: `license mint|revoke|list`
+//! and `billing rerun`. They are the functions' own direct invocations
+//! (`{"action": ...}`), run the function's way:
+//! - on a deployed stack, the deployed function is invoked (`lambda:InvokeFunction`), so the
+//!   action runs with the function's role and configuration;
+//! - on the local stack, the function's handler runs in this process with the environment the
+//!   template gives it (`.local/stack.json`), against the emulator.
+
+use crate::stack::Stack;
+use anyhow::{Context, Result, anyhow, bail};
+use blapi::aws::Clients;
+use blapi::config::Env;
+use lambda_runtime::{Context as LambdaContext, LambdaEvent};
+use serde_json::{Value, json};
+
+/// The functions that take admin actions.
+pub const LICENSE_MINTING: &str = "license-minting";
+pub const USAGE_BILLING: &str = "usage-billing";
+
+/// Runs `payload` as a direct invocation of `function` (its binary name).
+pub async fn invoke(
+    stack: &Stack,
+    sdk: &aws_config::SdkConfig,
+    function: &str,
+    payload: Value,
+) -> Result<Value> {
+    if stack.endpoint.is_none() {
+        return invoke_deployed(stack, sdk, function, payload).await;
+    }
+    let env = Env::from_map(stack.function_env(function)?);
+    let clients = Clients::new(sdk);
+    let event = LambdaEvent::new(payload, LambdaContext::default());
+    let answer = match function {
+        LICENSE_MINTING => {
+            use license_minting::handler::{App, Ports};
+            let config = blapi::licensing::Config::from_env(&env)?;
+            let ports = Ports::connect(&config, &clients).await?;
+            App::new(config, ports).handle(event).await
+        }
+        USAGE_BILLING => {
+            use usage_billing::handler::{App, Ports};
+            let config = blapi::billing::Config::from_env(&env)?;
+            let ports = Ports::connect(&config, &clients).await?;
+            App::new(config, ports).handle(event).await
+        }
+        other => bail!("{other} takes no admin actions here"),
+    };
+    answer.map_err(|e| anyhow!("{function}: {}", e.chain()))
+}
+
+async fn invoke_deployed(
+    stack: &Stack,
+    sdk: &aws_config::SdkConfig,
+    function: &str,
+    payload: Value,
+) -> Result<Value> {
+    let name = stack.function_name(function)?;
+    let out = aws_sdk_lambda::Client::new(sdk)
+        .invoke()
+        .function_name(name)
+        .payload(aws_sdk_lambda::primitives::Blob::new(serde_json::to_vec(
+            &payload,
+        )?))
+        .send()
+        .await
+        .map_err(|e| anyhow!("invoking {name}: {e:?}"))?;
+    let body: Value = out
+        .payload()
+        .map(|b| serde_json::from_slice(b.as_ref()))
+        .transpose()
+        .context("the function's answer is not JSON")?
+        .unwrap_or(Value::Null);
+    if let Some(kind) = out.function_error() {
+        bail!("{function} failed ({kind}): {body}");
+    }
+    Ok(body)
+}
+
+/// `license mint --subscription S`: the subscription's current period, licensed now.
+pub fn mint(subscription: &str) -> Value {
+    json!({"action": "mint", "subscription": subscription})
+}
+
+/// `license revoke --license L --reason R`.
+pub fn revoke(license_id: &str, reason: &str) -> Value {
+    json!({"action": "revoke", "license_id": license_id, "reason": reason})
+}
+
+/// `license list --customer C` or `--subscription S`.
+pub fn list(customer: Option<&str>, subscription: Option<&str>) -> Result<Value> {
+    match (customer, subscription) {
+        (Some(c), None) => Ok(json!({"action": "list", "customer": c})),
+        (None, Some(s)) => Ok(json!({"action": "list", "subscription": s})),
+        _ => bail!("name exactly one of --customer or --subscription"),
+    }
+}
+
+/// `billing rerun --period P [--customer C]`: the whole period planned again (each
+/// customer's job is idempotent: an invoice already made is found, not made twice), or one
+/// customer billed.
+pub fn rerun(period: &str, customer: Option<&str>) -> Result<Value> {
+    let p: Vec<&str> = period.split('-').collect();
+    if p.len() != 2
+        || p[0].len() != 4
+        || p[1].len() != 2
+        || !period.chars().all(|c| c.is_ascii_digit() || c == '-')
+    {
+        bail!("--period must be YYYY-MM, not {period:?}");
+    }
+    Ok(match customer {
+        Some(c) => json!({"action": "bill", "period": period, "customer": c}),
+        None => json!({"action": "plan", "period": period}),
+    })
+}
