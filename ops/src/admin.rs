@@ -27,7 +27,7 @@ pub async fn invoke(
     if stack.endpoint.is_none() {
         return invoke_deployed(stack, sdk, function, payload).await;
     }
-    let env = Env::from_map(stack.function_env(function)?);
+    let env = Env::from_map(stack.function_env(sdk, function).await?);
     let clients = Clients::new(sdk);
     let event = LambdaEvent::new(payload, LambdaContext::default());
     let answer = match function {
@@ -111,4 +111,35 @@ pub fn rerun(period: &str, customer: Option<&str>) -> Result<Value> {
         Some(c) => json!({"action": "bill", "period": period, "customer": c}),
         None => json!({"action": "plan", "period": period}),
     })
+}
+
+/// `stripe recover --since T`: the Stripe events that were not delivered, fed through the
+/// intake's own path (ledger, archive, queues) from here, with the intake's configuration and
+/// the Stripe key usage-billing uses.
+pub async fn recover_stripe(
+    stack: &Stack,
+    sdk: &aws_config::SdkConfig,
+    since: chrono::DateTime<chrono::Utc>,
+    dry_run: bool,
+) -> Result<blapi::webhook::recovery::RecoveryReport> {
+    use webhook_intake::handler::{App, Ports};
+    let clients = Clients::new(sdk);
+    let intake_env = Env::from_map(stack.function_env(sdk, "webhook-intake").await?);
+    let config = blapi::webhook::Config::from_env(&intake_env)?;
+    let app = App::new(config.clone(), Ports::connect(&config, &clients).await?);
+    let billing_env = Env::from_map(stack.function_env(sdk, USAGE_BILLING).await?);
+    let stripe = blapi::stripe::StripeClient::from_secret(
+        &blapi::stripe::StripeConfig::from_env(&billing_env)?,
+        clients.secrets(),
+    )
+    .await?;
+    blapi::webhook::recovery::recover_stripe(
+        &stripe,
+        app.intake(),
+        since,
+        chrono::Utc::now(),
+        dry_run,
+    )
+    .await
+    .map_err(|e| anyhow!("recovery: {}", e.chain()))
 }

@@ -106,6 +106,17 @@ fn cli() -> Command {
                 ),
         )
         .subcommand(
+            Command::new("stripe")
+                .about("Stripe")
+                .subcommand_required(true)
+                .subcommand(
+                    Command::new("recover")
+                        .about("feed the Stripe events that were not delivered (30 days back at most) through the intake's path")
+                        .arg(Arg::new("since").long("since").required(true).help("YYYY-MM-DD or RFC 3339"))
+                        .arg(dry.clone()),
+                ),
+        )
+        .subcommand(
             Command::new("replay")
                 .about("re-feed archived raw events through the routing table into the queues")
                 .arg(Arg::new("source").long("source").default_value("stripe"))
@@ -250,6 +261,14 @@ async fn main() -> Result<()> {
                     json,
                 )
                 .await
+            }
+            _ => unreachable!("clap requires a subcommand"),
+        },
+        Some(("stripe", st)) => match st.subcommand() {
+            Some(("recover", a)) => {
+                let since = replay::parse_time(arg(a, "since").context("--since")?, false)?;
+                let out = admin::recover_stripe(&stack, &sdk, since, a.get_flag("dry-run")).await?;
+                print(json, &out)
             }
             _ => unreachable!("clap requires a subcommand"),
         },

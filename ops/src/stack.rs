@@ -100,12 +100,32 @@ impl Stack {
             .ok_or_else(|| anyhow!("the stack has no resource {logical}"))
     }
 
-    /// A local function's environment (by binary name).
-    pub fn function_env(&self, binary: &str) -> Result<BTreeMap<String, String>> {
-        self.functions
-            .get(binary)
-            .cloned()
-            .ok_or_else(|| anyhow!("the local stack has no function {binary}"))
+    /// A function's environment (by binary name): the template's resolution on the local
+    /// stack, the deployed function's configuration on AWS.
+    pub async fn function_env(
+        &self,
+        sdk: &aws_config::SdkConfig,
+        binary: &str,
+    ) -> Result<BTreeMap<String, String>> {
+        if self.endpoint.is_some() {
+            return self
+                .functions
+                .get(binary)
+                .cloned()
+                .ok_or_else(|| anyhow!("the local stack has no function {binary}"));
+        }
+        let name = self.function_name(binary)?;
+        let conf = aws_sdk_lambda::Client::new(sdk)
+            .get_function_configuration()
+            .function_name(name)
+            .send()
+            .await
+            .map_err(|e| anyhow!("reading the configuration of {name}: {e:?}"))?;
+        Ok(conf
+            .environment()
+            .and_then(|e| e.variables())
+            .map(|v| v.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default())
     }
 
     /// A deployed function's name (by binary name).

@@ -459,3 +459,62 @@ async fn license_and_billing_admin_run_the_functions_own_actions() {
     assert!(admin::list(None, None).is_err());
     assert!(admin::list(Some("c"), Some("s")).is_err());
 }
+
+#[tokio::test]
+async fn a_stripe_event_that_never_reached_the_intake_is_recovered_once() {
+    use blapi_ops::admin;
+    let w = world().await;
+    let sdk = blapi_infra::sdk_config(w.stack.endpoint.as_deref().unwrap()).await;
+    let since = chrono::Utc::now() - chrono::Duration::seconds(5);
+    // A customer created on localstripe: its customer.created event was never delivered here.
+    let (cus, _) = localstripe_subscription().await;
+    let base = std::env::var("LOCALSTRIPE_URL").unwrap_or_else(|_| "http://127.0.0.1:8420".into());
+    let stripe = blapi::stripe::StripeClient::new(
+        base,
+        blapi::config::Secret::new("sk_test_blapi_local".into()),
+        std::time::Duration::from_secs(10),
+    )
+    .unwrap();
+    let after = since.timestamp().to_string();
+    let events: Value = stripe
+        .get(
+            "events",
+            &[("limit", "100"), ("created[gte]", after.as_str())],
+        )
+        .await
+        .unwrap();
+    let ours = events["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["type"] == "customer.created" && e["data"]["object"]["id"] == cus.as_str())
+        .unwrap_or_else(|| panic!("localstripe recorded customer.created for {cus}"))
+        .clone();
+    let id = ours["id"].as_str().unwrap().to_owned();
+
+    let dry = admin::recover_stripe(&w.stack, &sdk, since, true)
+        .await
+        .unwrap();
+    assert!(dry.listed >= 1 && dry.recovered == 0, "{dry:?}");
+    let first = admin::recover_stripe(&w.stack, &sdk, since, false)
+        .await
+        .unwrap();
+    assert!(first.recovered >= 1, "{first:?}");
+    assert!(first.failed.is_empty(), "{first:?}");
+    // Archived and routed as a verified webhook would be.
+    let day = chrono::DateTime::from_timestamp(ours["created"].as_i64().unwrap(), 0).unwrap();
+    let key = format!("raw/stripe/{}/{id}.json", day.format("%Y/%m/%d"));
+    assert!(w.store.get(&key).await.unwrap().is_some(), "{key} archived");
+    let leads = drain_queue(&w.sqs, w.stack.physical("LeadEventsQueue").unwrap()).await;
+    assert_eq!(leads.iter().filter(|m| m.contains(&id)).count(), 1);
+    // Again: the ledger has it; nothing is sent twice.
+    let second = admin::recover_stripe(&w.stack, &sdk, since, false)
+        .await
+        .unwrap();
+    assert!(second.duplicates >= 1, "{second:?}");
+    let leads = drain_queue(&w.sqs, w.stack.physical("LeadEventsQueue").unwrap()).await;
+    assert!(
+        !leads.iter().any(|m| m.contains(&id)),
+        "recovered once only"
+    );
+}

@@ -69,6 +69,11 @@ pub struct App {
 }
 
 impl App {
+    /// The intake service (the operator's missed-event recovery feeds it directly).
+    pub fn intake(&self) -> &Intake {
+        &self.intake
+    }
+
     pub fn new(config: Config, ports: Ports) -> Self {
         Self {
             intake: Intake::new(

@@ -429,6 +429,40 @@ impl Intake {
         }
         let body = self.body(req)?;
         let envelope = self.verify(&source, req, &body, now.timestamp())?;
+        self.accept(source, &envelope, &body, now).await
+    }
+
+    /// An event read from its source's API with our key (so authentic without a signature:
+    /// Stripe's missed-event recovery) goes the same way as a verified delivery: ledger,
+    /// archive, queues. Returns `(id, type, routes, duplicate)`; a refusal as its reason.
+    pub async fn accept_authentic(
+        &self,
+        source: &Source,
+        body: &[u8],
+        now: DateTime<Utc>,
+    ) -> Result<(String, String, Routes, bool), String> {
+        let envelope = if source.is_stripe() {
+            envelope::parse_stripe(body)
+        } else {
+            return Err(format!(
+                "{source} events cannot be fetched from their source"
+            ));
+        }
+        .map_err(|e| e.reason().to_owned())?;
+        self.accept(source.clone(), &envelope, body, now)
+            .await
+            .map(|(_, id, t, routes, duplicate)| (id, t, routes, duplicate))
+            .map_err(|r| r.reason().to_owned())
+    }
+
+    /// Ledger, archive and queues for a verified (or authentic) event.
+    async fn accept(
+        &self,
+        source: Source,
+        envelope: &Envelope<'_>,
+        body: &[u8],
+        now: DateTime<Utc>,
+    ) -> Result<(Source, String, String, Routes, bool), Refusal> {
         let id = envelope.id.as_str().to_owned();
         let event_type = envelope.event_type.to_string();
         let routes = routes(source.as_str(), &event_type);
@@ -460,7 +494,7 @@ impl Intake {
         };
 
         if let Err(refusal) = self
-            .make_durable(&source, &envelope, &body, routes, now)
+            .make_durable(&source, envelope, body, routes, now)
             .await
         {
             self.release(&lease).await;

@@ -22,6 +22,7 @@
 pub mod config;
 pub mod envelope;
 pub mod intake;
+pub mod recovery;
 pub mod routing;
 pub mod signature;
 pub mod standard_scheme;

@@ -1,0 +1,143 @@
+//! Stripe's missed-event recovery: the events Stripe could not deliver (`GET /v1/events` with
+//! `delivery_success=false`, at most 30 days back, as far as Stripe keeps them) are read with
+//! the API key, so they are authentic, and fed through [`Intake::accept_authentic`]: the same
+//! ledger, archive and queues as a verified webhook. An event the ledger has seen is a
+//! duplicate and changes nothing, so a recovery can run any number of times.
+//!
+//! An API that refuses the `delivery_success` filter (localstripe) is asked for every event
+//! of the window instead; the ledger then tells delivered from missed.
+
+use super::Source;
+use super::intake::Intake;
+use crate::error::{Error, Result};
+use crate::stripe::StripeClient;
+use chrono::{DateTime, Duration, Utc};
+use serde::Serialize;
+
+/// How far back Stripe keeps events.
+pub const MAX_LOOKBACK_DAYS: i64 = 30;
+/// Pages read at most in one run (100 events each).
+const MAX_PAGES: usize = 500;
+
+/// What a recovery did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct RecoveryReport {
+    /// The window's start actually used (capped at 30 days back).
+    pub since: i64,
+    /// `delivery_success=false`, or every event when the API refused the filter.
+    pub filter: String,
+    pub listed: u64,
+    /// New to us: archived and enqueued now.
+    pub recovered: u64,
+    /// Already received earlier.
+    pub duplicates: u64,
+    /// Event ids that could not be taken (with the reason): retried by the next run.
+    pub failed: Vec<(String, String)>,
+    pub dry_run: bool,
+}
+
+#[derive(serde::Deserialize)]
+struct Page {
+    data: Vec<serde_json::Value>,
+    #[serde(default)]
+    has_more: bool,
+}
+
+async fn page(
+    stripe: &StripeClient,
+    since: &str,
+    after: Option<&str>,
+    filtered: bool,
+) -> Result<Page> {
+    let mut q: Vec<(&str, &str)> = vec![("created[gte]", since), ("limit", "100")];
+    if filtered {
+        q.push(("delivery_success", "false"));
+    }
+    if let Some(a) = after {
+        q.push(("starting_after", a));
+    }
+    stripe.get("events", &q).await
+}
+
+/// Recovers the events since `since` (capped at 30 days before `now`). With `dry_run`, only
+/// lists them (nothing is written, the ledger is not asked).
+pub async fn recover_stripe(
+    stripe: &StripeClient,
+    intake: &Intake,
+    since: DateTime<Utc>,
+    now: DateTime<Utc>,
+    dry_run: bool,
+) -> Result<RecoveryReport> {
+    let since = since
+        .max(now - Duration::days(MAX_LOOKBACK_DAYS))
+        .timestamp();
+    let since_text = since.to_string();
+    let mut report = RecoveryReport {
+        since,
+        filter: "delivery_success=false".into(),
+        dry_run,
+        ..RecoveryReport::default()
+    };
+    let mut filtered = true;
+    let mut after: Option<String> = None;
+    let mut seen = std::collections::HashSet::new();
+    let source = Source::parse("stripe").ok_or_else(|| Error::Invalid("stripe".into()))?;
+    for _ in 0..MAX_PAGES {
+        let got = match page(stripe, &since_text, after.as_deref(), filtered).await {
+            Err(e) if filtered && e.chain().contains("delivery_success") => {
+                filtered = false;
+                report.filter = "every event (the API refused delivery_success)".into();
+                page(stripe, &since_text, after.as_deref(), false).await?
+            }
+            other => other?,
+        };
+        let mut new_on_page = false;
+        for event in &got.data {
+            let Some(id) = event.get("id").and_then(|v| v.as_str()).map(str::to_owned) else {
+                continue;
+            };
+            // Some APIs ignore the cursor: never take an event twice, never loop.
+            if !seen.insert(id.clone()) {
+                continue;
+            }
+            new_on_page = true;
+            if event
+                .get("created")
+                .and_then(serde_json::Value::as_i64)
+                .is_some_and(|c| c < since)
+            {
+                continue;
+            }
+            report.listed += 1;
+            if dry_run {
+                continue;
+            }
+            let body = serde_json::to_vec(event).map_err(|e| Error::Invalid(e.to_string()))?;
+            match intake.accept_authentic(&source, &body, now).await {
+                Ok((_, _, _, true)) => report.duplicates += 1,
+                Ok(_) => report.recovered += 1,
+                Err(reason) => report.failed.push((id.clone(), reason)),
+            }
+            after = Some(id);
+        }
+        if let Some(last) = got
+            .data
+            .last()
+            .and_then(|e| e.get("id"))
+            .and_then(|v| v.as_str())
+        {
+            after = Some(last.to_owned());
+        }
+        if !got.has_more || !new_on_page {
+            break;
+        }
+    }
+    tracing::info!(
+        listed = report.listed,
+        recovered = report.recovered,
+        duplicates = report.duplicates,
+        failed = report.failed.len(),
+        "stripe recovery done"
+    );
+    Ok(report)
+}
