@@ -105,6 +105,12 @@ async fn the_business_flow_runs_end_to_end() {
         r.health
     );
 
+    // Replaying the day's Stripe events changes nothing.
+    let p = &summary.replay;
+    assert!(p.replayed >= 3 && p.messages >= p.replayed, "{p:?}");
+    assert_eq!(p.licenses.0, p.licenses.1, "{p:?}");
+    assert_eq!(p.invoices.0, p.invoices.1, "{p:?}");
+
     // One invoice: the same total on Stripe and in the artifact, equal to its lines.
     let inv = &summary.invoice;
     assert_eq!(inv.stripe_invoices, 1, "{inv:?}");

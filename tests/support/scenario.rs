@@ -109,6 +109,15 @@ pub struct RevenueLine {
     pub renewal: Value,
 }
 
+/// An operator's replay of the day's archived Stripe events.
+#[derive(Debug, Clone)]
+pub struct ReplayLine {
+    pub replayed: u64,
+    pub messages: u64,
+    pub licenses: (usize, usize),
+    pub invoices: (usize, usize),
+}
+
 /// Everything the scenario produced.
 #[derive(Debug, Clone)]
 pub struct Summary {
@@ -116,6 +125,7 @@ pub struct Summary {
     pub leads: Vec<LeadLine>,
     pub customer: CustomerLine,
     pub revenue: RevenueLine,
+    pub replay: ReplayLine,
     pub usage_records: usize,
     pub invoice: InvoiceSummary,
     pub duplicate_answer: Value,
@@ -850,7 +860,61 @@ pub async fn run(w: &World<'_>, progress: Progress<'_>) -> Result<Summary> {
         renewal,
     };
 
-    // 9. Dedupe and the DLQ.
+    // 9. An operator replays the day's archived Stripe events: the consumers are idempotent,
+    // so nothing new appears.
+    progress(
+        "replaying today's archived Stripe events through the routing table (blapi-ops replay): nothing new",
+    );
+    let licenses_of = || async {
+        let v = w
+            .invoke(
+                "license-minting",
+                &json!({"action": "list", "customer": cus}),
+            )
+            .await?;
+        anyhow::Ok(v["licenses"].as_array().map_or(0, Vec::len))
+    };
+    let before = (
+        licenses_of().await?,
+        w.stripe_invoices(&cus, &period).await?.len(),
+    );
+    let template =
+        blapi_infra::template::Template::load(&blapi_infra::repo_root().join("template.yaml"))?;
+    let ops_stack = blapi_ops::stack::Stack::of_local(w.stack.clone(), template)?;
+    let sender = blapi::queue::SqsSender::new(w.clients.sqs().clone(), w.store.clone());
+    let start_of_day = Utc::now()
+        .date_naive()
+        .and_hms_opt(0, 0, 0)
+        .context("midnight")?
+        .and_utc();
+    let report = blapi_ops::replay::replay(
+        &ops_stack,
+        w.clients.s3(),
+        w.store.as_ref(),
+        &sender,
+        &blapi_ops::replay::ReplayRequest {
+            source: "stripe".into(),
+            from: start_of_day,
+            to: Utc::now(),
+            event_type: None,
+            dry_run: false,
+        },
+        &|_: &str| {},
+    )
+    .await?;
+    w.settle(Duration::from_secs(180)).await?;
+    let after = (
+        licenses_of().await?,
+        w.stripe_invoices(&cus, &period).await?.len(),
+    );
+    let replay = ReplayLine {
+        replayed: report.replayed,
+        messages: report.sent.values().sum(),
+        licenses: (before.0, after.0),
+        invoices: (before.1, after.1),
+    };
+
+    // 10. Dedupe and the DLQ.
     progress("delivering one Stripe event twice and one poison message");
     // Stripe retries a delivery: the same bytes, the same event id, a fresh signature.
     let body = archived_event(w, "customer.subscription.created", &sub_id).await?;
@@ -925,6 +989,7 @@ pub async fn run(w: &World<'_>, progress: Progress<'_>) -> Result<Summary> {
         leads,
         customer: customer_line,
         revenue,
+        replay,
         usage_records,
         invoice,
         duplicate_answer: answers[1].clone(),
@@ -1051,6 +1116,12 @@ impl Summary {
             self.bucket,
             r.plan["report_key"].as_str().unwrap_or_default(),
             r.report_bytes,
+        ));
+        let p = &self.replay;
+        o.push_str(&format!(
+            "\n== Replay (blapi-ops replay --source stripe --from today) ==\n\
+             \x20 {} archived events replayed as {} queue messages; licenses {} -> {}, invoices {} -> {} (idempotent consumers: nothing new)\n",
+            p.replayed, p.messages, p.licenses.0, p.licenses.1, p.invoices.0, p.invoices.1
         ));
         let i = &self.invoice;
         o.push_str(&format!(
