@@ -16,13 +16,13 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)] // a dev tool
 
 use async_trait::async_trait;
+use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
 use blapi::aws::Clients;
 use blapi::config::Env;
 use blapi::crm::{CrmError, CrmPort, CrmRecord, Upserted};
 use blapi::customers::state::{CustomerState, Term, ValuePoint};
 use blapi::revenue::Config;
 use blapi::values::Money;
-use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
 use blapi_infra::testing::{fresh_stack, sqs_batch};
 use lambda_runtime::{Context, LambdaEvent};
 use revenue_ops::{App, Ports};
@@ -147,7 +147,10 @@ async fn main() {
         });
     }
     tasks.join_all().await;
-    println!("seeded {n} customer states in {:.1} s", t.elapsed().as_secs_f64());
+    println!(
+        "seeded {n} customer states in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
     let ids: Vec<String> = (0..n).map(|i| state(i).customer_id).collect();
 
     for round in ["first run", "same day again"] {
@@ -175,7 +178,11 @@ async fn main() {
             .iter()
             .map(|c| json!({"action": "customer", "date": DAY, "customer": c}).to_string())
             .collect();
-        assert_eq!(plan["jobs"], jobs.len(), "the plan queued one job per customer");
+        assert_eq!(
+            plan["jobs"],
+            jobs.len(),
+            "the plan queued one job per customer"
+        );
         let t = Instant::now();
         let failed = Arc::new(AtomicU64::new(0));
         let chunks: Vec<Vec<String>> = jobs.chunks(10).map(<[String]>::to_vec).collect();
