@@ -115,7 +115,10 @@ impl App {
     async fn dispatch(&self, payload: Value, tally: &Tally) -> Result<Value> {
         let today = (self.clock)().date_naive();
         if !payload.get("Records").is_some_and(Value::is_array) {
-            return self.ops.run(job_of(payload)?, today, tally).await;
+            return self
+                .ops
+                .run(Job::from_invocation(payload)?, today, tally)
+                .await;
         }
         let sqs: SqsEvent = serde_json::from_value(payload)
             .map_err(|e| Error::Invalid(format!("not an SQS event: {e}")))?;
@@ -132,17 +135,5 @@ impl App {
             "batch done"
         );
         serde_json::to_value(resp).map_err(|e| Error::Invalid(e.to_string()))
-    }
-}
-
-/// The job a direct invocation or the schedule asks for.
-pub fn job_of(payload: Value) -> Result<Job> {
-    if payload.get("action").is_some() {
-        serde_json::from_value(payload)
-            .map_err(|e| Error::Invalid(format!("not a revenue-ops action: {e}")))
-    } else if payload.get("detail-type").and_then(Value::as_str) == Some("Scheduled Event") {
-        Ok(Job::Run { date: None })
-    } else {
-        Err(Error::Invalid("unrecognised event shape".into()))
     }
 }

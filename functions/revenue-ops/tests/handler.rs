@@ -13,7 +13,7 @@ use blapi::revenue::{Config, Job, Ports as RevenuePorts};
 use blapi::storage::MemoryStore;
 use chrono::{TimeZone, Utc};
 use lambda_runtime::{Context, LambdaEvent};
-use revenue_ops::{App, Ports, job_of};
+use revenue_ops::{App, Ports};
 use serde_json::{Value, json};
 use std::sync::Arc;
 
@@ -91,7 +91,7 @@ async fn the_schedule_plans_yesterday_and_an_operator_any_past_date() {
         .unwrap();
     assert_eq!(out["date"], "2026-02-10");
     assert_eq!(
-        job_of(sample("run-date.json")).unwrap(),
+        Job::from_invocation(sample("run-date.json")).unwrap(),
         Job::Run {
             date: Some("2026-03-02".parse().unwrap())
         }

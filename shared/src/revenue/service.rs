@@ -55,6 +55,25 @@ pub enum Job {
     Customer { date: NaiveDate, customer: String },
 }
 
+impl Job {
+    /// The job a direct invocation (`{"action": ...}`) or the daily schedule's event (plan
+    /// yesterday) asks for.
+    pub fn from_invocation(payload: serde_json::Value) -> Result<Job> {
+        if payload.get("action").is_some() {
+            serde_json::from_value(payload)
+                .map_err(|e| Error::Invalid(format!("not a revenue-ops action: {e}")))
+        } else if payload
+            .get("detail-type")
+            .and_then(serde_json::Value::as_str)
+            == Some("Scheduled Event")
+        {
+            Ok(Job::Run { date: None })
+        } else {
+            Err(Error::Invalid("unrecognised event shape".into()))
+        }
+    }
+}
+
 /// What a customer job did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct CustomerOutcome {
