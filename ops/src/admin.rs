@@ -86,6 +86,12 @@ pub fn revoke(license_id: &str, reason: &str) -> Value {
     json!({"action": "revoke", "license_id": license_id, "reason": reason})
 }
 
+/// The public key and revocation list republished with the key the alias names now (the end
+/// of `license rotate-key`).
+pub fn publish() -> Value {
+    json!({"action": "publish"})
+}
+
 /// `license list --customer C` or `--subscription S`.
 pub fn list(customer: Option<&str>, subscription: Option<&str>) -> Result<Value> {
     match (customer, subscription) {
@@ -114,8 +120,8 @@ pub fn rerun(period: &str, customer: Option<&str>) -> Result<Value> {
 }
 
 /// `stripe recover --since T`: the Stripe events that were not delivered, fed through the
-/// intake's own path (ledger, archive, queues) from here, with the intake's configuration and
-/// the Stripe key usage-billing uses.
+/// intake's own path (ledger, archive, queues) from here, with the intake's configuration
+/// (the same as its daily scheduled run).
 pub async fn recover_stripe(
     stack: &Stack,
     sdk: &aws_config::SdkConfig,
@@ -127,12 +133,11 @@ pub async fn recover_stripe(
     let intake_env = Env::from_map(stack.function_env(sdk, "webhook-intake").await?);
     let config = blapi::webhook::Config::from_env(&intake_env)?;
     let app = App::new(config.clone(), Ports::connect(&config, &clients).await?);
-    let billing_env = Env::from_map(stack.function_env(sdk, USAGE_BILLING).await?);
-    let stripe = blapi::stripe::StripeClient::from_secret(
-        &blapi::stripe::StripeConfig::from_env(&billing_env)?,
-        clients.secrets(),
-    )
-    .await?;
+    let stripe_api = config
+        .stripe_api
+        .as_ref()
+        .context("the intake's configuration names no Stripe API key")?;
+    let stripe = blapi::stripe::StripeClient::from_secret(stripe_api, clients.secrets()).await?;
     blapi::webhook::recovery::recover_stripe(
         &stripe,
         app.intake(),

@@ -5,10 +5,12 @@
 //! - [`dlq`]: every dead-letter queue's depth, oldest message and a redacted sample; redrive.
 //! - [`replay`]: archived raw events fed again through the intake's routing table.
 //! - [`admin`]: `license mint|revoke|list`, `billing rerun`: the functions' admin actions.
+//! - [`rotate`]: `license rotate-key`: the next signing key, published in the key set.
 //!
 //! Everything that writes has a dry run; nothing personal or secret is printed.
 
 pub mod admin;
 pub mod dlq;
 pub mod replay;
+pub mod rotate;
 pub mod stack;

@@ -87,6 +87,11 @@ fn cli() -> Command {
                         .arg(dry.clone()),
                 )
                 .subcommand(
+                    Command::new("rotate-key")
+                        .about("create the next signing key, publish it in the key set, sign new licenses and revocation lists with it (old licenses keep verifying)")
+                        .arg(dry.clone()),
+                )
+                .subcommand(
                     Command::new("list")
                         .about("a customer's or a subscription's licenses")
                         .arg(Arg::new("customer").long("customer"))
@@ -223,6 +228,10 @@ async fn main() -> Result<()> {
             _ => unreachable!("clap requires a subcommand"),
         },
         Some(("license", l)) => {
+            if let Some(("rotate-key", a)) = l.subcommand() {
+                let out = rotate_key(&stack, &sdk, a.get_flag("dry-run"), &progress).await?;
+                return print(json, &out);
+            }
             let (payload, dry) = match l.subcommand() {
                 Some(("mint", a)) => (
                     admin::mint(arg(a, "subscription").context("--subscription")?),
@@ -319,4 +328,33 @@ async fn run_admin(
     }
     println!("{}", serde_json::to_string_pretty(&answer)?);
     Ok(())
+}
+
+/// `license rotate-key`: see [`blapi_ops::rotate`].
+async fn rotate_key(
+    stack: &Stack,
+    sdk: &aws_config::SdkConfig,
+    dry_run: bool,
+    progress: &dyn Fn(&str),
+) -> Result<blapi_ops::rotate::RotationReport> {
+    let env = stack.function_env(sdk, admin::LICENSE_MINTING).await?;
+    let alias = env
+        .get("LICENSE_KEY_ID")
+        .context("license-minting has no LICENSE_KEY_ID")?
+        .clone();
+    let kms = aws_sdk_kms::Client::new(sdk);
+    let files = S3Store::new(aws_sdk_s3::Client::new(sdk), stack.bucket()?.to_owned());
+    blapi_ops::rotate::rotate(
+        &blapi_ops::rotate::Kms {
+            client: &kms,
+            alias,
+        },
+        &files,
+        || admin::invoke(stack, sdk, admin::LICENSE_MINTING, admin::publish()),
+        chrono::Utc::now().timestamp_millis(),
+        dry_run,
+        None,
+        progress,
+    )
+    .await
 }

@@ -322,13 +322,24 @@ fn redaction_never_shows_content() {
 
 /// A customer with an active 3-seat monthly subscription on localstripe: (customer, subscription).
 async fn localstripe_subscription() -> (String, String) {
+    let (cus, sub, _) = localstripe_subscription_of(Some("professional")).await;
+    (cus, sub)
+}
+
+fn localstripe() -> blapi::stripe::StripeClient {
     let base = std::env::var("LOCALSTRIPE_URL").unwrap_or_else(|_| "http://127.0.0.1:8420".into());
-    let stripe = blapi::stripe::StripeClient::new(
+    blapi::stripe::StripeClient::new(
         base,
         blapi::config::Secret::new("sk_test_blapi_local".into()),
         std::time::Duration::from_secs(10),
     )
-    .unwrap();
+    .unwrap()
+}
+
+/// As [`localstripe_subscription`], with the plan's SKU (none: a plan license-minting cannot
+/// license), and the product: (customer, subscription, product).
+async fn localstripe_subscription_of(sku: Option<&str>) -> (String, String, String) {
+    let stripe = localstripe();
     let post = |path: String, form: Vec<(&'static str, String)>| {
         let stripe = &stripe;
         async move {
@@ -341,17 +352,16 @@ async fn localstripe_subscription() -> (String, String) {
     };
     let id = |v: &Value| v["id"].as_str().unwrap().to_owned();
     let product = post("products".into(), vec![("name", "Mattermost".into())]).await;
-    let plan = post(
-        "plans".into(),
-        vec![
-            ("product", id(&product)),
-            ("amount", "1000".into()),
-            ("currency", "usd".into()),
-            ("interval", "month".into()),
-            ("metadata[sku]", "professional".into()),
-        ],
-    )
-    .await;
+    let mut plan_form = vec![
+        ("product", id(&product)),
+        ("amount", "1000".into()),
+        ("currency", "usd".into()),
+        ("interval", "month".into()),
+    ];
+    if let Some(sku) = sku {
+        plan_form.push(("metadata[sku]", sku.to_owned()));
+    }
+    let plan = post("plans".into(), plan_form).await;
     let customer = post("customers".into(), vec![("name", "Ops Test".into())]).await;
     let cus = id(&customer);
     post(
@@ -374,7 +384,7 @@ async fn localstripe_subscription() -> (String, String) {
         ],
     )
     .await;
-    (cus, id(&sub))
+    (cus, id(&sub), id(&product))
 }
 
 fn uuid_like() -> String {
@@ -516,5 +526,390 @@ async fn a_stripe_event_that_never_reached_the_intake_is_recovered_once() {
     assert!(
         !leads.iter().any(|m| m.contains(&id)),
         "recovered once only"
+    );
+
+    // The daily schedule's invocation of the intake does the same (three days back): the
+    // event is already in, nothing is sent again.
+    use webhook_intake::handler::{Action, Answer, App, Invocation, Ports};
+    let env =
+        blapi::config::Env::from_map(w.stack.function_env(&sdk, "webhook-intake").await.unwrap());
+    let config = blapi::webhook::Config::from_env(&env).unwrap();
+    let clients = blapi::aws::Clients::new(&sdk);
+    let app = App::new(
+        config.clone(),
+        Ports::connect(&config, &clients).await.unwrap(),
+    )
+    .with_recovery(&config, &clients);
+    let scheduled: Invocation = serde_json::from_str(r#"{"action": "recover_stripe"}"#).unwrap();
+    let answer = app
+        .dispatch(lambda_runtime::LambdaEvent::new(
+            scheduled,
+            lambda_runtime::Context::default(),
+        ))
+        .await
+        .unwrap();
+    let Answer::Recovery(report) = answer else {
+        panic!("a recovery report")
+    };
+    assert!(
+        report.duplicates >= 1 && report.failed.is_empty(),
+        "{report:?}"
+    );
+    assert_eq!(report.recovered, 0, "{report:?}");
+    let leads = drain_queue(&w.sqs, w.stack.physical("LeadEventsQueue").unwrap()).await;
+    assert!(!leads.iter().any(|m| m.contains(&id)));
+    // Out-of-range windows and unknown fields are refused, named.
+    for bad in [
+        Action::RecoverStripe {
+            days: Some(0),
+            dry_run: false,
+        },
+        Action::RecoverStripe {
+            days: Some(31),
+            dry_run: false,
+        },
+    ] {
+        let e = app.act(bad, chrono::Utc::now()).await.unwrap_err();
+        assert!(e.to_string().contains("days must be 1 to 30"), "{e}");
+    }
+    // Without the Stripe API configured the action is refused, not half-run.
+    let bare = App::new(
+        config.clone(),
+        Ports::connect(&config, &clients).await.unwrap(),
+    );
+    let e = bare
+        .act(
+            Action::RecoverStripe {
+                days: None,
+                dry_run: true,
+            },
+            chrono::Utc::now(),
+        )
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("STRIPE_API_KEY_SECRET_ID"), "{e}");
+}
+
+#[tokio::test]
+async fn rotating_the_signing_key_twice_keeps_licenses_of_all_three_keys_verifiable() {
+    use blapi::licensing::{KEY_SET_KEY, KeySet, verify_license_with_keys};
+    use blapi_ops::admin;
+    use blapi_ops::rotate::{Kms, Step, rotate};
+    let w = world().await;
+    let sdk = blapi_infra::sdk_config(w.stack.endpoint.as_deref().unwrap()).await;
+    let kms_client = aws_sdk_kms::Client::new(&sdk);
+    let alias = w
+        .stack
+        .function_env(&sdk, admin::LICENSE_MINTING)
+        .await
+        .unwrap()["LICENSE_KEY_ID"]
+        .clone();
+    let kms = Kms {
+        client: &kms_client,
+        alias,
+    };
+    let republish = || admin::invoke(&w.stack, &sdk, admin::LICENSE_MINTING, admin::publish());
+    let now = || chrono::Utc::now().timestamp_millis();
+    let mut licenses: Vec<(String, String)> = Vec::new();
+    let mut new_keys = Vec::new();
+    for round in 0..3 {
+        if round == 1 {
+            let dry = rotate(
+                &kms,
+                w.store.as_ref(),
+                republish,
+                now(),
+                true,
+                None,
+                &World::quiet(),
+            )
+            .await
+            .unwrap();
+            assert!(dry.new_key_id.is_none() && dry.reached.is_none(), "{dry:?}");
+            let report = rotate(
+                &kms,
+                w.store.as_ref(),
+                republish,
+                now(),
+                false,
+                None,
+                &World::quiet(),
+            )
+            .await
+            .unwrap();
+            assert_eq!(report.reached, Some(Step::Finished), "{report:?}");
+            assert!(!report.resumed);
+            new_keys.push(report.new_key_id.clone().unwrap());
+        }
+        if round == 2 {
+            // Interrupted between creating the key and publishing the set: the rerun finds the
+            // pending key, creates no other, and completes.
+            let cut = rotate(
+                &kms,
+                w.store.as_ref(),
+                republish,
+                now(),
+                false,
+                Some(Step::Created),
+                &World::quiet(),
+            )
+            .await
+            .unwrap();
+            assert_eq!(cut.reached, Some(Step::Created));
+            let set = KeySet::from_json(&w.store.get(KEY_SET_KEY).await.unwrap().unwrap()).unwrap();
+            assert_eq!(set.keys.len(), 2, "not yet published");
+            let rerun = rotate(
+                &kms,
+                w.store.as_ref(),
+                republish,
+                now(),
+                false,
+                None,
+                &World::quiet(),
+            )
+            .await
+            .unwrap();
+            assert!(rerun.resumed, "{rerun:?}");
+            assert_eq!(rerun.new_key_id, cut.new_key_id, "no second key created");
+            assert_eq!(rerun.reached, Some(Step::Finished));
+            new_keys.push(rerun.new_key_id.clone().unwrap());
+        }
+        let (cus, sub) = localstripe_subscription().await;
+        let minted = admin::invoke(&w.stack, &sdk, admin::LICENSE_MINTING, admin::mint(&sub))
+            .await
+            .unwrap();
+        let id = minted["license_id"].as_str().unwrap().to_owned();
+        let listed = admin::invoke(
+            &w.stack,
+            &sdk,
+            admin::LICENSE_MINTING,
+            admin::list(Some(&cus), None).unwrap(),
+        )
+        .await
+        .unwrap();
+        let rec = listed["licenses"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["license_id"] == id.as_str())
+            .unwrap()
+            .clone();
+        let file = w
+            .store
+            .get(rec["file_key"].as_str().unwrap())
+            .await
+            .unwrap()
+            .unwrap();
+        licenses.push((
+            String::from_utf8(file).unwrap(),
+            rec["kid"].as_str().unwrap().to_owned(),
+        ));
+    }
+    assert_ne!(new_keys[0], new_keys[1]);
+    let set = KeySet::from_json(&w.store.get(KEY_SET_KEY).await.unwrap().unwrap()).unwrap();
+    let kids: Vec<String> = set.keys.iter().map(|k| k.kid.clone()).collect();
+    assert_eq!(
+        kids,
+        licenses.iter().map(|(_, k)| k.clone()).collect::<Vec<_>>(),
+        "three keys, each license signed by the key current at its time"
+    );
+    for (file, kid) in &licenses {
+        let license = verify_license_with_keys(file, &set, None, now()).unwrap();
+        assert_eq!(&license.kid, kid);
+    }
+    // The revocation list and the public key are the newest key's.
+    let list: Value =
+        serde_json::from_slice(&w.store.get("licenses/revoked.json").await.unwrap().unwrap())
+            .unwrap();
+    assert_eq!(list["kid"], kids[2].as_str());
+    let pem = String::from_utf8(
+        w.store
+            .get("licenses/public-key.pem")
+            .await
+            .unwrap()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        blapi::licensing::PublicKey::from_pem(&pem).unwrap().kid(),
+        kids[2]
+    );
+    assert!(
+        w.store
+            .get(blapi_ops::rotate::PENDING_KEY)
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+/// Delivers what `queue` holds to license-minting as Lambda's event source mapping would:
+/// successes deleted, failures visible again at once (their visibility timeout played as
+/// over). Returns (handled, failed).
+async fn deliver(w: &World, app: &license_minting::handler::App, queue: &str) -> (usize, usize) {
+    let url = w.stack.physical(queue).unwrap().to_owned();
+    let got = w
+        .sqs
+        .receive_message()
+        .queue_url(&url)
+        .max_number_of_messages(10)
+        .message_system_attribute_names(aws_sdk_sqs::types::MessageSystemAttributeName::All)
+        .send()
+        .await
+        .unwrap();
+    let messages = got.messages.unwrap_or_default();
+    if messages.is_empty() {
+        return (0, 0);
+    }
+    let records: Vec<Value> = messages
+        .iter()
+        .map(|m| {
+            json!({"messageId": m.message_id(), "receiptHandle": m.receipt_handle(),
+                "body": m.body(), "attributes": {"ApproximateReceiveCount": "1"},
+                "messageAttributes": {}, "eventSource": "aws:sqs",
+                "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:q", "awsRegion": "us-east-1"})
+        })
+        .collect();
+    let event = lambda_runtime::LambdaEvent::new(
+        json!({ "Records": records }),
+        lambda_runtime::Context::default(),
+    );
+    let answer = app.handle(event).await.unwrap();
+    let failed: Vec<&str> = answer["batchItemFailures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["itemIdentifier"].as_str().unwrap())
+        .collect();
+    for m in &messages {
+        if failed.contains(&m.message_id().unwrap()) {
+            w.sqs
+                .change_message_visibility()
+                .queue_url(&url)
+                .receipt_handle(m.receipt_handle().unwrap())
+                .visibility_timeout(0)
+                .send()
+                .await
+                .unwrap();
+        } else {
+            w.sqs
+                .delete_message()
+                .queue_url(&url)
+                .receipt_handle(m.receipt_handle().unwrap())
+                .send()
+                .await
+                .unwrap();
+        }
+    }
+    (messages.len() - failed.len(), failed.len())
+}
+
+#[tokio::test]
+async fn a_poison_message_parks_in_the_dlq_and_after_the_fix_a_redrive_processes_it_once() {
+    use blapi_ops::admin;
+    let w = world().await;
+    let sdk = blapi_infra::sdk_config(w.stack.endpoint.as_deref().unwrap()).await;
+    let env = blapi::config::Env::from_map(
+        w.stack
+            .function_env(&sdk, admin::LICENSE_MINTING)
+            .await
+            .unwrap(),
+    );
+    let config = blapi::licensing::Config::from_env(&env).unwrap();
+    let clients = blapi::aws::Clients::new(&sdk);
+    let ports = license_minting::handler::Ports::connect(&config, &clients)
+        .await
+        .unwrap();
+    let app = license_minting::handler::App::new(config, ports);
+
+    // A subscription whose plan names no SKU: license-minting cannot license it, every time.
+    let (cus, sub, product) = localstripe_subscription_of(None).await;
+    let message =
+        json!({"id": "evt_poison_1", "source": "stripe", "type": "customer.subscription.created",
+        "received_at": "2026-03-02T10:00:00Z", "raw_key": "raw/stripe/2026/03/02/evt_poison_1.json",
+        "event": {"id": "evt_poison_1", "type": "customer.subscription.created",
+            "data": {"object": {"object": "subscription", "id": sub}}}})
+        .to_string();
+    w.send("LicenseRequestsQueue", &message).await;
+    // Five failed receives (the queue's maxReceiveCount), then SQS parks it.
+    let mut failures = 0;
+    for _ in 0..10 {
+        let (ok, failed) = deliver(&w, &app, "LicenseRequestsQueue").await;
+        assert_eq!(ok, 0, "the poison message never succeeds before the fix");
+        failures += failed;
+        if failed == 0 {
+            break;
+        }
+    }
+    assert_eq!(failures, 5, "tried maxReceiveCount times");
+    let states = dlq::list(&w.stack, &w.sqs, chrono::Utc::now().timestamp_millis())
+        .await
+        .unwrap();
+    let parked = states
+        .iter()
+        .find(|s| s.queue == "LicenseRequestsDLQ")
+        .unwrap();
+    assert_eq!(parked.depth, 1);
+    assert_eq!(
+        parked.sample.as_deref(),
+        Some("stripe customer.subscription.created evt_poison_1")
+    );
+
+    // The fix: the product names its SKU.
+    let stripe = localstripe();
+    let form = blapi::stripe::form_pairs(vec![("metadata[sku]", "professional".to_owned())]);
+    stripe
+        .post::<Value>(&format!("products/{product}"), &form, &uuid_like())
+        .await
+        .unwrap();
+
+    let moved = dlq::redrive(
+        &w.stack,
+        &w.sqs,
+        "LicenseRequestsDLQ",
+        None,
+        None,
+        false,
+        &World::quiet(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(moved.moved, 1);
+    assert_eq!(deliver(&w, &app, "LicenseRequestsQueue").await, (1, 0));
+    // Redriving again moves nothing; a duplicate of the message changes nothing.
+    let again = dlq::redrive(
+        &w.stack,
+        &w.sqs,
+        "LicenseRequestsDLQ",
+        None,
+        None,
+        false,
+        &World::quiet(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(again.moved, 0);
+    w.send("LicenseRequestsQueue", &message).await;
+    assert_eq!(deliver(&w, &app, "LicenseRequestsQueue").await, (1, 0));
+    let listed = admin::invoke(
+        &w.stack,
+        &sdk,
+        admin::LICENSE_MINTING,
+        admin::list(Some(&cus), None).unwrap(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(listed["count"], 1, "processed once: {listed}");
+    assert_eq!(listed["licenses"][0]["status"], "ACTIVE");
+    let states = dlq::list(&w.stack, &w.sqs, chrono::Utc::now().timestamp_millis())
+        .await
+        .unwrap();
+    assert_eq!(
+        states
+            .iter()
+            .find(|s| s.queue == "LicenseRequestsDLQ")
+            .unwrap()
+            .depth,
+        0
     );
 }

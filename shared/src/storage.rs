@@ -14,6 +14,9 @@ pub trait ObjectStore: Send + Sync {
     async fn put(&self, key: &str, body: Vec<u8>, content_type: &str) -> Result<()>;
     /// Reads `key`; `None` when it does not exist.
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>>;
+    /// Removes `key` (nothing when it does not exist). On a versioned bucket this hides the
+    /// object behind a delete marker; its versions stay until the lifecycle expires them.
+    async fn delete(&self, key: &str) -> Result<()>;
     /// Reads `key` if it holds at most `max` bytes; a larger object is refused
     /// ([`Error::Invalid`]) without being read whole where the store can tell its size first.
     async fn get_at_most(&self, key: &str, max: usize) -> Result<Option<Vec<u8>>> {
@@ -96,6 +99,17 @@ impl ObjectStore for S3Store {
         Ok(())
     }
 
+    async fn delete(&self, key: &str) -> Result<()> {
+        self.client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| Error::aws("s3", e))?;
+        Ok(())
+    }
+
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
         self.fetch(key, usize::MAX).await
     }
@@ -163,6 +177,11 @@ impl ObjectStore for MemoryStore {
 
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
         Ok(self.object(key))
+    }
+
+    async fn delete(&self, key: &str) -> Result<()> {
+        self.lock().remove(key);
+        Ok(())
     }
 
     fn bucket(&self) -> &str {

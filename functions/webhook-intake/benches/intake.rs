@@ -81,6 +81,9 @@ impl ObjectStore for NoStore {
     async fn get(&self, _key: &str) -> blapi::Result<Option<Vec<u8>>> {
         Ok(None)
     }
+    async fn delete(&self, _key: &str) -> blapi::Result<()> {
+        Ok(())
+    }
     fn bucket(&self) -> &str {
         "bench"
     }
@@ -159,6 +162,7 @@ fn handler(c: &mut Criterion) {
         ledger_table: "t".into(),
         bucket: "bench".into(),
         metrics_namespace: "blapi".into(),
+        stripe_api: None,
     };
     let verifiers = Verifiers::new(
         &StripeSecrets {

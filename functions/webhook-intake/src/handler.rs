@@ -61,11 +61,61 @@ impl Ports {
     }
 }
 
+/// What the function is invoked with: a webhook through the Function URL, or the daily
+/// schedule's (or an operator's) `{"action": "recover_stripe"}`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(untagged)]
+pub enum Invocation {
+    Action(Action),
+    Url(Box<LambdaFunctionUrlRequest>),
+}
+
+/// A direct invocation (never reachable through the Function URL, whose events have no
+/// `action`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Action {
+    /// Stripe's missed-event recovery over the last `days` (default 3, at most 30).
+    RecoverStripe {
+        #[serde(default)]
+        days: Option<i64>,
+        #[serde(default)]
+        dry_run: bool,
+    },
+}
+
+/// How far back the scheduled recovery looks by default: a daily run with two days of
+/// overlap, so one failed run loses nothing.
+pub const DEFAULT_RECOVERY_DAYS: i64 = 3;
+
+/// The answer: the Function URL response, or the recovery's report.
+#[derive(Debug, serde::Serialize)]
+#[serde(untagged)]
+pub enum Answer {
+    Url(LambdaFunctionUrlResponse),
+    Recovery(blapi::webhook::recovery::RecoveryReport),
+}
+
 /// Everything built once per cold start.
-#[derive(Debug)]
 pub struct App {
     intake: Intake,
     metrics_namespace: String,
+    /// The Stripe API client of the recovery: loaded on its first use only, so a webhook's
+    /// cold start never waits for the API key.
+    recovery: Option<(
+        blapi::stripe::StripeConfig,
+        aws_sdk_secretsmanager::Client,
+        tokio::sync::OnceCell<blapi::stripe::StripeClient>,
+    )>,
+}
+
+impl std::fmt::Debug for App {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("App")
+            .field("intake", &self.intake)
+            .field("recovery", &self.recovery.is_some())
+            .finish()
+    }
 }
 
 impl App {
@@ -84,7 +134,84 @@ impl App {
                 ports.sender,
             ),
             metrics_namespace: config.metrics_namespace,
+            recovery: None,
         }
+    }
+
+    /// Enables the missed-event recovery action (when the configuration names the Stripe API).
+    pub fn with_recovery(mut self, config: &Config, clients: &Clients) -> Self {
+        self.recovery = config.stripe_api.clone().map(|stripe| {
+            (
+                stripe,
+                clients.secrets().clone(),
+                tokio::sync::OnceCell::new(),
+            )
+        });
+        self
+    }
+
+    /// The Lambda entry point of every invocation.
+    pub async fn dispatch(&self, event: LambdaEvent<Invocation>) -> Result<Answer, Diagnostic> {
+        let (payload, context) = event.into_parts();
+        match payload {
+            // Every Function URL event names its method; a direct invocation without one is
+            // a mistyped action, refused rather than answered as a webhook.
+            Invocation::Url(req) if req.request_context.http.method.is_none() => Err(Diagnostic {
+                error_type: "InvalidInvocation".to_owned(),
+                error_message: "neither a Function URL request nor a known action \
+                        ({\"action\": \"recover_stripe\", \"days\": 1-30, \"dry_run\": bool})"
+                    .to_owned(),
+            }),
+            Invocation::Url(req) => Ok(Answer::Url(
+                self.handle(LambdaEvent::new(*req, context)).await?,
+            )),
+            Invocation::Action(action) => self
+                .act(action, Utc::now())
+                .await
+                .map(Answer::Recovery)
+                .map_err(|e| Diagnostic {
+                    error_type: "RecoveryFailed".to_owned(),
+                    error_message: e.chain(),
+                }),
+        }
+    }
+
+    /// Runs a direct invocation's action at `now`; the count of recovered events is the
+    /// `StripeEventsRecovered` metric (the alarm's and the dashboard's).
+    pub async fn act(
+        &self,
+        action: Action,
+        now: DateTime<Utc>,
+    ) -> blapi::Result<blapi::webhook::recovery::RecoveryReport> {
+        let Action::RecoverStripe { days, dry_run } = action;
+        let days = days.unwrap_or(DEFAULT_RECOVERY_DAYS);
+        if !(1..=blapi::webhook::recovery::MAX_LOOKBACK_DAYS).contains(&days) {
+            return Err(blapi::Error::Invalid(format!(
+                "days must be 1 to {}, not {days}",
+                blapi::webhook::recovery::MAX_LOOKBACK_DAYS
+            )));
+        }
+        let Some((config, secrets, client)) = &self.recovery else {
+            return Err(blapi::Error::Invalid(
+                "recover_stripe needs STRIPE_API_KEY_SECRET_ID and STRIPE_API_BASE".into(),
+            ));
+        };
+        let stripe = client
+            .get_or_try_init(|| blapi::stripe::StripeClient::from_secret(config, secrets))
+            .await?;
+        let report = blapi::webhook::recovery::recover_stripe(
+            stripe,
+            &self.intake,
+            now - chrono::Duration::days(days),
+            now,
+            dry_run,
+        )
+        .await?;
+        let mut m = blapi::telemetry::Metrics::new(&self.metrics_namespace, FUNCTION);
+        m.count("StripeEventsRecovered", report.recovered);
+        m.count("StripeRecoveryFailures", report.failed.len() as u64);
+        m.flush();
+        Ok(report)
     }
 
     /// The Lambda entry point.

@@ -13,6 +13,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     // Config, secrets and clients once per cold start; a bad config fails the start, named.
     let config = Config::from_env(&Env::process())?;
     let clients = Clients::from_env().await?;
-    let app = App::new(config.clone(), Ports::connect(&config, &clients).await?);
-    run(service_fn(|event| app.handle(event))).await
+    let app = App::new(config.clone(), Ports::connect(&config, &clients).await?)
+        .with_recovery(&config, &clients);
+    run(service_fn(|event| app.dispatch(event))).await
 }

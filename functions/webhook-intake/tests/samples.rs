@@ -44,6 +44,7 @@ fn fake() -> Fake {
         ledger_table: "t".into(),
         bucket: "b".into(),
         metrics_namespace: "blapi".into(),
+        stripe_api: None,
     };
     let verifiers = Verifiers::new(
         &StripeSecrets {
@@ -184,4 +185,65 @@ async fn lambda_entry_point_answers_json_with_http_semantics() {
             .unwrap()
             .contains("older than the 300 s tolerance")
     );
+}
+
+#[tokio::test]
+async fn direct_invocations_are_told_apart_from_webhooks() {
+    use webhook_intake::handler::{Action, Answer, Invocation};
+    let f = fake();
+    // Every sample (what `cargo lambda invoke` sends) is a webhook.
+    for sample in SAMPLES {
+        let text =
+            std::fs::read_to_string(events_dir().join(format!("{}.json", sample.name))).unwrap();
+        let inv: Invocation = serde_json::from_str(&text).unwrap();
+        assert!(matches!(inv, Invocation::Url(_)), "{}", sample.name);
+        let answer = f
+            .app
+            .dispatch(LambdaEvent::new(inv, Context::default()))
+            .await
+            .unwrap();
+        assert!(matches!(answer, Answer::Url(_)), "{}", sample.name);
+    }
+    // The schedule's payload is the recovery action.
+    let inv: Invocation = serde_json::from_str(r#"{"action": "recover_stripe"}"#).unwrap();
+    assert!(matches!(
+        inv,
+        Invocation::Action(Action::RecoverStripe {
+            days: None,
+            dry_run: false
+        })
+    ));
+    // Without the Stripe API configured, it is refused (nothing read, nothing sent).
+    let e = f
+        .app
+        .dispatch(LambdaEvent::new(inv, Context::default()))
+        .await
+        .unwrap_err();
+    assert!(
+        e.error_message.contains("STRIPE_API_KEY_SECRET_ID"),
+        "{e:?}"
+    );
+    // A mistyped action is refused, not answered as a webhook.
+    for typo in [
+        r#"{"action": "recover_stripe", "dayz": 3}"#,
+        r#"{"action": "recover"}"#,
+        r#"{}"#,
+    ] {
+        // Either the runtime cannot read it (and answers with the error), or it reads as
+        // a request without a method, which dispatch refuses.
+        match serde_json::from_str::<Invocation>(typo) {
+            Err(e) => assert!(e.to_string().contains("Invocation"), "{typo}: {e}"),
+            Ok(inv) => {
+                let e = f
+                    .app
+                    .dispatch(LambdaEvent::new(inv, Context::default()))
+                    .await
+                    .unwrap_err();
+                assert_eq!(e.error_type, "InvalidInvocation", "{typo}");
+            }
+        }
+    }
+    for route in Route::ALL {
+        assert!(f.queue.sent(f.config.queue_url(route)).is_empty());
+    }
 }

@@ -30,7 +30,8 @@ pub enum AdminRequest {
         license: Option<String>,
         license_id: Option<LicenseId>,
     },
-    /// Republish the public key and the revocation list.
+    /// Republish the public key (the one the signing alias names now: after a key rotation)
+    /// and the revocation list, signed by it.
     Publish,
 }
 
@@ -81,9 +82,11 @@ impl LicenseService {
                 to_json(serde_json::to_value(report))
             }
             AdminRequest::Publish => {
+                // After a rotation: read the key the alias names now, not the cached one.
+                let kid = self.refresh_public_key().await?.kid().to_owned();
                 self.publish_public_key().await?;
                 let wrote = self.publish_revocations().await?;
-                Ok(json!({ "published": true, "revocation_list_rewritten": wrote }))
+                Ok(json!({ "published": true, "kid": kid, "revocation_list_rewritten": wrote }))
             }
         }
     }

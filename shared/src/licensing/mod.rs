@@ -14,6 +14,8 @@
 //! - [`signer`]: the signer port; [`KmsSigner`], a counting wrapper, and an in-process key for
 //!   unit tests and benches (feature `test-signer`).
 //! - [`verify`]: offline verification with one [`VerifyError`] per failure.
+//! - [`keyset`]: the published key set (`licenses/keys.json`): every signing key with its
+//!   validity, so licenses of rotated-out keys keep verifying.
 //! - [`revocation`]: the signed revocation list.
 //! - [`store`]: the store port; [`DynamoLicenseStore`] and [`MemoryLicenseStore`].
 //! - [`subscription`]: what a Stripe subscription means for its license ([`SubscriptionState`]).
@@ -102,6 +104,7 @@
 pub mod admin;
 pub mod config;
 pub mod format;
+pub mod keyset;
 pub mod revocation;
 pub mod service;
 pub mod signer;
@@ -113,6 +116,9 @@ pub mod verify;
 pub use admin::AdminRequest;
 pub use config::Config;
 pub use format::{Features, License, LicenseCustomer, LicenseId, LicenseKey, file_key};
+pub use keyset::{
+    KEY_SET_KEY, KeyEntry, KeySet, verify_license_with_keys, verify_revocation_list_with_keys,
+};
 pub use revocation::{
     REVOCATION_LIST_KEY, REVOCATION_SIGNATURE_KEY, RevocationList, RevocationReason,
     RevokedLicense, SUPERSEDED_GRACE_MS,

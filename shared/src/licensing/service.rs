@@ -2,6 +2,9 @@
 //! The rules and the write protocol are described in the [module doc](super).
 
 use super::format::{License, LicenseCustomer, LicenseId, LicenseKey, encode_file, file_key};
+use super::keyset::{
+    KEY_SET_KEY, KeySet, verify_license_with_keys, verify_revocation_list_with_keys,
+};
 use super::revocation::{
     REVOCATION_LIST_KEY, REVOCATION_SIGNATURE_KEY, RevocationList, RevocationReason,
     SUPERSEDED_GRACE_MS,
@@ -10,7 +13,7 @@ use super::signer::{LicenseSigner, PublicKey};
 use super::sku::Sku;
 use super::store::{LicenseRecord, LicenseStatus, LicenseStore};
 use super::subscription::{Standing, SubscriptionState};
-use super::verify::{GRACE_PERIOD_MS, VerifyError, verify_license, verify_revocation_list};
+use super::verify::{GRACE_PERIOD_MS, VerifyError};
 use crate::error::{Error, Result};
 use crate::events::{Internal, LicenseChanged};
 use crate::queue::{EventMessage, QueueSender};
@@ -69,8 +72,11 @@ pub struct LicenseService {
     store: Arc<dyn LicenseStore>,
     files: Arc<dyn ObjectStore>,
     clock: Clock,
-    public_key: tokio::sync::OnceCell<PublicKey>,
-    key_published: tokio::sync::OnceCell<()>,
+    /// The signing key's public half, cached; refreshed when a signature shows that the
+    /// signing alias now points at another key (a rotation while this instance was warm).
+    public_key: tokio::sync::RwLock<Option<PublicKey>>,
+    /// The `kid` whose PEM and key-set entry this instance has published.
+    key_published: tokio::sync::Mutex<Option<String>>,
     /// Where license changes are announced (customer sync), if anywhere.
     announce: Option<(Arc<dyn QueueSender>, String)>,
 }
@@ -96,8 +102,8 @@ impl LicenseService {
             store,
             files,
             clock: Arc::new(|| chrono::Utc::now().timestamp_millis()),
-            public_key: tokio::sync::OnceCell::new(),
-            key_published: tokio::sync::OnceCell::new(),
+            public_key: tokio::sync::RwLock::new(None),
+            key_published: tokio::sync::Mutex::new(None),
             announce: None,
         }
     }
@@ -176,11 +182,48 @@ impl LicenseService {
         (self.clock)()
     }
 
-    /// The signing key's public half: one `GetPublicKey` per cold start, then cached.
-    pub async fn public_key(&self) -> Result<&PublicKey> {
-        self.public_key
-            .get_or_try_init(|| self.signer.public_key())
-            .await
+    /// The signing key's public half: one `GetPublicKey` per cold start (and per rotation
+    /// seen), then cached.
+    pub async fn public_key(&self) -> Result<PublicKey> {
+        if let Some(pk) = self.public_key.read().await.as_ref() {
+            return Ok(pk.clone());
+        }
+        self.refresh_public_key().await
+    }
+
+    /// Reads the signing key's public half again (after a rotation).
+    pub(crate) async fn refresh_public_key(&self) -> Result<PublicKey> {
+        let pk = self.signer.public_key().await?;
+        *self.public_key.write().await = Some(pk.clone());
+        Ok(pk)
+    }
+
+    /// Signs `build(key)` and returns (document, signature, key). The document names its key,
+    /// so when the signature is not the cached key's (the alias was rotated since), the key
+    /// is read again and the document rebuilt and signed again. With `zero_tail_returned`, a
+    /// signature ending in a zero byte is returned unchecked: the caller signs again anyway.
+    async fn sign_named(
+        &self,
+        zero_tail_returned: bool,
+        mut build: impl FnMut(&PublicKey) -> Result<Vec<u8>>,
+    ) -> Result<(Vec<u8>, Vec<u8>, PublicKey)> {
+        let mut pk = self.public_key().await?;
+        for _ in 0..3 {
+            let doc = build(&pk)?;
+            let signature = self.signer.sign(&doc).await?;
+            if (zero_tail_returned && signature.last() == Some(&0))
+                || super::verify::signature_valid(&pk, &doc, &signature)
+            {
+                return Ok((doc, signature, pk));
+            }
+            tracing::info!(kid = pk.kid(), "the signing key changed; reading it again");
+            pk = self.refresh_public_key().await?;
+        }
+        Err(Error::dependency(
+            "kms",
+            true,
+            "signatures do not match the signing key's public key",
+        ))
     }
 
     /// Handles one queued webhook event: finds its subscription, re-fetches it from Stripe and
@@ -397,12 +440,13 @@ impl LicenseService {
             is_seat_count_enforced: sku.seat_count_enforced,
             extra_users: 0,
             signup_jwt: None,
-            kid: kid.clone(),
+            kid,
             subscription_id: state.id.clone(),
             supersedes: key.supersedes.clone(),
         };
         let (json, signature) = self.sign_license(&mut license).await?;
         let issued_at = license.issued_at;
+        let kid = license.kid.clone();
         Ok(LicenseRecord {
             file_key: file_key(&state.customer_id, &license_id),
             file: encode_file(&json, &signature),
@@ -433,8 +477,13 @@ impl LicenseService {
     /// millisecond later: a second KMS `Sign`, and a file that verifies everywhere.
     async fn sign_license(&self, license: &mut License) -> Result<(Vec<u8>, Vec<u8>)> {
         for _ in 0..8 {
-            let json = license.to_json()?;
-            let signature = self.signer.sign(&json).await?;
+            let (json, signature, pk) = self
+                .sign_named(true, |pk| {
+                    license.kid = pk.kid().to_owned();
+                    license.to_json()
+                })
+                .await?;
+            license.kid = pk.kid().to_owned();
             if signature.last() != Some(&0) {
                 return Ok((json, signature));
             }
@@ -494,26 +543,55 @@ impl LicenseService {
         }
     }
 
-    /// Publishes `licenses/public-key.pem` (and `licenses/keys/{kid}.pem`, kept across
-    /// rotations) once per cold start, before the first file it signs.
+    /// Publishes `licenses/public-key.pem`, `licenses/keys/{kid}.pem` (kept across
+    /// rotations) and the key's entry in the key set `licenses/keys.json`, once per cold start
+    /// and signing key, before the first file it signs.
     pub async fn publish_public_key(&self) -> Result<()> {
-        self.key_published
-            .get_or_try_init(|| async {
-                let pk = self.public_key().await?;
-                let pem = pk.to_pem()?;
-                self.files
-                    .put(
-                        &format!("licenses/keys/{}.pem", pk.kid()),
-                        pem.clone().into_bytes(),
-                        "application/x-pem-file",
-                    )
-                    .await?;
-                self.files
-                    .put(PUBLIC_KEY_KEY, pem.into_bytes(), "application/x-pem-file")
-                    .await
-            })
-            .await
-            .map(|_| ())
+        let pk = self.public_key().await?;
+        let mut published = self.key_published.lock().await;
+        if published.as_deref() == Some(pk.kid()) {
+            return Ok(());
+        }
+        let pem = pk.to_pem()?;
+        self.files
+            .put(
+                &format!("licenses/keys/{}.pem", pk.kid()),
+                pem.clone().into_bytes(),
+                "application/x-pem-file",
+            )
+            .await?;
+        self.files
+            .put(PUBLIC_KEY_KEY, pem.into_bytes(), "application/x-pem-file")
+            .await?;
+        let mut set = self.key_set().await?;
+        if set.find(pk.kid()).is_none() {
+            // The first key of a deployment has signed since it was created; a key taking
+            // over outside `blapi-ops license rotate-key` (which adds it first) does from now.
+            let since = if set.keys.is_empty() { 0 } else { self.now() };
+            set.add(&pk, since)?;
+            self.files
+                .put(KEY_SET_KEY, set.to_json()?, "application/json")
+                .await?;
+        }
+        *published = Some(pk.kid().to_owned());
+        Ok(())
+    }
+
+    /// The published key set (empty when none was published yet).
+    pub async fn key_set(&self) -> Result<KeySet> {
+        match self.files.get(KEY_SET_KEY).await? {
+            Some(bytes) => KeySet::from_json(&bytes),
+            None => Ok(KeySet::default()),
+        }
+    }
+
+    /// The key set to verify with: the published one, or the current key alone.
+    async fn verifying_keys(&self) -> Result<KeySet> {
+        let mut set = self.key_set().await?;
+        if set.keys.is_empty() {
+            set.add(&self.public_key().await?, 0)?;
+        }
+        Ok(set)
     }
 
     /// Revokes every license of a subscription that is still valid, then republishes the
@@ -588,8 +666,8 @@ impl LicenseService {
         let Some(sig) = self.files.get(REVOCATION_SIGNATURE_KEY).await? else {
             return Ok(None);
         };
-        let pk = self.public_key().await?;
-        match verify_revocation_list(&json, &String::from_utf8_lossy(&sig), pk) {
+        let keys = self.verifying_keys().await?;
+        match verify_revocation_list_with_keys(&json, &String::from_utf8_lossy(&sig), &keys) {
             Ok(list) => Ok(Some(list)),
             // Half-published (crash between the two writes) or signed by an older key.
             Err(e) => {
@@ -609,16 +687,21 @@ impl LicenseService {
         let mut wrote = false;
         for _ in 0..ROUNDS {
             let entries = self.store.revocations().await?;
+            let kid = self.public_key().await?.kid().to_owned();
             if let Some(current) = self.published_revocations().await? {
-                if current.same_entries(&entries) {
+                // Same entries, signed by the current key: nothing to do.
+                if current.same_entries(&entries) && current.kid == kid {
                     return Ok(wrote);
                 }
             }
-            let pk = self.public_key().await?;
-            let list = RevocationList::new(pk.kid(), self.now(), entries);
-            let json = serde_json::to_vec(&list)
-                .map_err(|e| Error::Invalid(format!("revocation list: {e}")))?;
-            let sig = self.signer.sign(&json).await?;
+            let now = self.now();
+            let (json, sig, _) = self
+                .sign_named(false, |pk| {
+                    serde_json::to_vec(&RevocationList::new(pk.kid(), now, entries.clone()))
+                        .map_err(|e| Error::Invalid(format!("revocation list: {e}")))
+                })
+                .await?;
+            let count = entries.len();
             let sig_b64 = base64::engine::general_purpose::STANDARD.encode(sig);
             self.files
                 .put(REVOCATION_LIST_KEY, json, "application/json")
@@ -627,16 +710,17 @@ impl LicenseService {
                 .put(REVOCATION_SIGNATURE_KEY, sig_b64.into_bytes(), "text/plain")
                 .await?;
             wrote = true;
-            tracing::info!(entries = list.revoked.len(), "revocation list published");
+            tracing::info!(entries = count, "revocation list published");
         }
         Err(Error::InProgress("revocation list keeps changing".into()))
     }
 
     /// Verifies a license file with our public key and the published revocation list.
     pub async fn verify_file(&self, file: &str) -> Result<VerifyReport> {
-        let pk = self.public_key().await?.clone();
+        let pk = self.public_key().await?;
+        let keys = self.verifying_keys().await?;
         let revocations = self.published_revocations().await?;
-        let result = verify_license(file, &pk, revocations.as_ref(), self.now());
+        let result = verify_license_with_keys(file, &keys, revocations.as_ref(), self.now());
         let status = match &result {
             Ok(l) => self.store.find(&l.id).await?.map(|r| r.status.as_str()),
             Err(_) => None,
@@ -651,9 +735,10 @@ impl LicenseService {
             .find(license_id)
             .await?
             .ok_or_else(|| Error::NotFound(format!("license {license_id}")))?;
-        let pk = self.public_key().await?.clone();
+        let pk = self.public_key().await?;
+        let keys = self.verifying_keys().await?;
         let revocations = self.published_revocations().await?;
-        let result = verify_license(&rec.file, &pk, revocations.as_ref(), self.now());
+        let result = verify_license_with_keys(&rec.file, &keys, revocations.as_ref(), self.now());
         report(result, Some(rec.status.as_str()), &pk)
     }
 

@@ -4,7 +4,7 @@ use super::signer::test_signer;
 use super::*;
 use crate::error::Error;
 use crate::queue::EventMessage;
-use crate::storage::MemoryStore;
+use crate::storage::{MemoryStore, ObjectStore};
 use crate::stripe::MemoryStripe;
 use async_trait::async_trait;
 use serde_json::json;
@@ -757,4 +757,114 @@ async fn a_cancellation_racing_a_mint_never_leaves_an_active_license() {
     // The revocation list names it.
     let list = service.published_revocations().await.unwrap().unwrap();
     assert_eq!(list.revoked.len(), 1);
+}
+
+/// A signer behind an alias that an operator can point at another key.
+struct Rotatable(std::sync::Mutex<InProcessSigner>);
+
+#[async_trait]
+impl LicenseSigner for Rotatable {
+    async fn sign(&self, message: &[u8]) -> crate::Result<Vec<u8>> {
+        let key = self.0.lock().unwrap().clone();
+        key.sign(message).await
+    }
+    async fn public_key(&self) -> crate::Result<PublicKey> {
+        Ok(self.0.lock().unwrap().public().clone())
+    }
+}
+
+#[tokio::test]
+async fn licenses_of_three_rotated_keys_all_verify_with_the_key_set() {
+    let f = fixture();
+    let now = Arc::new(std::sync::atomic::AtomicI64::new(NOW_MS));
+    let clock = now.clone();
+    let signer = Arc::new(CountingSigner::new(Rotatable(std::sync::Mutex::new(
+        test_signer(),
+    ))));
+    // One warm instance throughout: it must notice each rotation by itself.
+    let service = LicenseService::new(
+        f.stripe.clone(),
+        signer.clone(),
+        f.store.clone(),
+        f.files.clone(),
+    )
+    .with_clock(Arc::new(move || clock.load(Ordering::SeqCst)));
+    let mut files = Vec::new();
+    let mut kids = Vec::new();
+    for (round, seats) in [5u64, 6, 7].into_iter().enumerate() {
+        if round > 0 {
+            // What `blapi-ops license rotate-key` does: the new key enters the set (the
+            // current one retires now), then the alias points at it.
+            let next = InProcessSigner::generate().unwrap();
+            let t = now.fetch_add(3_600_000, Ordering::SeqCst) + 3_600_000;
+            let mut set = service.key_set().await.unwrap();
+            assert!(set.add(next.public(), t).unwrap());
+            f.files
+                .put(KEY_SET_KEY, set.to_json().unwrap(), "application/json")
+                .await
+                .unwrap();
+            *signer.inner().0.lock().unwrap() = next;
+        }
+        f.stripe.put_subscription(subscription(
+            "active",
+            seats,
+            START,
+            json!({"sku": "professional"}),
+        ));
+        let out = service.reconcile("sub_1").await.unwrap();
+        assert!(matches!(out, Outcome::Minted { .. }), "{out:?}");
+        let rec = f
+            .store
+            .all()
+            .into_iter()
+            .find(|r| r.quantity == seats as u32)
+            .unwrap();
+        files.push(rec.file.clone());
+        kids.push(rec.kid.clone());
+    }
+    let set = KeySet::from_json(&f.files.get(KEY_SET_KEY).await.unwrap().unwrap()).unwrap();
+    assert_eq!(set.keys.len(), 3);
+    assert_eq!(
+        set.keys.iter().map(|k| k.kid.clone()).collect::<Vec<_>>(),
+        kids,
+        "each license names the key that was current when it was issued"
+    );
+    assert_eq!(
+        set.keys[0].not_before, 0,
+        "the first key signed since it exists"
+    );
+    assert_eq!(set.current().unwrap().kid, kids[2]);
+    let at = now.load(Ordering::SeqCst);
+    for (file, kid) in files.iter().zip(&kids) {
+        let license = verify_license_with_keys(file, &set, None, at).unwrap();
+        assert_eq!(&license.kid, kid);
+    }
+    // The revocation list (the superseded licenses) is signed by the newest key.
+    let list = service.published_revocations().await.unwrap().unwrap();
+    assert_eq!(list.kid, kids[2]);
+    assert_eq!(list.revoked.len(), 2);
+    // A key that is not in the set, and a retired key used after it retired, are refused.
+    let mut without_first = set.clone();
+    without_first.keys.remove(0);
+    assert!(matches!(
+        verify_license_with_keys(&files[0], &without_first, None, at),
+        Err(VerifyError::UnknownKey { .. })
+    ));
+    let mut late = set.clone();
+    late.keys[0].not_after = Some(NOW_MS - 3_600_000);
+    assert!(matches!(
+        verify_license_with_keys(&files[0], &late, None, at),
+        Err(VerifyError::KeyNotValid { .. })
+    ));
+    // The service's own verification uses the set too.
+    for file in &files[2..] {
+        assert!(service.verify_file(file).await.unwrap().valid);
+    }
+    let tampered = KeySet::from_json(
+        &serde_json::to_vec(&json!({"keys": [{"kid": kids[0], "public_key_pem": set.keys[1].public_key_pem, "not_before": 0, "not_after": null}]})).unwrap(),
+    );
+    assert!(
+        tampered.is_err(),
+        "an entry must hold the key its kid names"
+    );
 }

@@ -42,6 +42,10 @@ pub enum VerifyError {
     },
     #[error("revoked at {revoked_at} (ms since epoch): {reason}")]
     Revoked { revoked_at: i64, reason: String },
+    #[error("signed by a key the key set does not hold (kid {found})")]
+    UnknownKey { found: String },
+    #[error("issued at {issued_at} (ms since epoch), outside key {kid}'s signing window")]
+    KeyNotValid { kid: String, issued_at: i64 },
 }
 
 impl VerifyError {
@@ -56,6 +60,8 @@ impl VerifyError {
             VerifyError::NotYetValid { .. } => "not_yet_valid",
             VerifyError::Expired { .. } => "expired",
             VerifyError::Revoked { .. } => "revoked",
+            VerifyError::UnknownKey { .. } => "unknown_key",
+            VerifyError::KeyNotValid { .. } => "key_not_valid",
         }
     }
 }

@@ -33,6 +33,10 @@ pub struct IntakeConfig {
     pub ledger_table: String,
     pub bucket: String,
     pub metrics_namespace: String,
+    /// The Stripe API (`STRIPE_API_KEY_SECRET_ID`, `STRIPE_API_BASE`), read only by the daily
+    /// missed-event recovery (and only then loaded). Optional: without it the intake takes
+    /// webhooks and refuses the recovery action.
+    pub stripe_api: Option<crate::stripe::StripeConfig>,
 }
 
 impl IntakeConfig {
@@ -62,6 +66,16 @@ impl IntakeConfig {
             metrics_namespace: env
                 .optional("METRICS_NAMESPACE")
                 .unwrap_or_else(|| "blapi".into()),
+            stripe_api: match env.optional("STRIPE_API_KEY_SECRET_ID") {
+                None => None,
+                Some(secret_id) => Some(crate::stripe::StripeConfig {
+                    api_base: env.url("STRIPE_API_BASE")?,
+                    secret_id,
+                    timeout: std::time::Duration::from_millis(
+                        env.parsed_or("STRIPE_TIMEOUT_MS", 20_000u64)?,
+                    ),
+                }),
+            },
         })
     }
 

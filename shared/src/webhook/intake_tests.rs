@@ -44,6 +44,7 @@ fn config() -> IntakeConfig {
         ledger_table: "ledger".into(),
         bucket: "bucket".into(),
         metrics_namespace: "blapi".into(),
+        stripe_api: None,
     }
 }
 
