@@ -54,6 +54,7 @@ pub mod revenue;
 pub mod secrets;
 pub mod storage;
 pub mod stripe;
+pub mod subjects;
 pub mod telemetry;
 pub mod tls;
 pub mod values;

@@ -81,12 +81,6 @@ impl Email {
     pub fn domain(&self) -> &str {
         self.0.rsplit_once('@').map_or("", |(_, d)| d)
     }
-
-    /// The SHA-256 of the address (hex): the key under which a data subject's leads are found
-    /// (and erased) without storing the address in a key.
-    pub fn subject_hash(&self) -> String {
-        crate::ledger::payload_hash(self.0.as_bytes())
-    }
 }
 
 impl fmt::Debug for Email {

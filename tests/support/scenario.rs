@@ -527,6 +527,7 @@ pub async fn run(w: &World<'_>, progress: Progress<'_>) -> Result<Summary> {
     let leads_table = blapi::leads::store::DynamoLeadsTable::new(
         w.clients.dynamodb().clone(),
         w.stack.physical("LeadsTable"),
+        subject_key(w).await?,
     );
     leads_table
         .put_account(&blapi::leads::routing::Account {
@@ -722,7 +723,10 @@ pub async fn run(w: &World<'_>, progress: Progress<'_>) -> Result<Summary> {
     .await?;
     let buyer = blapi::values::Email::parse(&buyer_email).map_err(|e| anyhow!("{e}"))?;
     let contact = crm
-        .get_object(CrmObject::Contact, &buyer.subject_hash())
+        .get_object(
+            CrmObject::Contact,
+            subject_key(w).await?.subject(&buyer).as_str(),
+        )
         .await
         .map_err(|e| anyhow!("{}", e.chain()))?
         .context("the buyer's contact")?
@@ -1165,4 +1169,12 @@ impl Summary {
         ));
         o
     }
+}
+
+/// The deployment's subject key (the local secret lead-enrichment reads).
+async fn subject_key(w: &World<'_>) -> Result<blapi::subjects::SubjectKey> {
+    let env = w.stack.env("lead-enrichment");
+    blapi::subjects::SubjectKey::from_secret(w.clients.secrets(), &env["PRIVACY_KEY_SECRET_ID"])
+        .await
+        .map_err(|e| anyhow!("{}", e.chain()))
 }

@@ -39,9 +39,11 @@ impl Ports {
             config.artifacts_bucket.clone(),
         ));
         let stripe = Arc::new(StripeClient::from_secret(&config.stripe, clients.secrets()).await?);
+        let subjects = blapi::subjects::Subjects::connect(&config.subjects, clients).await?;
         let leads = Arc::new(DynamoLeadsTable::new(
             clients.dynamodb().clone(),
             config.leads_table.clone(),
+            subjects.key.clone(),
         ));
         let crm = config
             .crm
@@ -59,6 +61,7 @@ impl Ports {
                 directory: leads.clone(),
                 leads: leads.clone(),
                 counter: leads,
+                subjects,
             },
             store,
         })

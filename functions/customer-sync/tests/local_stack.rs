@@ -190,8 +190,24 @@ async fn a_purchase_lands_in_the_sink_the_state_table_and_the_directory() {
     let owner = account["owner_id"].as_str().unwrap().to_owned();
     assert!(!owner.is_empty());
 
-    // The contact, keyed by the e-mail's hash, without the e-mail or the name in the sink.
-    let key = Email::parse(&email).unwrap().subject_hash();
+    // The contact, keyed by the e-mail's keyed hash, without the e-mail or the name in the
+    // sink; the subject index knows where the buyer's data is.
+    let subject_key =
+        blapi::subjects::SubjectKey::from_secret(clients.secrets(), &env["PRIVACY_KEY_SECRET_ID"])
+            .await
+            .unwrap();
+    let subject = subject_key.subject(&Email::parse(&email).unwrap());
+    let key = subject.to_string();
+    use blapi::subjects::SubjectIndex as _;
+    let index =
+        blapi::subjects::DynamoSubjectIndex::new(clients.dynamodb().clone(), &env["PRIVACY_TABLE"]);
+    let places = index.locations(&subject).await.unwrap();
+    for want in ["stripe", "customers", "licenses", "billing", "crm"] {
+        assert!(
+            places.iter().any(|l| l.system.as_str() == want),
+            "{want} indexed: {places:?}"
+        );
+    }
     let (contact, _) = sink
         .get_object(CrmObject::Contact, &key)
         .await
@@ -234,7 +250,11 @@ async fn a_purchase_lands_in_the_sink_the_state_table_and_the_directory() {
         .unwrap()
         .expect("account export");
     assert!(String::from_utf8(export).unwrap().contains(&cus));
-    let leads = DynamoLeadsTable::new(clients.dynamodb().clone(), env["LEADS_TABLE"].clone());
+    let leads = DynamoLeadsTable::new(
+        clients.dynamodb().clone(),
+        env["LEADS_TABLE"].clone(),
+        subject_key,
+    );
     let dir = leads.account_for_domain(&domain).await.unwrap().unwrap();
     assert_eq!(
         (dir.account_id.as_str(), dir.owner_id.as_str()),

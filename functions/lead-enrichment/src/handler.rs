@@ -51,9 +51,11 @@ impl Ports {
             clients.s3().clone(),
             config.artifacts_bucket.clone(),
         ));
+        let subjects = blapi::subjects::Subjects::connect(&config.subjects, clients).await?;
         let table = Arc::new(DynamoLeadsTable::new(
             clients.dynamodb().clone(),
             config.leads_table.clone(),
+            subjects.key.clone(),
         ));
         let provider = provider(config, clients).await?;
         let crm = config
@@ -71,6 +73,7 @@ impl Ports {
                     clients.dynamodb().clone(),
                     config.ledger_table.clone(),
                 )),
+                subjects,
             },
             store,
         })
@@ -136,6 +139,7 @@ impl App {
                         tally.count("EnrichmentLookups", u64::from(provider_called));
                     }
                     Outcome::Duplicate { .. } => tally.one("LeadsDuplicate"),
+                    Outcome::Erased => tally.one("LeadsOfErasedPeople"),
                 }
                 Ok(())
             }

@@ -283,3 +283,72 @@ async fn crm_outage_fails_the_record_for_redelivery_and_the_retry_succeeds() {
     );
     assert_eq!(f.crm.len(), 1);
 }
+
+#[tokio::test]
+async fn a_lead_is_indexed_under_its_keyed_subject_and_an_erased_person_is_never_written_again() {
+    use blapi::subjects::{Location, System, Tombstone};
+    use blapi::values::Email;
+    let f = fixture_fakes();
+    let email = Email::parse("grace@globex.example").unwrap();
+    let subject = f.subjects.key.subject(&email);
+    f.app
+        .handle(event(vec![(
+            "m1",
+            signup("evt-g1", "grace@globex.example", json!({})),
+        )]))
+        .await
+        .unwrap();
+    let lead_id = f.leads.find_subject(&email).await.unwrap().unwrap();
+    let mut places = f.subjects.index.locations(&subject).await.unwrap();
+    places.sort();
+    assert_eq!(
+        places,
+        vec![
+            Location::new(System::Leads, lead_id.as_str()),
+            Location::new(System::Crm, format!("lead:{lead_id}")),
+        ]
+    );
+    // Erased (what privacy-requests does last): the data goes, the tombstone stays.
+    f.leads.erase_subject(&email).await.unwrap();
+    assert!(f.crm.remove(blapi::crm::CrmObject::Lead, lead_id.as_str()));
+    f.subjects
+        .index
+        .tombstone(
+            &subject,
+            &Tombstone {
+                erased_at: 1,
+                request_id: "pr_1".into(),
+            },
+        )
+        .await
+        .unwrap();
+    // A replay of the same event, and a new one, write nothing about them.
+    for id in ["evt-g1", "evt-g2"] {
+        let msg: EventMessage =
+            serde_json::from_value(signup(id, "GRACE@globex.example", json!({}))).unwrap();
+        assert_eq!(f.app.service().handle(&msg).await.unwrap(), Outcome::Erased);
+    }
+    let resp = f
+        .app
+        .handle(event(vec![(
+            "m3",
+            signup("evt-g3", "grace@globex.example", json!({})),
+        )]))
+        .await
+        .unwrap();
+    assert!(
+        resp.batch_item_failures.is_empty(),
+        "acknowledged, not retried"
+    );
+    assert!(f.leads.find_subject(&email).await.unwrap().is_none());
+    assert!(f.crm.all().is_empty(), "nothing in the CRM");
+    // Someone else is still processed.
+    f.app
+        .handle(event(vec![(
+            "m4",
+            signup("evt-h1", "hopper@globex.example", json!({})),
+        )]))
+        .await
+        .unwrap();
+    assert_eq!(f.crm.all().len(), 1);
+}

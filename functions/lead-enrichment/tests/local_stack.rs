@@ -47,7 +47,15 @@ async fn harness(stack: &LocalStack, overrides: &[(&str, String)]) -> Harness {
         env["CRM_TABLE"].clone(),
         Arc::new(artifacts.clone()),
     );
-    let leads = DynamoLeadsTable::new(clients.dynamodb().clone(), env["LEADS_TABLE"].clone());
+    let subject_key =
+        blapi::subjects::SubjectKey::from_secret(clients.secrets(), &env["PRIVACY_KEY_SECRET_ID"])
+            .await
+            .unwrap();
+    let leads = DynamoLeadsTable::new(
+        clients.dynamodb().clone(),
+        env["LEADS_TABLE"].clone(),
+        subject_key,
+    );
     let mut config = Config::from_env(&Env::from_map(env)).unwrap();
     config.http_retry = Some(RetryPolicy::immediate(3));
     let ports = Ports::connect(&config, &clients).await.unwrap();

@@ -55,6 +55,14 @@ impl MemoryCrm {
         }
     }
 
+    /// Removes a record (what an erasure does); whether there was one.
+    pub fn remove(&self, object: CrmObject, external_id: &str) -> bool {
+        self.lock()
+            .records
+            .remove(&(object, external_id.to_owned()))
+            .is_some()
+    }
+
     /// Number of distinct lead records.
     pub fn len(&self) -> usize {
         self.all().len()

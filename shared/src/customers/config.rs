@@ -23,6 +23,8 @@ pub struct Config {
     pub stripe: StripeConfig,
     pub crm: CrmConfig,
     pub metrics_namespace: String,
+    /// The subject key and index (`PRIVACY_TABLE`, `PRIVACY_KEY_SECRET_ID`).
+    pub subjects: crate::subjects::SubjectsConfig,
     /// The Salesforce retry policy; `None` keeps the adapter's default (tests shorten it).
     pub http_retry: Option<RetryPolicy>,
 }
@@ -39,6 +41,7 @@ impl Config {
                 .optional("METRICS_NAMESPACE")
                 .unwrap_or_else(|| "blapi".into()),
             http_retry: None,
+            subjects: crate::subjects::SubjectsConfig::from_env(env)?,
         })
     }
 }
@@ -51,6 +54,8 @@ mod tests {
         vec![
             ("CUSTOMERS_TABLE", "c"),
             ("LEADS_TABLE", "l"),
+            ("PRIVACY_TABLE", "p"),
+            ("PRIVACY_KEY_SECRET_ID", "k"),
             ("ARTIFACTS_BUCKET", "a"),
             ("STRIPE_API_BASE", "https://api.stripe.com"),
             ("STRIPE_API_KEY_SECRET_ID", "stripe/key"),

@@ -28,6 +28,7 @@ use crate::leads::rules::Facts;
 use crate::leads::store::LeadStore;
 use crate::queue::EventMessage;
 use crate::stripe::{Customer, Expandable, StripeInvoices, StripeReads, Subscription};
+use crate::subjects::{Location, SubjectId, Subjects, System};
 use crate::values::{Country, Currency, Email, Money};
 use std::sync::Arc;
 
@@ -45,6 +46,8 @@ pub struct Ports {
     pub leads: Arc<dyn LeadStore>,
     /// Round-robin counters shared with lead routing.
     pub counter: Arc<dyn SlotCounter>,
+    /// The subject key, index and tombstones: an erased buyer's contact is not written again.
+    pub subjects: Subjects,
 }
 
 /// What a message did.
@@ -145,7 +148,18 @@ impl CustomerSync {
                 reason: format!("customer {customer_id} has bought nothing yet"),
             });
         };
-        let email = customer.email.as_deref().and_then(|e| Email::parse(e).ok());
+        let mut email = customer.email.as_deref().and_then(|e| Email::parse(e).ok());
+        let mut subject = None;
+        if let Some(e) = &email {
+            match p.subjects.live(e).await? {
+                Ok(id) => subject = Some(id),
+                // Erased: no contact, no lead link, nothing personal is written again.
+                Err(t) => {
+                    tracing::info!(request_id = %t.request_id, "buyer was erased; no contact written");
+                    email = None;
+                }
+            }
+        }
         let domain = email
             .as_ref()
             .map(|e| e.domain().to_owned())
@@ -165,11 +179,29 @@ impl CustomerSync {
             Some(e) => p.leads.find_subject(e).await?,
             None => None,
         };
+        if let Some(id) = &subject {
+            // Indexed before the contact is written: a privacy request finds every place.
+            p.subjects
+                .index
+                .record(
+                    id,
+                    &[
+                        Location::new(System::Stripe, customer_id),
+                        Location::new(System::Customers, customer_id),
+                        Location::new(System::Licenses, customer_id),
+                        Location::new(System::Billing, customer_id),
+                        Location::new(System::Crm, format!("contact:{id}")),
+                        Location::new(System::Crm, format!("account:{customer_id}")),
+                    ],
+                    at,
+                )
+                .await?;
+        }
         let records = self.records(
             &state,
             &customer,
             status,
-            email.as_ref(),
+            email.as_ref().zip(subject.as_ref()),
             domain.as_deref(),
             country,
             lead_id.map(|l| l.to_string()),
@@ -430,7 +462,7 @@ impl CustomerSync {
         state: &CustomerState,
         customer: &Customer,
         status: AccountStatus,
-        email: Option<&Email>,
+        email: Option<(&Email, &SubjectId)>,
         domain: Option<&str>,
         country: Option<Country>,
         lead_id: Option<String>,
@@ -453,10 +485,10 @@ impl CustomerSync {
             last_invoice_total: state.last_invoice.as_ref().map(|i| i.total.clone()),
             flags: flags.clone(),
         })];
-        if let Some(email) = email {
+        if let Some((email, subject)) = email {
             let person = split_name(None, None, customer.name.as_deref());
             out.push(CrmRecord::Contact(CrmContact {
-                external_id: email.subject_hash(),
+                external_id: subject.to_string(),
                 account_external_id: cus.to_owned(),
                 email: Some(email.as_str().to_owned()),
                 first_name: person.first,

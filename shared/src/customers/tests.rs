@@ -25,6 +25,7 @@ struct Rig {
     accounts: Arc<MemoryAccounts>,
     leads: Arc<MemoryLeadStore>,
     customers: Arc<MemoryCustomers>,
+    subjects: crate::subjects::Subjects,
 }
 
 fn rig() -> Rig {
@@ -33,6 +34,7 @@ fn rig() -> Rig {
     let accounts = Arc::new(MemoryAccounts::new());
     let leads = Arc::new(MemoryLeadStore::new());
     let customers = Arc::new(MemoryCustomers::new());
+    let subjects = crate::subjects::Subjects::for_tests();
     let sync = CustomerSync::bundled(Ports {
         stripe: stripe.clone(),
         invoices: stripe.clone(),
@@ -41,9 +43,11 @@ fn rig() -> Rig {
         directory: accounts.clone(),
         leads: leads.clone(),
         counter: Arc::new(MemoryCounter::new()),
+        subjects: subjects.clone(),
     })
     .unwrap();
     Rig {
+        subjects,
         sync,
         stripe,
         crm,
@@ -174,7 +178,12 @@ async fn a_purchase_makes_one_linked_account_contact_and_won_opportunity() {
     let contacts = r.crm.contacts();
     assert_eq!(contacts.len(), 1);
     let email = Email::parse("ada@acme.example").unwrap();
-    assert_eq!(contacts[0].external_id, email.subject_hash());
+    assert_eq!(
+        contacts[0].external_id,
+        crate::subjects::SubjectKey::for_tests()
+            .subject(&email)
+            .to_string()
+    );
     assert_eq!(contacts[0].account_external_id, "cus_1");
     assert_eq!(
         (
@@ -526,6 +535,7 @@ async fn through_salesforce_ten_shuffled_events_upsert_one_account_by_its_extern
         directory: r.accounts.clone(),
         leads: r.leads.clone(),
         counter: Arc::new(MemoryCounter::new()),
+        subjects: crate::subjects::Subjects::for_tests(),
     })
     .unwrap();
     seed_purchase(&r, "cus_1", "sub_1");
@@ -653,4 +663,47 @@ async fn each_change_of_a_subscription_is_kept_in_its_history_once() {
     assert_eq!(h[1].seats, Some(8));
     assert_eq!(h[1].mrr, Some(Money::new(12_000, "eur".parse().unwrap())));
     assert!(h[1].at >= h[0].at, "history is ordered");
+}
+
+#[tokio::test]
+async fn a_buyer_is_indexed_and_once_erased_their_contact_is_never_written_again() {
+    use crate::subjects::{System, Tombstone};
+    let r = rig();
+    seed_purchase(&r, "cus_1", "sub_1");
+    for msg in purchase_events("cus_1", "sub_1") {
+        r.sync.handle(&msg).await.unwrap();
+    }
+    let subject = r
+        .subjects
+        .key
+        .subject(&Email::parse("ada@acme.example").unwrap());
+    let places = r.subjects.index.locations(&subject).await.unwrap();
+    for system in [System::Stripe, System::Customers, System::Crm] {
+        assert!(places.iter().any(|l| l.system == system), "{system:?}");
+    }
+    assert_eq!(r.crm.contacts().len(), 1);
+    // Erased: the contact removed, the tombstone written.
+    assert!(
+        r.crm
+            .remove(crate::crm::CrmObject::Contact, subject.as_str())
+    );
+    r.subjects
+        .index
+        .tombstone(
+            &subject,
+            &Tombstone {
+                erased_at: 1,
+                request_id: "pr_1".into(),
+            },
+        )
+        .await
+        .unwrap();
+    // Every later event (a renewal, a replay) keeps the account but writes no contact.
+    r.stripe
+        .put_subscription(subscription("sub_1", "cus_1", "active", 7, Some(1500)));
+    for msg in purchase_events("cus_1", "sub_1") {
+        r.sync.handle(&msg).await.unwrap();
+    }
+    assert!(r.crm.contacts().is_empty(), "the erased buyer stays erased");
+    assert_eq!(r.crm.accounts().len(), 1);
 }

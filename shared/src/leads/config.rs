@@ -45,6 +45,8 @@ pub struct Config {
     /// Salesforce, or the built-in sink on `CRM_TABLE`.
     pub crm: CrmConfig,
     pub metrics_namespace: String,
+    /// The subject key and index (`PRIVACY_TABLE`, `PRIVACY_KEY_SECRET_ID`).
+    pub subjects: crate::subjects::SubjectsConfig,
     /// The retry policy of the outgoing HTTP adapters; `None` keeps each adapter's default
     /// (tests shorten it).
     pub http_retry: Option<RetryPolicy>,
@@ -62,6 +64,7 @@ impl Config {
                 .optional("METRICS_NAMESPACE")
                 .unwrap_or_else(|| "blapi".into()),
             http_retry: None,
+            subjects: crate::subjects::SubjectsConfig::from_env(env)?,
         })
     }
 }

@@ -24,6 +24,7 @@ use crate::crm::{CrmLead, CrmPort, CrmRecord};
 use crate::error::{Error, Result};
 use crate::ledger::{Claim, ClaimOptions, Ledger, payload_hash};
 use crate::queue::EventMessage;
+use crate::subjects::{Location, Subjects, System};
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use tracing::Instrument;
@@ -37,6 +38,8 @@ pub struct LeadPorts {
     pub enricher: Enricher,
     pub crm: Arc<dyn CrmPort>,
     pub ledger: Arc<dyn Ledger>,
+    /// The subject key, index and tombstones: an erased person is never written again.
+    pub subjects: Subjects,
 }
 
 /// What happened to a message.
@@ -57,6 +60,8 @@ pub enum Outcome {
     },
     /// The same event was processed before: nothing done.
     Duplicate { lead_id: Option<String> },
+    /// The person was erased (a privacy request): nothing written, the event acknowledged.
+    Erased,
 }
 
 /// The lead service.
@@ -140,6 +145,7 @@ impl LeadService {
                 let id = match &outcome {
                     Outcome::Upserted { lead_id, .. } => Some(lead_id.to_string()),
                     Outcome::Duplicate { lead_id } => lead_id.clone(),
+                    Outcome::Erased => None,
                 };
                 self.ports
                     .ledger
@@ -158,9 +164,33 @@ impl LeadService {
 
     async fn process(&self, lead: Lead) -> Result<Outcome> {
         let p = &self.ports;
+        // A tombstone keeps an erased person erased, whatever event arrives (redelivered,
+        // replayed from the archive, or new).
+        let subject = match p.subjects.live(&lead.person.email).await? {
+            Ok(subject) => subject,
+            Err(tombstone) => {
+                tracing::info!(
+                    request_id = %tombstone.request_id,
+                    "lead of an erased person; nothing written"
+                );
+                return Ok(Outcome::Erased);
+            }
+        };
         let lead_id = p
             .store
             .lead_id_for_subject(&lead.person.email, &lead.event_lead_id)
+            .await?;
+        // Indexed before anything personal is written: a privacy request finds every place.
+        p.subjects
+            .index
+            .record(
+                &subject,
+                &[
+                    Location::new(System::Leads, lead_id.as_str()),
+                    Location::new(System::Crm, format!("lead:{lead_id}")),
+                ],
+                chrono::Utc::now().timestamp_millis(),
+            )
             .await?;
         let span = tracing::info_span!("lead", lead_id = %lead_id, source = lead.source.as_str());
         async move {

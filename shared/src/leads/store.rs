@@ -20,6 +20,7 @@ use super::routing::{Account, AccountDirectory, Route, SlotCounter};
 use super::scoring::Score;
 use crate::aws::dynamo::{get_s, is_conditional_check_failed as is_conditional_failure, s};
 use crate::error::{Error, Result};
+use crate::subjects::SubjectKey;
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
 use serde::{Deserialize, Serialize};
@@ -61,8 +62,8 @@ pub trait LeadStore: Send + Sync {
     async fn erase_subject(&self, email: &Email) -> Result<usize>;
 }
 
-fn subject_pk(email: &Email) -> String {
-    format!("SUBJECT#{}", email.subject_hash())
+fn subject_pk(key: &SubjectKey, email: &Email) -> String {
+    format!("SUBJECT#{}", key.subject(email))
 }
 
 fn now_s() -> i64 {
@@ -74,13 +75,20 @@ fn now_s() -> i64 {
 pub struct DynamoLeadsTable {
     client: aws_sdk_dynamodb::Client,
     table: String,
+    /// Subject items are keyed by the keyed hash of the email.
+    key: SubjectKey,
 }
 
 impl DynamoLeadsTable {
-    pub fn new(client: aws_sdk_dynamodb::Client, table: impl Into<String>) -> Self {
+    pub fn new(
+        client: aws_sdk_dynamodb::Client,
+        table: impl Into<String>,
+        key: SubjectKey,
+    ) -> Self {
         Self {
             client,
             table: table.into(),
+            key,
         }
     }
 
@@ -109,7 +117,7 @@ impl DynamoLeadsTable {
 #[async_trait]
 impl LeadStore for DynamoLeadsTable {
     async fn lead_id_for_subject(&self, email: &Email, candidate: &LeadId) -> Result<LeadId> {
-        let pk = subject_pk(email);
+        let pk = subject_pk(&self.key, email);
         let put = self
             .client
             .put_item()
@@ -137,7 +145,7 @@ impl LeadStore for DynamoLeadsTable {
 
     async fn find_subject(&self, email: &Email) -> Result<Option<LeadId>> {
         Ok(self
-            .get_item(subject_pk(email), "SUBJECT")
+            .get_item(subject_pk(&self.key, email), "SUBJECT")
             .await?
             .and_then(|i| get_s(&i, "lead_id"))
             .map(LeadId::from_stored))
@@ -162,7 +170,7 @@ impl LeadStore for DynamoLeadsTable {
             .table_name(&self.table)
             .item("pk", s(format!("LEAD#{}", r.lead_id)))
             .item("sk", s("PROFILE"))
-            .item("gsi1pk", s(subject_pk(&r.person.email)))
+            .item("gsi1pk", s(subject_pk(&self.key, &r.person.email)))
             .item("gsi1sk", s(format!("LEAD#{}", r.lead_id)))
             .item("record", s(json))
             .item("owner_id", s(&r.route.owner_id))
@@ -176,7 +184,7 @@ impl LeadStore for DynamoLeadsTable {
     }
 
     async fn erase_subject(&self, email: &Email) -> Result<usize> {
-        let subject = subject_pk(email);
+        let subject = subject_pk(&self.key, email);
         let mut deleted = 0;
         let items = crate::aws::dynamo::query_all(
             self.client
@@ -342,7 +350,7 @@ impl LeadStore for MemoryLeadStore {
             .subjects
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .entry(email.subject_hash())
+            .entry(SubjectKey::for_tests().subject(email).to_string())
             .or_insert_with(|| candidate.clone())
             .clone())
     }
@@ -352,7 +360,7 @@ impl LeadStore for MemoryLeadStore {
             .subjects
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .get(&email.subject_hash())
+            .get(&SubjectKey::for_tests().subject(email).to_string())
             .cloned())
     }
 
@@ -377,7 +385,7 @@ impl LeadStore for MemoryLeadStore {
         self.subjects
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .remove(&email.subject_hash());
+            .remove(&SubjectKey::for_tests().subject(email).to_string());
         let mut leads = self.leads.lock().unwrap_or_else(|p| p.into_inner());
         let before = leads.len();
         leads.retain(|_, r| &r.person.email != email);

@@ -33,6 +33,8 @@ pub fn fake_config() -> Config {
     Config::from_env(&blapi::config::Env::from_map([
         ("CUSTOMERS_TABLE", "customers"),
         ("LEADS_TABLE", "leads"),
+        ("PRIVACY_TABLE", "privacy"),
+        ("PRIVACY_KEY_SECRET_ID", "privacy-key"),
         ("CRM_TABLE", "crm"),
         ("ARTIFACTS_BUCKET", "artifacts"),
         ("STRIPE_API_BASE", "http://127.0.0.1:9"),
@@ -56,6 +58,7 @@ pub fn fakes() -> Fakes {
             directory: accounts.clone(),
             leads,
             counter: Arc::new(MemoryCounter::new()),
+            subjects: blapi::subjects::Subjects::for_tests(),
         },
         store: Arc::new(MemoryStore::new()),
     };

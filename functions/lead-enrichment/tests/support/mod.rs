@@ -24,12 +24,16 @@ pub struct Fakes {
     pub crm: Arc<MemoryCrm>,
     pub accounts: Arc<MemoryAccounts>,
     pub leads: Arc<MemoryLeadStore>,
+    /// The subject index and tombstones the app checks.
+    pub subjects: blapi::subjects::Subjects,
 }
 
 /// A configuration for apps on fakes (the resources it names are never reached).
 pub fn fake_config() -> Config {
     Config::from_env(&blapi::config::Env::from_map([
         ("LEADS_TABLE", "leads"),
+        ("PRIVACY_TABLE", "privacy"),
+        ("PRIVACY_KEY_SECRET_ID", "privacy-key"),
         ("CRM_TABLE", "crm"),
         ("LEDGER_TABLE", "ledger"),
         ("ARTIFACTS_BUCKET", "artifacts"),
@@ -43,6 +47,7 @@ pub fn fakes(provider: Arc<dyn EnrichmentProvider>) -> Fakes {
     let crm = Arc::new(MemoryCrm::new());
     let accounts = Arc::new(MemoryAccounts::new());
     let leads = Arc::new(MemoryLeadStore::new());
+    let subjects = blapi::subjects::Subjects::for_tests();
     let ports = LeadPorts {
         store: leads.clone(),
         accounts: accounts.clone(),
@@ -50,6 +55,7 @@ pub fn fakes(provider: Arc<dyn EnrichmentProvider>) -> Fakes {
         enricher: Enricher::new(provider, Arc::new(MemoryCache::new()), CacheTtl::default()),
         crm: crm.clone(),
         ledger: Arc::new(MemoryLedger::new()),
+        subjects: subjects.clone(),
     };
     let ports = Ports {
         leads: ports,
@@ -60,6 +66,7 @@ pub fn fakes(provider: Arc<dyn EnrichmentProvider>) -> Fakes {
         crm,
         accounts,
         leads,
+        subjects,
     }
 }
 
