@@ -327,8 +327,9 @@ mod tests {
             .iter()
             .map(|(f, _, input)| (f.as_str(), input["action"].as_str().unwrap_or("")))
             .collect();
-        assert_eq!(s.len(), 2, "{s:?}");
+        assert_eq!(s.len(), 3, "{s:?}");
         assert!(s.contains(&("usage-billing", "plan")), "{s:?}");
+        assert!(s.contains(&("webhook-intake", "recover_stripe")), "{s:?}");
         assert!(s.contains(&("revenue-ops", "run")), "{s:?}");
     }
 }

@@ -241,9 +241,11 @@ impl SubjectIndex for DynamoSubjectIndex {
                 .key("pk", s(pk(subject)))
                 .key("sk", s(loc_sk(l)))
                 .update_expression(
-                    "SET #sys = :sys, locator = :loc, first_seen = if_not_exists(first_seen, :now)",
+                    "SET #sys = :sys, #loc = :loc, first_seen = if_not_exists(first_seen, :now)",
                 )
+                // Both are DynamoDB reserved words.
                 .expression_attribute_names("#sys", "system")
+                .expression_attribute_names("#loc", "locator")
                 .expression_attribute_values(":sys", s(l.system.as_str()))
                 .expression_attribute_values(":loc", s(&l.locator))
                 .expression_attribute_values(":now", n(now_ms))
