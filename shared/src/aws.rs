@@ -151,8 +151,12 @@ pub mod dynamo {
     ) -> Result<T> {
         let text = get_s(item, name)
             .ok_or_else(|| Error::Invalid(format!("{what} item has no {name}")))?;
-        serde_json::from_str(&text)
-            .map_err(|e| Error::Invalid(format!("{what} item is corrupt: {e}")))
+        serde_json::from_str(&text).map_err(|e| {
+            Error::Invalid(format!(
+                "{what} item is corrupt: {}",
+                crate::error::json_error(&e)
+            ))
+        })
     }
 
     /// A value as a JSON string attribute.

@@ -189,6 +189,41 @@ pub fn exactly_one<A, B>(
     }
 }
 
+/// A JSON parse error described without quoting the input: serde's own text can carry a
+/// field's value (`invalid type: string "ada@example.com", expected ...`), which is personal
+/// data in a log line or a dead-letter reason. Quoted values become `…`; field names in
+/// `missing field`/`unknown field`/`duplicate field` are schema, not data, and stay.
+pub fn json_error(e: &serde_json::Error) -> String {
+    let text = e.to_string();
+    let schema = ["missing field", "unknown field", "duplicate field"]
+        .iter()
+        .any(|p| text.starts_with(p));
+    // Field names (and an "expected one of" list) are backticked schema words.
+    strip_quoted(&text, !schema)
+}
+
+/// `text` with every `"…"` span (and with `backticks`, every `…` span) replaced by `…`.
+fn strip_quoted(text: &str, backticks: bool) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut open: Option<char> = None;
+    for c in text.chars() {
+        match open {
+            Some(q) if c == q => {
+                out.push('…');
+                out.push(c);
+                open = None;
+            }
+            Some(_) => {}
+            None if c == '"' || (backticks && c == '`') => {
+                out.push(c);
+                open = Some(c);
+            }
+            None => out.push(c),
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -234,5 +269,32 @@ mod tests {
         let d: lambda_runtime::Diagnostic = Error::Invalid("bad".into()).into();
         assert_eq!(d.error_type, "NonRetryable");
         assert_eq!(d.error_message, "invalid input: bad");
+    }
+
+    #[test]
+    fn json_errors_never_quote_the_input() {
+        #[derive(Debug, serde::Deserialize)]
+        #[allow(dead_code)]
+        struct P {
+            seats: u32,
+            email: String,
+        }
+        for (input, kept) in [
+            (
+                r#"{"seats": "ada@example.com", "email": "x"}"#,
+                "invalid type",
+            ),
+            (r#"{"seats": 1}"#, "missing field `email`"),
+            (r#"{"seats": 1, "email": 7}"#, "invalid type: integer"),
+            (r#"{"seats": 1, "email": "ada@example.com""#, "EOF"),
+        ] {
+            let e = serde_json::from_str::<P>(input).unwrap_err();
+            let text = super::json_error(&e);
+            assert!(!text.contains("ada@"), "{text}");
+            assert!(!text.contains("7,"), "{text}");
+            assert!(text.contains(kept), "{text}");
+        }
+        let e = serde_json::from_str::<P>(r#"{"seats": "secret", "email": "x"}"#).unwrap_err();
+        assert!(super::json_error(&e).starts_with("invalid type: string \"…\""));
     }
 }

@@ -318,8 +318,9 @@ impl QueueRecord {
     pub fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T> {
         serde_json::from_str(&self.body).map_err(|e| {
             Error::Invalid(format!(
-                "message {} is not a valid message: {e}",
-                self.message_id
+                "message {} is not a valid message: {}",
+                self.message_id,
+                crate::error::json_error(&e)
             ))
         })
     }

@@ -98,8 +98,12 @@ impl App {
     pub async fn handle(&self, event: LambdaEvent<Value>) -> Result<Value> {
         let payload = event.payload;
         if payload.get("Records").is_some() {
-            let batch: SqsEvent = serde_json::from_value(payload)
-                .map_err(|e| Error::Invalid(format!("not an SQS event: {e}")))?;
+            let batch: SqsEvent = serde_json::from_value(payload).map_err(|e| {
+                Error::Invalid(format!(
+                    "not an SQS event: {}",
+                    blapi::error::json_error(&e)
+                ))
+            })?;
             return self.handle_batch(batch).await;
         }
         if payload.get("action").is_some() {

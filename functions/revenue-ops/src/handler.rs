@@ -120,8 +120,12 @@ impl App {
                 .run(Job::from_invocation(payload)?, today, tally)
                 .await;
         }
-        let sqs: SqsEvent = serde_json::from_value(payload)
-            .map_err(|e| Error::Invalid(format!("not an SQS event: {e}")))?;
+        let sqs: SqsEvent = serde_json::from_value(payload).map_err(|e| {
+            Error::Invalid(format!(
+                "not an SQS event: {}",
+                blapi::error::json_error(&e)
+            ))
+        })?;
         let total = sqs.records.len();
         let resp = process_batch(sqs, self.store.as_ref(), |rec| async move {
             let job: Job = rec.json()?;

@@ -126,8 +126,12 @@ impl App {
                 .run_job(Job::from_invocation(payload)?, now, tally)
                 .await;
         }
-        let sqs: SqsEvent = serde_json::from_value(payload)
-            .map_err(|e| Error::Invalid(format!("not an SQS event: {e}")))?;
+        let sqs: SqsEvent = serde_json::from_value(payload).map_err(|e| {
+            Error::Invalid(format!(
+                "not an SQS event: {}",
+                blapi::error::json_error(&e)
+            ))
+        })?;
         let total = sqs.records.len();
         let resp = process_batch(sqs, self.store.as_ref(), |rec| async move {
             let body: serde_json::Value = rec.json()?;

@@ -49,13 +49,17 @@ impl Billing {
     ) -> Result<()> {
         if body.get("action").is_some() {
             let job: Job = serde_json::from_value(body).map_err(|e| {
-                Error::Invalid(format!("message {message_id} is not a valid job: {e}"))
+                Error::Invalid(format!(
+                    "message {message_id} is not a valid job: {}",
+                    crate::error::json_error(&e)
+                ))
             })?;
             return self.run_job(job, now, tally).await.map(|_| ());
         }
         let msg: EventMessage = serde_json::from_value(body).map_err(|e| {
             Error::Invalid(format!(
-                "message {message_id} is neither a job nor an event: {e}"
+                "message {message_id} is neither a job nor an event: {}",
+                crate::error::json_error(&e)
             ))
         })?;
         match msg.source.as_str() {

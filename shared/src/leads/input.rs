@@ -170,7 +170,7 @@ fn text(v: Option<String>) -> Option<String> {
 fn malformed(field: &'static str) -> impl Fn(serde_json::Error) -> InputError {
     move |e| InputError::Malformed {
         field,
-        reason: e.to_string(),
+        reason: crate::error::json_error(&e),
     }
 }
 

@@ -157,9 +157,12 @@ impl LeadStore for DynamoLeadsTable {
         };
         let rec = get_s(&item, "record")
             .ok_or_else(|| Error::Invalid(format!("lead {id} has no record")))?;
-        serde_json::from_str(&rec)
-            .map(Some)
-            .map_err(|e| Error::Invalid(format!("lead {id} record is unreadable: {e}")))
+        serde_json::from_str(&rec).map(Some).map_err(|e| {
+            Error::Invalid(format!(
+                "lead {id} record is unreadable: {}",
+                crate::error::json_error(&e)
+            ))
+        })
     }
 
     async fn put(&self, r: &LeadRecord) -> Result<()> {

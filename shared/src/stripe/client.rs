@@ -140,7 +140,10 @@ impl StripeClient {
                             Err(e) => Attempt::Fail(Error::dependency(
                                 "stripe",
                                 false,
-                                format!("unexpected response shape: {e}"),
+                                format!(
+                                    "unexpected response shape: {}",
+                                    crate::error::json_error(&e)
+                                ),
                             )),
                         };
                     }
