@@ -306,6 +306,7 @@ async fn a_lead_is_indexed_under_its_keyed_subject_and_an_erased_person_is_never
         vec![
             Location::new(System::Leads, lead_id.as_str()),
             Location::new(System::Crm, format!("lead:{lead_id}")),
+            Location::new(System::Archive, "raw/portal/evt-g1.json"),
         ]
     );
     // Erased (what privacy-requests does last): the data goes, the tombstone stays.

@@ -140,7 +140,7 @@ impl LeadService {
                 )));
             }
         };
-        match self.process(lead).await {
+        match self.process(lead, &msg.raw_key).await {
             Ok(outcome) => {
                 let id = match &outcome {
                     Outcome::Upserted { lead_id, .. } => Some(lead_id.to_string()),
@@ -162,7 +162,8 @@ impl LeadService {
         }
     }
 
-    async fn process(&self, lead: Lead) -> Result<Outcome> {
+    /// `raw_key`: the archived webhook the lead came in (it holds the person's data too).
+    async fn process(&self, lead: Lead, raw_key: &str) -> Result<Outcome> {
         let p = &self.ports;
         // A tombstone keeps an erased person erased, whatever event arrives (redelivered,
         // replayed from the archive, or new).
@@ -188,6 +189,7 @@ impl LeadService {
                 &[
                     Location::new(System::Leads, lead_id.as_str()),
                     Location::new(System::Crm, format!("lead:{lead_id}")),
+                    Location::new(System::Archive, raw_key),
                 ],
                 chrono::Utc::now().timestamp_millis(),
             )
