@@ -230,6 +230,29 @@ pub async fn provision(opts: &ProvisionOptions) -> Result<LocalStack> {
                         ));
                     }
                 }
+                // Versioned as the template says: erasure must reach every version.
+                if props
+                    .get("VersioningConfiguration")
+                    .and_then(|v| v.get("Status"))
+                    .and_then(|s| s.as_str())
+                    == Some("Enabled")
+                {
+                    s3.put_bucket_versioning()
+                        .bucket(&name)
+                        .versioning_configuration(
+                            aws_sdk_s3::types::VersioningConfiguration::builder()
+                                .status(aws_sdk_s3::types::BucketVersioningStatus::Enabled)
+                                .build(),
+                        )
+                        .send()
+                        .await
+                        .map_err(|e| {
+                            anyhow!(
+                                "versioning bucket {name}: {}",
+                                aws_sdk_s3::error::DisplayErrorContext(e)
+                            )
+                        })?;
+                }
                 resolver.resources.insert(
                     id.clone(),
                     Physical {

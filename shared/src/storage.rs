@@ -17,6 +17,9 @@ pub trait ObjectStore: Send + Sync {
     /// Removes `key` (nothing when it does not exist). On a versioned bucket this hides the
     /// object behind a delete marker; its versions stay until the lifecycle expires them.
     async fn delete(&self, key: &str) -> Result<()>;
+    /// Erases `key` for good: every version and delete marker of exactly that key (what a
+    /// privacy erasure needs). Returns how many versions and markers were deleted.
+    async fn erase_all_versions(&self, key: &str) -> Result<u64>;
     /// Reads `key` if it holds at most `max` bytes; a larger object is refused
     /// ([`Error::Invalid`]) without being read whole where the store can tell its size first.
     async fn get_at_most(&self, key: &str, max: usize) -> Result<Option<Vec<u8>>> {
@@ -110,6 +113,52 @@ impl ObjectStore for S3Store {
         Ok(())
     }
 
+    async fn erase_all_versions(&self, key: &str) -> Result<u64> {
+        let mut erased = 0u64;
+        // Paged by (key, version) markers; only exact matches of `key` are touched (the
+        // listing is by prefix).
+        let mut key_marker: Option<String> = None;
+        let mut version_marker: Option<String> = None;
+        loop {
+            let out = self
+                .client
+                .list_object_versions()
+                .bucket(&self.bucket)
+                .prefix(key)
+                .set_key_marker(key_marker.take())
+                .set_version_id_marker(version_marker.take())
+                .send()
+                .await
+                .map_err(|e| Error::aws("s3", e))?;
+            let versions = out
+                .versions()
+                .iter()
+                .filter(|v| v.key() == Some(key))
+                .map(|v| v.version_id().map(str::to_owned));
+            let markers = out
+                .delete_markers()
+                .iter()
+                .filter(|m| m.key() == Some(key))
+                .map(|m| m.version_id().map(str::to_owned));
+            for version in versions.chain(markers).collect::<Vec<_>>() {
+                self.client
+                    .delete_object()
+                    .bucket(&self.bucket)
+                    .key(key)
+                    .set_version_id(version)
+                    .send()
+                    .await
+                    .map_err(|e| Error::aws("s3", e))?;
+                erased += 1;
+            }
+            if out.is_truncated() != Some(true) {
+                return Ok(erased);
+            }
+            key_marker = out.next_key_marker().map(str::to_owned);
+            version_marker = out.next_version_id_marker().map(str::to_owned);
+        }
+    }
+
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
         self.fetch(key, usize::MAX).await
     }
@@ -182,6 +231,10 @@ impl ObjectStore for MemoryStore {
     async fn delete(&self, key: &str) -> Result<()> {
         self.lock().remove(key);
         Ok(())
+    }
+
+    async fn erase_all_versions(&self, key: &str) -> Result<u64> {
+        Ok(u64::from(self.lock().remove(key).is_some()))
     }
 
     fn bucket(&self) -> &str {

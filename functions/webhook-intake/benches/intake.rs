@@ -84,6 +84,9 @@ impl ObjectStore for NoStore {
     async fn delete(&self, _key: &str) -> blapi::Result<()> {
         Ok(())
     }
+    async fn erase_all_versions(&self, _key: &str) -> blapi::Result<u64> {
+        Ok(0)
+    }
     fn bucket(&self) -> &str {
         "bench"
     }

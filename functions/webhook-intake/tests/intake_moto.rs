@@ -248,3 +248,74 @@ async fn start_fails_with_the_name_of_a_missing_secret() {
     let err = support::build(env, clients).await.unwrap_err();
     assert!(err.chain().contains("secretsmanager"), "{}", err.chain());
 }
+
+#[tokio::test]
+async fn an_archived_event_erased_leaves_no_version_behind_in_the_versioned_bucket() {
+    use blapi::storage::{ObjectStore, S3Store};
+    let stack = blapi_infra::testing::fresh_stack().await;
+    let app = app(&stack, &[]).await;
+    let now = Utc::now();
+    let id = evt_id();
+    let body = stripe_event(&id, "customer.created", now.timestamp());
+    let resp = app
+        .respond(
+            &stripe_request(&body, &[STRIPE_SECRET], now.timestamp()),
+            now,
+        )
+        .await;
+    assert_eq!(resp.status_code, 200, "{:?}", resp.body);
+    let key = stripe_key(&id, now.timestamp());
+    let s3 = aws_sdk_s3::Client::new(&stack.sdk_config().await);
+    let bucket = stack.physical("ArtifactsBucket").to_owned();
+    let store = S3Store::new(s3.clone(), bucket.clone());
+    // Two more versions and a delete marker: what rewrites and a plain delete leave.
+    store
+        .put(&key, b"v2".to_vec(), "application/json")
+        .await
+        .unwrap();
+    store
+        .put(&key, b"v3".to_vec(), "application/json")
+        .await
+        .unwrap();
+    store.delete(&key).await.unwrap();
+    // A neighbour sharing the prefix is not touched.
+    let neighbour = format!("{key}.bak");
+    store
+        .put(&neighbour, b"keep".to_vec(), "text/plain")
+        .await
+        .unwrap();
+    let versions = |prefix: String| {
+        let s3 = s3.clone();
+        let bucket = bucket.clone();
+        async move {
+            let out = s3
+                .list_object_versions()
+                .bucket(&bucket)
+                .prefix(&prefix)
+                .send()
+                .await
+                .unwrap();
+            (out.versions().len(), out.delete_markers().len())
+        }
+    };
+    assert_eq!(
+        versions(key.clone()).await,
+        (4, 1),
+        "the bucket is versioned"
+    );
+    assert_eq!(store.erase_all_versions(&key).await.unwrap(), 4);
+    assert_eq!(
+        versions(key.clone()).await,
+        (1, 0),
+        "only the neighbour is left"
+    );
+    assert_eq!(
+        store.get(&neighbour).await.unwrap().as_deref(),
+        Some(&b"keep"[..])
+    );
+    assert_eq!(
+        store.erase_all_versions(&key).await.unwrap(),
+        0,
+        "idempotent"
+    );
+}
