@@ -181,6 +181,21 @@ async fn sink_path_enriches_once_per_domain_and_keeps_contact_data_out_of_the_cr
         .unwrap();
     assert_eq!(erased, 1);
     assert!(h.leads.get(&id1).await.unwrap().is_none());
+    // And the CRM sink's record and export object (every version) by the lead's id.
+    use blapi::crm::{CrmObject, CrmPort};
+    assert!(h.sink.erase(CrmObject::Lead, id1.as_str()).await.unwrap());
+    assert!(h.sink.get(id1.as_str()).await.unwrap().is_none());
+    assert!(
+        h.artifacts
+            .get(&SinkCrm::export_key(id1.as_str()))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        !h.sink.erase(CrmObject::Lead, id1.as_str()).await.unwrap(),
+        "idempotent"
+    );
 }
 
 #[tokio::test]

@@ -19,7 +19,7 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
 use blapi::aws::Clients;
 use blapi::config::Env;
-use blapi::crm::{CrmError, CrmPort, CrmRecord, Upserted};
+use blapi::crm::{CrmError, CrmObject, CrmPort, CrmRecord, Upserted};
 use blapi::customers::state::{CustomerState, Term, ValuePoint};
 use blapi::revenue::Config;
 use blapi::values::Money;
@@ -45,6 +45,10 @@ struct Counting {
 impl CrmPort for Counting {
     fn kind(&self) -> &'static str {
         self.inner.kind()
+    }
+    async fn erase(&self, object: CrmObject, external_id: &str) -> Result<bool, CrmError> {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        self.inner.erase(object, external_id).await
     }
     async fn upsert(&self, record: &CrmRecord) -> Result<Upserted, CrmError> {
         self.requests.fetch_add(1, Ordering::Relaxed);

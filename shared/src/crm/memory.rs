@@ -206,6 +206,11 @@ impl MemoryCrm {
 
 #[async_trait]
 impl CrmPort for MemoryCrm {
+    async fn erase(&self, object: CrmObject, external_id: &str) -> Result<bool, CrmError> {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        Ok(self.remove(object, external_id))
+    }
+
     async fn upsert(&self, record: &CrmRecord) -> std::result::Result<Upserted, CrmError> {
         self.calls.fetch_add(1, Ordering::Relaxed);
         self.write(record)

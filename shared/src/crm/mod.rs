@@ -267,6 +267,14 @@ pub trait CrmPort: Send + Sync {
         }
     }
 
+    /// Erases the record of `object` carrying `external_id` (a privacy erasure): `true` when
+    /// there was one. Idempotent: erasing a missing record is `false`, not an error.
+    async fn erase(
+        &self,
+        object: CrmObject,
+        external_id: &str,
+    ) -> std::result::Result<bool, CrmError>;
+
     /// A short name for logs (`salesforce`, `sink`, `memory`).
     fn kind(&self) -> &'static str;
 }

@@ -90,11 +90,10 @@ impl std::fmt::Debug for SalesforceCrm {
     }
 }
 
-/// One Salesforce error entry: `[{"message", "errorCode", "fields"}]`.
+/// One Salesforce error entry: `[{"message", "errorCode", "fields"}]`. The message is not
+/// read: it may quote a field's value.
 #[derive(Deserialize)]
 struct SfError {
-    #[serde(default)]
-    message: String,
     #[serde(default, rename = "errorCode")]
     error_code: String,
     #[serde(default)]
@@ -453,6 +452,55 @@ impl SalesforceCrm {
 }
 
 impl SalesforceCrm {
+    /// `DELETE` by external id: 204 erased, 404 not there (already erased), 401 for a fresh
+    /// token, the rest as an upsert's answer. Salesforce's recycle bin keeps a deleted record
+    /// 15 days; the org's admin empties it (or sets a shorter retention) for an erasure to be
+    /// final.
+    async fn delete(
+        &self,
+        token: &Token,
+        object: CrmObject,
+        external_id: &str,
+    ) -> std::result::Result<Sent<bool>, CrmError> {
+        let url = format!(
+            "{}/services/data/{}/sobjects/{}/{}/{}",
+            token.instance_url,
+            self.cfg.api_version,
+            object.sobject(),
+            self.external_id_field(object),
+            external_id
+        );
+        crate::http::send_with_retry(
+            self.policy,
+            || {
+                self.http
+                    .delete(&url)
+                    .bearer_auth(token.access_token.expose())
+            },
+            |_, message| CrmError::Unavailable(message),
+            |reply| {
+                let status = reply.status.as_u16();
+                match status {
+                    200 | 204 => Attempt::Done(Sent::Done(true)),
+                    404 => Attempt::Done(Sent::Done(false)),
+                    401 => Attempt::Done(Sent::Unauthorized),
+                    _ if reply.retryable() => Attempt::Retry(
+                        CrmError::Unavailable(format!(
+                            "HTTP {status}: {}",
+                            sf_errors(&reply.body, status)
+                        )),
+                        reply.retry_after,
+                    ),
+                    s => Attempt::Fail(CrmError::Rejected {
+                        external_id: external_id.to_owned(),
+                        details: sf_errors(&reply.body, s),
+                    }),
+                }
+            },
+        )
+        .await
+    }
+
     /// One Composite request (`allOrNone: false`) upserting `records` in order. Each
     /// subrequest's answer is mapped like a single upsert's; a refused record is reported with
     /// its error codes and fields only (Salesforce's messages may quote the values, which can
@@ -591,11 +639,13 @@ fn sf_errors(bytes: &[u8], status: u16) -> String {
     match serde_json::from_slice::<Vec<SfError>>(bytes) {
         Ok(errs) if !errs.is_empty() => errs
             .iter()
+            // Codes and field names only: Salesforce's messages may quote a field's value
+            // (an email, a name), which must not reach a log line or a dead-letter reason.
             .map(|e| {
                 if e.fields.is_empty() {
-                    format!("{}: {}", e.error_code, e.message)
+                    e.error_code.clone()
                 } else {
-                    format!("{} [{}]: {}", e.error_code, e.fields.join(", "), e.message)
+                    format!("{} [{}]", e.error_code, e.fields.join(", "))
                 }
             })
             .collect::<Vec<_>>()
@@ -606,6 +656,26 @@ fn sf_errors(bytes: &[u8], status: u16) -> String {
 
 #[async_trait]
 impl CrmPort for SalesforceCrm {
+    async fn erase(
+        &self,
+        object: CrmObject,
+        external_id: &str,
+    ) -> std::result::Result<bool, CrmError> {
+        let token = self.token(false).await?;
+        match self.delete(&token, object, external_id).await? {
+            Sent::Done(found) => Ok(found),
+            Sent::Unauthorized => {
+                let token = self.token(true).await?;
+                match self.delete(&token, object, external_id).await? {
+                    Sent::Done(found) => Ok(found),
+                    Sent::Unauthorized => {
+                        Err(CrmError::Auth("HTTP 401 even with a fresh token".into()))
+                    }
+                }
+            }
+        }
+    }
+
     async fn upsert(&self, record: &CrmRecord) -> std::result::Result<Upserted, CrmError> {
         let token = self.token(false).await?;
         match self.send(&token, record).await? {

@@ -267,6 +267,32 @@ fn stored(record: &CrmRecord) -> std::result::Result<(String, Attributes), CrmEr
 
 #[async_trait]
 impl CrmPort for SinkCrm {
+    async fn erase(
+        &self,
+        object: CrmObject,
+        external_id: &str,
+    ) -> std::result::Result<bool, CrmError> {
+        let out = self
+            .dynamodb
+            .delete_item()
+            .table_name(&self.table)
+            .key(
+                "pk",
+                AttributeValue::S(Self::record_key(object, external_id)),
+            )
+            .key("sk", AttributeValue::S("CRM".into()))
+            .return_values(ReturnValue::AllOld)
+            .send()
+            .await
+            .map_err(|e| CrmError::from(Error::aws("dynamodb", e)))?;
+        // The export object too, every version of it.
+        self.store
+            .erase_all_versions(&Self::export_key_of(object, external_id))
+            .await
+            .map_err(CrmError::from)?;
+        Ok(out.attributes.is_some())
+    }
+
     async fn upsert(&self, record: &CrmRecord) -> std::result::Result<Upserted, CrmError> {
         match record {
             CrmRecord::LeadConversion(c) => return self.convert(c).await,
