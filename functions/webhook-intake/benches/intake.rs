@@ -199,5 +199,29 @@ fn handler(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, verify_parse, handler);
+/// What the runtime pays to read the event: the Function URL request alone (before direct
+/// invocations existed) and the `Invocation` that tells an action from a webhook.
+fn event_parse(c: &mut Criterion) {
+    use aws_lambda_events::event::lambda_function_urls::LambdaFunctionUrlRequest;
+    use webhook_intake::handler::Invocation;
+    let req = stripe_request(&body_4k(), &[STRIPE_SECRET], FIXED_NOW);
+    let raw = serde_json::to_vec(&req).expect("event json");
+    let mut group = c.benchmark_group("event_parse");
+    group.bench_function("url_request_4k", |b| {
+        b.iter(|| {
+            let r: LambdaFunctionUrlRequest =
+                serde_json::from_slice(black_box(&raw)).expect("parse");
+            black_box(r.body.map(|b| b.len()));
+        })
+    });
+    group.bench_function("invocation_4k", |b| {
+        b.iter(|| {
+            let r: Invocation = serde_json::from_slice(black_box(&raw)).expect("parse");
+            black_box(matches!(r, Invocation::Url(_)));
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, verify_parse, handler, event_parse);
 criterion_main!(benches);
