@@ -384,6 +384,10 @@ async fn localstripe_subscription_of(sku: Option<&str>) -> (String, String, Stri
         ],
     )
     .await;
+    // localstripe delivers each event to the registered webhooks a second after it happened:
+    // let these go out now, while this test runs, rather than into a later test's intake
+    // (the end-to-end scenario registers one).
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
     (cus, id(&sub), id(&product))
 }
 

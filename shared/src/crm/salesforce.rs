@@ -635,23 +635,10 @@ fn sf_error_codes(bytes: &[u8], status: u16) -> String {
     }
 }
 
+/// What a refusal says: codes and field names only. Salesforce's messages may quote a field's
+/// value (an email, a name), which must not reach a log line or a dead-letter reason.
 fn sf_errors(bytes: &[u8], status: u16) -> String {
-    match serde_json::from_slice::<Vec<SfError>>(bytes) {
-        Ok(errs) if !errs.is_empty() => errs
-            .iter()
-            // Codes and field names only: Salesforce's messages may quote a field's value
-            // (an email, a name), which must not reach a log line or a dead-letter reason.
-            .map(|e| {
-                if e.fields.is_empty() {
-                    e.error_code.clone()
-                } else {
-                    format!("{} [{}]", e.error_code, e.fields.join(", "))
-                }
-            })
-            .collect::<Vec<_>>()
-            .join("; "),
-        _ => format!("HTTP {status}"),
-    }
+    sf_error_codes(bytes, status)
 }
 
 #[async_trait]
