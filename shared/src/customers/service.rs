@@ -179,8 +179,12 @@ impl CustomerSync {
             Some(e) => p.leads.find_subject(e).await?,
             None => None,
         };
-        if let Some(id) = &subject {
-            // Indexed before the contact is written: a privacy request finds every place.
+        // Indexed before the contact is first written (a privacy request finds every place);
+        // once the contact is written the places are known, so later events cost no writes.
+        if let Some(id) = subject
+            .as_ref()
+            .filter(|id| !state.written.contains_key(&format!("Contact:{id}")))
+        {
             p.subjects
                 .index
                 .record(
