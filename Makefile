@@ -19,7 +19,7 @@ export AWS_ACCESS_KEY_ID := test
 export AWS_SECRET_ACCESS_KEY := test
 export CARGO_TERM_COLOR ?= never
 
-FUNCTIONS := webhook-intake usage-billing license-minting lead-enrichment customer-sync revenue-ops
+FUNCTIONS := webhook-intake usage-billing license-minting lead-enrichment customer-sync revenue-ops privacy-requests
 
 .PHONY: help setup build test lint fmt up down functions demo bench deploy ops $(addprefix invoke-,$(FUNCTIONS))
 
@@ -38,7 +38,7 @@ build: ## build every function and tool (debug)
 	cargo build --all-targets
 
 test: setup ## unit + integration + end-to-end tests against the local stack (started and stopped here)
-	cargo build --bins
+	cargo build --workspace --bins --tests  # one feature set with `cargo test` (dev-deps on), so nothing is compiled twice
 	infra/stack.sh run cargo test --no-fail-fast
 
 lint: setup ## rustfmt check, clippy -D warnings, cfn-lint
@@ -60,7 +60,7 @@ down: ## stop everything `make up` / `make demo` started
 demo: setup ## run the whole business flow on the local stack (leaves it running; `make down` stops it)
 	@echo "== 1/5 local stack: moto + localstripe, provisioned from template.yaml"
 	infra/stack.sh start
-	cargo build --bins
+	cargo build --workspace --bins --tests  # one feature set with `cargo test` (dev-deps on), so nothing is compiled twice
 	target/debug/blapi-local up
 	@echo "== 2/5 functions under cargo lambda watch (port $(LAMBDA_PORT)) + the event-source mapper"
 	infra/stack.sh functions

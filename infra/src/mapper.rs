@@ -316,6 +316,7 @@ mod tests {
             ("lead-enrichment", "LeadEventsQueue"),
             ("customer-sync", "CustomerEventsQueue"),
             ("revenue-ops", "RevenueJobsQueue"),
+            ("privacy-requests", "PrivacyRequestsQueue"),
         ] {
             assert!(
                 pairs.contains(&expected),
@@ -327,7 +328,8 @@ mod tests {
             .iter()
             .map(|(f, _, input)| (f.as_str(), input["action"].as_str().unwrap_or("")))
             .collect();
-        assert_eq!(s.len(), 3, "{s:?}");
+        assert_eq!(s.len(), 4, "{s:?}");
+        assert!(s.contains(&("privacy-requests", "sweep")), "{s:?}");
         assert!(s.contains(&("usage-billing", "plan")), "{s:?}");
         assert!(s.contains(&("webhook-intake", "recover_stripe")), "{s:?}");
         assert!(s.contains(&("revenue-ops", "run")), "{s:?}");

@@ -159,6 +159,32 @@ pub mod dynamo {
         })
     }
 
+    /// An item as plain JSON (what a privacy access request exports): strings that hold a
+    /// JSON document are embedded as that document, numbers stay numbers, binaries are
+    /// base64.
+    pub fn item_to_json(item: &Item) -> serde_json::Value {
+        fn value(v: &AttributeValue) -> serde_json::Value {
+            use base64::Engine;
+            use serde_json::Value as J;
+            match v {
+                AttributeValue::S(s) => match s.trim_start().chars().next() {
+                    Some('{') | Some('[') => serde_json::from_str(s).unwrap_or_else(|_| J::String(s.clone())),
+                    _ => J::String(s.clone()),
+                },
+                AttributeValue::N(n) => serde_json::from_str(n).unwrap_or_else(|_| J::String(n.clone())),
+                AttributeValue::Bool(b) => J::Bool(*b),
+                AttributeValue::Null(_) => J::Null,
+                AttributeValue::Ss(v) => v.iter().cloned().map(J::String).collect(),
+                AttributeValue::Ns(v) => v.iter().cloned().map(J::String).collect(),
+                AttributeValue::L(v) => v.iter().map(value).collect(),
+                AttributeValue::M(m) => J::Object(m.iter().map(|(k, v)| (k.clone(), value(v))).collect()),
+                AttributeValue::B(b) => J::String(base64::engine::general_purpose::STANDARD.encode(b.as_ref())),
+                _ => J::Null,
+            }
+        }
+        serde_json::Value::Object(item.iter().map(|(k, v)| (k.clone(), value(v))).collect())
+    }
+
     /// A value as a JSON string attribute.
     pub fn json_attr<T: serde::Serialize>(v: &T) -> Result<AttributeValue> {
         serde_json::to_string(v)

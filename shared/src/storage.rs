@@ -29,6 +29,10 @@ pub trait ObjectStore: Send + Sync {
         }
         Ok(got)
     }
+    /// The keys under `prefix` (current objects), sorted.
+    async fn list(&self, prefix: &str) -> Result<Vec<String>>;
+    /// A link that reads `key` without credentials until `ttl` has passed.
+    async fn presign_get(&self, key: &str, ttl: std::time::Duration) -> Result<String>;
     /// The bucket (or store) name, for messages that point into it.
     fn bucket(&self) -> &str;
 }
@@ -163,6 +167,43 @@ impl ObjectStore for S3Store {
         self.fetch(key, usize::MAX).await
     }
 
+    async fn list(&self, prefix: &str) -> Result<Vec<String>> {
+        let mut keys = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let out = self
+                .client
+                .list_objects_v2()
+                .bucket(&self.bucket)
+                .prefix(prefix)
+                .set_continuation_token(token.take())
+                .send()
+                .await
+                .map_err(|e| Error::aws("s3", e))?;
+            keys.extend(out.contents().iter().filter_map(|o| o.key().map(str::to_owned)));
+            match out.next_continuation_token() {
+                Some(t) if out.is_truncated() == Some(true) => token = Some(t.to_owned()),
+                _ => break,
+            }
+        }
+        keys.sort();
+        Ok(keys)
+    }
+
+    async fn presign_get(&self, key: &str, ttl: std::time::Duration) -> Result<String> {
+        let config = aws_sdk_s3::presigning::PresigningConfig::expires_in(ttl)
+            .map_err(|e| Error::Invalid(format!("presigned link: {e}")))?;
+        let req = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .presigned(config)
+            .await
+            .map_err(|e| Error::aws("s3", e))?;
+        Ok(req.uri().to_owned())
+    }
+
     async fn get_at_most(&self, key: &str, max: usize) -> Result<Option<Vec<u8>>> {
         self.fetch(key, max).await
     }
@@ -235,6 +276,19 @@ impl ObjectStore for MemoryStore {
 
     async fn erase_all_versions(&self, key: &str) -> Result<u64> {
         Ok(u64::from(self.lock().remove(key).is_some()))
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<String>> {
+        Ok(self
+            .lock()
+            .keys()
+            .filter(|k| k.starts_with(prefix))
+            .cloned()
+            .collect())
+    }
+
+    async fn presign_get(&self, key: &str, ttl: std::time::Duration) -> Result<String> {
+        Ok(format!("memory://{key}?expires_in={}", ttl.as_secs()))
     }
 
     fn bucket(&self) -> &str {

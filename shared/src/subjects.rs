@@ -15,8 +15,10 @@
 //! - `SUBJECT#<id>` / `LOC#<system>#<locator>`: one place holding the person's data
 //!   (`system`, `locator`, `first_seen` epoch ms). Written with a plain put: idempotent.
 //! - `SUBJECT#<id>` / `TOMBSTONE`: `erased_at` (epoch ms) and `request_id`. Never expires.
+//! - `SUBJECT#<id>` / `CHOICE`: the person's latest opt-out choice (`opted_out`, `at`).
 
 use crate::aws::dynamo::{get_n, get_s, n, s};
+use aws_sdk_dynamodb::types::AttributeValue;
 use crate::config::Secret;
 use crate::error::{Error, Result};
 use crate::values::Email;
@@ -83,6 +85,49 @@ impl SubjectKey {
     }
 }
 
+impl SubjectKey {
+    /// Whether `text` (a message body, an object) mentions `subject`: every e-mail-like token
+    /// in it is normalised and hashed, so the address itself is never needed to find it.
+    pub fn mentions(&self, text: &str, subject: &SubjectId) -> bool {
+        email_tokens(text).any(|e| &self.subject(&e) == subject)
+    }
+}
+
+/// The e-mail addresses in `text`: tokens of e-mail characters around one `@`.
+fn email_tokens(text: &str) -> impl Iterator<Item = Email> + '_ {
+    text.split(|c: char| !(c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~.@".contains(c)))
+        .filter(|t| t.contains('@'))
+        .filter_map(|t| Email::parse(t.trim_matches('.')).ok())
+}
+
+/// The e-mail addresses of a JSON document: string values of keys named `email` or ending in
+/// `_email` (Stripe's `email`, `customer_email`, `receipt_email`, `billing_details.email`; the
+/// portal's `email`), at any depth. What intake indexes an archived event under.
+pub fn emails_in(value: &serde_json::Value) -> Vec<Email> {
+    fn walk(v: &serde_json::Value, out: &mut BTreeMap<String, Email>) {
+        match v {
+            serde_json::Value::Object(m) => {
+                for (k, v) in m {
+                    let named = k.eq_ignore_ascii_case("email") || k.ends_with("_email");
+                    match v {
+                        serde_json::Value::String(s) if named => {
+                            if let Ok(e) = Email::parse(s) {
+                                out.insert(e.as_str().to_owned(), e);
+                            }
+                        }
+                        _ => walk(v, out),
+                    }
+                }
+            }
+            serde_json::Value::Array(a) => a.iter().for_each(|v| walk(v, out)),
+            _ => {}
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(value, &mut out);
+    out.into_values().collect()
+}
+
 /// A person, as blapi keys their data: the keyed hash of their email (64 hex characters).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
@@ -138,10 +183,16 @@ pub enum System {
     Billing,
     /// The raw webhook archive (locator: the object key).
     Archive,
+    /// Messages at rest in the dead-letter and notification queues (found by sweeping them).
+    Queues,
+    /// Claim-checked message bodies in the bucket (found by sweeping their prefix).
+    ClaimChecks,
+    /// The idempotency ledger (event ids and body digests only).
+    Ledger,
 }
 
 impl System {
-    pub const ALL: [System; 7] = [
+    pub const ALL: [System; 10] = [
         System::Leads,
         System::Crm,
         System::Stripe,
@@ -149,6 +200,9 @@ impl System {
         System::Licenses,
         System::Billing,
         System::Archive,
+        System::Queues,
+        System::ClaimChecks,
+        System::Ledger,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -160,6 +214,9 @@ impl System {
             System::Licenses => "licenses",
             System::Billing => "billing",
             System::Archive => "archive",
+            System::Queues => "queues",
+            System::ClaimChecks => "claim_checks",
+            System::Ledger => "ledger",
         }
     }
 
@@ -204,6 +261,32 @@ pub trait SubjectIndex: Send + Sync {
     async fn tombstone(&self, subject: &SubjectId, tombstone: &Tombstone) -> Result<()>;
     /// The tombstone of `subject`, if they were erased.
     async fn tombstoned(&self, subject: &SubjectId) -> Result<Option<Tombstone>>;
+    /// Records `subject`'s marketing and sharing choice unless a later one is recorded (the
+    /// latest choice wins, whatever order they arrive in). `true` when it was recorded.
+    async fn set_choice(&self, subject: &SubjectId, choice: &Choice) -> Result<bool>;
+    /// `subject`'s recorded choice, if any.
+    async fn choice(&self, subject: &SubjectId) -> Result<Option<Choice>>;
+}
+
+/// A person's choice on marketing and on the sale or sharing of their data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Choice {
+    /// Opted out of marketing e-mail and of sale or sharing (CCPA) / direct marketing (GDPR
+    /// art. 21); `false` withdraws an earlier opt-out.
+    pub opted_out: bool,
+    /// When the person made it (epoch ms).
+    pub at: i64,
+}
+
+impl Choice {
+    /// Whether `opted_in` (a sign-up form's consent, made at `at`) still stands against this
+    /// recorded choice: the later one wins.
+    pub fn marketing_allowed(recorded: Option<&Choice>, opted_in: bool, at: i64) -> bool {
+        match recorded {
+            Some(c) if c.at > at => !c.opted_out,
+            _ => opted_in,
+        }
+    }
 }
 
 fn pk(subject: &SubjectId) -> String {
@@ -320,6 +403,37 @@ impl SubjectIndex for DynamoSubjectIndex {
             request_id: get_s(&i, "request_id").unwrap_or_default(),
         }))
     }
+
+    async fn set_choice(&self, subject: &SubjectId, c: &Choice) -> Result<bool> {
+        let put = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", s(pk(subject)))
+            .item("sk", s("CHOICE"))
+            .item("opted_out", AttributeValue::Bool(c.opted_out))
+            .item("at", n(c.at))
+            .condition_expression("attribute_not_exists(pk) OR #at < :at")
+            .expression_attribute_names("#at", "at")
+            .expression_attribute_values(":at", n(c.at))
+            .send()
+            .await;
+        match put {
+            Ok(_) => Ok(true),
+            Err(e) if crate::aws::dynamo::is_conditional_check_failed(&e) => Ok(false),
+            Err(e) => Err(Error::aws("dynamodb", e)),
+        }
+    }
+
+    async fn choice(&self, subject: &SubjectId) -> Result<Option<Choice>> {
+        let item =
+            crate::aws::dynamo::get_item(&self.client, &self.table, pk(subject), Some("CHOICE"))
+                .await?;
+        Ok(item.map(|i| Choice {
+            opted_out: matches!(i.get("opted_out"), Some(AttributeValue::Bool(true))),
+            at: get_n(&i, "at").unwrap_or(0),
+        }))
+    }
 }
 
 /// In memory (unit tests).
@@ -327,6 +441,7 @@ impl SubjectIndex for DynamoSubjectIndex {
 pub struct MemorySubjectIndex {
     locations: Mutex<BTreeMap<SubjectId, BTreeSet<Location>>>,
     tombstones: Mutex<BTreeMap<SubjectId, Tombstone>>,
+    choices: Mutex<BTreeMap<SubjectId, Choice>>,
 }
 
 impl MemorySubjectIndex {
@@ -366,6 +481,18 @@ impl SubjectIndex for MemorySubjectIndex {
     async fn tombstoned(&self, subject: &SubjectId) -> Result<Option<Tombstone>> {
         let all = self.tombstones.lock().unwrap_or_else(|p| p.into_inner());
         Ok(all.get(subject).cloned())
+    }
+    async fn set_choice(&self, subject: &SubjectId, c: &Choice) -> Result<bool> {
+        let mut all = self.choices.lock().unwrap_or_else(|p| p.into_inner());
+        if all.get(subject).is_some_and(|old| old.at >= c.at) {
+            return Ok(false);
+        }
+        all.insert(subject.clone(), *c);
+        Ok(true)
+    }
+    async fn choice(&self, subject: &SubjectId) -> Result<Option<Choice>> {
+        let all = self.choices.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(all.get(subject).copied())
     }
 }
 
@@ -484,5 +611,46 @@ mod tests {
         .await
         .unwrap();
         assert_eq!(idx.tombstoned(&id).await.unwrap(), Some(first));
+    }
+
+    #[test]
+    fn emails_are_found_under_email_keys_and_mentions_by_their_hash() {
+        let event = serde_json::json!({
+            "data": {"object": {
+                "email": "Ada@Example.com",
+                "customer_email": "ops@example.com",
+                "billing_details": {"email": "not an address"},
+                "lines": [{"receipt_email": "ada@example.com"}],
+                "description": "from bob@example.com"
+            }}
+        });
+        let found: Vec<String> = emails_in(&event)
+            .iter()
+            .map(|e| e.as_str().to_owned())
+            .collect();
+        assert_eq!(found, vec!["ada@example.com", "ops@example.com"]);
+
+        let key = SubjectKey::for_tests();
+        let ada = key.subject(&email("ada@example.com"));
+        assert!(key.mentions(r#"{"to":"ADA@example.com."}"#, &ada));
+        assert!(key.mentions("x,<ada@example.com>;", &ada));
+        assert!(!key.mentions(r#"{"to":"ada@example.org"}"#, &ada));
+        assert!(!key.mentions("no address at all @ here", &ada));
+    }
+
+    #[tokio::test]
+    async fn the_latest_choice_wins_whatever_order_it_arrives_in() {
+        let idx = MemorySubjectIndex::new();
+        let id = SubjectKey::for_tests().subject(&email("ada@example.com"));
+        let out = Choice { opted_out: true, at: 20 };
+        assert!(idx.set_choice(&id, &out).await.unwrap());
+        let older = Choice { opted_out: false, at: 10 };
+        assert!(!idx.set_choice(&id, &older).await.unwrap());
+        assert_eq!(idx.choice(&id).await.unwrap(), Some(out));
+        // A form's consent made before the opt-out loses; one made after wins.
+        assert!(!Choice::marketing_allowed(Some(&out), true, 15));
+        assert!(Choice::marketing_allowed(Some(&out), true, 25));
+        assert!(Choice::marketing_allowed(None, true, 25));
+        assert!(!Choice::marketing_allowed(None, false, 25));
     }
 }

@@ -33,6 +33,7 @@ struct Harness {
     sink: SinkCrm,
     leads: DynamoLeadsTable,
     artifacts: S3Store,
+    subject_key: blapi::subjects::SubjectKey,
 }
 
 async fn harness(stack: &LocalStack, overrides: &[(&str, String)]) -> Harness {
@@ -54,7 +55,7 @@ async fn harness(stack: &LocalStack, overrides: &[(&str, String)]) -> Harness {
     let leads = DynamoLeadsTable::new(
         clients.dynamodb().clone(),
         env["LEADS_TABLE"].clone(),
-        subject_key,
+        subject_key.clone(),
     );
     let mut config = Config::from_env(&Env::from_map(env)).unwrap();
     config.http_retry = Some(RetryPolicy::immediate(3));
@@ -65,6 +66,7 @@ async fn harness(stack: &LocalStack, overrides: &[(&str, String)]) -> Harness {
         sink,
         leads,
         artifacts,
+        subject_key,
     }
 }
 
@@ -176,7 +178,7 @@ async fn sink_path_enriches_once_per_domain_and_keeps_contact_data_out_of_the_cr
     assert_eq!(rec.route.owner_id, crm.owner_id);
     let erased = h
         .leads
-        .erase_subject(&Email::parse(&email1).unwrap())
+        .erase_subject(&h.subject_key.subject(&Email::parse(&email1).unwrap()))
         .await
         .unwrap();
     assert_eq!(erased, 1);

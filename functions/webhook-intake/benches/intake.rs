@@ -87,6 +87,12 @@ impl ObjectStore for NoStore {
     async fn erase_all_versions(&self, _key: &str) -> blapi::Result<u64> {
         Ok(0)
     }
+    async fn list(&self, _prefix: &str) -> blapi::Result<Vec<String>> {
+        Ok(Vec::new())
+    }
+    async fn presign_get(&self, key: &str, _ttl: std::time::Duration) -> blapi::Result<String> {
+        Ok(key.to_owned())
+    }
     fn bucket(&self) -> &str {
         "bench"
     }
@@ -157,7 +163,7 @@ fn verify_parse(c: &mut Criterion) {
 fn handler(c: &mut Criterion) {
     let body = body_4k();
     let config = IntakeConfig {
-        queue_urls: ["q/lr", "q/be", "q/ue", "q/le", "q/ce"].map(String::from),
+        queue_urls: ["q/lr", "q/be", "q/ue", "q/le", "q/ce", "q/pr"].map(String::from),
         stripe_secret_id: "s".into(),
         source_secret_id: "f".into(),
         tolerance_secs: 300,
@@ -166,6 +172,7 @@ fn handler(c: &mut Criterion) {
         bucket: "bench".into(),
         metrics_namespace: "blapi".into(),
         stripe_api: None,
+        subjects: None,
     };
     let verifiers = Verifiers::new(
         &StripeSecrets {

@@ -138,6 +138,16 @@ impl App {
         }
     }
 
+    /// Indexes archived events under the people they name (when the configuration names the
+    /// subject index).
+    pub async fn with_subjects(mut self, config: &Config, clients: &Clients) -> Result<Self, blapi::Error> {
+        if let Some(sc) = &config.subjects {
+            let subjects = blapi::subjects::Subjects::connect(sc, clients).await?;
+            self.intake = self.intake.with_subjects(subjects);
+        }
+        Ok(self)
+    }
+
     /// Enables the missed-event recovery action (when the configuration names the Stripe API).
     pub fn with_recovery(mut self, config: &Config, clients: &Clients) -> Self {
         self.recovery = config.stripe_api.clone().map(|stripe| {

@@ -14,6 +14,8 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let config = Config::from_env(&Env::process())?;
     let clients = Clients::from_env().await?;
     let app = App::new(config.clone(), Ports::connect(&config, &clients).await?)
-        .with_recovery(&config, &clients);
+        .with_recovery(&config, &clients)
+        .with_subjects(&config, &clients)
+        .await?;
     run(service_fn(|event| app.dispatch(event))).await
 }

@@ -45,6 +45,7 @@ fn fake() -> Fake {
         bucket: "b".into(),
         metrics_namespace: "blapi".into(),
         stripe_api: None,
+        subjects: None,
     };
     let verifiers = Verifiers::new(
         &StripeSecrets {

@@ -18,6 +18,7 @@ struct State {
     conversions: BTreeMap<String, String>,
     /// Account external id -> its latest health (beside the account, never replacing it).
     health: BTreeMap<String, AccountHealth>,
+    consents: BTreeMap<(CrmObject, String), bool>,
 }
 
 /// See the module docs.
@@ -144,6 +145,14 @@ impl MemoryCrm {
             .collect()
     }
 
+    /// The opt-out last written onto a lead or contact by a consent change.
+    pub fn opted_out(&self, object: CrmObject, external_id: &str) -> Option<bool> {
+        self.lock()
+            .consents
+            .get(&(object, external_id.to_owned()))
+            .copied()
+    }
+
     /// The latest health written onto an account (whether or not the account is there).
     pub fn health(&self, account_external_id: &str) -> Option<AccountHealth> {
         self.lock().health.get(account_external_id).cloned()
@@ -181,6 +190,17 @@ impl MemoryCrm {
                     created,
                 });
             }
+            CrmRecord::Consent(c) => {
+                let key = (c.object, c.external_id.clone());
+                let there = s.records.contains_key(&key);
+                if there {
+                    s.consents.insert(key, c.opted_out);
+                }
+                return Ok(Upserted {
+                    record_id: there.then(|| c.external_id.clone()),
+                    created: false,
+                });
+            }
             CrmRecord::AccountHealth(h) => {
                 let created = s
                     .health
@@ -214,6 +234,34 @@ impl CrmPort for MemoryCrm {
     async fn upsert(&self, record: &CrmRecord) -> std::result::Result<Upserted, CrmError> {
         self.calls.fetch_add(1, Ordering::Relaxed);
         self.write(record)
+    }
+
+    async fn fetch(
+        &self,
+        object: CrmObject,
+        external_id: &str,
+    ) -> Result<Option<serde_json::Value>, CrmError> {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        let s = self.lock();
+        let Some((record, _)) = s.records.get(&(object, external_id.to_owned())) else {
+            return Ok(None);
+        };
+        let mut v = match record {
+            CrmRecord::Lead(l) => serde_json::to_value(l),
+            CrmRecord::Account(a) => serde_json::to_value(a),
+            CrmRecord::Contact(c) => serde_json::to_value(c),
+            CrmRecord::Opportunity(o) => serde_json::to_value(o),
+            CrmRecord::Task(t) => serde_json::to_value(t),
+            _ => Ok(serde_json::Value::Null),
+        }
+        .map_err(|e| CrmError::Unexpected(e.to_string()))?;
+        if let (Some(o), Some(m)) = (
+            s.consents.get(&(object, external_id.to_owned())),
+            v.as_object_mut(),
+        ) {
+            m.insert("opted_out".into(), serde_json::json!(o));
+        }
+        Ok(Some(v))
     }
 
     async fn upsert_all(

@@ -44,8 +44,8 @@ pub mod salesforce;
 pub mod sink;
 
 pub use records::{
-    AccountHealth, AccountStatus, CrmAccount, CrmContact, CrmOpportunity, CrmTask, LeadConversion,
-    OpportunityStage,
+    AccountHealth, AccountStatus, ConsentChange, CrmAccount, CrmContact, CrmOpportunity, CrmTask,
+    LeadConversion, OpportunityStage,
 };
 
 pub use memory::MemoryCrm;
@@ -58,7 +58,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 /// A lead as the CRM receives it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct CrmLead {
     /// Our lead id: the external id of the CRM record.
     pub lead_id: String,
@@ -154,7 +154,7 @@ impl From<CrmError> for Error {
 }
 
 /// The CRM objects blapi writes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum CrmObject {
     Lead,
     Account,
@@ -201,6 +201,8 @@ pub enum CrmRecord {
     AccountHealth(AccountHealth),
     /// A follow-up task for an account's owner.
     Task(CrmTask),
+    /// A person's opt-out choice on their lead or contact (only that field).
+    Consent(ConsentChange),
 }
 
 impl CrmRecord {
@@ -211,6 +213,7 @@ impl CrmRecord {
             CrmRecord::Contact(_) => CrmObject::Contact,
             CrmRecord::Opportunity(_) => CrmObject::Opportunity,
             CrmRecord::Task(_) => CrmObject::Task,
+            CrmRecord::Consent(c) => c.object,
         }
     }
 
@@ -224,6 +227,7 @@ impl CrmRecord {
             CrmRecord::Opportunity(o) => &o.external_id,
             CrmRecord::AccountHealth(h) => &h.account_external_id,
             CrmRecord::Task(t) => &t.external_id,
+            CrmRecord::Consent(c) => &c.external_id,
         }
     }
 
@@ -233,6 +237,7 @@ impl CrmRecord {
         let kind = match self {
             CrmRecord::LeadConversion(_) => "LeadConversion",
             CrmRecord::AccountHealth(_) => "AccountHealth",
+            CrmRecord::Consent(_) => "Consent",
             other => other.object().sobject(),
         };
         format!("{kind}:{}", self.external_id())
@@ -274,6 +279,14 @@ pub trait CrmPort: Send + Sync {
         object: CrmObject,
         external_id: &str,
     ) -> std::result::Result<bool, CrmError>;
+
+    /// The record of `object` carrying `external_id` as the CRM holds it (a privacy access
+    /// request's export), or `None`.
+    async fn fetch(
+        &self,
+        object: CrmObject,
+        external_id: &str,
+    ) -> std::result::Result<Option<serde_json::Value>, CrmError>;
 
     /// A short name for logs (`salesforce`, `sink`, `memory`).
     fn kind(&self) -> &'static str;

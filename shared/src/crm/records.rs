@@ -129,6 +129,15 @@ pub struct LeadConversion {
     pub account_external_id: String,
 }
 
+/// A person's e-mail and sharing choice, written onto their Lead or Contact (only that field:
+/// `HasOptedOutOfEmail` in Salesforce, `opted_out` in the sink). `false` withdraws an opt-out.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsentChange {
+    pub object: super::CrmObject,
+    pub external_id: String,
+    pub opted_out: bool,
+}
+
 /// A customer's health and product telemetry, written onto its Account (only these fields:
 /// the account itself is customer-sync's).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -355,6 +355,7 @@ impl SalesforceCrm {
                 "Loss_Reason__c": o.loss_reason,
                 "Refund_Or_Dispute__c": flags(&o.flags),
             }),
+            CrmRecord::Consent(c) => json!({ "HasOptedOutOfEmail": c.opted_out }),
             CrmRecord::AccountHealth(h) => json!({
                 "Blapi_Health_Score__c": h.score,
                 "Blapi_Health_Band__c": h.band,
@@ -456,12 +457,15 @@ impl SalesforceCrm {
     /// token, the rest as an upsert's answer. Salesforce's recycle bin keeps a deleted record
     /// 15 days; the org's admin empties it (or sets a shorter retention) for an erasure to be
     /// final.
-    async fn delete(
+    /// `DELETE` (erase) or `GET` (fetch) of one record by its external id: the body when it
+    /// was there, `None` when Salesforce says 404.
+    async fn by_external_id(
         &self,
         token: &Token,
+        method: reqwest::Method,
         object: CrmObject,
         external_id: &str,
-    ) -> std::result::Result<Sent<bool>, CrmError> {
+    ) -> std::result::Result<Sent<Option<Vec<u8>>>, CrmError> {
         let url = format!(
             "{}/services/data/{}/sobjects/{}/{}/{}",
             token.instance_url,
@@ -474,15 +478,15 @@ impl SalesforceCrm {
             self.policy,
             || {
                 self.http
-                    .delete(&url)
+                    .request(method.clone(), &url)
                     .bearer_auth(token.access_token.expose())
             },
             |_, message| CrmError::Unavailable(message),
             |reply| {
                 let status = reply.status.as_u16();
                 match status {
-                    200 | 204 => Attempt::Done(Sent::Done(true)),
-                    404 => Attempt::Done(Sent::Done(false)),
+                    200 | 204 => Attempt::Done(Sent::Done(Some(reply.body.to_vec()))),
+                    404 => Attempt::Done(Sent::Done(None)),
                     401 => Attempt::Done(Sent::Unauthorized),
                     _ if reply.retryable() => Attempt::Retry(
                         CrmError::Unavailable(format!(
@@ -635,6 +639,36 @@ fn sf_error_codes(bytes: &[u8], status: u16) -> String {
     }
 }
 
+impl SalesforceCrm {
+    /// [`Self::by_external_id`] with one fresh token after a 401.
+    async fn one_by_external_id(
+        &self,
+        method: reqwest::Method,
+        object: CrmObject,
+        external_id: &str,
+    ) -> std::result::Result<Option<Vec<u8>>, CrmError> {
+        let token = self.token(false).await?;
+        match self
+            .by_external_id(&token, method.clone(), object, external_id)
+            .await?
+        {
+            Sent::Done(found) => Ok(found),
+            Sent::Unauthorized => {
+                let token = self.token(true).await?;
+                match self
+                    .by_external_id(&token, method, object, external_id)
+                    .await?
+                {
+                    Sent::Done(found) => Ok(found),
+                    Sent::Unauthorized => {
+                        Err(CrmError::Auth("HTTP 401 even with a fresh token".into()))
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// What a refusal says: codes and field names only. Salesforce's messages may quote a field's
 /// value (an email, a name), which must not reach a log line or a dead-letter reason.
 fn sf_errors(bytes: &[u8], status: u16) -> String {
@@ -648,19 +682,28 @@ impl CrmPort for SalesforceCrm {
         object: CrmObject,
         external_id: &str,
     ) -> std::result::Result<bool, CrmError> {
-        let token = self.token(false).await?;
-        match self.delete(&token, object, external_id).await? {
-            Sent::Done(found) => Ok(found),
-            Sent::Unauthorized => {
-                let token = self.token(true).await?;
-                match self.delete(&token, object, external_id).await? {
-                    Sent::Done(found) => Ok(found),
-                    Sent::Unauthorized => {
-                        Err(CrmError::Auth("HTTP 401 even with a fresh token".into()))
-                    }
-                }
-            }
-        }
+        Ok(self
+            .one_by_external_id(reqwest::Method::DELETE, object, external_id)
+            .await?
+            .is_some())
+    }
+
+    async fn fetch(
+        &self,
+        object: CrmObject,
+        external_id: &str,
+    ) -> std::result::Result<Option<serde_json::Value>, CrmError> {
+        self.one_by_external_id(reqwest::Method::GET, object, external_id)
+            .await?
+            .map(|body| {
+                serde_json::from_slice(&body).map_err(|e| {
+                    CrmError::Unexpected(format!(
+                        "salesforce record: {}",
+                        crate::error::json_error(&e)
+                    ))
+                })
+            })
+            .transpose()
     }
 
     async fn upsert(&self, record: &CrmRecord) -> std::result::Result<Upserted, CrmError> {

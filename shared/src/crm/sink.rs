@@ -7,7 +7,8 @@
 //! to the record and never part of it nor of its export line.
 
 use super::{
-    AccountHealth, CrmError, CrmLead, CrmObject, CrmPort, CrmRecord, LeadConversion, Upserted,
+    AccountHealth, ConsentChange, CrmError, CrmLead, CrmObject, CrmPort, CrmRecord,
+    LeadConversion, Upserted,
 };
 use crate::aws::dynamo::{Item, get_json, get_n, get_s};
 use crate::error::{Error, Result};
@@ -157,6 +158,34 @@ impl SinkCrm {
 
     /// An account's health: its `health_*` attributes on the account's item, set with one
     /// update that leaves the account's record and attributes alone (an absent value removes
+    /// A person's opt-out onto their lead or contact: only when the record is there (an
+    /// opt-out does not create a record).
+    async fn consent(&self, c: &ConsentChange) -> std::result::Result<Upserted, CrmError> {
+        let key = Self::record_key(c.object, &c.external_id);
+        let res = self
+            .dynamodb
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", AttributeValue::S(key.clone()))
+            .key("sk", AttributeValue::S("CRM".into()))
+            .update_expression("SET opted_out = :o")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_values(":o", AttributeValue::Bool(c.opted_out))
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(Upserted {
+                record_id: Some(key),
+                created: false,
+            }),
+            Err(e) if crate::aws::dynamo::is_conditional_check_failed(&e) => Ok(Upserted {
+                record_id: None,
+                created: false,
+            }),
+            Err(e) => Err(CrmError::Store(Error::aws("dynamodb", e))),
+        }
+    }
+
     /// its attribute, so no stale score stays). Health arriving before its account makes an
     /// item without a record, which reads as no account yet; the account's later upsert keeps
     /// these attributes (it updates, never replaces, the item).
@@ -253,10 +282,11 @@ fn stored(record: &CrmRecord) -> std::result::Result<(String, Attributes), CrmEr
         CrmRecord::LeadConversion(_) => {
             return Err(CrmError::Unexpected("a conversion is not a record".into()));
         }
-        CrmRecord::AccountHealth(_) => {
-            return Err(CrmError::Unexpected(
-                "an account's health is not a record".into(),
-            ));
+        CrmRecord::AccountHealth(_) | CrmRecord::Consent(_) => {
+            return Err(CrmError::Unexpected(format!(
+                "{} writes onto a record; it is not one",
+                record.key()
+            )));
         }
     };
     Ok((
@@ -293,10 +323,27 @@ impl CrmPort for SinkCrm {
         Ok(out.attributes.is_some())
     }
 
+    async fn fetch(
+        &self,
+        object: CrmObject,
+        external_id: &str,
+    ) -> std::result::Result<Option<serde_json::Value>, CrmError> {
+        let item = crate::aws::dynamo::get_item(
+            &self.dynamodb,
+            &self.table,
+            Self::record_key(object, external_id),
+            Some("CRM"),
+        )
+        .await
+        .map_err(CrmError::Store)?;
+        Ok(item.map(|i| crate::aws::dynamo::item_to_json(&i)))
+    }
+
     async fn upsert(&self, record: &CrmRecord) -> std::result::Result<Upserted, CrmError> {
         match record {
             CrmRecord::LeadConversion(c) => return self.convert(c).await,
             CrmRecord::AccountHealth(h) => return self.score(h).await,
+            CrmRecord::Consent(c) => return self.consent(c).await,
             _ => {}
         }
         let key = Self::record_key(record.object(), record.external_id());

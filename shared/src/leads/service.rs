@@ -24,7 +24,7 @@ use crate::crm::{CrmLead, CrmPort, CrmRecord};
 use crate::error::{Error, Result};
 use crate::ledger::{Claim, ClaimOptions, Ledger, payload_hash};
 use crate::queue::EventMessage;
-use crate::subjects::{Location, Subjects, System};
+use crate::subjects::{Choice, Location, Subjects, System};
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use tracing::Instrument;
@@ -140,7 +140,10 @@ impl LeadService {
                 )));
             }
         };
-        match self.process(lead, &msg.raw_key).await {
+        match self
+            .process(lead, &msg.raw_key, msg.received_at.timestamp_millis())
+            .await
+        {
             Ok(outcome) => {
                 let id = match &outcome {
                     Outcome::Upserted { lead_id, .. } => Some(lead_id.to_string()),
@@ -163,7 +166,9 @@ impl LeadService {
     }
 
     /// `raw_key`: the archived webhook the lead came in (it holds the person's data too).
-    async fn process(&self, lead: Lead, raw_key: &str) -> Result<Outcome> {
+    /// `at`: when intake accepted the event (epoch ms): a recorded opt-out choice made later
+    /// wins over the form's consent.
+    async fn process(&self, lead: Lead, raw_key: &str, at: i64) -> Result<Outcome> {
         let p = &self.ports;
         // A tombstone keeps an erased person erased, whatever event arrives (redelivered,
         // replayed from the archive, or new).
@@ -216,6 +221,11 @@ impl LeadService {
                 &enrichment,
                 now,
             );
+            // The person's latest choice wins: a privacy opt-out made after this form was
+            // sent stands, an opt-in on a later form withdraws an earlier opt-out.
+            let choice = p.subjects.index.choice(&subject).await?;
+            record.person.consent.marketing =
+                Choice::marketing_allowed(choice.as_ref(), record.person.consent.marketing, at);
             let facts = facts(&record, &enrichment);
             record.score = self.scoring.score(&facts);
             let route = match existing.as_ref() {

@@ -20,7 +20,7 @@ use super::routing::{Account, AccountDirectory, Route, SlotCounter};
 use super::scoring::Score;
 use crate::aws::dynamo::{get_s, is_conditional_check_failed as is_conditional_failure, s};
 use crate::error::{Error, Result};
-use crate::subjects::SubjectKey;
+use crate::subjects::{SubjectId, SubjectKey};
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
 use serde::{Deserialize, Serialize};
@@ -59,7 +59,7 @@ pub trait LeadStore: Send + Sync {
     async fn put(&self, record: &LeadRecord) -> Result<()>;
     /// Deletes every lead record of the person and the subject item; returns how many lead
     /// records were deleted. (For the privacy process.)
-    async fn erase_subject(&self, email: &Email) -> Result<usize>;
+    async fn erase_subject(&self, subject: &SubjectId) -> Result<usize>;
 }
 
 fn subject_pk(key: &SubjectKey, email: &Email) -> String {
@@ -186,8 +186,8 @@ impl LeadStore for DynamoLeadsTable {
         Ok(())
     }
 
-    async fn erase_subject(&self, email: &Email) -> Result<usize> {
-        let subject = subject_pk(&self.key, email);
+    async fn erase_subject(&self, subject: &SubjectId) -> Result<usize> {
+        let subject = format!("SUBJECT#{subject}");
         let mut deleted = 0;
         let items = crate::aws::dynamo::query_all(
             self.client
@@ -384,14 +384,15 @@ impl LeadStore for MemoryLeadStore {
         Ok(())
     }
 
-    async fn erase_subject(&self, email: &Email) -> Result<usize> {
+    async fn erase_subject(&self, subject: &SubjectId) -> Result<usize> {
         self.subjects
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .remove(&SubjectKey::for_tests().subject(email).to_string());
+            .remove(subject.as_str());
+        let key = SubjectKey::for_tests();
         let mut leads = self.leads.lock().unwrap_or_else(|p| p.into_inner());
         let before = leads.len();
-        leads.retain(|_, r| &r.person.email != email);
+        leads.retain(|_, r| &key.subject(&r.person.email) != subject);
         Ok(before - leads.len())
     }
 }

@@ -103,6 +103,10 @@ pub trait LicenseStore: Send + Sync {
     async fn find(&self, license_id: &LicenseId) -> Result<Option<LicenseRecord>>;
     /// A customer's licenses (consistent).
     async fn by_customer(&self, customer_id: &str) -> Result<Vec<LicenseRecord>>;
+    /// Drops the copy of a license's file kept beside its record (a privacy erasure of a
+    /// license that no longer binds anyone: superseded, revoked or expired). The record's
+    /// facts stay. `true` when there was a copy.
+    async fn forget_file(&self, customer_id: &str, license_id: &LicenseId) -> Result<bool>;
     /// A subscription's licenses, every period and state (index gsi1; eventually consistent).
     async fn by_subscription(&self, subscription_id: &str) -> Result<Vec<LicenseRecord>>;
     /// Records `record` (status ISSUING) and moves its period's head from `previous` (`None`:
@@ -382,6 +386,26 @@ impl LicenseStore for DynamoLicenseStore {
         }
     }
 
+    async fn forget_file(&self, customer_id: &str, license_id: &LicenseId) -> Result<bool> {
+        let out = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(customer_pk(customer_id)))
+            .key("sk", s(license_sk(license_id)))
+            .update_expression("SET #f = :empty")
+            .condition_expression("attribute_exists(pk) AND #f <> :empty")
+            .expression_attribute_names("#f", "file")
+            .expression_attribute_values(":empty", s(""))
+            .send()
+            .await;
+        match out {
+            Ok(_) => Ok(true),
+            Err(e) if crate::aws::dynamo::is_conditional_check_failed(&e) => Ok(false),
+            Err(e) => Err(Error::aws("dynamodb", e)),
+        }
+    }
+
     async fn by_customer(&self, customer_id: &str) -> Result<Vec<LicenseRecord>> {
         self.query_all(
             None,
@@ -639,6 +663,15 @@ impl LicenseStore for MemoryLicenseStore {
             .values()
             .find(|r| &r.license_id == license_id)
             .cloned())
+    }
+    async fn forget_file(&self, customer_id: &str, license_id: &LicenseId) -> Result<bool> {
+        self.check()?;
+        Ok(self
+            .lock()
+            .licenses
+            .values_mut()
+            .find(|r| r.customer_id == customer_id && &r.license_id == license_id)
+            .is_some_and(|r| !std::mem::take(&mut r.file).is_empty()))
     }
     async fn by_customer(&self, customer_id: &str) -> Result<Vec<LicenseRecord>> {
         Ok(self

@@ -72,6 +72,19 @@ pub struct PrivacyRequest {
     pub extension: Option<String>,
     pub status: RequestStatus,
     pub audit: Vec<AuditEntry>,
+    /// An opt-out request's choice: `true` opts out, `false` withdraws an earlier opt-out.
+    #[serde(default)]
+    pub opted_out: Option<bool>,
+    /// When the person made the request (epoch ms): an opt-out's choice is dated by it.
+    #[serde(default)]
+    pub requested_at: i64,
+    /// The places and sweeps already handled (`{system}:{locator}`): a request that failed
+    /// midway resumes after them.
+    #[serde(default)]
+    pub done: std::collections::BTreeSet<String>,
+    /// An access request's bundle (object key).
+    #[serde(default)]
+    pub bundle_key: Option<String>,
 }
 
 impl PrivacyRequest {
@@ -91,6 +104,10 @@ impl PrivacyRequest {
             extension: None,
             status: RequestStatus::Received,
             audit: Vec::new(),
+            opted_out: None,
+            requested_at: 0,
+            done: Default::default(),
+            bundle_key: None,
         }
     }
 

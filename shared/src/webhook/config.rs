@@ -25,7 +25,7 @@ pub const DEFAULT_TOLERANCE_SECS: u64 = 300;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IntakeConfig {
     /// Queue URL per route, in [`Route::ALL`] order.
-    pub queue_urls: [String; 5],
+    pub queue_urls: [String; 6],
     pub stripe_secret_id: String,
     pub source_secret_id: String,
     pub tolerance_secs: u64,
@@ -37,6 +37,9 @@ pub struct IntakeConfig {
     /// missed-event recovery (and only then loaded). Optional: without it the intake takes
     /// webhooks and refuses the recovery action.
     pub stripe_api: Option<crate::stripe::StripeConfig>,
+    /// The subject index (`PRIVACY_TABLE`, `PRIVACY_KEY_SECRET_ID`): archived events are
+    /// indexed under the people they name. Optional: without it nothing is indexed.
+    pub subjects: Option<crate::subjects::SubjectsConfig>,
 }
 
 impl IntakeConfig {
@@ -47,6 +50,7 @@ impl IntakeConfig {
             env.required(Route::UsageEvents.env_var())?,
             env.required(Route::LeadEvents.env_var())?,
             env.required(Route::CustomerEvents.env_var())?,
+            env.required(Route::PrivacyRequests.env_var())?,
         ];
         let max_body_bytes = env.parsed_or("WEBHOOK_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES)?;
         if max_body_bytes == 0 {
@@ -66,6 +70,10 @@ impl IntakeConfig {
             metrics_namespace: env
                 .optional("METRICS_NAMESPACE")
                 .unwrap_or_else(|| "blapi".into()),
+            subjects: match env.optional("PRIVACY_TABLE") {
+                None => None,
+                Some(_) => Some(crate::subjects::SubjectsConfig::from_env(env)?),
+            },
             stripe_api: match env.optional("STRIPE_API_KEY_SECRET_ID") {
                 None => None,
                 Some(secret_id) => Some(crate::stripe::StripeConfig {
@@ -178,6 +186,7 @@ mod tests {
             ("USAGE_EVENTS_QUEUE_URL", "q-ue"),
             ("LEAD_EVENTS_QUEUE_URL", "q-le"),
             ("CUSTOMER_EVENTS_QUEUE_URL", "q-ce"),
+            ("PRIVACY_REQUESTS_QUEUE_URL", "q-pr"),
             ("STRIPE_WEBHOOK_SECRET_ID", "blapi/stripe"),
             ("SOURCE_WEBHOOK_SECRET_ID", "blapi/sources"),
             ("LEDGER_TABLE", "ledger"),

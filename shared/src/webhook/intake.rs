@@ -227,10 +227,13 @@ pub struct Intake {
     verifiers: Verifiers,
     tolerance_secs: u64,
     max_body_bytes: usize,
-    queue_urls: [String; 5],
+    queue_urls: [String; 6],
     ledger: Arc<dyn Ledger>,
     store: Arc<dyn ObjectStore>,
     sender: Arc<dyn QueueSender>,
+    /// The subject index: every archived event carrying an address is indexed under that
+    /// person before it is written (optional: without it nothing is indexed).
+    subjects: Option<crate::subjects::Subjects>,
 }
 
 impl std::fmt::Debug for Intake {
@@ -261,7 +264,35 @@ impl Intake {
             ledger,
             store,
             sender,
+            subjects: None,
         }
+    }
+
+    /// Indexes each archived event under the people its addresses name.
+    pub fn with_subjects(mut self, subjects: crate::subjects::Subjects) -> Self {
+        self.subjects = Some(subjects);
+        self
+    }
+
+    /// Records the archive key under every person the event names (before it is written,
+    /// so no archived personal data is ever unindexed).
+    async fn index(&self, body: &str, raw_key: &str, now: DateTime<Utc>) -> crate::Result<()> {
+        let Some(subjects) = &self.subjects else {
+            return Ok(());
+        };
+        let value: serde_json::Value = serde_json::from_str(body)
+            .map_err(|e| Error::Invalid(crate::error::json_error(&e)))?;
+        let place = [crate::subjects::Location::new(
+            crate::subjects::System::Archive,
+            raw_key,
+        )];
+        for email in crate::subjects::emails_in(&value) {
+            subjects
+                .index
+                .record(&subjects.key.subject(&email), &place, now.timestamp_millis())
+                .await?;
+        }
+        Ok(())
     }
 
     /// Handles one delivery received at `now`. Never fails: every outcome is an HTTP answer.
@@ -524,6 +555,9 @@ impl Intake {
         now: DateTime<Utc>,
     ) -> Result<(), Refusal> {
         let raw_key = envelope::archive_key(source, env, now);
+        self.index(env.body, &raw_key, now)
+            .await
+            .map_err(Refusal::Archive)?;
         let message = envelope::message_json(source, env, now, &raw_key);
         let archive = self.store.put(&raw_key, body.to_vec(), "application/json");
         let sends = futures::future::join_all(routes.iter().map(|route| {

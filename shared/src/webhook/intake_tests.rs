@@ -35,6 +35,7 @@ fn config() -> IntakeConfig {
             "q/usage-events",
             "q/lead-events",
             "q/customer-events",
+            "q/privacy-requests",
         ]
         .map(String::from),
         stripe_secret_id: "s".into(),
@@ -45,6 +46,7 @@ fn config() -> IntakeConfig {
         bucket: "bucket".into(),
         metrics_namespace: "blapi".into(),
         stripe_api: None,
+        subjects: None,
     }
 }
 

@@ -15,6 +15,7 @@
 //! | `stripe`    | `customer.updated`                           | customer-events  |
 //! | `stripe`    | `charge.refunded`, `charge.dispute.created`  | customer-events  |
 //! | `portal`    | `lead.signup`, `lead.contact_us`             | lead-events      |
+//! | `portal`    | `privacy.request`                            | privacy-requests |
 //! | `telemetry` | `usage.reported`                             | usage-events     |
 //!
 //! (`invoice.payment_succeeded` reaches customer sync too: localstripe sends it instead of
@@ -28,16 +29,18 @@ pub enum Route {
     UsageEvents,
     LeadEvents,
     CustomerEvents,
+    PrivacyRequests,
 }
 
 impl Route {
     /// Every route, in a fixed order.
-    pub const ALL: [Route; 5] = [
+    pub const ALL: [Route; 6] = [
         Route::LicenseRequests,
         Route::BillingEvents,
         Route::UsageEvents,
         Route::LeadEvents,
         Route::CustomerEvents,
+        Route::PrivacyRequests,
     ];
 
     /// The queue's short name (logs, metrics).
@@ -48,6 +51,7 @@ impl Route {
             Route::UsageEvents => "usage-events",
             Route::LeadEvents => "lead-events",
             Route::CustomerEvents => "customer-events",
+            Route::PrivacyRequests => "privacy-requests",
         }
     }
 
@@ -59,6 +63,7 @@ impl Route {
             Route::UsageEvents => "USAGE_EVENTS_QUEUE_URL",
             Route::LeadEvents => "LEAD_EVENTS_QUEUE_URL",
             Route::CustomerEvents => "CUSTOMER_EVENTS_QUEUE_URL",
+            Route::PrivacyRequests => "PRIVACY_REQUESTS_QUEUE_URL",
         }
     }
 
@@ -150,6 +155,7 @@ const TABLE: &[Rule] = &[
     rule("stripe", "charge.dispute.created", Route::CustomerEvents),
     rule("portal", "lead.signup", Route::LeadEvents),
     rule("portal", "lead.contact_us", Route::LeadEvents),
+    rule("portal", "privacy.request", Route::PrivacyRequests),
     rule("telemetry", "usage.reported", Route::UsageEvents),
 ];
 

@@ -1,0 +1,425 @@
+//! The service's rules on in-memory ports: a fake connector per system (with a failure
+//! switch), the memory index, requests store, object store and queue. The real connectors
+//! run against the local stack in privacy-requests' tests.
+
+use super::connectors::{ArchiveConnector, Connector, CrmConnector, Outcome, Sweep};
+use super::deadline::Jurisdiction;
+use super::request::{RequestKind, RequestStatus};
+use super::service::{Ports, PrivacyService, Settings, Submission};
+use super::store::MemoryRequests;
+use crate::crm::{CrmLead, CrmObject, CrmPort, CrmRecord, MemoryCrm};
+use crate::error::{Error, Result};
+use crate::queue::MemoryQueue;
+use crate::storage::{MemoryStore, ObjectStore};
+use crate::subjects::{Location, SubjectId, Subjects, System};
+use crate::telemetry::Tally;
+use crate::values::Email;
+use async_trait::async_trait;
+use chrono::NaiveDate;
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// A system holding records by locator; `keep` locators are kept with a basis.
+struct Fake {
+    system: System,
+    data: Mutex<BTreeMap<String, Value>>,
+    keep: Vec<String>,
+    down: AtomicBool,
+    erase_calls: AtomicUsize,
+}
+
+impl Fake {
+    fn new(system: System, data: &[(&str, Value)], keep: &[&str]) -> Arc<Self> {
+        Arc::new(Self {
+            system,
+            data: Mutex::new(data.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect()),
+            keep: keep.iter().map(|k| (*k).to_owned()).collect(),
+            down: AtomicBool::new(false),
+            erase_calls: AtomicUsize::new(0),
+        })
+    }
+    fn check(&self) -> Result<()> {
+        if self.down.load(Ordering::SeqCst) {
+            return Err(Error::dependency("fake", true, "down (simulated)"));
+        }
+        Ok(())
+    }
+    fn len(&self) -> usize {
+        self.data.lock().unwrap().len()
+    }
+}
+
+#[async_trait]
+impl Connector for Fake {
+    fn system(&self) -> System {
+        self.system
+    }
+    async fn export(&self, _s: &SubjectId, locator: &str) -> Result<Option<Value>> {
+        self.check()?;
+        Ok(self.data.lock().unwrap().get(locator).cloned())
+    }
+    async fn erase(&self, _s: &SubjectId, locator: &str) -> Result<Vec<Outcome>> {
+        self.check()?;
+        self.erase_calls.fetch_add(1, Ordering::SeqCst);
+        if self.keep.iter().any(|k| k == locator) {
+            return Ok(vec![Outcome::Kept {
+                detail: format!("{locator} kept"),
+                basis: "tax law".into(),
+            }]);
+        }
+        Ok(vec![match self.data.lock().unwrap().remove(locator) {
+            Some(_) => Outcome::Erased(locator.to_owned()),
+            None => Outcome::NothingThere(locator.to_owned()),
+        }])
+    }
+}
+
+struct FakeSweep(Mutex<Vec<String>>, crate::subjects::SubjectKey);
+
+#[async_trait]
+impl Sweep for FakeSweep {
+    fn system(&self) -> System {
+        System::Queues
+    }
+    async fn export(&self, s: &SubjectId) -> Result<Vec<Value>> {
+        Ok(self
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|b| self.1.mentions(b, s))
+            .map(|b| json!(b))
+            .collect())
+    }
+    async fn erase(&self, s: &SubjectId) -> Result<Vec<Outcome>> {
+        let mut all = self.0.lock().unwrap();
+        let before = all.len();
+        all.retain(|b| !self.1.mentions(b, s));
+        let n = before - all.len();
+        Ok(if n == 0 {
+            vec![]
+        } else {
+            vec![Outcome::Erased(format!("{n} message(s)"))]
+        })
+    }
+}
+
+struct World {
+    service: PrivacyService,
+    subjects: Subjects,
+    leads: Arc<Fake>,
+    billing: Arc<Fake>,
+    files: Arc<MemoryStore>,
+    crm: Arc<MemoryCrm>,
+    queue: Arc<MemoryQueue>,
+    sweep: Arc<FakeSweep>,
+}
+
+const ADA: &str = "ada@example.com";
+const NOW: i64 = 1_772_000_000_000;
+
+fn now() -> i64 {
+    NOW
+}
+
+fn ada() -> Email {
+    Email::parse(ADA).unwrap()
+}
+
+async fn world() -> World {
+    let subjects = Subjects::for_tests();
+    let id = subjects.key.subject(&ada());
+    let leads = Fake::new(System::Leads, &[("ld_1", json!({"email": ADA, "name": "Ada"}))], &[]);
+    let billing = Fake::new(System::Billing, &[("cus_1", json!({"invoices": 2}))], &["cus_1"]);
+    let files = Arc::new(MemoryStore::new());
+    files
+        .put("raw/portal/e1.json", json!({"email": ADA}).to_string().into_bytes(), "application/json")
+        .await
+        .unwrap();
+    files
+        .put("raw/portal/other.json", json!({"email": "bob@example.com"}).to_string().into_bytes(), "application/json")
+        .await
+        .unwrap();
+    let crm = Arc::new(MemoryCrm::new());
+    crm.upsert(&CrmRecord::Lead(CrmLead {
+        lead_id: "ld_1".into(),
+        ..CrmLead::default()
+    }))
+    .await
+    .unwrap();
+    subjects
+        .index
+        .record(
+            &id,
+            &[
+                Location::new(System::Leads, "ld_1"),
+                Location::new(System::Crm, "lead:ld_1"),
+                Location::new(System::Billing, "cus_1"),
+                Location::new(System::Archive, "raw/portal/e1.json"),
+            ],
+            1,
+        )
+        .await
+        .unwrap();
+    let sweep = Arc::new(FakeSweep(
+        Mutex::new(vec![
+            format!(r#"{{"to":"{ADA}"}}"#),
+            r#"{"to":"bob@example.com"}"#.to_owned(),
+        ]),
+        subjects.key.clone(),
+    ));
+    let queue = Arc::new(MemoryQueue::new());
+    let ports = Ports {
+        requests: Arc::new(MemoryRequests::new()),
+        subjects: subjects.clone(),
+        connectors: vec![
+            leads.clone(),
+            billing.clone(),
+            Arc::new(CrmConnector(crm.clone())),
+            Arc::new(ArchiveConnector(files.clone())),
+        ],
+        sweeps: vec![sweep.clone()],
+        files: files.clone(),
+        queue: queue.clone(),
+        clock: now,
+    };
+    World {
+        service: PrivacyService::new(
+            ports,
+            Settings {
+                notifications_queue_url: "q/notify".into(),
+                link_ttl: std::time::Duration::from_secs(3600),
+            },
+        ),
+        subjects,
+        leads,
+        billing,
+        files,
+        crm,
+        queue,
+        sweep,
+    }
+}
+
+fn submission(id: &str, kind: RequestKind, email: &str) -> Submission {
+    Submission {
+        id: id.into(),
+        kind,
+        jurisdiction: Jurisdiction::Gdpr,
+        email: Email::parse(email).unwrap(),
+        received: NaiveDate::from_ymd_opt(2026, 3, 1).unwrap(),
+        at_ms: NOW,
+        opted_out: None,
+    }
+}
+
+fn tally() -> Tally {
+    Tally::new("blapi", "privacy-requests")
+}
+
+#[tokio::test]
+async fn erasure_erases_every_place_keeps_what_the_law_requires_and_tombstones() {
+    let w = world().await;
+    let t = tally();
+    let r = w
+        .service
+        .submit(submission("pr_1", RequestKind::Erasure, ADA), &t)
+        .await
+        .unwrap();
+    assert_eq!(r.status, RequestStatus::CompletedWithExceptions, "{:#?}", r.audit);
+    let kept: Vec<_> = r.audit.iter().filter(|e| e.action == "kept").collect();
+    assert_eq!(kept.len(), 1);
+    assert_eq!(kept[0].system, Some(System::Billing));
+    assert_eq!(kept[0].basis.as_deref(), Some("tax law"));
+    let mut erased: Vec<_> = r
+        .audit
+        .iter()
+        .filter(|e| e.action == "erased")
+        .map(|e| e.system.unwrap())
+        .collect();
+    erased.sort();
+    assert_eq!(erased, vec![System::Leads, System::Crm, System::Archive, System::Queues]);
+    // Gone: the lead, the CRM lead, the archived event, the queued message; bob untouched.
+    assert_eq!(w.leads.len(), 0);
+    assert!(w.crm.fetch(CrmObject::Lead, "ld_1").await.unwrap().is_none());
+    assert_eq!(w.files.keys(), vec!["raw/portal/other.json"]);
+    assert_eq!(w.sweep.0.lock().unwrap().len(), 1);
+    // Kept data stays findable; erased places leave the index; the person stays erased.
+    let id = w.subjects.key.subject(&ada());
+    assert_eq!(
+        w.subjects.index.locations(&id).await.unwrap(),
+        vec![Location::new(System::Billing, "cus_1")]
+    );
+    assert_eq!(w.subjects.index.tombstoned(&id).await.unwrap().unwrap().request_id, "pr_1");
+    assert!(!r.audit.iter().any(|e| e.detail.contains(ADA)));
+    // The requester is told (no address in the message), once.
+    let sent = w.queue.sent("q/notify");
+    assert_eq!(sent.len(), 1);
+    assert!(sent[0].contains("privacy.request.completed") && !sent[0].contains(ADA));
+    assert_eq!(t.get("PrivacyRequestsCompleted"), Some(1.0));
+}
+
+#[tokio::test]
+async fn an_unknown_person_completes_with_nothing_found_and_is_audited() {
+    let w = world().await;
+    let r = w
+        .service
+        .submit(submission("pr_2", RequestKind::Erasure, "nobody@example.com"), &tally())
+        .await
+        .unwrap();
+    assert_eq!(r.status, RequestStatus::Completed);
+    assert!(r.audit.iter().any(|e| e.detail == "nothing indexed"), "{:#?}", r.audit);
+    assert_eq!(w.leads.len(), 1, "someone else's data is untouched");
+    let a = w
+        .service
+        .submit(submission("pr_3", RequestKind::Access, "nobody@example.com"), &tally())
+        .await
+        .unwrap();
+    assert!(a.audit.iter().any(|e| e.detail == "nothing found"));
+}
+
+#[tokio::test]
+async fn a_request_repeated_while_open_is_the_same_request() {
+    let w = world().await;
+    w.leads.down.store(true, Ordering::SeqCst);
+    let t = tally();
+    assert!(w.service.submit(submission("pr_a", RequestKind::Erasure, ADA), &t).await.is_err());
+    // Another submission (another event id) while the first is open: the same request.
+    assert!(w.service.submit(submission("pr_b", RequestKind::Erasure, ADA), &t).await.is_err());
+    assert!(w.service.ports().requests.get("pr_b").await.unwrap().is_none());
+    assert_eq!(t.get("PrivacyRequestsRepeated"), Some(1.0));
+    w.leads.down.store(false, Ordering::SeqCst);
+    let r = w.service.submit(submission("pr_b", RequestKind::Erasure, ADA), &t).await.unwrap();
+    assert_eq!(r.id, "pr_a");
+    assert!(r.status.is_closed());
+    // Redelivered after it closed: returned as it stands, nothing runs again.
+    let calls = w.billing.erase_calls.load(Ordering::SeqCst);
+    let again = w.service.submit(submission("pr_a", RequestKind::Erasure, ADA), &t).await.unwrap();
+    assert_eq!(again, r);
+    assert_eq!(w.billing.erase_calls.load(Ordering::SeqCst), calls);
+}
+
+#[tokio::test]
+async fn a_connector_failing_midway_leaves_the_request_in_progress_and_it_resumes() {
+    let w = world().await;
+    w.billing.down.store(true, Ordering::SeqCst);
+    let t = tally();
+    let err = w
+        .service
+        .submit(submission("pr_f", RequestKind::Erasure, ADA), &t)
+        .await
+        .unwrap_err();
+    assert!(err.is_retryable());
+    let (r, _) = w.service.ports().requests.get("pr_f").await.unwrap().unwrap();
+    assert_eq!(r.status, RequestStatus::InProgress);
+    assert!(r.audit.iter().any(|e| e.action == "failed" && e.detail.contains("fake unavailable")));
+    // What ran before the failure is done and recorded; the rest waits.
+    assert!(r.done.contains("tombstone"));
+    assert!(r.done.contains("leads:ld_1"));
+    assert!(!r.done.contains("billing:cus_1"));
+    assert_eq!(w.leads.len(), 0);
+    assert!(w.queue.sent("q/notify").is_empty(), "never reported complete");
+    // The daily sweep resumes it after the last step done.
+    w.billing.down.store(false, Ordering::SeqCst);
+    let report = w.service.sweep(NaiveDate::from_ymd_opt(2026, 3, 2).unwrap(), &t).await.unwrap();
+    assert_eq!((report.open, report.completed, report.failed), (1, 1, 0));
+    let (r, _) = w.service.ports().requests.get("pr_f").await.unwrap().unwrap();
+    assert_eq!(r.status, RequestStatus::CompletedWithExceptions);
+    assert_eq!(w.leads.erase_calls.load(Ordering::SeqCst), 1, "not repeated");
+    assert_eq!(w.billing.erase_calls.load(Ordering::SeqCst), 1);
+    assert_eq!(w.files.keys(), vec!["raw/portal/other.json"]);
+}
+
+#[tokio::test]
+async fn access_writes_one_bundle_with_a_section_per_system_and_a_link() {
+    let w = world().await;
+    let r = w
+        .service
+        .submit(submission("pr_x", RequestKind::Access, ADA), &tally())
+        .await
+        .unwrap();
+    assert_eq!(r.status, RequestStatus::Completed);
+    let key = r.bundle_key.clone().unwrap();
+    assert_eq!(key, "privacy/exports/pr_x.json");
+    let bundle: Value = serde_json::from_slice(&w.files.object(&key).unwrap()).unwrap();
+    let systems = bundle["systems"].as_object().unwrap();
+    for s in ["leads", "billing", "crm", "archive", "queues"] {
+        assert!(systems.contains_key(s), "{s} missing: {bundle:#}");
+    }
+    assert_eq!(bundle["systems"]["leads"][0]["data"]["email"], ADA);
+    assert_eq!(bundle["systems"]["queues"].as_array().unwrap().len(), 1);
+    // Nothing was erased; the link is fresh on each status read.
+    assert_eq!(w.leads.len(), 1);
+    let status = w.service.status("pr_x").await.unwrap();
+    assert!(status["link"].as_str().unwrap().contains("privacy/exports/pr_x.json"));
+    assert_eq!(status["due"], "2026-04-01");
+}
+
+#[tokio::test]
+async fn opt_out_is_recorded_written_to_the_crm_and_the_latest_choice_wins() {
+    let w = world().await;
+    let id = w.subjects.key.subject(&ada());
+    let mut out = submission("pr_o1", RequestKind::OptOut, ADA);
+    out.at_ms = NOW;
+    let r = w.service.submit(out, &tally()).await.unwrap();
+    assert_eq!(r.status, RequestStatus::Completed);
+    assert_eq!(w.crm.opted_out(CrmObject::Lead, "ld_1"), Some(true));
+    assert!(w.subjects.index.choice(&id).await.unwrap().unwrap().opted_out);
+    // An older withdrawal arriving late does not undo it.
+    let mut late = submission("pr_o0", RequestKind::OptOut, ADA);
+    late.at_ms = NOW - 1000;
+    late.opted_out = Some(false);
+    w.service.submit(late, &tally()).await.unwrap();
+    assert_eq!(w.crm.opted_out(CrmObject::Lead, "ld_1"), Some(true));
+    // A later withdrawal does.
+    let mut back = submission("pr_o2", RequestKind::OptOut, ADA);
+    back.at_ms = NOW + 1000;
+    back.opted_out = Some(false);
+    w.service.submit(back, &tally()).await.unwrap();
+    assert_eq!(w.crm.opted_out(CrmObject::Lead, "ld_1"), Some(false));
+    assert!(!w.subjects.index.choice(&id).await.unwrap().unwrap().opted_out);
+}
+
+#[tokio::test]
+async fn the_daily_sweep_warns_of_near_and_past_deadlines_every_day_until_closed() {
+    let w = world().await;
+    w.leads.down.store(true, Ordering::SeqCst);
+    let t = tally();
+    let _ = w.service.submit(submission("pr_d", RequestKind::Erasure, ADA), &t).await;
+    let day = |m, d| NaiveDate::from_ymd_opt(2026, m, d).unwrap();
+    // Received 1 March (GDPR): due 1 April.
+    let quiet = w.service.sweep(day(3, 10), &t).await.unwrap();
+    assert!(quiet.due_soon.is_empty() && quiet.overdue.is_empty());
+    let soon = w.service.sweep(day(3, 28), &t).await.unwrap();
+    assert_eq!(soon.due_soon, vec!["pr_d"]);
+    let late = w.service.sweep(day(4, 2), &t).await.unwrap();
+    assert_eq!(late.overdue, vec!["pr_d"]);
+    let sent = w.queue.sent("q/notify");
+    assert_eq!(sent.len(), 2);
+    assert!(sent[0].contains("privacy.request.due_soon") && sent[1].contains("privacy.request.overdue"));
+    assert!(sent.iter().all(|m| !m.contains(ADA)));
+    // Once closed, no more warnings.
+    w.leads.down.store(false, Ordering::SeqCst);
+    let closed = w.service.sweep(day(4, 3), &t).await.unwrap();
+    assert_eq!(closed.completed, 1);
+    assert!(closed.overdue.is_empty());
+    let after = w.service.sweep(day(4, 4), &t).await.unwrap();
+    assert_eq!(after.open, 0);
+}
+
+#[tokio::test]
+async fn an_extension_moves_the_deadline_once_with_its_reason() {
+    let w = world().await;
+    w.leads.down.store(true, Ordering::SeqCst);
+    let _ = w.service.submit(submission("pr_e", RequestKind::Erasure, ADA), &tally()).await;
+    let r = w
+        .service
+        .extend("pr_e", "complex: data in many systems", NaiveDate::from_ymd_opt(2026, 3, 20).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(r.due(), NaiveDate::from_ymd_opt(2026, 6, 1).unwrap());
+    assert!(w.service.extend("pr_e", "again", NaiveDate::from_ymd_opt(2026, 3, 21).unwrap()).await.is_err());
+    assert!(w.service.extend("nope", "x", NaiveDate::from_ymd_opt(2026, 3, 21).unwrap()).await.is_err());
+}
