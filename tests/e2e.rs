@@ -111,6 +111,57 @@ async fn the_business_flow_runs_end_to_end() {
     assert_eq!(p.licenses.0, p.licenses.1, "{p:?}");
     assert_eq!(p.invoices.0, p.invoices.1, "{p:?}");
 
+    // Privacy: the buyer's access bundle holds her data from every system that has any; after
+    // her erasure and a lead's, no address, name or unkeyed address hash of either is left in
+    // any table item, object version or queued message, and replaying their archived events
+    // as new deliveries brings nothing back.
+    let pv = &summary.privacy;
+    for s in [
+        "stripe",
+        "customers",
+        "licenses",
+        "billing",
+        "crm",
+        "archive",
+        "leads",
+    ] {
+        assert!(
+            pv.bundle["systems"]
+                .get(s)
+                .is_some_and(|v| v.as_array().is_some_and(|a| !a.is_empty())),
+            "{s} missing from the bundle: {}",
+            pv.bundle["systems"]
+        );
+    }
+    assert_eq!(pv.access["request"]["status"], "completed", "{}", pv.access);
+    let (who, buyer) = &pv.erasures[0];
+    assert_eq!(who, "buyer");
+    assert_eq!(buyer["request"]["status"], "completed_with_exceptions");
+    let kept: Vec<&str> = buyer["request"]["audit"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "kept")
+        .map(|e| e["system"].as_str().unwrap())
+        .collect();
+    for s in ["stripe", "licenses", "billing"] {
+        assert!(kept.contains(&s), "{s} not kept: {kept:?}");
+    }
+    let (who, lead) = &pv.erasures[1];
+    assert_eq!(who, "lead");
+    assert_eq!(lead["request"]["status"], "completed", "{lead}");
+    assert!(
+        pv.leftovers.is_empty(),
+        "left after erasure: {:#?}",
+        pv.leftovers
+    );
+    assert!(pv.replayed >= 2, "{}", pv.replayed);
+    assert!(
+        pv.leftovers_after_replay.is_empty(),
+        "back after the replay: {:#?}",
+        pv.leftovers_after_replay
+    );
+
     // One invoice: the same total on Stripe and in the artifact, equal to its lines.
     let inv = &summary.invoice;
     assert_eq!(inv.stripe_invoices, 1, "{inv:?}");

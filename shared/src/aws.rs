@@ -168,17 +168,25 @@ pub mod dynamo {
             use serde_json::Value as J;
             match v {
                 AttributeValue::S(s) => match s.trim_start().chars().next() {
-                    Some('{') | Some('[') => serde_json::from_str(s).unwrap_or_else(|_| J::String(s.clone())),
+                    Some('{') | Some('[') => {
+                        serde_json::from_str(s).unwrap_or_else(|_| J::String(s.clone()))
+                    }
                     _ => J::String(s.clone()),
                 },
-                AttributeValue::N(n) => serde_json::from_str(n).unwrap_or_else(|_| J::String(n.clone())),
+                AttributeValue::N(n) => {
+                    serde_json::from_str(n).unwrap_or_else(|_| J::String(n.clone()))
+                }
                 AttributeValue::Bool(b) => J::Bool(*b),
                 AttributeValue::Null(_) => J::Null,
                 AttributeValue::Ss(v) => v.iter().cloned().map(J::String).collect(),
                 AttributeValue::Ns(v) => v.iter().cloned().map(J::String).collect(),
                 AttributeValue::L(v) => v.iter().map(value).collect(),
-                AttributeValue::M(m) => J::Object(m.iter().map(|(k, v)| (k.clone(), value(v))).collect()),
-                AttributeValue::B(b) => J::String(base64::engine::general_purpose::STANDARD.encode(b.as_ref())),
+                AttributeValue::M(m) => {
+                    J::Object(m.iter().map(|(k, v)| (k.clone(), value(v))).collect())
+                }
+                AttributeValue::B(b) => {
+                    J::String(base64::engine::general_purpose::STANDARD.encode(b.as_ref()))
+                }
                 _ => J::Null,
             }
         }

@@ -18,11 +18,11 @@
 //! - `SUBJECT#<id>` / `CHOICE`: the person's latest opt-out choice (`opted_out`, `at`).
 
 use crate::aws::dynamo::{get_n, get_s, n, s};
-use aws_sdk_dynamodb::types::AttributeValue;
 use crate::config::Secret;
 use crate::error::{Error, Result};
 use crate::values::Email;
 use async_trait::async_trait;
+use aws_sdk_dynamodb::types::AttributeValue;
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
@@ -189,10 +189,12 @@ pub enum System {
     ClaimChecks,
     /// The idempotency ledger (event ids and body digests only).
     Ledger,
+    /// Access requests' bundles (locator: the object key).
+    Exports,
 }
 
 impl System {
-    pub const ALL: [System; 10] = [
+    pub const ALL: [System; 11] = [
         System::Leads,
         System::Crm,
         System::Stripe,
@@ -203,6 +205,7 @@ impl System {
         System::Queues,
         System::ClaimChecks,
         System::Ledger,
+        System::Exports,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -217,6 +220,7 @@ impl System {
             System::Queues => "queues",
             System::ClaimChecks => "claim_checks",
             System::Ledger => "ledger",
+            System::Exports => "exports",
         }
     }
 
@@ -642,9 +646,15 @@ mod tests {
     async fn the_latest_choice_wins_whatever_order_it_arrives_in() {
         let idx = MemorySubjectIndex::new();
         let id = SubjectKey::for_tests().subject(&email("ada@example.com"));
-        let out = Choice { opted_out: true, at: 20 };
+        let out = Choice {
+            opted_out: true,
+            at: 20,
+        };
         assert!(idx.set_choice(&id, &out).await.unwrap());
-        let older = Choice { opted_out: false, at: 10 };
+        let older = Choice {
+            opted_out: false,
+            at: 10,
+        };
         assert!(!idx.set_choice(&id, &older).await.unwrap());
         assert_eq!(idx.choice(&id).await.unwrap(), Some(out));
         // A form's consent made before the opt-out loses; one made after wins.

@@ -118,6 +118,24 @@ pub struct ReplayLine {
     pub invoices: (usize, usize),
 }
 
+/// The privacy requests of the scenario's people (privacy-requests).
+#[derive(Debug, Clone)]
+pub struct PrivacyLine {
+    /// The buyer's access request: its answer (record, due date, link) and the bundle.
+    pub access: Value,
+    pub bundle: Value,
+    /// Each erasure's record, by who asked ("buyer", "lead").
+    pub erasures: Vec<(String, Value)>,
+    /// Occurrences of the erased people's addresses, names or unkeyed address hashes left
+    /// anywhere (every table item, every object version, every queued message) after the
+    /// erasures: `(where, what matched)`.
+    pub leftovers: Vec<(String, String)>,
+    /// Their archived events replayed (as fresh deliveries) after the erasures.
+    pub replayed: usize,
+    /// The same scan after the replay.
+    pub leftovers_after_replay: Vec<(String, String)>,
+}
+
 /// Everything the scenario produced.
 #[derive(Debug, Clone)]
 pub struct Summary {
@@ -126,6 +144,7 @@ pub struct Summary {
     pub customer: CustomerLine,
     pub revenue: RevenueLine,
     pub replay: ReplayLine,
+    pub privacy: PrivacyLine,
     pub usage_records: usize,
     pub invoice: InvoiceSummary,
     pub duplicate_answer: Value,
@@ -988,12 +1007,17 @@ pub async fn run(w: &World<'_>, progress: Progress<'_>) -> Result<Summary> {
         }
     }
 
+    // 11. Privacy: the buyer asks for her data, then to be erased; a lead asks to be erased.
+    let jane = format!("jane.doe+{run}@globex.example");
+    let privacy = privacy_requests(w, progress, &buyer_email, &jane).await?;
+
     Ok(Summary {
         licenses: license_lines,
         leads,
         customer: customer_line,
         revenue,
         replay,
+        privacy,
         usage_records,
         invoice,
         duplicate_answer: answers[1].clone(),
@@ -1127,6 +1151,65 @@ impl Summary {
              \x20 {} archived events replayed as {} queue messages; licenses {} -> {}, invoices {} -> {} (idempotent consumers: nothing new)\n",
             p.replayed, p.messages, p.licenses.0, p.licenses.1, p.invoices.0, p.invoices.1
         ));
+        let pv = &self.privacy;
+        o.push_str(
+            "\n== Privacy requests (portal privacy.request -> intake -> privacy-requests) ==\n",
+        );
+        let systems: Vec<&str> = pv.bundle["systems"]
+            .as_object()
+            .map(|m| m.keys().map(String::as_str).collect())
+            .unwrap_or_default();
+        o.push_str(&format!(
+            "  access   {}  {}  due {}  bundle: {}\n           link (expires): {}…\n",
+            pv.access["request"]["id"].as_str().unwrap_or_default(),
+            pv.access["request"]["status"].as_str().unwrap_or_default(),
+            pv.access["due"].as_str().unwrap_or_default(),
+            systems.join(", "),
+            pv.access["link"]
+                .as_str()
+                .unwrap_or_default()
+                .chars()
+                .take(72)
+                .collect::<String>(),
+        ));
+        for (who, r) in &pv.erasures {
+            let audit = r["request"]["audit"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            let count = |a: &str| audit.iter().filter(|e| e["action"] == a).count();
+            o.push_str(&format!(
+                "  erasure  {} ({who})  {}  erased {}  kept {}\n",
+                r["request"]["id"].as_str().unwrap_or_default(),
+                r["request"]["status"].as_str().unwrap_or_default(),
+                count("erased"),
+                count("kept"),
+            ));
+            for e in audit.iter().filter(|e| e["action"] == "kept") {
+                o.push_str(&format!(
+                    "           kept in {}: {}\n             basis: {}\n",
+                    e["system"].as_str().unwrap_or_default(),
+                    e["detail"].as_str().unwrap_or_default(),
+                    e["basis"].as_str().unwrap_or_default()
+                ));
+            }
+        }
+        o.push_str(&format!(
+            "  scan of every table item, object version and queued message: {} occurrence(s) left; after replaying their {} archived event(s): {}\n",
+            pv.leftovers.len(),
+            pv.replayed,
+            pv.leftovers_after_replay.len()
+        ));
+        for (place, what) in pv.leftovers.iter().chain(&pv.leftovers_after_replay) {
+            o.push_str(&format!(
+                "    {place}: {}\n",
+                if what.contains('@') {
+                    "address"
+                } else {
+                    "name or hash"
+                }
+            ));
+        }
         let i = &self.invoice;
         o.push_str(&format!(
             "\n== Invoice {} for {} ({} usage records -> usage-billing) ==\n",
@@ -1177,4 +1260,283 @@ async fn subject_key(w: &World<'_>) -> Result<blapi::subjects::SubjectKey> {
     blapi::subjects::SubjectKey::from_secret(w.clients.secrets(), &env["PRIVACY_KEY_SECRET_ID"])
         .await
         .map_err(|e| anyhow!("{}", e.chain()))
+}
+
+/// Posts a portal `privacy.request` and waits for privacy-requests to close it.
+async fn privacy_request(w: &World<'_>, email: &str, kind: &str) -> Result<Value> {
+    let (event_id, _) = w
+        .post_source(
+            "portal",
+            "privacy.request",
+            json!({"email": email, "kind": kind, "jurisdiction": "gdpr"}),
+        )
+        .await?;
+    let id = blapi::privacy::input::request_id_for_event("portal", &event_id);
+    until(
+        &format!("the {kind} request closed"),
+        Duration::from_secs(180),
+        || async {
+            let v = w
+                .invoke(
+                    "privacy-requests",
+                    &json!({"action": "status", "request_id": id}),
+                )
+                .await;
+            Ok(v.ok().filter(|v| {
+                v["request"]["status"]
+                    .as_str()
+                    .is_some_and(|s| s.starts_with("completed"))
+            }))
+        },
+    )
+    .await
+}
+
+/// What identifies a person in stored text: the address, the name, and the address's plain
+/// SHA-256 (what an unkeyed hash would have stored).
+fn needles(email: &str, names: &[&str]) -> Vec<String> {
+    use sha2::Digest;
+    let mut n = vec![
+        email.to_owned(),
+        hex::encode(sha2::Sha256::digest(email.as_bytes())),
+    ];
+    n.extend(names.iter().map(|s| (*s).to_owned()));
+    n
+}
+
+/// Every table item, every object version of the bucket and every queued message, searched
+/// for `needles`: `(where, needle)` for each hit.
+pub async fn scan_everything(w: &World<'_>, needles: &[String]) -> Result<Vec<(String, String)>> {
+    let mut hits = Vec::new();
+    let mut check = |place: String, text: &str| {
+        for n in needles {
+            if text.contains(n.as_str()) {
+                hits.push((place.clone(), n.clone()));
+            }
+        }
+    };
+    for (id, _) in w
+        .stack
+        .resources
+        .iter()
+        .filter(|(id, _)| id.ends_with("Table"))
+    {
+        let table = w.stack.physical(id).to_owned();
+        let mut start = None;
+        loop {
+            let out = w
+                .clients
+                .dynamodb()
+                .scan()
+                .table_name(&table)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await?;
+            for item in out.items() {
+                let text = blapi::aws::dynamo::item_to_json(item).to_string();
+                let key = format!(
+                    "{id} {}/{}",
+                    blapi::aws::dynamo::get_s(item, "pk").unwrap_or_default(),
+                    blapi::aws::dynamo::get_s(item, "sk").unwrap_or_default()
+                );
+                check(key, &text);
+            }
+            match out.last_evaluated_key() {
+                Some(k) if !k.is_empty() => start = Some(k.clone()),
+                _ => break,
+            }
+        }
+    }
+    let bucket = w.stack.physical("ArtifactsBucket").to_owned();
+    let (mut key_marker, mut version_marker) = (None::<String>, None::<String>);
+    loop {
+        let out = w
+            .clients
+            .s3()
+            .list_object_versions()
+            .bucket(&bucket)
+            .set_key_marker(key_marker.take())
+            .set_version_id_marker(version_marker.take())
+            .send()
+            .await?;
+        for v in out.versions() {
+            let (Some(key), Some(version)) = (v.key(), v.version_id()) else {
+                continue;
+            };
+            let body = w
+                .clients
+                .s3()
+                .get_object()
+                .bucket(&bucket)
+                .key(key)
+                .version_id(version)
+                .send()
+                .await?
+                .body
+                .collect()
+                .await?
+                .into_bytes();
+            check(
+                format!("s3://{bucket}/{key}?versionId={version}"),
+                &String::from_utf8_lossy(&body),
+            );
+        }
+        if out.is_truncated() != Some(true) {
+            break;
+        }
+        key_marker = out.next_key_marker().map(str::to_owned);
+        version_marker = out.next_version_id_marker().map(str::to_owned);
+    }
+    for (id, _) in w
+        .stack
+        .resources
+        .iter()
+        .filter(|(id, _)| id.ends_with("Queue") || id.ends_with("DLQ"))
+    {
+        let url = w.stack.physical(id).to_owned();
+        let mut handles = Vec::new();
+        loop {
+            let out = w
+                .clients
+                .sqs()
+                .receive_message()
+                .queue_url(&url)
+                .max_number_of_messages(10)
+                .visibility_timeout(30)
+                .send()
+                .await?;
+            if out.messages().is_empty() {
+                break;
+            }
+            for m in out.messages() {
+                check(format!("{id} message"), m.body().unwrap_or_default());
+                handles.extend(m.receipt_handle().map(str::to_owned));
+            }
+        }
+        for h in handles {
+            w.clients
+                .sqs()
+                .change_message_visibility()
+                .queue_url(&url)
+                .receipt_handle(h)
+                .visibility_timeout(0)
+                .send()
+                .await?;
+        }
+    }
+    Ok(hits)
+}
+
+/// The archived events naming `email`, as intake enqueued them (to replay after erasure).
+async fn archived_of(w: &World<'_>, email: &str) -> Result<Vec<blapi::queue::EventMessage>> {
+    let bucket = w.stack.physical("ArtifactsBucket");
+    let mut out = Vec::new();
+    let keys = w
+        .store
+        .list("raw/")
+        .await
+        .map_err(|e| anyhow!("{}", e.chain()))?;
+    let _ = bucket;
+    for key in keys {
+        let Some(bytes) = w
+            .store
+            .get(&key)
+            .await
+            .map_err(|e| anyhow!("{}", e.chain()))?
+        else {
+            continue;
+        };
+        let text = String::from_utf8_lossy(&bytes);
+        if !text.contains(email) {
+            continue;
+        }
+        let event: Value = serde_json::from_slice(&bytes)?;
+        let source = key.split('/').nth(1).unwrap_or_default().to_owned();
+        let id = event["id"].as_str().map(str::to_owned).unwrap_or_else(|| {
+            key.rsplit('/')
+                .next()
+                .unwrap_or_default()
+                .trim_end_matches(".json")
+                .to_owned()
+        });
+        out.push(blapi::queue::EventMessage {
+            // A fresh id: a new delivery, past every idempotency record; only the tombstone
+            // stands between it and the person's data.
+            id: format!("{id}-replayed-after-erasure"),
+            source,
+            event_type: event["type"].as_str().unwrap_or_default().to_owned(),
+            received_at: Utc::now(),
+            raw_key: key.clone(),
+            event,
+        });
+    }
+    Ok(out)
+}
+
+async fn privacy_requests(
+    w: &World<'_>,
+    progress: Progress<'_>,
+    buyer: &str,
+    lead: &str,
+) -> Result<PrivacyLine> {
+    progress(
+        "privacy: the buyer asks for her data through the portal -> one bundle, every system, behind an expiring link",
+    );
+    let access = privacy_request(w, buyer, "access").await?;
+    let link = access["link"].as_str().context("the bundle's link")?;
+    let bundle: Value = w.http.get(link).send().await?.json().await?;
+
+    // Kept before the erasure, to replay afterwards.
+    let mut replay = archived_of(w, buyer).await?;
+    replay.extend(archived_of(w, lead).await?);
+
+    progress(
+        "privacy: the buyer and a lead ask to be erased -> every store, every object version, every queued message",
+    );
+    let mut erasures = Vec::new();
+    erasures.push((
+        "buyer".to_owned(),
+        privacy_request(w, buyer, "erasure").await?,
+    ));
+    erasures.push((
+        "lead".to_owned(),
+        privacy_request(w, lead, "erasure").await?,
+    ));
+    let mut looking = needles(buyer, &["Lovelace"]);
+    looking.extend(needles(lead, &["\"Doe\"", "Jane Doe"]));
+    let leftovers = scan_everything(w, &looking).await?;
+
+    progress(
+        "privacy: their archived events replayed as new deliveries -> nothing comes back (tombstones)",
+    );
+    let sender = blapi::queue::SqsSender::new(w.clients.sqs().clone(), w.store.clone());
+    use blapi::queue::QueueSender;
+    use blapi::webhook::routing::{Route, routes};
+    let mut replayed = 0;
+    for m in &replay {
+        for route in routes(&m.source, &m.event_type).iter() {
+            // Only the consumers that write personal data; billing and licensing are keyed
+            // by Stripe's ids and idempotent on them.
+            let logical = match route {
+                Route::LeadEvents => "LeadEventsQueue",
+                Route::CustomerEvents => "CustomerEventsQueue",
+                _ => continue,
+            };
+            sender
+                .send(w.stack.physical(logical), serde_json::to_string(m)?)
+                .await
+                .map_err(|e| anyhow!("{}", e.chain()))?;
+            replayed += 1;
+        }
+    }
+    w.settle(Duration::from_secs(120)).await?;
+    let leftovers_after_replay = scan_everything(w, &looking).await?;
+    Ok(PrivacyLine {
+        access,
+        bundle,
+        erasures,
+        leftovers,
+        replayed,
+        leftovers_after_replay,
+    })
 }

@@ -25,8 +25,8 @@ use blapi::error::{Error, Result};
 use blapi::leads::store::DynamoLeadsTable;
 use blapi::licensing::DynamoLicenseStore;
 use blapi::privacy::connectors::{
-    ArchiveConnector, BillingConnector, ClaimCheckSweep, Connector, CrmConnector,
-    CustomersConnector, LeadsConnector, LicensesConnector, QueueSweep, StripeConnector, Sweep,
+    BillingConnector, ClaimCheckSweep, Connector, CrmConnector, CustomersConnector, LeadsConnector,
+    LicensesConnector, ObjectsConnector, QueueSweep, StripeConnector, Sweep,
 };
 use blapi::privacy::input::{RequestFields, from_event};
 use blapi::privacy::{Config, DynamoRequests, Ports as PrivacyPorts, PrivacyService};
@@ -77,7 +77,10 @@ impl Ports {
             .crm
             .connect(clients, s3.clone(), config.http_retry)
             .await?;
-        let billing = Arc::new(DynamoBilling::new(ddb.clone(), config.billing_table.clone()));
+        let billing = Arc::new(DynamoBilling::new(
+            ddb.clone(),
+            config.billing_table.clone(),
+        ));
         let connectors: Vec<Arc<dyn Connector>> = vec![
             Arc::new(LeadsConnector(Arc::new(DynamoLeadsTable::new(
                 ddb.clone(),
@@ -103,7 +106,8 @@ impl Ports {
                 dunning: billing,
                 files: s3.clone(),
             }),
-            Arc::new(ArchiveConnector(s3.clone())),
+            Arc::new(ObjectsConnector::archive(s3.clone())),
+            Arc::new(ObjectsConnector::exports(s3.clone())),
         ];
         let sweeps: Vec<Arc<dyn Sweep>> = vec![
             Arc::new(QueueSweep {
@@ -218,7 +222,10 @@ impl App {
             self.service.submit(submission, tally).await.map(|_| ())
         })
         .await;
-        tally.count("PrivacyMessagesFailed", resp.batch_item_failures.len() as u64);
+        tally.count(
+            "PrivacyMessagesFailed",
+            resp.batch_item_failures.len() as u64,
+        );
         tracing::info!(
             records = total,
             failed = resp.batch_item_failures.len(),
@@ -236,9 +243,8 @@ impl App {
                 Ok(json!({"swept": today, "report": report}))
             }
             Action::Submit { request_id, fields } => {
-                let id = request_id.unwrap_or_else(|| {
-                    format!("pr_op_{}", now.format("%Y%m%dT%H%M%S%3f"))
-                });
+                let id = request_id
+                    .unwrap_or_else(|| format!("pr_op_{}", now.format("%Y%m%dT%H%M%S%3f")));
                 let submission = RequestFields {
                     email: fields.email,
                     kind: fields.kind,

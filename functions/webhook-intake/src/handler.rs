@@ -140,7 +140,11 @@ impl App {
 
     /// Indexes archived events under the people they name (when the configuration names the
     /// subject index).
-    pub async fn with_subjects(mut self, config: &Config, clients: &Clients) -> Result<Self, blapi::Error> {
+    pub async fn with_subjects(
+        mut self,
+        config: &Config,
+        clients: &Clients,
+    ) -> Result<Self, blapi::Error> {
         if let Some(sc) = &config.subjects {
             let subjects = blapi::subjects::Subjects::connect(sc, clients).await?;
             self.intake = self.intake.with_subjects(subjects);

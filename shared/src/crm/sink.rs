@@ -7,8 +7,8 @@
 //! to the record and never part of it nor of its export line.
 
 use super::{
-    AccountHealth, ConsentChange, CrmError, CrmLead, CrmObject, CrmPort, CrmRecord,
-    LeadConversion, Upserted,
+    AccountHealth, ConsentChange, CrmError, CrmLead, CrmObject, CrmPort, CrmRecord, LeadConversion,
+    Upserted,
 };
 use crate::aws::dynamo::{Item, get_json, get_n, get_s};
 use crate::error::{Error, Result};

@@ -198,10 +198,7 @@ impl StripeCustomers for crate::stripe::StripeClient {
     }
     async fn delete(&self, id: &str) -> Result<bool> {
         crate::stripe::client::checked_id("customer", "cus_", id)?;
-        match self
-            .delete::<Value>(&format!("customers/{id}"))
-            .await
-        {
+        match self.delete::<Value>(&format!("customers/{id}")).await {
             Ok(_) => Ok(true),
             Err(Error::NotFound(_)) => Ok(false),
             Err(e) => Err(e),
@@ -354,27 +351,55 @@ impl Connector for BillingConnector {
     }
 }
 
-/// The raw webhook archive (locator: the object key): every version is erased.
-pub struct ArchiveConnector(pub Arc<dyn ObjectStore>);
+/// Objects holding a person's data whole (locator: the object key): the raw webhook archive
+/// ([`System::Archive`]) and access bundles ([`System::Exports`]). Every version is erased.
+pub struct ObjectsConnector {
+    pub system: System,
+    pub files: Arc<dyn ObjectStore>,
+}
+
+impl ObjectsConnector {
+    pub fn archive(files: Arc<dyn ObjectStore>) -> Self {
+        Self {
+            system: System::Archive,
+            files,
+        }
+    }
+    pub fn exports(files: Arc<dyn ObjectStore>) -> Self {
+        Self {
+            system: System::Exports,
+            files,
+        }
+    }
+}
 
 #[async_trait]
-impl Connector for ArchiveConnector {
+impl Connector for ObjectsConnector {
     fn system(&self) -> System {
-        System::Archive
+        self.system
     }
     async fn export(&self, _subject: &SubjectId, locator: &str) -> Result<Option<Value>> {
+        if self.system == System::Exports {
+            // An earlier bundle is not exported into the next one.
+            return Ok(None);
+        }
         Ok(self
-            .0
+            .files
             .get(locator)
             .await?
             .map(|b| serde_json::from_slice(&b).unwrap_or(Value::Null)))
     }
     async fn erase(&self, _subject: &SubjectId, locator: &str) -> Result<Vec<Outcome>> {
-        let n = self.0.erase_all_versions(locator).await?;
-        Ok(vec![if n == 0 {
-            Outcome::NothingThere(format!("archived event {locator}"))
+        let what = if self.system == System::Exports {
+            "access bundle"
         } else {
-            Outcome::Erased(format!("archived event {locator}: {n} version(s)"))
+            "archived event"
+        };
+        let n = self.files.erase_all_versions(locator).await?;
+        Ok(vec![if n == 0 {
+            Outcome::NothingThere(format!("{what} {locator}"))
+        } else {
+            Outcome::Erased(format!("{what} {locator}: {n} version(s)"))
         }])
     }
 }
@@ -416,7 +441,9 @@ impl Sweep for ClaimCheckSweep {
         let mut out = Vec::new();
         for (k, _) in self.matches(subject).await? {
             let n = self.files.erase_all_versions(&k).await?;
-            out.push(Outcome::Erased(format!("claim-checked body {k}: {n} version(s)")));
+            out.push(Outcome::Erased(format!(
+                "claim-checked body {k}: {n} version(s)"
+            )));
         }
         Ok(out)
     }
@@ -509,7 +536,10 @@ impl Sweep for QueueSweep {
         for url in &self.queue_urls {
             let n = self.sweep(url, subject, true).await?.len();
             if n > 0 {
-                out.push(Outcome::Erased(format!("{n} message(s) in {}", queue_name(url))));
+                out.push(Outcome::Erased(format!(
+                    "{n} message(s) in {}",
+                    queue_name(url)
+                )));
             }
         }
         Ok(out)

@@ -87,9 +87,8 @@ pub fn from_event(msg: &EventMessage) -> Result<Submission> {
         .get("data")
         .cloned()
         .ok_or_else(|| Error::Invalid("the event has no data".into()))?;
-    let fields: RequestFields = serde_json::from_value(data).map_err(|e| {
-        Error::Invalid(format!("data: {}", crate::error::json_error(&e)))
-    })?;
+    let fields: RequestFields = serde_json::from_value(data)
+        .map_err(|e| Error::Invalid(format!("data: {}", crate::error::json_error(&e))))?;
     fields.submission(request_id_for_event(&msg.source, &msg.id), msg.received_at)
 }
 
@@ -111,31 +110,57 @@ mod tests {
 
     #[test]
     fn a_portal_event_becomes_a_submission_with_a_stable_id() {
-        let s = from_event(&msg(json!({"email": "Ada@Example.com", "kind": "erasure", "jurisdiction": "gdpr"}))).unwrap();
+        let s = from_event(&msg(
+            json!({"email": "Ada@Example.com", "kind": "erasure", "jurisdiction": "gdpr"}),
+        ))
+        .unwrap();
         assert_eq!(s.kind, RequestKind::Erasure);
         assert_eq!(s.jurisdiction, Jurisdiction::Gdpr);
         assert_eq!(s.email.as_str(), "ada@example.com");
         assert_eq!(s.received.to_string(), "2026-03-01");
         assert_eq!(s.id, request_id_for_event("portal", "msg_1"));
         assert!(s.id.starts_with("pr_") && s.id.len() == 27);
-        let again = from_event(&msg(json!({"email": "ada@example.com", "kind": "erasure", "jurisdiction": "gdpr"}))).unwrap();
+        let again = from_event(&msg(
+            json!({"email": "ada@example.com", "kind": "erasure", "jurisdiction": "gdpr"}),
+        ))
+        .unwrap();
         assert_eq!(again.id, s.id);
     }
 
     #[test]
     fn bad_requests_are_refused_without_quoting_the_address() {
         let cases = [
-            (json!({"email": "ada.example.com", "kind": "access", "jurisdiction": "gdpr"}), "email"),
-            (json!({"email": "ada@example.com", "kind": "delete_all", "jurisdiction": "gdpr"}), "kind"),
-            (json!({"email": "ada@example.com", "kind": "access", "jurisdiction": "mars"}), "jurisdiction"),
-            (json!({"email": "ada@example.com", "kind": "access", "jurisdiction": "gdpr", "opted_out": true}), "opted_out"),
-            (json!({"email": "ada@example.com", "kind": "access", "jurisdiction": "gdpr", "phone": "+1 555"}), "phone"),
+            (
+                json!({"email": "ada.example.com", "kind": "access", "jurisdiction": "gdpr"}),
+                "email",
+            ),
+            (
+                json!({"email": "ada@example.com", "kind": "delete_all", "jurisdiction": "gdpr"}),
+                "kind",
+            ),
+            (
+                json!({"email": "ada@example.com", "kind": "access", "jurisdiction": "mars"}),
+                "jurisdiction",
+            ),
+            (
+                json!({"email": "ada@example.com", "kind": "access", "jurisdiction": "gdpr", "opted_out": true}),
+                "opted_out",
+            ),
+            (
+                json!({"email": "ada@example.com", "kind": "access", "jurisdiction": "gdpr", "phone": "+1 555"}),
+                "phone",
+            ),
             (json!({"kind": "access", "jurisdiction": "gdpr"}), "email"),
         ];
         for (data, field) in cases {
             let e = from_event(&msg(data.clone())).unwrap_err().to_string();
             assert!(e.contains(field), "{data}: {e}");
-            assert!(!e.contains("ada@example.com") && !e.contains("ada.example.com") && !e.contains("+1 555"), "{e}");
+            assert!(
+                !e.contains("ada@example.com")
+                    && !e.contains("ada.example.com")
+                    && !e.contains("+1 555"),
+                "{e}"
+            );
         }
         let mut other = msg(json!({}));
         other.event_type = "lead.signup".into();

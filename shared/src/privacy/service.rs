@@ -90,7 +90,11 @@ pub struct PrivacyService {
 /// What stopped a run, without personal data (never the error's text: it may quote a value).
 fn cause(e: &Error) -> String {
     match e {
-        Error::Dependency { service, retryable: true, .. } => format!("{service} unavailable"),
+        Error::Dependency {
+            service,
+            retryable: true,
+            ..
+        } => format!("{service} unavailable"),
         Error::Dependency { service, .. } => format!("{service} refused"),
         Error::Invalid(_) => "invalid input".into(),
         Error::NotFound(_) => "not found".into(),
@@ -124,14 +128,20 @@ impl PrivacyService {
     /// Opens the request (or finds the same one already open) and processes it.
     pub async fn submit(&self, s: Submission, tally: &Tally) -> Result<PrivacyRequest> {
         let subject = self.ports.subjects.key.subject(&s.email);
-        let mut request =
-            PrivacyRequest::new(s.id, s.kind, s.jurisdiction, subject, s.received);
+        let mut request = PrivacyRequest::new(s.id, s.kind, s.jurisdiction, subject, s.received);
         request.requested_at = s.at_ms;
         if s.kind == RequestKind::OptOut {
             request.opted_out = Some(s.opted_out.unwrap_or(true));
         }
         let (request, _, created) = self.ports.requests.open(&request).await?;
-        tally.count(if created { "PrivacyRequestsReceived" } else { "PrivacyRequestsRepeated" }, 1);
+        tally.count(
+            if created {
+                "PrivacyRequestsReceived"
+            } else {
+                "PrivacyRequestsRepeated"
+            },
+            1,
+        );
         tracing::info!(request_id = %request.id, kind = ?request.kind, created, "privacy request");
         self.process(&request.id, tally).await
     }
@@ -163,7 +173,10 @@ impl PrivacyService {
                 (self.ports.clock)(),
                 None,
                 "failed",
-                &format!("stopped: {} (resumes on retry or the daily sweep)", cause(&e)),
+                &format!(
+                    "stopped: {} (resumes on retry or the daily sweep)",
+                    cause(&e)
+                ),
             );
             if let Err(save) = self.ports.requests.save(&r, version).await {
                 tracing::warn!(error = %save.chain(), "could not record the failure");
@@ -172,7 +185,11 @@ impl PrivacyService {
             return Err(e);
         }
         let kept = r.audit.iter().any(|e| e.action == "kept");
-        let end = if kept { RequestStatus::CompletedWithExceptions } else { RequestStatus::Completed };
+        let end = if kept {
+            RequestStatus::CompletedWithExceptions
+        } else {
+            RequestStatus::Completed
+        };
         r.transition((self.ports.clock)(), end)?;
         self.ports.requests.save(&r, version).await?;
         tally.count("PrivacyRequestsCompleted", 1);
@@ -181,7 +198,12 @@ impl PrivacyService {
         Ok(r)
     }
 
-    async fn step_done(&self, r: &mut PrivacyRequest, version: &mut u64, step: String) -> Result<()> {
+    async fn step_done(
+        &self,
+        r: &mut PrivacyRequest,
+        version: &mut u64,
+        step: String,
+    ) -> Result<()> {
         r.done.insert(step);
         *version = self.ports.requests.save(r, *version).await?;
         Ok(())
@@ -192,7 +214,11 @@ impl PrivacyService {
         let mut bundle: BTreeMap<&'static str, Vec<Value>> = BTreeMap::new();
         let mut counts: BTreeMap<System, usize> = BTreeMap::new();
         for l in &locations {
-            if let Some(data) = self.connector(l.system)?.export(&r.subject, &l.locator).await? {
+            if let Some(data) = self
+                .connector(l.system)?
+                .export(&r.subject, &l.locator)
+                .await?
+            {
                 bundle
                     .entry(l.system.as_str())
                     .or_default()
@@ -229,9 +255,20 @@ impl PrivacyService {
             "systems": bundle,
         });
         let body = serde_json::to_vec_pretty(&doc).map_err(|e| Error::Invalid(e.to_string()))?;
+        // Indexed first: a later erasure finds the bundle too.
+        self.ports
+            .subjects
+            .index
+            .record(&r.subject, &[Location::new(System::Exports, &key)], at)
+            .await?;
         self.ports.files.put(&key, body, "application/json").await?;
         r.bundle_key = Some(key.clone());
-        r.record(at, None, "bundle", &format!("{key} (expires by lifecycle after 30 days)"));
+        r.record(
+            at,
+            None,
+            "bundle",
+            &format!("{key} (expires by lifecycle after 30 days)"),
+        );
         self.step_done(r, version, "bundle".into()).await
     }
 
@@ -248,7 +285,12 @@ impl PrivacyService {
                     },
                 )
                 .await?;
-            r.record((self.ports.clock)(), None, "tombstoned", "no new data about the person is written from now on");
+            r.record(
+                (self.ports.clock)(),
+                None,
+                "tombstoned",
+                "no new data about the person is written from now on",
+            );
             self.step_done(r, version, "tombstone".into()).await?;
         }
         let locations = subjects.index.locations(&r.subject).await?;
@@ -260,7 +302,10 @@ impl PrivacyService {
             if r.done.contains(&step) {
                 continue;
             }
-            let outcomes = self.connector(l.system)?.erase(&r.subject, &l.locator).await?;
+            let outcomes = self
+                .connector(l.system)?
+                .erase(&r.subject, &l.locator)
+                .await?;
             let kept = self.apply(r, l.system, outcomes)?;
             if !kept {
                 subjects.index.forget(&r.subject, &l).await?;
@@ -292,13 +337,20 @@ impl PrivacyService {
     }
 
     /// Records outcomes; `true` when something was kept.
-    fn apply(&self, r: &mut PrivacyRequest, system: System, outcomes: Vec<Outcome>) -> Result<bool> {
+    fn apply(
+        &self,
+        r: &mut PrivacyRequest,
+        system: System,
+        outcomes: Vec<Outcome>,
+    ) -> Result<bool> {
         let at = (self.ports.clock)();
         let mut kept = false;
         for o in outcomes {
             match o {
                 Outcome::Erased(d) => r.record(at, Some(system), "erased", &d),
-                Outcome::NothingThere(d) => r.record(at, Some(system), "found", &format!("nothing: {d}")),
+                Outcome::NothingThere(d) => {
+                    r.record(at, Some(system), "found", &format!("nothing: {d}"))
+                }
                 Outcome::Kept { detail, basis } => {
                     r.keep(at, system, &detail, &basis)?;
                     kept = true;
@@ -311,8 +363,16 @@ impl PrivacyService {
     async fn opt_out(&self, r: &mut PrivacyRequest, version: &mut u64) -> Result<()> {
         let opted_out = r.opted_out.unwrap_or(true);
         if !r.done.contains("choice") {
-            let choice = Choice { opted_out, at: r.requested_at };
-            let newest = self.ports.subjects.index.set_choice(&r.subject, &choice).await?;
+            let choice = Choice {
+                opted_out,
+                at: r.requested_at,
+            };
+            let newest = self
+                .ports
+                .subjects
+                .index
+                .set_choice(&r.subject, &choice)
+                .await?;
             r.record(
                 (self.ports.clock)(),
                 None,
@@ -347,7 +407,11 @@ impl PrivacyService {
             if r.done.contains(&step) {
                 continue;
             }
-            if let Some(d) = self.connector(System::Crm)?.opt_out(&l.locator, standing).await? {
+            if let Some(d) = self
+                .connector(System::Crm)?
+                .opt_out(&l.locator, standing)
+                .await?
+            {
                 r.record((self.ports.clock)(), Some(System::Crm), "opt_out", &d);
             }
             self.step_done(r, version, step).await?;
@@ -358,7 +422,12 @@ impl PrivacyService {
     /// A fresh link to an access request's bundle.
     pub async fn link(&self, r: &PrivacyRequest) -> Result<Option<String>> {
         match &r.bundle_key {
-            Some(k) => Ok(Some(self.ports.files.presign_get(k, self.settings.link_ttl).await?)),
+            Some(k) => Ok(Some(
+                self.ports
+                    .files
+                    .presign_get(k, self.settings.link_ttl)
+                    .await?,
+            )),
             None => Ok(None),
         }
     }
@@ -461,6 +530,12 @@ impl PrivacyService {
 
     /// Whether `subject` was erased.
     pub async fn erased(&self, subject: &SubjectId) -> Result<bool> {
-        Ok(self.ports.subjects.index.tombstoned(subject).await?.is_some())
+        Ok(self
+            .ports
+            .subjects
+            .index
+            .tombstoned(subject)
+            .await?
+            .is_some())
     }
 }

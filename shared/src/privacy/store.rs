@@ -134,9 +134,13 @@ impl RequestStore for DynamoRequests {
     }
 
     async fn get(&self, id: &str) -> Result<Option<(PrivacyRequest, u64)>> {
-        let item =
-            crate::aws::dynamo::get_item(&self.client, &self.table, request_pk(id), Some("REQUEST"))
-                .await?;
+        let item = crate::aws::dynamo::get_item(
+            &self.client,
+            &self.table,
+            request_pk(id),
+            Some("REQUEST"),
+        )
+        .await?;
         item.map(|i| {
             let r: PrivacyRequest = get_json(&i, "doc", "privacy request")?;
             Ok((r, get_n(&i, "version").unwrap_or(0)))
@@ -162,9 +166,9 @@ impl RequestStore for DynamoRequests {
         }
         match tx.send().await {
             Ok(_) => Ok(next),
-            Err(e) if crate::aws::dynamo::cancelled_by_condition(&e) == Some(true) => Err(Error::Conflict(
-                format!("privacy request {} changed meanwhile", request.id),
-            )),
+            Err(e) if crate::aws::dynamo::cancelled_by_condition(&e) == Some(true) => Err(
+                Error::Conflict(format!("privacy request {} changed meanwhile", request.id)),
+            ),
             Err(e) => Err(Error::aws("dynamodb", e)),
         }
     }
@@ -193,7 +197,10 @@ impl RequestStore for DynamoRequests {
 /// In memory (unit tests).
 #[derive(Debug, Default)]
 pub struct MemoryRequests {
-    inner: Mutex<(BTreeMap<String, (PrivacyRequest, u64)>, BTreeMap<String, String>)>,
+    inner: Mutex<(
+        BTreeMap<String, (PrivacyRequest, u64)>,
+        BTreeMap<String, String>,
+    )>,
 }
 
 impl MemoryRequests {

@@ -2,7 +2,7 @@
 //! switch), the memory index, requests store, object store and queue. The real connectors
 //! run against the local stack in privacy-requests' tests.
 
-use super::connectors::{ArchiveConnector, Connector, CrmConnector, Outcome, Sweep};
+use super::connectors::{Connector, CrmConnector, ObjectsConnector, Outcome, Sweep};
 use super::deadline::Jurisdiction;
 use super::request::{RequestKind, RequestStatus};
 use super::service::{Ports, PrivacyService, Settings, Submission};
@@ -34,7 +34,11 @@ impl Fake {
     fn new(system: System, data: &[(&str, Value)], keep: &[&str]) -> Arc<Self> {
         Arc::new(Self {
             system,
-            data: Mutex::new(data.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect()),
+            data: Mutex::new(
+                data.iter()
+                    .map(|(k, v)| ((*k).to_owned(), v.clone()))
+                    .collect(),
+            ),
             keep: keep.iter().map(|k| (*k).to_owned()).collect(),
             down: AtomicBool::new(false),
             erase_calls: AtomicUsize::new(0),
@@ -131,15 +135,31 @@ fn ada() -> Email {
 async fn world() -> World {
     let subjects = Subjects::for_tests();
     let id = subjects.key.subject(&ada());
-    let leads = Fake::new(System::Leads, &[("ld_1", json!({"email": ADA, "name": "Ada"}))], &[]);
-    let billing = Fake::new(System::Billing, &[("cus_1", json!({"invoices": 2}))], &["cus_1"]);
+    let leads = Fake::new(
+        System::Leads,
+        &[("ld_1", json!({"email": ADA, "name": "Ada"}))],
+        &[],
+    );
+    let billing = Fake::new(
+        System::Billing,
+        &[("cus_1", json!({"invoices": 2}))],
+        &["cus_1"],
+    );
     let files = Arc::new(MemoryStore::new());
     files
-        .put("raw/portal/e1.json", json!({"email": ADA}).to_string().into_bytes(), "application/json")
+        .put(
+            "raw/portal/e1.json",
+            json!({"email": ADA}).to_string().into_bytes(),
+            "application/json",
+        )
         .await
         .unwrap();
     files
-        .put("raw/portal/other.json", json!({"email": "bob@example.com"}).to_string().into_bytes(), "application/json")
+        .put(
+            "raw/portal/other.json",
+            json!({"email": "bob@example.com"}).to_string().into_bytes(),
+            "application/json",
+        )
         .await
         .unwrap();
     let crm = Arc::new(MemoryCrm::new());
@@ -178,7 +198,8 @@ async fn world() -> World {
             leads.clone(),
             billing.clone(),
             Arc::new(CrmConnector(crm.clone())),
-            Arc::new(ArchiveConnector(files.clone())),
+            Arc::new(ObjectsConnector::archive(files.clone())),
+            Arc::new(ObjectsConnector::exports(files.clone())),
         ],
         sweeps: vec![sweep.clone()],
         files: files.clone(),
@@ -228,7 +249,12 @@ async fn erasure_erases_every_place_keeps_what_the_law_requires_and_tombstones()
         .submit(submission("pr_1", RequestKind::Erasure, ADA), &t)
         .await
         .unwrap();
-    assert_eq!(r.status, RequestStatus::CompletedWithExceptions, "{:#?}", r.audit);
+    assert_eq!(
+        r.status,
+        RequestStatus::CompletedWithExceptions,
+        "{:#?}",
+        r.audit
+    );
     let kept: Vec<_> = r.audit.iter().filter(|e| e.action == "kept").collect();
     assert_eq!(kept.len(), 1);
     assert_eq!(kept[0].system, Some(System::Billing));
@@ -240,10 +266,19 @@ async fn erasure_erases_every_place_keeps_what_the_law_requires_and_tombstones()
         .map(|e| e.system.unwrap())
         .collect();
     erased.sort();
-    assert_eq!(erased, vec![System::Leads, System::Crm, System::Archive, System::Queues]);
+    assert_eq!(
+        erased,
+        vec![System::Leads, System::Crm, System::Archive, System::Queues]
+    );
     // Gone: the lead, the CRM lead, the archived event, the queued message; bob untouched.
     assert_eq!(w.leads.len(), 0);
-    assert!(w.crm.fetch(CrmObject::Lead, "ld_1").await.unwrap().is_none());
+    assert!(
+        w.crm
+            .fetch(CrmObject::Lead, "ld_1")
+            .await
+            .unwrap()
+            .is_none()
+    );
     assert_eq!(w.files.keys(), vec!["raw/portal/other.json"]);
     assert_eq!(w.sweep.0.lock().unwrap().len(), 1);
     // Kept data stays findable; erased places leave the index; the person stays erased.
@@ -252,7 +287,16 @@ async fn erasure_erases_every_place_keeps_what_the_law_requires_and_tombstones()
         w.subjects.index.locations(&id).await.unwrap(),
         vec![Location::new(System::Billing, "cus_1")]
     );
-    assert_eq!(w.subjects.index.tombstoned(&id).await.unwrap().unwrap().request_id, "pr_1");
+    assert_eq!(
+        w.subjects
+            .index
+            .tombstoned(&id)
+            .await
+            .unwrap()
+            .unwrap()
+            .request_id,
+        "pr_1"
+    );
     assert!(!r.audit.iter().any(|e| e.detail.contains(ADA)));
     // The requester is told (no address in the message), once.
     let sent = w.queue.sent("q/notify");
@@ -266,15 +310,25 @@ async fn an_unknown_person_completes_with_nothing_found_and_is_audited() {
     let w = world().await;
     let r = w
         .service
-        .submit(submission("pr_2", RequestKind::Erasure, "nobody@example.com"), &tally())
+        .submit(
+            submission("pr_2", RequestKind::Erasure, "nobody@example.com"),
+            &tally(),
+        )
         .await
         .unwrap();
     assert_eq!(r.status, RequestStatus::Completed);
-    assert!(r.audit.iter().any(|e| e.detail == "nothing indexed"), "{:#?}", r.audit);
+    assert!(
+        r.audit.iter().any(|e| e.detail == "nothing indexed"),
+        "{:#?}",
+        r.audit
+    );
     assert_eq!(w.leads.len(), 1, "someone else's data is untouched");
     let a = w
         .service
-        .submit(submission("pr_3", RequestKind::Access, "nobody@example.com"), &tally())
+        .submit(
+            submission("pr_3", RequestKind::Access, "nobody@example.com"),
+            &tally(),
+        )
         .await
         .unwrap();
     assert!(a.audit.iter().any(|e| e.detail == "nothing found"));
@@ -285,18 +339,44 @@ async fn a_request_repeated_while_open_is_the_same_request() {
     let w = world().await;
     w.leads.down.store(true, Ordering::SeqCst);
     let t = tally();
-    assert!(w.service.submit(submission("pr_a", RequestKind::Erasure, ADA), &t).await.is_err());
+    assert!(
+        w.service
+            .submit(submission("pr_a", RequestKind::Erasure, ADA), &t)
+            .await
+            .is_err()
+    );
     // Another submission (another event id) while the first is open: the same request.
-    assert!(w.service.submit(submission("pr_b", RequestKind::Erasure, ADA), &t).await.is_err());
-    assert!(w.service.ports().requests.get("pr_b").await.unwrap().is_none());
+    assert!(
+        w.service
+            .submit(submission("pr_b", RequestKind::Erasure, ADA), &t)
+            .await
+            .is_err()
+    );
+    assert!(
+        w.service
+            .ports()
+            .requests
+            .get("pr_b")
+            .await
+            .unwrap()
+            .is_none()
+    );
     assert_eq!(t.get("PrivacyRequestsRepeated"), Some(1.0));
     w.leads.down.store(false, Ordering::SeqCst);
-    let r = w.service.submit(submission("pr_b", RequestKind::Erasure, ADA), &t).await.unwrap();
+    let r = w
+        .service
+        .submit(submission("pr_b", RequestKind::Erasure, ADA), &t)
+        .await
+        .unwrap();
     assert_eq!(r.id, "pr_a");
     assert!(r.status.is_closed());
     // Redelivered after it closed: returned as it stands, nothing runs again.
     let calls = w.billing.erase_calls.load(Ordering::SeqCst);
-    let again = w.service.submit(submission("pr_a", RequestKind::Erasure, ADA), &t).await.unwrap();
+    let again = w
+        .service
+        .submit(submission("pr_a", RequestKind::Erasure, ADA), &t)
+        .await
+        .unwrap();
     assert_eq!(again, r);
     assert_eq!(w.billing.erase_calls.load(Ordering::SeqCst), calls);
 }
@@ -312,22 +392,51 @@ async fn a_connector_failing_midway_leaves_the_request_in_progress_and_it_resume
         .await
         .unwrap_err();
     assert!(err.is_retryable());
-    let (r, _) = w.service.ports().requests.get("pr_f").await.unwrap().unwrap();
+    let (r, _) = w
+        .service
+        .ports()
+        .requests
+        .get("pr_f")
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(r.status, RequestStatus::InProgress);
-    assert!(r.audit.iter().any(|e| e.action == "failed" && e.detail.contains("fake unavailable")));
+    assert!(
+        r.audit
+            .iter()
+            .any(|e| e.action == "failed" && e.detail.contains("fake unavailable"))
+    );
     // What ran before the failure is done and recorded; the rest waits.
     assert!(r.done.contains("tombstone"));
     assert!(r.done.contains("leads:ld_1"));
     assert!(!r.done.contains("billing:cus_1"));
     assert_eq!(w.leads.len(), 0);
-    assert!(w.queue.sent("q/notify").is_empty(), "never reported complete");
+    assert!(
+        w.queue.sent("q/notify").is_empty(),
+        "never reported complete"
+    );
     // The daily sweep resumes it after the last step done.
     w.billing.down.store(false, Ordering::SeqCst);
-    let report = w.service.sweep(NaiveDate::from_ymd_opt(2026, 3, 2).unwrap(), &t).await.unwrap();
+    let report = w
+        .service
+        .sweep(NaiveDate::from_ymd_opt(2026, 3, 2).unwrap(), &t)
+        .await
+        .unwrap();
     assert_eq!((report.open, report.completed, report.failed), (1, 1, 0));
-    let (r, _) = w.service.ports().requests.get("pr_f").await.unwrap().unwrap();
+    let (r, _) = w
+        .service
+        .ports()
+        .requests
+        .get("pr_f")
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(r.status, RequestStatus::CompletedWithExceptions);
-    assert_eq!(w.leads.erase_calls.load(Ordering::SeqCst), 1, "not repeated");
+    assert_eq!(
+        w.leads.erase_calls.load(Ordering::SeqCst),
+        1,
+        "not repeated"
+    );
     assert_eq!(w.billing.erase_calls.load(Ordering::SeqCst), 1);
     assert_eq!(w.files.keys(), vec!["raw/portal/other.json"]);
 }
@@ -353,8 +462,25 @@ async fn access_writes_one_bundle_with_a_section_per_system_and_a_link() {
     // Nothing was erased; the link is fresh on each status read.
     assert_eq!(w.leads.len(), 1);
     let status = w.service.status("pr_x").await.unwrap();
-    assert!(status["link"].as_str().unwrap().contains("privacy/exports/pr_x.json"));
+    assert!(
+        status["link"]
+            .as_str()
+            .unwrap()
+            .contains("privacy/exports/pr_x.json")
+    );
     assert_eq!(status["due"], "2026-04-01");
+    // The bundle is the person's data too: a later erasure takes it.
+    let e = w
+        .service
+        .submit(submission("pr_y", RequestKind::Erasure, ADA), &tally())
+        .await
+        .unwrap();
+    assert!(w.files.object(&key).is_none(), "{:#?}", e.audit);
+    assert!(
+        e.audit
+            .iter()
+            .any(|a| a.system == Some(System::Exports) && a.action == "erased")
+    );
 }
 
 #[tokio::test]
@@ -366,7 +492,15 @@ async fn opt_out_is_recorded_written_to_the_crm_and_the_latest_choice_wins() {
     let r = w.service.submit(out, &tally()).await.unwrap();
     assert_eq!(r.status, RequestStatus::Completed);
     assert_eq!(w.crm.opted_out(CrmObject::Lead, "ld_1"), Some(true));
-    assert!(w.subjects.index.choice(&id).await.unwrap().unwrap().opted_out);
+    assert!(
+        w.subjects
+            .index
+            .choice(&id)
+            .await
+            .unwrap()
+            .unwrap()
+            .opted_out
+    );
     // An older withdrawal arriving late does not undo it.
     let mut late = submission("pr_o0", RequestKind::OptOut, ADA);
     late.at_ms = NOW - 1000;
@@ -379,7 +513,15 @@ async fn opt_out_is_recorded_written_to_the_crm_and_the_latest_choice_wins() {
     back.opted_out = Some(false);
     w.service.submit(back, &tally()).await.unwrap();
     assert_eq!(w.crm.opted_out(CrmObject::Lead, "ld_1"), Some(false));
-    assert!(!w.subjects.index.choice(&id).await.unwrap().unwrap().opted_out);
+    assert!(
+        !w.subjects
+            .index
+            .choice(&id)
+            .await
+            .unwrap()
+            .unwrap()
+            .opted_out
+    );
 }
 
 #[tokio::test]
@@ -387,7 +529,10 @@ async fn the_daily_sweep_warns_of_near_and_past_deadlines_every_day_until_closed
     let w = world().await;
     w.leads.down.store(true, Ordering::SeqCst);
     let t = tally();
-    let _ = w.service.submit(submission("pr_d", RequestKind::Erasure, ADA), &t).await;
+    let _ = w
+        .service
+        .submit(submission("pr_d", RequestKind::Erasure, ADA), &t)
+        .await;
     let day = |m, d| NaiveDate::from_ymd_opt(2026, m, d).unwrap();
     // Received 1 March (GDPR): due 1 April.
     let quiet = w.service.sweep(day(3, 10), &t).await.unwrap();
@@ -398,7 +543,9 @@ async fn the_daily_sweep_warns_of_near_and_past_deadlines_every_day_until_closed
     assert_eq!(late.overdue, vec!["pr_d"]);
     let sent = w.queue.sent("q/notify");
     assert_eq!(sent.len(), 2);
-    assert!(sent[0].contains("privacy.request.due_soon") && sent[1].contains("privacy.request.overdue"));
+    assert!(
+        sent[0].contains("privacy.request.due_soon") && sent[1].contains("privacy.request.overdue")
+    );
     assert!(sent.iter().all(|m| !m.contains(ADA)));
     // Once closed, no more warnings.
     w.leads.down.store(false, Ordering::SeqCst);
@@ -413,13 +560,34 @@ async fn the_daily_sweep_warns_of_near_and_past_deadlines_every_day_until_closed
 async fn an_extension_moves_the_deadline_once_with_its_reason() {
     let w = world().await;
     w.leads.down.store(true, Ordering::SeqCst);
-    let _ = w.service.submit(submission("pr_e", RequestKind::Erasure, ADA), &tally()).await;
+    let _ = w
+        .service
+        .submit(submission("pr_e", RequestKind::Erasure, ADA), &tally())
+        .await;
     let r = w
         .service
-        .extend("pr_e", "complex: data in many systems", NaiveDate::from_ymd_opt(2026, 3, 20).unwrap())
+        .extend(
+            "pr_e",
+            "complex: data in many systems",
+            NaiveDate::from_ymd_opt(2026, 3, 20).unwrap(),
+        )
         .await
         .unwrap();
     assert_eq!(r.due(), NaiveDate::from_ymd_opt(2026, 6, 1).unwrap());
-    assert!(w.service.extend("pr_e", "again", NaiveDate::from_ymd_opt(2026, 3, 21).unwrap()).await.is_err());
-    assert!(w.service.extend("nope", "x", NaiveDate::from_ymd_opt(2026, 3, 21).unwrap()).await.is_err());
+    assert!(
+        w.service
+            .extend(
+                "pr_e",
+                "again",
+                NaiveDate::from_ymd_opt(2026, 3, 21).unwrap()
+            )
+            .await
+            .is_err()
+    );
+    assert!(
+        w.service
+            .extend("nope", "x", NaiveDate::from_ymd_opt(2026, 3, 21).unwrap())
+            .await
+            .is_err()
+    );
 }

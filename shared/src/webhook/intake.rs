@@ -280,8 +280,8 @@ impl Intake {
         let Some(subjects) = &self.subjects else {
             return Ok(());
         };
-        let value: serde_json::Value = serde_json::from_str(body)
-            .map_err(|e| Error::Invalid(crate::error::json_error(&e)))?;
+        let value: serde_json::Value =
+            serde_json::from_str(body).map_err(|e| Error::Invalid(crate::error::json_error(&e)))?;
         let place = [crate::subjects::Location::new(
             crate::subjects::System::Archive,
             raw_key,
@@ -289,7 +289,11 @@ impl Intake {
         for email in crate::subjects::emails_in(&value) {
             subjects
                 .index
-                .record(&subjects.key.subject(&email), &place, now.timestamp_millis())
+                .record(
+                    &subjects.key.subject(&email),
+                    &place,
+                    now.timestamp_millis(),
+                )
                 .await?;
         }
         Ok(())
