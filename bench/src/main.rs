@@ -22,13 +22,14 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-const FUNCTIONS: [&str; 6] = [
+const FUNCTIONS: [&str; 7] = [
     "webhook-intake",
     "usage-billing",
     "license-minting",
     "lead-enrichment",
     "customer-sync",
     "revenue-ops",
+    "privacy-requests",
 ];
 const HELLO: &str = "hello";
 const HELLO_BINARY: &str = "blapi-hello";

@@ -361,3 +361,51 @@ async fn a_lead_is_indexed_under_its_keyed_subject_and_an_erased_person_is_never
         .unwrap();
     assert_eq!(f.crm.all().len(), 1);
 }
+
+#[tokio::test]
+async fn a_privacy_opt_out_made_after_the_form_wins_and_a_later_form_wins_over_it() {
+    use blapi::subjects::Choice;
+    use blapi::values::Email;
+    let f = fixture_fakes();
+    let email = "hopper@globex.example";
+    let subject = f.subjects.key.subject(&Email::parse(email).unwrap());
+    // Received 2026-11-25T10:00Z; the person opted out (privacy request) an hour later.
+    let form_at = chrono::DateTime::parse_from_rfc3339("2026-11-25T10:00:00Z")
+        .unwrap()
+        .timestamp_millis();
+    f.subjects
+        .index
+        .set_choice(
+            &subject,
+            &Choice {
+                opted_out: true,
+                at: form_at + 3_600_000,
+            },
+        )
+        .await
+        .unwrap();
+    let opted_in = json!({"consent": {"marketing": true, "terms": true}});
+    f.app
+        .handle(event(vec![(
+            "m1",
+            signup("evt-h1", email, opted_in.clone()),
+        )]))
+        .await
+        .unwrap();
+    let lead = || {
+        f.crm
+            .all()
+            .into_iter()
+            .find(|l| l.email.as_deref() == Some(email))
+            .unwrap()
+    };
+    assert!(!lead().marketing_opt_in, "the later opt-out stands");
+    // A form sent after the opt-out: the person's latest word is to be contacted.
+    let mut later = signup("evt-h2", email, opted_in);
+    later["received_at"] = json!("2026-11-26T09:00:00Z");
+    f.app.handle(event(vec![("m2", later)])).await.unwrap();
+    assert!(
+        lead().marketing_opt_in,
+        "a later form withdraws the opt-out"
+    );
+}

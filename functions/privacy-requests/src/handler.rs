@@ -10,8 +10,9 @@
 //! - `{"action": "submit", "email", "kind", "jurisdiction", "opted_out"?, "request_id"?}`
 //!   (operator): a request received by other means (mail, phone), after the operator
 //!   verified the requester.
-//! - `{"action": "status" | "resume", "request_id"}` and `{"action": "extend",
-//!   "request_id", "reason"}` (operator).
+//! - `{"action": "status" | "resume", "request_id"}`, and `{"action": "extend" | "reject",
+//!   "request_id", "reason"}` (operator: the one extension; a refusal, e.g. an unverifiable
+//!   requester).
 //!
 //! The shape every function shares: [`Config`] from the environment (in `blapi`), [`Ports`]
 //! (connected once per cold start, or fakes in tests), [`App::new`], [`App::handle`], one
@@ -147,8 +148,11 @@ pub enum Action {
     Submit {
         #[serde(default)]
         request_id: Option<String>,
-        #[serde(flatten)]
-        fields: SubmitFields,
+        email: String,
+        kind: String,
+        jurisdiction: String,
+        #[serde(default)]
+        opted_out: Option<bool>,
     },
     Status {
         request_id: String,
@@ -160,17 +164,10 @@ pub enum Action {
         request_id: String,
         reason: String,
     },
-}
-
-/// `submit`'s fields (as [`RequestFields`]; flattened enums cannot deny unknown fields, so
-/// they are checked here).
-#[derive(Debug, Deserialize)]
-pub struct SubmitFields {
-    pub email: String,
-    pub kind: String,
-    pub jurisdiction: String,
-    #[serde(default)]
-    pub opted_out: Option<bool>,
+    Reject {
+        request_id: String,
+        reason: String,
+    },
 }
 
 /// Everything built once per cold start.
@@ -201,6 +198,17 @@ impl App {
 
     async fn dispatch(&self, payload: Value, tally: &Tally) -> Result<Value> {
         if !payload.get("Records").is_some_and(Value::is_array) {
+            const ACTIONS: [&str; 6] = ["sweep", "submit", "status", "resume", "extend", "reject"];
+            match payload.get("action").and_then(Value::as_str) {
+                Some(a) if ACTIONS.contains(&a) => {}
+                other => {
+                    return Err(Error::Invalid(format!(
+                        "not a privacy-requests invocation: action {} is not one of {}",
+                        other.map_or("(none)".to_owned(), |a| format!("{a:?}")),
+                        ACTIONS.join(", ")
+                    )));
+                }
+            }
             let action: Action = serde_json::from_value(payload).map_err(|e| {
                 Error::Invalid(format!(
                     "not a privacy-requests invocation: {}",
@@ -242,14 +250,20 @@ impl App {
                 let report = self.service.sweep(today, tally).await?;
                 Ok(json!({"swept": today, "report": report}))
             }
-            Action::Submit { request_id, fields } => {
+            Action::Submit {
+                request_id,
+                email,
+                kind,
+                jurisdiction,
+                opted_out,
+            } => {
                 let id = request_id
                     .unwrap_or_else(|| format!("pr_op_{}", now.format("%Y%m%dT%H%M%S%3f")));
                 let submission = RequestFields {
-                    email: fields.email,
-                    kind: fields.kind,
-                    jurisdiction: fields.jurisdiction,
-                    opted_out: fields.opted_out,
+                    email,
+                    kind,
+                    jurisdiction,
+                    opted_out,
                 }
                 .submission(id, now)?;
                 let r = self.service.submit(submission, tally).await?;
@@ -258,6 +272,10 @@ impl App {
             Action::Status { request_id } => self.service.status(&request_id).await,
             Action::Resume { request_id } => {
                 self.service.process(&request_id, tally).await?;
+                self.service.status(&request_id).await
+            }
+            Action::Reject { request_id, reason } => {
+                self.service.reject(&request_id, &reason).await?;
                 self.service.status(&request_id).await
             }
             Action::Extend { request_id, reason } => {

@@ -588,3 +588,71 @@ async fn a_stripe_outage_leaves_the_request_in_progress_until_it_resumes() {
     );
     tokio::time::sleep(Duration::from_secs(2)).await;
 }
+
+#[tokio::test]
+async fn opt_out_reaches_the_crm_sink_and_a_later_withdrawal_undoes_it() {
+    let stack = fresh_stack().await;
+    let w = World::new(&stack, None).await;
+    let eve = format!("eve.{}@example.com", uid());
+    let id = w.subject(&eve);
+    let lead_id = format!("ld_{}", uid());
+    w.sink()
+        .upsert(&CrmRecord::Lead(CrmLead {
+            lead_id: lead_id.clone(),
+            ..CrmLead::default()
+        }))
+        .await
+        .unwrap();
+    w.index
+        .record(
+            &id,
+            &[Location::new(System::Crm, format!("lead:{lead_id}"))],
+            1,
+        )
+        .await
+        .unwrap();
+    let out = w
+        .invoke(
+            json!({"action": "submit", "email": eve, "kind": "opt_out", "jurisdiction": "ccpa"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(out["request"]["status"], "completed", "{out:#}");
+    assert_eq!(out["due"].as_str().map(str::len), Some(10));
+    let lead = w
+        .sink()
+        .fetch(CrmObject::Lead, &lead_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(lead["opted_out"], true, "{lead}");
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let back = w
+        .invoke(json!({"action": "submit", "email": eve, "kind": "opt_out", "jurisdiction": "ccpa", "opted_out": false}))
+        .await
+        .unwrap();
+    assert_eq!(back["request"]["status"], "completed");
+    let lead = w
+        .sink()
+        .fetch(CrmObject::Lead, &lead_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(lead["opted_out"], false, "{lead}");
+    assert!(!w.index.choice(&id).await.unwrap().unwrap().opted_out);
+    // The lead stays: an opt-out erases nothing.
+    assert!(w.index.tombstoned(&id).await.unwrap().is_none());
+    // A malformed operator request is refused, naming the field and not the value.
+    let e = w
+        .invoke(json!({"action": "submit", "email": "eve-at-example", "kind": "opt_out", "jurisdiction": "ccpa"}))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("email") && !e.contains("eve-at-example"), "{e}");
+    let e = w
+        .invoke(json!({"action": "submit", "email": eve, "kind": "opt_out", "jurisdiction": "ccpa", "phone": "1"}))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("phone"), "{e}");
+}

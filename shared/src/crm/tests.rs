@@ -1307,3 +1307,56 @@ async fn erase_deletes_by_external_id_and_a_missing_record_is_no_error() {
     assert!(e.contains("DELETE_FAILED"), "{e}");
     assert!(!e.contains("ada@"), "{e}");
 }
+
+#[tokio::test]
+async fn fetch_reads_a_record_by_external_id_and_consent_patches_only_the_opt_out() {
+    let server = MockServer::start().await;
+    mount_token(&server, "tok", 1).await;
+    Mock::given(method("GET"))
+        .and(path(UPSERT_PATH))
+        .and(header("authorization", "Bearer tok"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(
+            serde_json::json!({"Id": "00Q1", "Email": "ada@acme.example", "HasOptedOutOfEmail": false}),
+        ))
+        .up_to_n_times(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path(UPSERT_PATH))
+        .respond_with(ResponseTemplate::new(404))
+        .mount(&server)
+        .await;
+    // The opt-out is the only field sent: nothing else of the lead is overwritten.
+    Mock::given(method("PATCH"))
+        .and(path(UPSERT_PATH))
+        .and(body_json(serde_json::json!({"HasOptedOutOfEmail": true})))
+        .respond_with(ResponseTemplate::new(204))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let sf = crm(&server);
+    let id = "ld_0123456789abcdef01234567";
+    let got = sf.fetch(CrmObject::Lead, id).await.unwrap().unwrap();
+    assert_eq!(got["Email"], "ada@acme.example");
+    assert!(sf.fetch(CrmObject::Lead, id).await.unwrap().is_none());
+    sf.upsert(&CrmRecord::Consent(crate::crm::ConsentChange {
+        object: CrmObject::Lead,
+        external_id: id.into(),
+        opted_out: true,
+    }))
+    .await
+    .unwrap();
+    // A body that is not JSON is an error that quotes nothing.
+    let server = MockServer::start().await;
+    mount_token(&server, "tok", 1).await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(200).set_body_string("ada@acme.example <html>"))
+        .mount(&server)
+        .await;
+    let e = crm(&server)
+        .fetch(CrmObject::Contact, "c1")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(!e.contains("ada@"), "{e}");
+}

@@ -2,10 +2,10 @@
 //! accounts by domain and the round-robin counters.
 //!
 //! Items (`pk` / `sk`):
-//! - `SUBJECT#<sha256(email)>` / `SUBJECT`: `lead_id` — the person's lead. Written with a
+//! - `SUBJECT#<subject id>` / `SUBJECT`: `lead_id` — the person's lead. Written with a
 //!   conditional put, so two events of one person (even concurrent) agree on one lead id.
 //! - `LEAD#<id>` / `PROFILE`: the [`LeadRecord`] (JSON in `record`; email, names, phone, title
-//!   only here), with `gsi1pk = SUBJECT#<sha256(email)>`, `gsi1sk = LEAD#<id>`: erasing a
+//!   only here), with `gsi1pk = SUBJECT#<subject id>` (the keyed hash of [`crate::subjects`]), `gsi1sk = LEAD#<id>`: erasing a
 //!   subject is a gsi1 query + deletes ([`LeadStore::erase_subject`]).
 //! - `DOMAIN#<domain>` / `ENRICHMENT`: the cached provider answer, `expires_at` (TTL, epoch s).
 //! - `DOMAIN#<domain>` / `ACCOUNT`: an existing customer (`account_id`, `name`, `owner_id`);

@@ -458,6 +458,37 @@ impl PrivacyService {
         Ok(r)
     }
 
+    /// Refuses a request (the requester could not be verified, or the request is manifestly
+    /// unfounded), with the reason recorded. The person is told through the usual notice.
+    pub async fn reject(&self, id: &str, reason: &str) -> Result<PrivacyRequest> {
+        if reason.trim().is_empty() {
+            return Err(Error::Invalid("a rejection needs a reason".into()));
+        }
+        let (mut r, version) = self
+            .ports
+            .requests
+            .get(id)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("privacy request {id}")))?;
+        if r.status.is_closed() {
+            return Err(Error::Invalid(format!(
+                "request {id} is closed ({:?})",
+                r.status
+            )));
+        }
+        if r.kind == RequestKind::Erasure && !r.done.is_empty() {
+            return Err(Error::Invalid(format!(
+                "erasure {id} has begun (the person is tombstoned, data erased): resume it, do not reject it"
+            )));
+        }
+        let at = (self.ports.clock)();
+        r.record(at, None, "rejected", reason);
+        r.transition(at, RequestStatus::Rejected)?;
+        self.ports.requests.save(&r, version).await?;
+        self.notify_done(&r).await?;
+        Ok(r)
+    }
+
     async fn notify_done(&self, r: &PrivacyRequest) -> Result<()> {
         // No address: the requester is reached through the portal that verified them (the
         // request id is theirs); the link is the only thing that opens their data.

@@ -591,3 +591,40 @@ async fn an_extension_moves_the_deadline_once_with_its_reason() {
             .is_err()
     );
 }
+
+#[tokio::test]
+async fn a_rejected_request_needs_a_reason_and_closes() {
+    let w = world().await;
+    w.leads.down.store(true, Ordering::SeqCst);
+    let _ = w
+        .service
+        .submit(submission("pr_r", RequestKind::Access, ADA), &tally())
+        .await;
+    assert!(w.service.reject("pr_r", " ").await.is_err());
+    let r = w
+        .service
+        .reject("pr_r", "requester could not be verified")
+        .await
+        .unwrap();
+    assert_eq!(r.status, RequestStatus::Rejected);
+    assert!(r.audit.iter().any(|e| e.action == "rejected"));
+    assert!(
+        w.service.reject("pr_r", "again").await.is_err(),
+        "closed stays closed"
+    );
+    w.leads.down.store(false, Ordering::SeqCst);
+    let report = w
+        .service
+        .sweep(NaiveDate::from_ymd_opt(2026, 3, 2).unwrap(), &tally())
+        .await
+        .unwrap();
+    assert_eq!(report.open, 0);
+    assert!(w.files.object("privacy/exports/pr_r.json").is_none());
+    // An erasure that has begun is finished, not rejected.
+    w.leads.down.store(true, Ordering::SeqCst);
+    let _ = w
+        .service
+        .submit(submission("pr_s", RequestKind::Erasure, ADA), &tally())
+        .await;
+    assert!(w.service.reject("pr_s", "unverified").await.is_err());
+}

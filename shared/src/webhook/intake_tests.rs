@@ -803,3 +803,146 @@ impl Req {
         self
     }
 }
+
+/// An index that can be switched off (its records fail as a DynamoDB outage would).
+struct FlakyIndex(
+    crate::subjects::MemorySubjectIndex,
+    std::sync::atomic::AtomicBool,
+);
+
+#[async_trait::async_trait]
+impl crate::subjects::SubjectIndex for FlakyIndex {
+    async fn record(
+        &self,
+        s: &crate::subjects::SubjectId,
+        l: &[crate::subjects::Location],
+        now: i64,
+    ) -> crate::Result<()> {
+        if self.1.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(crate::Error::dependency(
+                "dynamodb",
+                true,
+                "down (simulated)",
+            ));
+        }
+        self.0.record(s, l, now).await
+    }
+    async fn locations(
+        &self,
+        s: &crate::subjects::SubjectId,
+    ) -> crate::Result<Vec<crate::subjects::Location>> {
+        self.0.locations(s).await
+    }
+    async fn forget(
+        &self,
+        s: &crate::subjects::SubjectId,
+        l: &crate::subjects::Location,
+    ) -> crate::Result<()> {
+        self.0.forget(s, l).await
+    }
+    async fn tombstone(
+        &self,
+        s: &crate::subjects::SubjectId,
+        t: &crate::subjects::Tombstone,
+    ) -> crate::Result<()> {
+        self.0.tombstone(s, t).await
+    }
+    async fn tombstoned(
+        &self,
+        s: &crate::subjects::SubjectId,
+    ) -> crate::Result<Option<crate::subjects::Tombstone>> {
+        self.0.tombstoned(s).await
+    }
+    async fn set_choice(
+        &self,
+        s: &crate::subjects::SubjectId,
+        c: &crate::subjects::Choice,
+    ) -> crate::Result<bool> {
+        self.0.set_choice(s, c).await
+    }
+    async fn choice(
+        &self,
+        s: &crate::subjects::SubjectId,
+    ) -> crate::Result<Option<crate::subjects::Choice>> {
+        self.0.choice(s).await
+    }
+}
+
+#[tokio::test]
+async fn archived_events_are_indexed_under_every_address_they_name_before_they_are_written() {
+    use crate::subjects::{Location, SubjectIndex, Subjects, System};
+    let index = Arc::new(FlakyIndex(
+        crate::subjects::MemorySubjectIndex::new(),
+        std::sync::atomic::AtomicBool::new(false),
+    ));
+    let subjects = Subjects {
+        key: crate::subjects::SubjectKey::for_tests(),
+        index: index.clone(),
+    };
+    let mut f = fixture();
+    f.intake = f.intake.with_subjects(subjects.clone());
+    let subject = |e: &str| {
+        subjects
+            .key
+            .subject(&crate::values::Email::parse(e).unwrap())
+    };
+
+    // A Stripe invoice naming its customer's and a receipt's address.
+    let body = format!(
+        r#"{{"id":"evt_in_1","object":"event","created":{NOW},"type":"invoice.paid","data":{{"object":{{"id":"in_1","customer":"cus_1","customer_email":"Ada@Example.com","charge":{{"receipt_email":"ap@example.com"}}}}}}}}"#
+    );
+    let (status, _, _) = f.send(&Req::stripe(&body)).await;
+    assert_eq!(status, 200);
+    let key = "raw/stripe/2023/11/14/evt_in_1.json";
+    for who in ["ada@example.com", "ap@example.com"] {
+        assert_eq!(
+            index.locations(&subject(who)).await.unwrap(),
+            vec![Location::new(System::Archive, key)],
+            "{who}"
+        );
+    }
+    // An event naming nobody costs no index write.
+    let (status, _, _) = f
+        .send(&Req::stripe(&stripe_body(
+            "evt_sub_9",
+            "customer.subscription.created",
+        )))
+        .await;
+    assert_eq!(status, 200);
+
+    // The index down: the event is refused (the sender retries), nothing archived or queued.
+    index.1.store(true, std::sync::atomic::Ordering::SeqCst);
+    let f2 = {
+        let mut f2 = fixture();
+        f2.intake = f2.intake.with_subjects(subjects.clone());
+        f2
+    };
+    let (status, _, _) = f2
+        .send(&Req::standard(
+            "portal",
+            PORTAL_SECRET,
+            "msg_p1",
+            &portal_body("lead.signup"),
+        ))
+        .await;
+    assert_eq!(status, 503);
+    f2.untouched();
+    index.1.store(false, std::sync::atomic::Ordering::SeqCst);
+    let (status, _, _) = f2
+        .send(&Req::standard(
+            "portal",
+            PORTAL_SECRET,
+            "msg_p1",
+            &portal_body("lead.signup"),
+        ))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        index
+            .locations(&subject("ada@example.com"))
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+}
