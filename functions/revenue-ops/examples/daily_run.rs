@@ -50,6 +50,14 @@ impl CrmPort for Counting {
         self.requests.fetch_add(1, Ordering::Relaxed);
         self.inner.erase(object, external_id).await
     }
+    async fn fetch(
+        &self,
+        object: CrmObject,
+        external_id: &str,
+    ) -> Result<Option<serde_json::Value>, CrmError> {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        self.inner.fetch(object, external_id).await
+    }
     async fn upsert(&self, record: &CrmRecord) -> Result<Upserted, CrmError> {
         self.requests.fetch_add(1, Ordering::Relaxed);
         self.records.fetch_add(1, Ordering::Relaxed);

@@ -194,13 +194,16 @@ impl RequestStore for DynamoRequests {
     }
 }
 
+/// Requests by id with their versions, and the open markers (`subject#kind` -> id).
+type MemoryTables = (
+    BTreeMap<String, (PrivacyRequest, u64)>,
+    BTreeMap<String, String>,
+);
+
 /// In memory (unit tests).
 #[derive(Debug, Default)]
 pub struct MemoryRequests {
-    inner: Mutex<(
-        BTreeMap<String, (PrivacyRequest, u64)>,
-        BTreeMap<String, String>,
-    )>,
+    inner: Mutex<MemoryTables>,
 }
 
 impl MemoryRequests {
