@@ -568,14 +568,14 @@ impl CustomerSync {
     }
 }
 
-/// The account's name: the company (`metadata.company`), else the person (an individual
-/// buyer: the account is named after them), else the customer id.
+/// The account's name: the company (`metadata.company`); an individual buyer's account is
+/// `Individual customer {id}`. The account is the customer's accounting record, kept after
+/// the person's erasure, so it never carries personal data: the person is its Contact (named,
+/// and erased on request).
 fn account_name(customer: &Customer) -> String {
-    let name = customer.company();
-    if name.trim().is_empty() {
-        customer.id.clone()
-    } else {
-        name.trim().to_owned()
+    match customer.metadata.get("company").map(str::trim) {
+        Some(company) if !company.is_empty() => company.to_owned(),
+        _ => format!("Individual customer {}", customer.id),
     }
 }
 

@@ -275,7 +275,7 @@ async fn an_internal_event_before_any_stripe_event_creates_the_account_itself() 
 }
 
 #[tokio::test]
-async fn a_free_mail_buyer_gets_an_account_named_after_them_and_no_directory_entry() {
+async fn a_free_mail_buyer_gets_a_pseudonymous_account_and_no_directory_entry() {
     let r = rig();
     r.stripe.put_customer(customer(
         "cus_2",
@@ -294,7 +294,10 @@ async fn a_free_mail_buyer_gets_an_account_named_after_them_and_no_directory_ent
         .await
         .unwrap();
     let a = &r.crm.accounts()[0];
-    assert_eq!(a.name, "Sam Smith");
+    // The account outlives an erasure (accounting): no personal data in it; the person is
+    // the contact.
+    assert_eq!(a.name, "Individual customer cus_2");
+    assert_eq!(r.crm.contacts()[0].last_name.as_deref(), Some("Smith"));
     assert!(a.domains.is_empty());
     assert_eq!(
         a.owner_id, "005000000000SS1AAA",
@@ -327,7 +330,10 @@ async fn no_email_no_company_and_an_unknown_price_still_sync_what_is_known() {
         .unwrap();
     assert!(matches!(out, Outcome::Synced { records: 2, .. }), "{out:?}");
     let a = &r.crm.accounts()[0];
-    assert_eq!((a.name.as_str(), a.status), ("cus_3", AccountStatus::Trial));
+    assert_eq!(
+        (a.name.as_str(), a.status),
+        ("Individual customer cus_3", AccountStatus::Trial)
+    );
     assert!(r.crm.contacts().is_empty(), "no e-mail, no contact");
     let o = &r.crm.opportunities()[0];
     assert_eq!((o.stage, o.amount.clone()), (OpportunityStage::Open, None));
