@@ -3,8 +3,9 @@
 #   infra/stack.sh start   start what is not running yet, wait until it answers
 #   infra/stack.sh stop    stop what `start` started (by pid)
 #   infra/stack.sh status  say what runs
-#   infra/stack.sh functions   start `cargo lambda watch` (the functions behind the Lambda API and
-#                              Function URLs) and the local event-source mapper; needs `make up` first
+#   infra/stack.sh functions   start `cargo lambda watch --only-lambda-apis` (the Lambda invoke API,
+#                              Runtime API and Function URLs), two processes of every function
+#                              binary behind it, and the local event-source mapper; needs `make up`
 #   infra/stack.sh run CMD...  start what is missing, run CMD, then stop only what was started
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -65,18 +66,36 @@ start() {
   start_one localstripe "$stripe_url" "$BIN/localstripe" --port "$STRIPE_PORT" --from-scratch
 }
 
+listening() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
 functions() {
-  [ -f .local/lambda.env ] || { echo ".local/lambda.env missing: run 'make up' first" >&2; exit 1; }
-  # Every function builds before the first request, so the mapper's first invocations don't time out.
-  cargo build --quiet --bins
+  [ -f .local/stack.json ] || { echo ".local/stack.json missing: run 'make up' first" >&2; exit 1; }
+  # The binaries `make test` builds (one feature set, nothing compiled twice); each function then
+  # runs as its own processes against the Runtime API that `cargo lambda watch` serves.
+  cargo build --quiet --workspace --bins --tests
   local lambda_url="http://127.0.0.1:${LAMBDA_PORT}"
-  if ! answers "$lambda_url/"; then
-    nohup "$BIN/cargo-lambda" lambda watch -A 127.0.0.1 -P "$LAMBDA_PORT" --env-file .local/lambda.env \
+  if ! listening "$LAMBDA_PORT"; then
+    nohup "$BIN/cargo-lambda" lambda watch --only-lambda-apis -A 127.0.0.1 -P "$LAMBDA_PORT" \
       >"$RUN/lambda-watch.log" 2>&1 &
     echo $! >"$RUN/lambda-watch.pid"
-    echo "started cargo lambda watch on $lambda_url (pid $!, log $RUN/lambda-watch.log)"
-    for _ in $(seq 1 150); do answers "$lambda_url/" && break; sleep 0.2; done
+    echo "started cargo lambda watch (Lambda API only) on $lambda_url (pid $!, log $RUN/lambda-watch.log)"
+    for _ in $(seq 1 150); do listening "$LAMBDA_PORT" && break; sleep 0.2; done
   fi
+  for dir in functions/*/; do
+    local name; name=$(basename "$dir")
+    for i in 1 2; do
+      local pidfile="$RUN/fn-$name-$i.pid"
+      if [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then continue; fi
+      (
+        while IFS= read -r kv; do export "${kv?}"; done < <(target/debug/blapi-local env "$name")
+        export AWS_LAMBDA_RUNTIME_API="$lambda_url/.rt/$name" AWS_LAMBDA_FUNCTION_NAME="$name" \
+          AWS_LAMBDA_FUNCTION_VERSION=1 AWS_LAMBDA_FUNCTION_MEMORY_SIZE=256
+        exec "target/debug/$name"
+      ) >>"$RUN/functions.log" 2>&1 &
+      echo $! >"$pidfile"
+    done
+    echo "started $name (2 processes, log $RUN/functions.log)"
+  done
   if ! { [ -f "$RUN/mapper.pid" ] && kill -0 "$(cat "$RUN/mapper.pid")" 2>/dev/null; }; then
     nohup target/debug/blapi-local map --lambda "$lambda_url" >"$RUN/mapper.log" 2>&1 &
     echo $! >"$RUN/mapper.pid"
@@ -85,6 +104,7 @@ functions() {
 }
 
 stop() {
+  for pidfile in "$RUN"/fn-*.pid; do [ -e "$pidfile" ] && stop_one "$(basename "$pidfile" .pid)"; done
   for name in lambda-watch mapper localstripe moto; do stop_one "$name"; done
   rm -f "$RUN/started"
 }

@@ -1,6 +1,8 @@
-//! Runs the functions as Lambda would locally: `cargo lambda watch` (each function its own
-//! process behind the Lambda Runtime API, the intake behind its Function URL) with the
-//! template's environment for a stack, plus the local event-source mapper.
+//! Runs the functions as Lambda would locally: `cargo lambda watch --only-lambda-apis` serves the
+//! Lambda invoke API, the Runtime API and the intake's Function URL, and each function binary runs
+//! as its own processes (the ones `cargo build --workspace --bins --tests` built, so no test
+//! waits on a compile) polling that Runtime API with the template's environment for a stack;
+//! plus the local event-source mapper.
 
 use anyhow::{Context, Result, anyhow};
 use blapi_infra::LocalStack;
@@ -17,6 +19,7 @@ pub struct Functions {
     /// Base URL of the local Lambda API (invoke API and Function URLs).
     pub lambda_url: String,
     watch: Option<Child>,
+    processes: Vec<Child>,
     stop: Arc<AtomicBool>,
     mapper: Option<tokio::task::JoinHandle<Result<Counters>>>,
 }
@@ -36,58 +39,78 @@ impl Functions {
         Self {
             lambda_url: lambda_url.into().trim_end_matches('/').to_owned(),
             watch: None,
+            processes: Vec::new(),
             stop: Arc::new(AtomicBool::new(false)),
             mapper: None,
         }
     }
 
-    /// Starts `cargo lambda watch` on a free port with the stack's environment, and the mapper.
+    /// Starts `cargo lambda watch --only-lambda-apis` on a free port, [`INSTANCES`] processes of
+    /// every function binary against it with the stack's environment, and the mapper.
     pub async fn start(stack: &LocalStack, log_dir: &std::path::Path) -> Result<Self> {
         let port = free_port()?;
         let lambda_url = format!("http://127.0.0.1:{port}");
         std::fs::create_dir_all(log_dir)?;
-        let env_file = log_dir.join(format!("{}.env", stack.prefix));
-        let mut all = stack.aws_env();
-        for env in stack.functions.values() {
-            all.extend(env.clone());
-        }
-        std::fs::write(
-            &env_file,
-            all.iter()
-                .map(|(k, v)| format!("{k}={v}\n"))
-                .collect::<String>(),
-        )?;
         let log = std::fs::File::create(log_dir.join(format!("{}-watch.log", stack.prefix)))?;
         let watch = Command::new(cargo_lambda())
             .args([
                 "lambda",
                 "watch",
+                "--only-lambda-apis",
                 "-A",
                 "127.0.0.1",
                 "-P",
                 &port.to_string(),
-                "--ignore-changes",
-                "--env-file",
             ])
-            .arg(&env_file)
             .current_dir(blapi_infra::repo_root())
             .stdout(Stdio::from(log.try_clone()?))
-            .stderr(Stdio::from(log))
+            .stderr(Stdio::from(log.try_clone()?))
             .spawn()
             .context("starting cargo lambda watch (run `make setup`)")?;
         let mut functions = Self {
             lambda_url: lambda_url.clone(),
             watch: Some(watch),
+            processes: Vec::new(),
             stop: Arc::new(AtomicBool::new(false)),
             mapper: None,
         };
-        let http = reqwest::Client::new();
+        // A connection, not a request: with `--only-lambda-apis` a request to `/` would wait for
+        // a default function that never comes.
         let deadline = Instant::now() + Duration::from_secs(60);
-        while http.get(&lambda_url).send().await.is_err() {
+        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+        {
             if Instant::now() > deadline {
                 return Err(anyhow!("cargo lambda watch did not answer at {lambda_url}"));
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let bins = bin_dir()?;
+        for function in stack.functions.keys() {
+            let bin = bins.join(function);
+            if !bin.exists() {
+                return Err(anyhow!(
+                    "{} is not built: run `cargo build --workspace --bins --tests` (make test does)",
+                    bin.display()
+                ));
+            }
+            for _ in 0..INSTANCES {
+                let child = Command::new(&bin)
+                    .envs(stack.process_env(function))
+                    .env(
+                        "AWS_LAMBDA_RUNTIME_API",
+                        format!("http://127.0.0.1:{port}/.rt/{function}"),
+                    )
+                    .env("AWS_LAMBDA_FUNCTION_NAME", function)
+                    .env("AWS_LAMBDA_FUNCTION_VERSION", "1")
+                    .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")
+                    .stdout(Stdio::from(log.try_clone()?))
+                    .stderr(Stdio::from(log.try_clone()?))
+                    .spawn()
+                    .with_context(|| format!("starting {}", bin.display()))?;
+                functions.processes.push(child);
+            }
         }
         let template = Template::load(&blapi_infra::repo_root().join("template.yaml"))?;
         let opts = MapperOptions {
@@ -116,8 +139,11 @@ impl Functions {
 impl Drop for Functions {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
+        for mut p in self.processes.drain(..) {
+            let _ = p.kill();
+            let _ = p.wait();
+        }
         if let Some(mut w) = self.watch.take() {
-            // SIGTERM lets cargo lambda watch stop the function processes it started.
             let _ = Command::new("kill")
                 .args(["-TERM", &w.id().to_string()])
                 .status();
@@ -131,6 +157,22 @@ impl Drop for Functions {
             let _ = w.wait();
         }
     }
+}
+
+/// Processes per function: two, so an invocation can overlap another as on Lambda.
+const INSTANCES: usize = 2;
+
+/// Where cargo put the function binaries: this binary's directory, or above it for a test
+/// binary in `deps/`.
+fn bin_dir() -> Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let dir = exe
+        .parent()
+        .ok_or_else(|| anyhow!("{} has no directory", exe.display()))?;
+    Ok(match dir.file_name() {
+        Some(name) if name == "deps" => dir.parent().unwrap_or(dir).to_path_buf(),
+        _ => dir.to_path_buf(),
+    })
 }
 
 fn cargo_lambda() -> PathBuf {

@@ -492,7 +492,9 @@ pub async fn run(w: &World<'_>, progress: Progress<'_>) -> Result<Summary> {
             )
             .await?;
         let list = v["licenses"].as_array().cloned().unwrap_or_default();
-        Ok((!list.is_empty()).then_some(list))
+        // A license still ISSUING has no file yet: its minting invocation is running.
+        let done = !list.is_empty() && list.iter().all(|l| l["status"] != "ISSUING");
+        Ok(done.then_some(list))
     })
     .await?;
     let pem = w

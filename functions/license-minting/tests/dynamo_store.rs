@@ -79,15 +79,28 @@ async fn concurrent_deliveries_mint_once() {
         .iter()
         .filter(|o| matches!(o, Ok(Outcome::Minted { .. })))
         .count();
-    assert_eq!(minted, 1, "{outcomes:?}");
+    // Never two. (On a loaded machine the winner itself can time out on a dependency after
+    // recording the license; the others then finish its record and it reports a retryable
+    // error, so none says "minted" in this round.)
+    assert!(minted <= 1, "{outcomes:?}");
     for o in &outcomes {
         // The others found it done, or (racing the winner's last step) reported a retryable
-        // in-progress error: never a second license.
+        // error: never a second license.
         match o {
             Ok(Outcome::Minted { .. } | Outcome::Existing { .. }) => {}
             Err(e) => assert!(e.is_retryable(), "{e:?}"),
             other => panic!("unexpected {other:?}"),
         }
+    }
+    // The redelivery converges on the one license.
+    let again = p.service().reconcile(&sub).await.unwrap();
+    if minted == 1 {
+        assert!(matches!(again, Outcome::Existing { .. }), "{again:?}");
+    } else {
+        assert!(
+            matches!(again, Outcome::Existing { .. } | Outcome::Minted { .. }),
+            "{again:?}"
+        );
     }
     let all = p.store.by_customer(&cus).await.unwrap();
     assert_eq!(all.len(), 1);
