@@ -48,6 +48,7 @@ pub mod http;
 pub mod leads;
 pub mod ledger;
 pub mod licensing;
+pub mod portal;
 pub mod privacy;
 pub mod queue;
 pub mod retry;

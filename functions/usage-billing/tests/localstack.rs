@@ -632,6 +632,15 @@ async fn stripe_5xx_and_429_mid_invoice_resume_without_duplicates() {
             .unwrap();
     assert_eq!(rec.refs.invoice.as_deref(), Some("in_x"));
     assert_eq!(rec.state, blapi::billing::ports::BillState::Done);
+    // The customer's invoice history (the portal's list) is that one record, from one Query.
+    let all = blapi::billing::ports::InvoiceStore::for_customer(&ctx.table(), &cus)
+        .await
+        .unwrap();
+    assert_eq!(all, vec![rec]);
+    let none = blapi::billing::ports::InvoiceStore::for_customer(&ctx.table(), "cus_nobody")
+        .await
+        .unwrap();
+    assert!(none.is_empty());
 }
 
 #[tokio::test]

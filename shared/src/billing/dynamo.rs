@@ -568,6 +568,18 @@ impl InvoiceStore for DynamoBilling {
         }
     }
 
+    async fn for_customer(&self, customer: &str) -> Result<Vec<InvoiceRecord>> {
+        let mut out = Vec::new();
+        for item in self
+            .query_prefix(&format!("CUST#{customer}"), "INVOICE#")
+            .await?
+        {
+            out.push(doc::<InvoiceRecord>(&item, "invoice")?);
+        }
+        out.sort_by_key(|r| std::cmp::Reverse(r.invoice.period));
+        Ok(out)
+    }
+
     async fn save(&self, rec: &InvoiceRecord) -> Result<()> {
         let res = self
             .client

@@ -266,6 +266,17 @@ impl InvoiceStore for MemoryBilling {
         Ok(true)
     }
 
+    async fn for_customer(&self, customer: &str) -> Result<Vec<InvoiceRecord>> {
+        let mut out: Vec<InvoiceRecord> = lock(&self.state)
+            .invoices
+            .iter()
+            .filter(|((c, _), _)| c == customer)
+            .map(|(_, r)| r.clone())
+            .collect();
+        out.sort_by_key(|r| std::cmp::Reverse(r.invoice.period));
+        Ok(out)
+    }
+
     async fn save(&self, rec: &InvoiceRecord) -> Result<()> {
         {
             let mut f = lock(&self.fail_save_into);

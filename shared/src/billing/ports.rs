@@ -128,6 +128,8 @@ pub trait InvoiceStore: Send + Sync {
     /// Saves `rec` (version `rec.version`) if the stored version is `rec.version - 1`;
     /// otherwise [`Error::Conflict`].
     async fn save(&self, rec: &InvoiceRecord) -> Result<()>;
+    /// Every invoice record of `customer`, newest period first (one Query).
+    async fn for_customer(&self, customer: &str) -> Result<Vec<InvoiceRecord>>;
 }
 
 /// The outcome of a credit debit.
