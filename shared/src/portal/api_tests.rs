@@ -466,6 +466,14 @@ async fn operators_name_the_customer_and_see_it() {
     assert_eq!(r.json_body()["field"], "customer");
     let r = f
         .api
+        .handle(&get("/v1/account?customer=cus%20B/../x", Some(&op)))
+        .await;
+    assert_eq!(
+        (r.status, r.json_body()["field"].as_str()),
+        (400, Some("customer"))
+    );
+    let r = f
+        .api
         .handle(&get("/v1/account?customer=cus_B", Some(&op)))
         .await;
     assert_eq!(r.status, 200);

@@ -325,28 +325,13 @@ impl TokenVerifier {
 
     /// The key named `kid`: from the cache, or after one (rate-limited) refetch of the set.
     async fn key(&self, kid: &str) -> std::result::Result<Arc<CachedKey>, VerifyError> {
-        {
-            let cache = self.cache.read().await;
-            if let Some(k) = cache.keys.get(kid) {
-                return Ok(k.clone());
-            }
-            if cache
-                .fetched_at
-                .is_some_and(|at| at.elapsed() < self.config.refresh_interval)
-            {
-                return Err(AuthError::UnknownKey.into());
-            }
+        if let Some(known) = self.cached(&*self.cache.read().await, kid) {
+            return known;
         }
         let mut cache = self.cache.write().await;
         // Another request may have refreshed it meanwhile.
-        if let Some(k) = cache.keys.get(kid) {
-            return Ok(k.clone());
-        }
-        if cache
-            .fetched_at
-            .is_some_and(|at| at.elapsed() < self.config.refresh_interval)
-        {
-            return Err(AuthError::UnknownKey.into());
+        if let Some(known) = self.cached(&cache, kid) {
+            return known;
         }
         let set = self
             .source
@@ -360,6 +345,24 @@ impl TokenVerifier {
             .get(kid)
             .cloned()
             .ok_or_else(|| AuthError::UnknownKey.into())
+    }
+}
+
+impl TokenVerifier {
+    /// What the cache alone can say of `kid`: the key, or "unknown" while the last fetch is
+    /// too recent to fetch again; `None` when a fetch is due.
+    fn cached(
+        &self,
+        cache: &Cache,
+        kid: &str,
+    ) -> Option<std::result::Result<Arc<CachedKey>, VerifyError>> {
+        if let Some(k) = cache.keys.get(kid) {
+            return Some(Ok(k.clone()));
+        }
+        cache
+            .fetched_at
+            .is_some_and(|at| at.elapsed() < self.config.refresh_interval)
+            .then(|| Err(AuthError::UnknownKey.into()))
     }
 }
 

@@ -414,13 +414,11 @@ async fn refusals_never_quote_the_token_or_its_claims() {
         c.insert("aud".into(), json!("jane@example.com"));
     });
     let t = issuer.sign("k1", &c);
-    let e = v.verify(&t).await.unwrap_err();
+    let e = refused(&v, &t).await;
+    assert_eq!(e.code(), "token-audience");
     let text = format!("{e} {e:?}");
     assert!(!text.contains("jane@example.com") && !text.contains("cus_SECRET"));
     assert!(!text.contains(&t[..20]));
-    if let VerifyError::Refused(r) = e {
-        assert_eq!(r.code(), "token-audience");
-    }
 }
 
 #[tokio::test]
