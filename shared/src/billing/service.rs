@@ -131,6 +131,53 @@ pub fn artifact_keys(customer: &str, period: Period) -> (String, String) {
     )
 }
 
+/// The invoice of (`customer`, `period`) as the stores hold it now: the customer's billable
+/// subscriptions, their usage aggregated and priced by the price book, the credit balance
+/// applied. `None` when nothing is billable. The one pricing path: a bill run invoices what
+/// this returns, and the portal's usage to date shows it.
+pub async fn compose_invoice(
+    usage: &dyn UsageStore,
+    subs: &dyn SubscriptionView,
+    credits: &dyn Credits,
+    book: &PriceBook,
+    customer: &str,
+    period: Period,
+) -> Result<Option<Invoice>> {
+    let subs: Vec<Subscription> = subs
+        .for_customer(customer)
+        .await?
+        .into_iter()
+        .filter(|s| s.billable_in(period))
+        .collect();
+    if subs.is_empty() {
+        return Ok(None);
+    }
+    let mut with_usage = Vec::with_capacity(subs.len());
+    for s in subs {
+        let (_, plan) = book.plan(&s.plan).ok_or_else(|| {
+            Error::Invalid(format!(
+                "plan {} of subscription {} has no price",
+                s.plan, s.subscription
+            ))
+        })?;
+        let metrics: Vec<(String, Aggregation)> = plan
+            .charges
+            .iter()
+            .filter_map(|c| Some((c.metric.clone()?, c.aggregation?)))
+            .collect();
+        let records = usage
+            .usage(customer, &s.subscription, &metrics, period)
+            .await?;
+        let quantities = aggregate::quantities(&metrics, records, period);
+        with_usage.push(SubscriptionUsage {
+            subscription: s,
+            quantities,
+        });
+    }
+    let credit = credits.balance(customer).await?;
+    invoice::compose(customer, period, book, &with_usage, credit.as_ref()).map(Some)
+}
+
 impl Billing {
     // ----------------------------------------------------------------------------- ingest
 
@@ -369,50 +416,16 @@ impl Billing {
     }
 
     async fn compose(&self, customer: &str, period: Period) -> Result<Option<Invoice>> {
-        let subs: Vec<Subscription> = self
-            .ports
-            .subs
-            .for_customer(customer)
-            .await?
-            .into_iter()
-            .filter(|s| s.billable_in(period))
-            .collect();
-        if subs.is_empty() {
-            return Ok(None);
-        }
-        let mut with_usage = Vec::with_capacity(subs.len());
-        for s in subs {
-            let (_, plan) = self.ports.book.plan(&s.plan).ok_or_else(|| {
-                Error::Invalid(format!(
-                    "plan {} of subscription {} has no price",
-                    s.plan, s.subscription
-                ))
-            })?;
-            let metrics: Vec<(String, Aggregation)> = plan
-                .charges
-                .iter()
-                .filter_map(|c| Some((c.metric.clone()?, c.aggregation?)))
-                .collect();
-            let usage = self
-                .ports
-                .usage
-                .usage(customer, &s.subscription, &metrics, period)
-                .await?;
-            let quantities = aggregate::quantities(&metrics, usage, period);
-            with_usage.push(SubscriptionUsage {
-                subscription: s,
-                quantities,
-            });
-        }
-        let credit = self.ports.credits.balance(customer).await?;
-        invoice::compose(
+        let p = &self.ports;
+        compose_invoice(
+            p.usage.as_ref(),
+            p.subs.as_ref(),
+            p.credits.as_ref(),
+            &p.book,
             customer,
             period,
-            &self.ports.book,
-            &with_usage,
-            credit.as_ref(),
         )
-        .map(Some)
+        .await
     }
 
     async fn advance(&self, rec: &mut InvoiceRecord, to: BillState) -> Result<()> {

@@ -8,33 +8,31 @@ use super::auth::{Principal, TokenVerifier};
 use super::http::{Request, Response, Route, route};
 use super::problem::Problem;
 use crate::billing::dunning::Dunning;
-use crate::billing::ports::{DunningStore, InvoiceRecord, InvoiceStore};
+use crate::billing::ports::{
+    Credits, DunningStore, InvoiceRecord, InvoiceStore, SubscriptionView, UsageStore,
+};
+use crate::billing::pricebook::PriceBook;
 use crate::billing::service::artifact_keys;
+use crate::crm::CrmPort;
 use crate::customers::state::{CustomerState, CustomerStore};
 use crate::error::{Error, Result};
+use crate::ledger::{Claim, ClaimOptions, Ledger, payload_hash};
 use crate::licensing::format::LicenseId;
 use crate::licensing::store::{LicenseRecord, LicenseStatus, LicenseStore};
+use crate::queue::QueueSender;
 use crate::storage::ObjectStore;
-use async_trait::async_trait;
-use serde::Serialize;
+use crate::stripe::{Card, StripeReads, StripeSelfService};
+use crate::values::{Currency, Money};
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// The card on file, as the portal shows it (never the number).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct PaymentMethodView {
-    pub brand: String,
-    pub last4: String,
-    pub exp_month: u32,
-    pub exp_year: u32,
-}
-
-/// The customer's default payment method.
-#[async_trait]
-pub trait PaymentMethods: Send + Sync {
-    async fn default_method(&self, customer: &str) -> Result<Option<PaymentMethodView>>;
-}
+/// Stripe as the portal uses it: objects by id, and the self-service calls.
+pub trait PortalStripe: StripeReads + StripeSelfService {}
+impl<T: StripeReads + StripeSelfService> PortalStripe for T {}
 
 /// What the API reads and writes through.
 #[derive(Clone)]
@@ -45,16 +43,55 @@ pub struct Ports {
     pub files: Arc<dyn ObjectStore>,
     pub invoices: Arc<dyn InvoiceStore>,
     pub dunning: Arc<dyn DunningStore>,
-    pub payment_methods: Arc<dyn PaymentMethods>,
+    /// Billing's own stores and price book: usage to date is priced by the code that bills.
+    pub usage: Arc<dyn UsageStore>,
+    pub subscriptions: Arc<dyn SubscriptionView>,
+    pub credits: Arc<dyn Credits>,
+    pub book: Arc<PriceBook>,
+    pub stripe: Arc<dyn PortalStripe>,
+    /// Sales-assisted opportunities.
+    pub crm: Arc<dyn CrmPort>,
+    /// `Idempotency-Key`s: one answer per key.
+    pub ledger: Arc<dyn Ledger>,
+    /// The privacy-requests queue.
+    pub queue: Arc<dyn QueueSender>,
+    /// The time (tests pin it).
+    pub clock: Arc<dyn Fn() -> chrono::DateTime<chrono::Utc> + Send + Sync>,
 }
 
-/// Limits and links.
+/// What the portal sells self-service, by SKU: the Stripe price and the most seats a
+/// customer may buy or change to without sales.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Offer {
+    /// The Stripe price (or plan) id.
+    pub price: String,
+    pub max_seats: u32,
+    /// The price-book plan that bills the subscription (`blapi_plan` metadata), if any.
+    #[serde(default)]
+    pub plan: Option<String>,
+}
+
+/// Limits, links and the offer.
 #[derive(Debug, Clone)]
 pub struct Settings {
     /// The largest request body read.
     pub max_body: usize,
     /// How long a pre-signed link (license file, invoice artifact) lasts.
     pub link_ttl: Duration,
+    /// SKU -> offer.
+    pub catalog: BTreeMap<String, Offer>,
+    /// A seat change whose annual value exceeds this goes to sales (default $5 000).
+    pub self_service_limit: Money,
+    /// Stripe Tax on self-service purchases.
+    pub automatic_tax: bool,
+    /// Where Checkout sends the buyer back (`?checkout=success|cancelled` is appended).
+    pub return_url: String,
+    pub privacy_queue_url: String,
+    /// The owner of a sales-assisted opportunity when the account has none.
+    pub sales_owner: String,
+    /// How long an `Idempotency-Key`'s answer is kept (replayed).
+    pub idempotency_retain: Duration,
 }
 
 impl Default for Settings {
@@ -62,20 +99,42 @@ impl Default for Settings {
         Self {
             max_body: 16 * 1024,
             link_ttl: Duration::from_secs(15 * 60),
+            catalog: BTreeMap::new(),
+            self_service_limit: Money::new(
+                500_000,
+                Currency::try_from("usd".to_owned()).unwrap_or_else(|_| unreachable!()),
+            ),
+            automatic_tax: false,
+            return_url: "https://portal.example.com/billing".into(),
+            privacy_queue_url: String::new(),
+            sales_owner: "sales".into(),
+            idempotency_retain: Duration::from_secs(24 * 3600),
         }
     }
 }
 
 /// The API.
 pub struct PortalApi {
-    verifier: TokenVerifier,
-    ports: Ports,
-    settings: Settings,
+    pub(super) verifier: TokenVerifier,
+    pub(super) ports: Ports,
+    pub(super) settings: Settings,
 }
 
 /// Whom a request acts for, after authentication and scoping.
-struct Caller {
-    customer: String,
+pub(super) struct Caller {
+    pub customer: String,
+    /// The signed-in person's address (a customer's own token only).
+    pub email: Option<String>,
+    /// The `Idempotency-Key` of a mutating request, hashed with the customer.
+    pub idempotency: Option<String>,
+}
+
+/// A stored answer, replayed for the same `Idempotency-Key`.
+#[derive(Serialize, Deserialize)]
+struct Stored {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: String,
 }
 
 impl PortalApi {
@@ -102,13 +161,116 @@ impl PortalApi {
             .verifier
             .verify_header(req.header("authorization"))
             .await?;
-        let caller = self.scope(&principal, req, &route)?;
+        let mut caller = self.scope(&principal, req, &route)?;
         if req.body.len() > self.settings.max_body {
             return Err(Problem::too_large(self.settings.max_body));
         }
-        self.endpoint(&route, &caller, req)
+        if !route.mutates() {
+            return self.endpoint(&route, &caller, req).await;
+        }
+        self.idempotent(&route, &mut caller, req).await
+    }
+
+    /// A mutating request, once per `Idempotency-Key`: the first answer is stored and replayed
+    /// for the same key (header `Idempotent-Replayed: true`); the same key with another request
+    /// is 409; a request still running under the key is 409 with `Retry-After`. A failure
+    /// that may succeed later (5xx) is not stored: the retry runs again, and Stripe, which
+    /// received the same derived keys, does nothing twice.
+    async fn idempotent(
+        &self,
+        route: &Route,
+        caller: &mut Caller,
+        req: &Request,
+    ) -> std::result::Result<Response, Problem> {
+        let key = req
+            .header("idempotency-key")
+            .filter(|k| !k.is_empty() && k.len() <= 255 && k.bytes().all(|b| (0x21..0x7f).contains(&b)))
+            .ok_or_else(|| {
+                Problem::invalid(
+                    "Idempotency-Key",
+                    "a mutating request carries an Idempotency-Key header (1 to 255 visible ASCII characters)",
+                )
+            })?;
+        let scoped = payload_hash(format!("{}\n{key}", caller.customer).as_bytes());
+        let ledger_key = format!("portal#{scoped}");
+        let mut fingerprint = format!("{} {}\n", req.method, req.path).into_bytes();
+        fingerprint.extend_from_slice(&req.body);
+        let opts = ClaimOptions {
+            lease: Duration::from_secs(60),
+            retain: Some(self.settings.idempotency_retain),
+        };
+        let claim = self
+            .ports
+            .ledger
+            .claim(&ledger_key, &payload_hash(&fingerprint), opts)
             .await
-            .map_err(|e| problem_of(e, &route))
+            .map_err(|e| problem_of(e, route))?;
+        let lease = match claim {
+            Claim::Acquired(lease) => lease,
+            Claim::InProgress { .. } => {
+                return Err(Problem::new(
+                    409,
+                    "idempotency-in-progress",
+                    "Request in progress",
+                    "a request with this Idempotency-Key is still running; retry shortly",
+                )
+                .with_retry_after(Duration::from_secs(1)));
+            }
+            Claim::Completed { result } => {
+                return result
+                    .as_deref()
+                    .and_then(|r| serde_json::from_str::<Stored>(r).ok())
+                    .and_then(|s| {
+                        let body = base64::engine::general_purpose::STANDARD
+                            .decode(s.body)
+                            .ok()?;
+                        let mut r = Response {
+                            status: s.status,
+                            headers: s.headers,
+                            body,
+                        };
+                        r.headers
+                            .push(("Idempotent-Replayed".into(), "true".into()));
+                        Some(r)
+                    })
+                    .ok_or_else(|| {
+                        tracing::error!(
+                            route = route.name(),
+                            "unreadable stored idempotent answer"
+                        );
+                        Problem::internal()
+                    });
+            }
+        };
+        caller.idempotency = Some(scoped);
+        let answer = match self.endpoint(route, caller, req).await {
+            Ok(r) => r,
+            Err(p) => Response::problem(&p),
+        };
+        if answer.status >= 500 {
+            // Not stored: a retry runs again.
+            if let Err(e) = self.ports.ledger.release(&lease).await {
+                tracing::warn!(route = route.name(), error = %e.chain(), "idempotency release failed");
+            }
+            return Ok(answer);
+        }
+        let stored = serde_json::to_string(&Stored {
+            status: answer.status,
+            headers: answer.headers.clone(),
+            body: base64::engine::general_purpose::STANDARD.encode(&answer.body),
+        })
+        .map_err(|_| Problem::internal())?;
+        if let Err(e) = self
+            .ports
+            .ledger
+            .complete(&lease, Some(&stored), opts)
+            .await
+        {
+            // Done but not recorded: a retry with the key runs again (Stripe dedupes by
+            // the derived keys; the CRM and the privacy queue by their own ids).
+            tracing::warn!(route = route.name(), error = %e.chain(), "idempotency record failed");
+        }
+        Ok(answer)
     }
 
     /// The customer the request acts for: the token's own, or for an operator the one named by
@@ -122,10 +284,14 @@ impl PortalApi {
     ) -> std::result::Result<Caller, Problem> {
         let named = req.query.get("customer").map(String::as_str);
         match principal {
-            Principal::Customer { customer_id, .. } => match named {
+            Principal::Customer {
+                customer_id, email, ..
+            } => match named {
                 Some(c) if c != customer_id => Err(Problem::not_found("customer")),
                 _ => Ok(Caller {
                     customer: customer_id.clone(),
+                    email: email.clone(),
+                    idempotency: None,
                 }),
             },
             Principal::Operator { operator_id } => {
@@ -143,12 +309,33 @@ impl PortalApi {
                 );
                 Ok(Caller {
                     customer: customer.to_string(),
+                    email: None,
+                    idempotency: None,
                 })
             }
         }
     }
 
-    async fn endpoint(&self, route: &Route, caller: &Caller, req: &Request) -> Result<Response> {
+    async fn endpoint(
+        &self,
+        route: &Route,
+        caller: &Caller,
+        req: &Request,
+    ) -> std::result::Result<Response, Problem> {
+        match route {
+            Route::Usage => self.usage(caller, req).await,
+            Route::Checkout => self.checkout(caller, req).await,
+            Route::SeatPreview(sub) => self.seat_preview(caller, sub, req).await,
+            Route::SeatChange(sub) => self.seat_change(caller, sub, req).await,
+            Route::PrivacyRequest => self.privacy_request(caller, req).await,
+            read => self
+                .read(read, caller, req)
+                .await
+                .map_err(|e| problem_of(e, route)),
+        }
+    }
+
+    async fn read(&self, route: &Route, caller: &Caller, req: &Request) -> Result<Response> {
         match route {
             Route::Account => self.account(&caller.customer).await,
             Route::Licenses => {
@@ -197,6 +384,7 @@ impl PortalApi {
                     .ok_or_else(|| Error::NotFound("invoice".into()))?;
                 Ok(Response::json(200, &self.invoice_view(rec, true).await?))
             }
+            _ => Err(Error::NotFound("resource".into())),
         }
     }
 
@@ -204,7 +392,7 @@ impl PortalApi {
         let (state, dunning, method) = tokio::try_join!(
             self.ports.customers.load(customer),
             self.ports.dunning.load(customer),
-            self.ports.payment_methods.default_method(customer),
+            self.ports.stripe.default_card(customer),
         )?;
         let state = state.ok_or_else(|| Error::NotFound("customer".into()))?;
         Ok(Response::json(
@@ -253,9 +441,14 @@ impl PortalApi {
 
 /// A domain error as the caller sees it: missing (or another customer's) is 404, bad input 400,
 /// a dependency down 503 with `Retry-After`, anything else 500 (logged, not shown).
-fn problem_of(e: Error, route: &Route) -> Problem {
+pub(super) fn problem_of(e: Error, route: &Route) -> Problem {
     match &e {
-        Error::NotFound(what) => Problem::not_found(what.split(' ').next().unwrap_or("resource")),
+        // Stripe's own "no such ..." is a missing resource for the caller too.
+        Error::NotFound(what) => Problem::not_found(
+            what.strip_prefix("stripe: ")
+                .map(|_| "resource")
+                .unwrap_or_else(|| what.split(' ').next().unwrap_or("resource")),
+        ),
         Error::Invalid(_) => Problem::invalid("body", "the request is not valid"),
         Error::Conflict(_) => Problem::idempotency_conflict(),
         Error::InProgress(_) => Problem::unavailable("this resource", Duration::from_secs(2)),
@@ -288,11 +481,7 @@ fn license_view(l: &LicenseRecord) -> Value {
     })
 }
 
-fn account_view(
-    state: &CustomerState,
-    dunning: &Dunning,
-    method: Option<&PaymentMethodView>,
-) -> Value {
+fn account_view(state: &CustomerState, dunning: &Dunning, method: Option<&Card>) -> Value {
     let status = match dunning.status.as_str() {
         "suspended" => "suspended",
         "past_due" => "past_due",

@@ -1,6 +1,6 @@
 //! The portal API through its handler with in-memory ports and an in-process identity provider.
 
-use super::api::{PaymentMethodView, PaymentMethods, PortalApi, Ports, Settings};
+use super::api::{Offer, PortalApi, Ports, Settings};
 use super::auth::{AuthConfig, StaticKeySource, TokenVerifier};
 use super::http::{Request, Response};
 use super::testkit::{TestIssuer, now};
@@ -8,46 +8,75 @@ use crate::billing::dunning::{Dunning, Status};
 use crate::billing::invoice::{Invoice, StripeRefs};
 use crate::billing::memory::MemoryBilling;
 use crate::billing::ports::{BillState, DunningStore, InvoiceRecord, InvoiceStore};
+use crate::billing::pricebook::PriceBook;
+use crate::crm::MemoryCrm;
 use crate::customers::state::{CustomerState, CustomerStore, MemoryCustomers, Term};
-use crate::error::{Error, Result};
+use crate::ledger::MemoryLedger;
 use crate::licensing::format::LicenseKey;
 use crate::licensing::store::{LicenseRecord, LicenseStatus, LicenseStore, MemoryLicenseStore};
+use crate::queue::MemoryQueue;
 use crate::storage::{MemoryStore, ObjectStore};
+use crate::stripe::MemoryStripe;
 use crate::values::Currency;
-use async_trait::async_trait;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 const ISS: &str = "https://id.example.test/";
 const AUD: &str = "blapi-portal";
+/// The fixture's clock: mid-November 2026 (its subscriptions' current period).
+const NOW: &str = "2026-11-15T12:00:00Z";
+const NOV_1: i64 = 1_793_491_200;
+const DEC_1: i64 = 1_796_083_200;
+pub(super) const PRIVACY_QUEUE: &str = "https://sqs.test/privacy-requests";
 
-#[derive(Default)]
-struct Cards {
-    down: AtomicBool,
+fn settings() -> Settings {
+    Settings {
+        catalog: BTreeMap::from([(
+            "professional".to_string(),
+            Offer {
+                price: "plan_cloud_pro".into(),
+                max_seats: 100,
+                plan: Some("cloud-pro".into()),
+            },
+        )]),
+        privacy_queue_url: PRIVACY_QUEUE.into(),
+        sales_owner: "sales-desk".into(),
+        ..Settings::default()
+    }
 }
 
-#[async_trait]
-impl PaymentMethods for Cards {
-    async fn default_method(&self, customer: &str) -> Result<Option<PaymentMethodView>> {
-        if self.down.load(Ordering::SeqCst) {
-            return Err(Error::dependency("stripe", true, "connection refused"));
-        }
-        Ok((customer == "cus_A").then(|| PaymentMethodView {
-            brand: "visa".into(),
-            last4: "4242".into(),
-            exp_month: 12,
-            exp_year: 2030,
-        }))
+/// Stripe as the fixture's customers have it: A with a card and a 25-seat Cloud Pro
+/// subscription (seats priced by the price book: $15 a month), B with 5 seats and no card.
+fn stripe_fixture() -> MemoryStripe {
+    let stripe = MemoryStripe::new();
+    stripe.put_customer(
+        json!({"id": "cus_A", "invoice_settings": {"default_payment_method": "pm_A"}}),
+    );
+    stripe.put_customer(json!({"id": "cus_B"}));
+    stripe.put_payment_method(json!({"id": "pm_A", "card": {"brand": "visa", "last4": "4242", "exp_month": 12, "exp_year": 2030}}));
+    for (c, seats) in [("cus_A", 25), ("cus_B", 5)] {
+        stripe.put_subscription(json!({
+            "id": format!("sub_{c}"), "customer": c, "status": "active",
+            "current_period_start": NOV_1, "current_period_end": DEC_1, "currency": "usd",
+            "metadata": {"blapi_plan": "cloud-pro"},
+            "items": {"object": "list", "has_more": false, "data": [{
+                "id": format!("si_{c}"), "quantity": seats,
+                "plan": {"id": "plan_cloud_pro", "amount": 0, "currency": "usd", "interval": "month",
+                         "metadata": {"sku": "professional"}}}]},
+        }));
     }
+    stripe
 }
 
 struct Fixture {
     issuer: TestIssuer,
     api: PortalApi,
     licenses: Arc<MemoryLicenseStore>,
-    cards: Arc<Cards>,
+    stripe: Arc<MemoryStripe>,
+    crm: Arc<MemoryCrm>,
+    queue: Arc<MemoryQueue>,
+    billing: Arc<MemoryBilling>,
     /// Customer A's active license, B's license, A's license still issuing.
     a_license: String,
     b_license: String,
@@ -180,7 +209,9 @@ async fn fixture() -> Fixture {
     DunningStore::save(&*billing, "cus_B", &dunning, 0)
         .await
         .unwrap();
-    let cards = Arc::new(Cards::default());
+    let stripe = Arc::new(stripe_fixture());
+    let crm = Arc::new(MemoryCrm::new());
+    let queue = Arc::new(MemoryQueue::new());
     let api = PortalApi::new(
         verifier,
         Ports {
@@ -188,16 +219,27 @@ async fn fixture() -> Fixture {
             licenses: licenses.clone(),
             files,
             invoices: billing.clone(),
-            dunning: billing,
-            payment_methods: cards.clone(),
+            dunning: billing.clone(),
+            usage: billing.clone(),
+            subscriptions: billing.clone(),
+            credits: billing.clone(),
+            book: Arc::new(PriceBook::embedded().unwrap()),
+            stripe: stripe.clone(),
+            crm: crm.clone(),
+            ledger: Arc::new(MemoryLedger::new()),
+            queue: queue.clone(),
+            clock: Arc::new(|| NOW.parse().unwrap()),
         },
-        Settings::default(),
+        settings(),
     );
     Fixture {
         issuer,
         api,
         licenses,
-        cards,
+        stripe,
+        crm,
+        queue,
+        billing,
         a_license: ids[0].clone(),
         b_license: ids[1].clone(),
         a_issuing: ids[2].clone(),
@@ -491,11 +533,555 @@ async fn operators_name_the_customer_and_see_it() {
 #[tokio::test]
 async fn a_dependency_down_is_503_with_retry_after() {
     let f = fixture().await;
-    f.cards.down.store(true, Ordering::SeqCst);
+    f.stripe.set_unavailable(true);
     let t = f.issuer.customer_token("cus_A");
     let r = f.api.handle(&get("/v1/account", Some(&t))).await;
     assert_eq!(r.status, 503);
     assert_eq!(r.header("retry-after"), Some("5"));
     assert_eq!(problem_type(&r), "urn:blapi:problem:dependency-unavailable");
     assert!(!String::from_utf8_lossy(&r.body).contains("refused"));
+}
+
+// ------------------------------------------------------------------ usage, purchase, seats
+
+fn post(path: &str, token: &str, key: Option<&str>, body: &str) -> Request {
+    let mut r = get(path, Some(token));
+    r.method = "POST".into();
+    if let Some(k) = key {
+        r.headers.insert("idempotency-key".into(), k.into());
+    }
+    r.body = body.as_bytes().to_vec();
+    r
+}
+
+/// Cloud Pro usage of customer A in November: 25 000 API calls (three packages of 10 000 at
+/// $9) and 4 builds ($0.02 each), on top of 25 seats at $15 for the whole month.
+async fn november_usage(f: &Fixture) {
+    use crate::billing::aggregate::Aggregation;
+    use crate::billing::money::Quantity;
+    use crate::billing::ports::{SubscriptionView, UsageStore};
+    use crate::billing::subscription::Subscription;
+    use crate::billing::usage::Usage;
+    f.billing
+        .upsert(&Subscription {
+            customer: "cus_A".into(),
+            subscription: "sub_cus_A".into(),
+            plan: "cloud-pro".into(),
+            quantity: 25,
+            status: "active".into(),
+            currency: None,
+            start: NOV_1,
+            end: None,
+            updated_at: NOV_1,
+        })
+        .await
+        .unwrap();
+    let at: chrono::DateTime<chrono::Utc> = "2026-11-10T08:00:00Z".parse().unwrap();
+    let mut records = vec![("api_calls", 25_000, Aggregation::Sum)];
+    records.extend([("builds", 1, Aggregation::Count); 4]);
+    for (i, (metric, value, agg)) in records.into_iter().enumerate() {
+        let u = Usage {
+            id: format!("u{i}"),
+            customer: "cus_A".into(),
+            subscription: "sub_cus_A".into(),
+            metric: metric.into(),
+            value: Quantity::from_int(value),
+            timestamp: at,
+            installation: None,
+        };
+        assert!(f.billing.record(&u, agg).await.unwrap());
+    }
+}
+
+#[tokio::test]
+async fn usage_to_date_is_what_billing_would_charge() {
+    let f = fixture().await;
+    november_usage(&f).await;
+    let t = f.issuer.customer_token("cus_A");
+    let r = f.api.handle(&get("/v1/usage", Some(&t))).await;
+    assert_eq!(r.status, 200, "{r:?}");
+    let v = r.json_body();
+    assert_eq!(v["period"], "2026-11");
+    assert_eq!(v["open"], true);
+    // 25 × 1 500 + 3 × 900 + 4 × 2, by hand.
+    assert_eq!(v["total"]["amount"], 37_500 + 2_700 + 8, "{v}");
+    let charges: Vec<&str> = v["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|l| l["charge"].as_str())
+        .collect();
+    assert!(
+        charges.contains(&"seats") && charges.contains(&"api_calls"),
+        "{v}"
+    );
+
+    // B has no billable subscription in the billing view: nothing to show, not an error.
+    let b = f
+        .api
+        .handle(&get("/v1/usage", Some(&f.issuer.customer_token("cus_B"))))
+        .await;
+    assert_eq!(
+        (b.status, b.json_body()["total"].clone()),
+        (200, Value::Null)
+    );
+
+    for bad in ["2027-01", "november", "2026-13"] {
+        let r = f
+            .api
+            .handle(&get(&format!("/v1/usage?period={bad}"), Some(&t)))
+            .await;
+        assert_eq!(
+            (r.status, r.json_body()["field"].clone()),
+            (400, json!("period")),
+            "{bad}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_purchase_is_a_checkout_session_once_per_idempotency_key() {
+    let f = fixture().await;
+    let t = f.issuer.customer_token("cus_A");
+    let body = r#"{"sku": "professional", "seats": 12}"#;
+    let r = f
+        .api
+        .handle(&post("/v1/checkout-sessions", &t, Some("buy-1"), body))
+        .await;
+    assert_eq!(r.status, 201, "{r:?}");
+    let v = r.json_body();
+    assert!(v["url"].as_str().unwrap().starts_with("https://"), "{v}");
+    let sessions = f.stripe.checkout_sessions();
+    assert_eq!(sessions.len(), 1);
+    let (s, _) = &sessions[0];
+    assert_eq!(
+        (s.customer.as_str(), s.price.as_str(), s.quantity),
+        ("cus_A", "plan_cloud_pro", 12)
+    );
+    assert_eq!(
+        s.metadata.get("blapi_plan").map(String::as_str),
+        Some("cloud-pro")
+    );
+    assert!(!s.automatic_tax);
+    assert!(
+        s.success_url.ends_with("checkout=success"),
+        "{}",
+        s.success_url
+    );
+
+    // The same key again: the first answer, marked as a replay; Stripe is not asked again.
+    let again = f
+        .api
+        .handle(&post("/v1/checkout-sessions", &t, Some("buy-1"), body))
+        .await;
+    assert_eq!((again.status, again.json_body()), (201, v.clone()));
+    assert_eq!(again.header("idempotent-replayed"), Some("true"));
+    assert_eq!(f.stripe.checkout_sessions().len(), 1);
+
+    // The same key with another body: 409, nothing done.
+    let other = f
+        .api
+        .handle(&post(
+            "/v1/checkout-sessions",
+            &t,
+            Some("buy-1"),
+            r#"{"sku": "professional", "seats": 13}"#,
+        ))
+        .await;
+    assert_eq!(other.status, 409);
+    assert_eq!(
+        problem_type(&other),
+        "urn:blapi:problem:idempotency-key-reused"
+    );
+    // Another customer's same key is theirs: a session of their own.
+    let b = f
+        .api
+        .handle(&post(
+            "/v1/checkout-sessions",
+            &f.issuer.customer_token("cus_B"),
+            Some("buy-1"),
+            body,
+        ))
+        .await;
+    assert_eq!(b.status, 201);
+    let sessions = f.stripe.checkout_sessions();
+    assert_eq!(sessions.len(), 2);
+    assert_ne!(sessions[0].1, sessions[1].1, "Stripe keys are per customer");
+}
+
+#[tokio::test]
+async fn purchases_with_bad_input_name_the_field_and_do_nothing() {
+    let f = fixture().await;
+    let t = f.issuer.customer_token("cus_A");
+    let cases: [(&str, Option<&str>, u16, &str); 9] = [
+        (
+            r#"{"sku": "professional", "seats": 1}"#,
+            None,
+            400,
+            "Idempotency-Key",
+        ),
+        (
+            r#"{"sku": "professional", "seats": 0}"#,
+            Some("k1"),
+            400,
+            "seats",
+        ),
+        (
+            r#"{"sku": "professional", "seats": 101}"#,
+            Some("k2"),
+            400,
+            "seats",
+        ),
+        (
+            r#"{"sku": "professional", "seats": -3}"#,
+            Some("k3"),
+            400,
+            "seats",
+        ),
+        (
+            r#"{"sku": "professional", "seats": "five"}"#,
+            Some("k4"),
+            400,
+            "seats",
+        ),
+        (r#"{"sku": "platinum", "seats": 5}"#, Some("k5"), 400, "sku"),
+        (
+            r#"{"sku": "professional", "seats": 5, "coupon": "FREE"}"#,
+            Some("k6"),
+            400,
+            "coupon",
+        ),
+        (r#"{"sku": "professional"}"#, Some("k7"), 400, "seats"),
+        (
+            r#"{"sku": "professional", "seats": 5"#,
+            Some("k8"),
+            400,
+            "body",
+        ),
+    ];
+    for (body, key, status, field) in cases {
+        let r = f
+            .api
+            .handle(&post("/v1/checkout-sessions", &t, key, body))
+            .await;
+        assert_eq!(r.status, status, "{body}: {r:?}");
+        let v = r.json_body();
+        assert_eq!(v["field"], field, "{body}: {v}");
+        let text = v.to_string();
+        assert!(
+            !text.contains("five") && !text.contains("FREE") && !text.contains("platinum"),
+            "{text}"
+        );
+    }
+    assert!(f.stripe.checkout_sessions().is_empty());
+}
+
+#[tokio::test]
+async fn automatic_tax_is_asked_of_checkout_when_the_deployment_enables_it() {
+    let mut f = fixture().await;
+    let mut s = settings();
+    s.automatic_tax = true;
+    let verifier = TokenVerifier::new(
+        AuthConfig::new(ISS, AUD),
+        Arc::new(StaticKeySource(f.issuer.jwks())),
+    );
+    f.api = PortalApi::new(verifier, f.api.ports.clone(), s);
+    let t = f.issuer.customer_token("cus_B");
+    let r = f
+        .api
+        .handle(&post(
+            "/v1/checkout-sessions",
+            &t,
+            Some("tax"),
+            r#"{"sku": "professional", "seats": 3}"#,
+        ))
+        .await;
+    assert_eq!(
+        (r.status, r.json_body()["automatic_tax"].clone()),
+        (201, json!(true))
+    );
+    assert!(f.stripe.checkout_sessions()[0].0.automatic_tax);
+}
+
+#[tokio::test]
+async fn a_seat_change_is_previewed_then_applied_within_the_self_service_limit() {
+    let f = fixture().await;
+    let t = f.issuer.customer_token("cus_A");
+    // 27 seats: 27 × $15 × 12 = $4 860, under $5 000.
+    let r = f
+        .api
+        .handle(&get("/v1/subscriptions/sub_cus_A/seats?seats=27", Some(&t)))
+        .await;
+    assert_eq!(r.status, 200, "{r:?}");
+    let v = r.json_body();
+    assert_eq!(v["action"], "apply", "{v}");
+    assert_eq!(
+        (v["current_seats"].clone(), v["seats"].clone()),
+        (json!(25), json!(27))
+    );
+    assert_eq!(v["annual_value"]["current"]["amount"], 450_000);
+    assert_eq!(v["annual_value"]["proposed"]["amount"], 486_000);
+    let date = v["proration"]["date"].as_i64().unwrap();
+
+    let r = f
+        .api
+        .handle(&post(
+            "/v1/subscriptions/sub_cus_A/seats",
+            &t,
+            Some("seats-27"),
+            &json!({"seats": 27, "proration_date": date}).to_string(),
+        ))
+        .await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.json_body()["status"], "applied");
+    let sub = f.stripe.subscription_json("sub_cus_A").unwrap();
+    assert_eq!(sub["items"]["data"][0]["quantity"], 27);
+    assert!(f.crm.opportunities().is_empty());
+}
+
+#[tokio::test]
+async fn a_seat_change_over_the_limit_becomes_an_opportunity_and_is_not_applied() {
+    let f = fixture().await;
+    let t = f.issuer.customer_token("cus_A");
+    // 28 seats: $5 040 a year.
+    let preview = f
+        .api
+        .handle(&get("/v1/subscriptions/sub_cus_A/seats?seats=28", Some(&t)))
+        .await
+        .json_body();
+    assert_eq!(preview["action"], "sales_assisted", "{preview}");
+    let r = f
+        .api
+        .handle(&post(
+            "/v1/subscriptions/sub_cus_A/seats",
+            &t,
+            Some("seats-28"),
+            r#"{"seats": 28}"#,
+        ))
+        .await;
+    assert_eq!(r.status, 202, "{r:?}");
+    let v = r.json_body();
+    assert_eq!(v["status"], "sales_assisted");
+    assert!(v["message"].as_str().unwrap().contains("not applied"));
+    let opps = f.crm.opportunities();
+    assert_eq!(opps.len(), 1);
+    let o = &opps[0];
+    assert_eq!(o.account_external_id, "cus_A");
+    assert_eq!(
+        o.owner_id, "sales-desk",
+        "no account owner: the configured sales owner"
+    );
+    assert_eq!(o.amount.as_ref().map(|m| m.amount), Some(504_000));
+    assert_eq!(o.stage, crate::crm::OpportunityStage::Open);
+    assert_eq!(o.seats, Some(28));
+    let sub = f.stripe.subscription_json("sub_cus_A").unwrap();
+    assert_eq!(sub["items"]["data"][0]["quantity"], 25, "not applied");
+}
+
+#[tokio::test]
+async fn seat_changes_refuse_bad_counts_and_other_customers_subscriptions() {
+    let f = fixture().await;
+    let t = f.issuer.customer_token("cus_A");
+    for (q, field) in [
+        ("0", "seats"),
+        ("101", "seats"),
+        ("25", "seats"),
+        ("x", "seats"),
+    ] {
+        let r = f
+            .api
+            .handle(&get(
+                &format!("/v1/subscriptions/sub_cus_A/seats?seats={q}"),
+                Some(&t),
+            ))
+            .await;
+        assert_eq!(
+            (r.status, r.json_body()["field"].clone()),
+            (400, json!(field)),
+            "{q}"
+        );
+    }
+    let theirs = f
+        .api
+        .handle(&get("/v1/subscriptions/sub_cus_B/seats?seats=6", Some(&t)))
+        .await;
+    let missing = f
+        .api
+        .handle(&get("/v1/subscriptions/sub_nope/seats?seats=6", Some(&t)))
+        .await;
+    assert_eq!((theirs.status, missing.status), (404, 404));
+    assert_eq!(
+        theirs.body, missing.body,
+        "another customer's is exactly a missing one"
+    );
+    let r = f
+        .api
+        .handle(&post(
+            "/v1/subscriptions/sub_cus_B/seats",
+            &t,
+            Some("k"),
+            r#"{"seats": 6}"#,
+        ))
+        .await;
+    assert_eq!(r.status, 404);
+    let late = f
+        .api
+        .handle(&post(
+            "/v1/subscriptions/sub_cus_A/seats",
+            &t,
+            Some("old"),
+            r#"{"seats": 26, "proration_date": 1500000000}"#,
+        ))
+        .await;
+    assert_eq!(
+        (late.status, late.json_body()["field"].clone()),
+        (400, json!("proration_date"))
+    );
+    let sub = f.stripe.subscription_json("sub_cus_B").unwrap();
+    assert_eq!(sub["items"]["data"][0]["quantity"], 5);
+}
+
+#[tokio::test]
+async fn stripe_down_is_503_with_nothing_done_and_the_key_free_for_the_retry() {
+    let f = fixture().await;
+    let t = f.issuer.customer_token("cus_A");
+    f.stripe.set_unavailable(true);
+    let body = r#"{"seats": 26}"#;
+    let r = f
+        .api
+        .handle(&post(
+            "/v1/subscriptions/sub_cus_A/seats",
+            &t,
+            Some("retry-me"),
+            body,
+        ))
+        .await;
+    assert_eq!(r.status, 503, "{r:?}");
+    assert_eq!(r.header("retry-after"), Some("5"));
+    assert_eq!(problem_type(&r), "urn:blapi:problem:dependency-unavailable");
+    let c = f
+        .api
+        .handle(&post(
+            "/v1/checkout-sessions",
+            &t,
+            Some("buy"),
+            r#"{"sku": "professional", "seats": 2}"#,
+        ))
+        .await;
+    assert_eq!(c.status, 503);
+    f.stripe.set_unavailable(false);
+    let sub = f.stripe.subscription_json("sub_cus_A").unwrap();
+    assert_eq!(sub["items"]["data"][0]["quantity"], 25, "nothing half-done");
+    let retry = f
+        .api
+        .handle(&post(
+            "/v1/subscriptions/sub_cus_A/seats",
+            &t,
+            Some("retry-me"),
+            body,
+        ))
+        .await;
+    assert_eq!(retry.status, 200, "{retry:?}");
+    assert_eq!(
+        retry.header("idempotent-replayed"),
+        None,
+        "a 503 is not replayed"
+    );
+    let sub = f.stripe.subscription_json("sub_cus_A").unwrap();
+    assert_eq!(sub["items"]["data"][0]["quantity"], 26);
+}
+
+#[tokio::test]
+async fn a_privacy_request_is_handed_over_for_the_signed_in_person_only() {
+    let f = fixture().await;
+    let t = f.issuer.customer_token("cus_A");
+    let r = f
+        .api
+        .handle(&post(
+            "/v1/privacy-requests",
+            &t,
+            Some("privacy-1"),
+            r#"{"kind": "access", "jurisdiction": "gdpr"}"#,
+        ))
+        .await;
+    assert_eq!(r.status, 202, "{r:?}");
+    let v = r.json_body();
+    assert_eq!(
+        (v["received"].clone(), v["due"].clone()),
+        (json!("2026-11-15"), json!("2026-12-15"))
+    );
+    assert!(
+        !v.to_string().contains("example.com"),
+        "the answer does not echo the address"
+    );
+    let sent = f.queue.sent(PRIVACY_QUEUE);
+    assert_eq!(sent.len(), 1);
+    let msg: crate::queue::EventMessage = serde_json::from_str(&sent[0]).unwrap();
+    let sub = crate::privacy::input::from_event(&msg).unwrap();
+    assert_eq!(sub.email.as_str(), TestIssuer::email_of("cus_A"));
+    assert_eq!(sub.id, v["request_id"].as_str().unwrap());
+    // The same request again (a retry): the same answer, nothing sent twice.
+    let again = f
+        .api
+        .handle(&post(
+            "/v1/privacy-requests",
+            &t,
+            Some("privacy-1"),
+            r#"{"kind": "access", "jurisdiction": "gdpr"}"#,
+        ))
+        .await;
+    assert_eq!(again.json_body(), v);
+    assert_eq!(f.queue.sent(PRIVACY_QUEUE).len(), 1);
+
+    for (body, field) in [
+        (
+            r#"{"kind": "delete_everything", "jurisdiction": "gdpr"}"#,
+            "kind",
+        ),
+        (
+            r#"{"kind": "access", "jurisdiction": "mars"}"#,
+            "jurisdiction",
+        ),
+        (
+            r#"{"kind": "access", "jurisdiction": "gdpr", "opted_out": true}"#,
+            "opted_out",
+        ),
+        (
+            r#"{"kind": "access", "jurisdiction": "gdpr", "email": "x@y.example"}"#,
+            "email",
+        ),
+    ] {
+        let r = f
+            .api
+            .handle(&post("/v1/privacy-requests", &t, Some(field), body))
+            .await;
+        assert_eq!(
+            (r.status, r.json_body()["field"].clone()),
+            (400, json!(field)),
+            "{body}"
+        );
+    }
+    let op = f
+        .api
+        .handle(&post(
+            "/v1/privacy-requests?customer=cus_A",
+            &f.issuer.operator_token("staff-1"),
+            Some("op"),
+            r#"{"kind": "access", "jurisdiction": "gdpr"}"#,
+        ))
+        .await;
+    assert_eq!(op.status, 403);
+    assert_eq!(f.queue.sent(PRIVACY_QUEUE).len(), 1);
+
+    f.queue.set_failing(true);
+    let down = f
+        .api
+        .handle(&post(
+            "/v1/privacy-requests",
+            &t,
+            Some("privacy-2"),
+            r#"{"kind": "erasure", "jurisdiction": "ccpa"}"#,
+        ))
+        .await;
+    assert_eq!(down.status, 503);
 }

@@ -75,6 +75,9 @@ pub enum Principal {
         customer_id: String,
         /// The provider's subject id for the person (pseudonymous; never an email).
         subject: String,
+        /// The person's address (`email` claim, unless `email_verified` is false): for their
+        /// own privacy requests only. Never logged.
+        email: Option<String>,
     },
     /// Support staff: may act for any customer; every access is logged with `operator_id`.
     Operator { operator_id: String },
@@ -318,6 +321,11 @@ impl TokenVerifier {
             Some(serde_json::Value::String(c)) if !c.is_empty() => Ok(Principal::Customer {
                 customer_id: c.clone(),
                 subject: sub,
+                email: match (claims.rest.get("email"), claims.rest.get("email_verified")) {
+                    (_, Some(serde_json::Value::Bool(false))) => None,
+                    (Some(serde_json::Value::String(e)), _) if !e.is_empty() => Some(e.clone()),
+                    _ => None,
+                },
             }),
             _ => Err(AuthError::NoCustomer),
         }

@@ -90,6 +90,16 @@ pub enum Route {
     LicenseFile(String),
     Invoices,
     Invoice(String),
+    /// Usage to date of a period, priced by the billing code.
+    Usage,
+    /// Start a self-service purchase (a Stripe Checkout Session).
+    Checkout,
+    /// A seat change's proration preview (`GET`) ...
+    SeatPreview(String),
+    /// ... and the change (`POST`).
+    SeatChange(String),
+    /// A privacy request for the signed-in person.
+    PrivacyRequest,
 }
 
 impl Route {
@@ -102,7 +112,20 @@ impl Route {
             Route::LicenseFile(_) => "license_file",
             Route::Invoices => "invoices",
             Route::Invoice(_) => "invoice",
+            Route::Usage => "usage",
+            Route::Checkout => "checkout",
+            Route::SeatPreview(_) => "seat_preview",
+            Route::SeatChange(_) => "seat_change",
+            Route::PrivacyRequest => "privacy_request",
         }
+    }
+
+    /// Whether the endpoint changes something (it takes an `Idempotency-Key`).
+    pub fn mutates(&self) -> bool {
+        matches!(
+            self,
+            Route::Checkout | Route::SeatChange(_) | Route::PrivacyRequest
+        )
     }
 }
 
@@ -130,6 +153,16 @@ pub fn route(method: &str, path: &str) -> Result<Route, Problem> {
         ["v1", "licenses", l, "file"] => ("GET", id(l).map(Route::LicenseFile)),
         ["v1", "invoices"] => ("GET", Some(Route::Invoices)),
         ["v1", "invoices", i] => ("GET", id(i).map(Route::Invoice)),
+        ["v1", "usage"] => ("GET", Some(Route::Usage)),
+        ["v1", "checkout-sessions"] => ("POST", Some(Route::Checkout)),
+        ["v1", "subscriptions", s, "seats"] => (
+            "GET, POST",
+            id(s).map(|s| match method {
+                "POST" => Route::SeatChange(s),
+                _ => Route::SeatPreview(s),
+            }),
+        ),
+        ["v1", "privacy-requests"] => ("POST", Some(Route::PrivacyRequest)),
         _ => ("", None),
     };
     let Some(route) = route else {

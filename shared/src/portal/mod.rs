@@ -6,12 +6,15 @@
 //!   refetched on an unknown `kid`), and the [`auth::Principal`] it speaks for.
 //! - [`problem`]: every error as an RFC 9457 problem document with a stable `type`.
 //! - [`http`]: the request and response shapes and the route table (404/405).
-//! - [`api`]: [`api::PortalApi`], one answer per request, scoped to the caller's customer.
+//! - [`api`]: [`api::PortalApi`], one answer per request, scoped to the caller's customer;
+//!   mutating requests once per `Idempotency-Key`.
+//! - [`commerce`]: usage to date, self-service purchase, seat changes, privacy requests.
 //! - `testkit` (feature `test-issuer`, and this crate's tests): an identity provider in the
 //!   process, for tests and benches.
 
 pub mod api;
 pub mod auth;
+pub mod commerce;
 pub mod http;
 pub mod problem;
 #[cfg(any(test, feature = "test-issuer"))]

@@ -23,7 +23,7 @@ pub struct Problem {
     pub detail: String,
     /// The field at fault, for invalid input (`seats`, `customer`).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub field: Option<&'static str>,
+    pub field: Option<String>,
     #[serde(skip)]
     pub retry_after: Option<Duration>,
     #[serde(skip)]
@@ -58,13 +58,18 @@ impl Problem {
         self.code
     }
 
-    pub fn with_field(mut self, field: &'static str) -> Self {
-        self.field = Some(field);
+    pub fn with_retry_after(mut self, after: Duration) -> Self {
+        self.retry_after = Some(after);
+        self
+    }
+
+    pub fn with_field(mut self, field: impl Into<String>) -> Self {
+        self.field = Some(field.into());
         self
     }
 
     /// 400: the request is wrong in `field`.
-    pub fn invalid(field: &'static str, detail: impl Into<String>) -> Self {
+    pub fn invalid(field: impl Into<String>, detail: impl Into<String>) -> Self {
         Self::new(400, "invalid-request", "Invalid request", detail).with_field(field)
     }
 

@@ -109,7 +109,14 @@ impl TestIssuer {
             "nbf": now,
             "exp": now + 300,
             "customer_id": customer_id,
+            "email": Self::email_of(customer_id),
+            "email_verified": true,
         })
+    }
+
+    /// The signed-in person's address in [`TestIssuer::customer_claims`].
+    pub fn email_of(customer_id: &str) -> String {
+        format!("owner+{}@example.com", customer_id.to_ascii_lowercase())
     }
 
     /// Standard claims for support staff `operator_id`.

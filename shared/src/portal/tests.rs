@@ -76,7 +76,8 @@ async fn a_valid_customer_token_names_its_customer() {
         p,
         Principal::Customer {
             customer_id: "cus_A".into(),
-            subject: "user|cus_A".into()
+            subject: "user|cus_A".into(),
+            email: Some("owner+cus_a@example.com".into()),
         }
     );
     assert!(p.may_access("cus_A"));

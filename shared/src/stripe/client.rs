@@ -3,9 +3,10 @@
 //! It implements the capability traits of [`super`] ([`StripeReads`], [`StripeInvoices`]).
 
 use super::objects::{
-    Charge, Customer, Invoice, InvoiceItem, List, NewInvoice, NewInvoiceItem, Product, Subscription,
+    Card, Charge, CheckoutSession, Customer, Invoice, InvoiceItem, InvoicePreview, List,
+    NewCheckoutSession, NewInvoice, NewInvoiceItem, Product, SeatChange, Subscription,
 };
-use super::{StripeConfig, StripeInvoices, StripeReads};
+use super::{StripeConfig, StripeInvoices, StripeReads, StripeSelfService};
 use crate::config::Secret;
 use crate::error::{Error, Result};
 use crate::retry::{Attempt, RetryPolicy};
@@ -299,6 +300,115 @@ impl StripeInvoices for StripeClient {
         checked_id("invoice", "in_", id)?;
         self.post(&format!("invoices/{id}/finalize"), &[], idempotency_key)
             .await
+    }
+}
+
+#[async_trait]
+impl StripeSelfService for StripeClient {
+    async fn create_checkout_session(
+        &self,
+        session: &NewCheckoutSession,
+        idempotency_key: &str,
+    ) -> Result<CheckoutSession> {
+        checked_id("customer", "cus_", &session.customer)?;
+        let mut form = form_pairs([
+            ("mode", "subscription".to_owned()),
+            ("customer", session.customer.clone()),
+            ("line_items[0][price]", session.price.clone()),
+            ("line_items[0][quantity]", session.quantity.to_string()),
+            ("success_url", session.success_url.clone()),
+            ("cancel_url", session.cancel_url.clone()),
+        ]);
+        if session.automatic_tax {
+            // Tax needs the buyer's address: collected in Checkout and saved on the customer.
+            form.extend(form_pairs([
+                ("automatic_tax[enabled]", "true".to_owned()),
+                ("customer_update[address]", "auto".to_owned()),
+                ("customer_update[name]", "auto".to_owned()),
+                ("tax_id_collection[enabled]", "true".to_owned()),
+            ]));
+        }
+        for (k, v) in &session.metadata {
+            form.push((format!("metadata[{k}]"), v.clone()));
+            form.push((format!("subscription_data[metadata][{k}]"), v.clone()));
+        }
+        self.post("checkout/sessions", &form, idempotency_key).await
+    }
+
+    async fn preview_seat_change(&self, change: &SeatChange) -> Result<InvoicePreview> {
+        checked_id("customer", "cus_", &change.customer)?;
+        checked_id("subscription", "sub_", &change.subscription)?;
+        let quantity = change.quantity.to_string();
+        let date = change.proration_date.to_string();
+        // `plan` names the unchanged price (localstripe requires it; Stripe takes it as the
+        // item's price).
+        self.get(
+            "invoices/upcoming",
+            &[
+                ("customer", change.customer.as_str()),
+                ("subscription", change.subscription.as_str()),
+                ("subscription_items[0][id]", change.item.as_str()),
+                ("subscription_items[0][plan]", change.price.as_str()),
+                ("subscription_items[0][quantity]", quantity.as_str()),
+                ("subscription_proration_date", date.as_str()),
+            ],
+        )
+        .await
+    }
+
+    async fn apply_seat_change(
+        &self,
+        change: &SeatChange,
+        idempotency_key: &str,
+    ) -> Result<Subscription> {
+        checked_id("subscription", "sub_", &change.subscription)?;
+        let form = form_pairs([
+            ("items[0][id]", change.item.clone()),
+            ("items[0][quantity]", change.quantity.to_string()),
+            ("proration_date", change.proration_date.to_string()),
+        ]);
+        self.post(
+            &format!("subscriptions/{}", change.subscription),
+            &form,
+            idempotency_key,
+        )
+        .await
+    }
+
+    async fn default_card(&self, customer: &str) -> Result<Option<Card>> {
+        checked_id("customer", "cus_", customer)?;
+        let c: serde_json::Value = self.get(&format!("customers/{customer}"), &[]).await?;
+        let id_of = |v: &serde_json::Value| match v {
+            serde_json::Value::String(s) => Some(s.clone()),
+            serde_json::Value::Object(o) => o.get("id").and_then(|i| i.as_str()).map(str::to_owned),
+            _ => None,
+        };
+        if let Some(pm) = id_of(&c["invoice_settings"]["default_payment_method"]) {
+            checked_id("payment method", "pm_", &pm)?;
+            let pm: serde_json::Value = self.get(&format!("payment_methods/{pm}"), &[]).await?;
+            return Ok(serde_json::from_value::<Card>(pm["card"].clone()).ok());
+        }
+        if let Some(src) = id_of(&c["default_source"]) {
+            let prefix = if src.starts_with("card_") {
+                "card_"
+            } else {
+                "src_"
+            };
+            checked_id("source", prefix, &src)?;
+            let s: serde_json::Value = self
+                .get(&format!("customers/{customer}/sources/{src}"), &[])
+                .await?;
+            // A card source is the card itself; a `source` object carries it under `card`.
+            let card = if s["object"] == "card" {
+                s
+            } else {
+                s["card"].clone()
+            };
+            return Ok(serde_json::from_value::<Card>(card)
+                .ok()
+                .filter(|c| !c.last4.is_empty()));
+        }
+        Ok(None)
     }
 }
 

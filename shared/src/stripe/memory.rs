@@ -7,9 +7,10 @@
 //! or one operation that does its work and then loses the answer ([`MemoryStripe::crash_after`]).
 
 use super::objects::{
-    Charge, Customer, Invoice, InvoiceItem, NewInvoice, NewInvoiceItem, Product, Subscription,
+    Card, Charge, CheckoutSession, Customer, Invoice, InvoiceItem, InvoicePreview,
+    NewCheckoutSession, NewInvoice, NewInvoiceItem, Product, SeatChange, Subscription,
 };
-use super::{StripeInvoices, StripeReads};
+use super::{StripeInvoices, StripeReads, StripeSelfService};
 use crate::error::{Error, Result};
 use async_trait::async_trait;
 use serde_json::{Value, json};
@@ -31,6 +32,8 @@ struct State {
     /// Invoice items and invoices in creation order.
     items: Vec<Value>,
     invoices: Vec<Value>,
+    /// Checkout Sessions created, with the request that made each.
+    sessions: Vec<(NewCheckoutSession, String)>,
     crash_after: Option<StripeOp>,
     unavailable: bool,
     calls: u64,
@@ -73,6 +76,24 @@ impl MemoryStripe {
     }
     pub fn put_charge(&self, charge: Value) {
         self.put("charge", charge);
+    }
+    /// A payment method (`{"id": "pm_...", "card": {...}}`); the customer names it in
+    /// `invoice_settings.default_payment_method`.
+    pub fn put_payment_method(&self, pm: Value) {
+        self.put("payment_method", pm);
+    }
+
+    /// The Checkout Sessions created so far (request, idempotency key).
+    pub fn checkout_sessions(&self) -> Vec<(NewCheckoutSession, String)> {
+        self.lock().sessions.clone()
+    }
+
+    /// A subscription as it is now (after seat changes).
+    pub fn subscription_json(&self, id: &str) -> Option<Value> {
+        self.lock()
+            .objects
+            .get(&("subscription", id.to_owned()))
+            .cloned()
     }
 
     /// Makes every call fail with a retryable error (Stripe 5xx after retries) or succeed.
@@ -336,5 +357,121 @@ mod tests {
             2,
             "the fake ignores idempotency keys, like localstripe"
         );
+    }
+}
+
+/// The item of `change` in `sub`, and its quantity and unit amount.
+fn item_of(sub: &Value, change: &SeatChange) -> Result<(usize, i64, i64)> {
+    let items = sub["items"]["data"].as_array().cloned().unwrap_or_default();
+    let (i, item) = items
+        .iter()
+        .enumerate()
+        .find(|(_, it)| it["id"] == change.item.as_str())
+        .ok_or_else(|| {
+            Error::NotFound(format!(
+                "stripe: No such subscription item: '{}'",
+                change.item
+            ))
+        })?;
+    let price = if item["price"].is_object() {
+        &item["price"]
+    } else {
+        &item["plan"]
+    };
+    let unit = price["unit_amount"]
+        .as_i64()
+        .or_else(|| price["amount"].as_i64())
+        .unwrap_or(0);
+    Ok((i, item["quantity"].as_i64().unwrap_or(1), unit))
+}
+
+#[async_trait]
+impl StripeSelfService for MemoryStripe {
+    async fn create_checkout_session(
+        &self,
+        session: &NewCheckoutSession,
+        idempotency_key: &str,
+    ) -> Result<CheckoutSession> {
+        let mut s = self.begin()?;
+        // Stripe's idempotency: the same key answers the same session.
+        let n = match s.sessions.iter().position(|(_, k)| k == idempotency_key) {
+            Some(i) => i + 1,
+            None => {
+                s.sessions
+                    .push((session.clone(), idempotency_key.to_owned()));
+                s.sessions.len()
+            }
+        };
+        parse(json!({
+            "id": format!("cs_test_{n}"),
+            "object": "checkout.session",
+            "url": format!("https://checkout.stripe.test/c/pay/cs_test_{n}"),
+            "customer": session.customer,
+            "mode": "subscription",
+            "metadata": session.metadata,
+        }))
+    }
+
+    async fn preview_seat_change(&self, change: &SeatChange) -> Result<InvoicePreview> {
+        let s = self.begin()?;
+        let sub = s
+            .objects
+            .get(&("subscription", change.subscription.clone()))
+            .cloned()
+            .ok_or_else(|| {
+                Error::NotFound(format!(
+                    "stripe: No such subscription: '{}'",
+                    change.subscription
+                ))
+            })?;
+        let (_, old, unit) = item_of(&sub, change)?;
+        let (start, end) = (
+            sub["current_period_start"].as_i64().unwrap_or(0),
+            sub["current_period_end"].as_i64().unwrap_or(0),
+        );
+        // The unused part of the period, at the new quantity less the old.
+        let left = (end - change.proration_date).clamp(0, (end - start).max(0));
+        let span = (end - start).max(1);
+        let proration = (i64::from(change.quantity) - old) * unit * left / span;
+        let next = i64::from(change.quantity) * unit;
+        parse(json!({
+            "currency": sub["currency"],
+            "total": next + proration,
+            "amount_due": next + proration,
+            "lines": {"object": "list", "has_more": false, "data": [
+                {"amount": proration, "proration": true, "description": "Seat change (prorated)"},
+                {"amount": next, "proration": false, "description": "Next period"},
+            ]},
+        }))
+    }
+
+    async fn apply_seat_change(&self, change: &SeatChange, _key: &str) -> Result<Subscription> {
+        let mut s = self.begin()?;
+        let key = ("subscription", change.subscription.clone());
+        let mut sub = s.objects.get(&key).cloned().ok_or_else(|| {
+            Error::NotFound(format!(
+                "stripe: No such subscription: '{}'",
+                change.subscription
+            ))
+        })?;
+        let (i, _, _) = item_of(&sub, change)?;
+        sub["items"]["data"][i]["quantity"] = json!(change.quantity);
+        s.objects.insert(key, sub.clone());
+        parse(sub)
+    }
+
+    async fn default_card(&self, customer: &str) -> Result<Option<Card>> {
+        let s = self.begin()?;
+        let c = s
+            .objects
+            .get(&("customer", customer.to_owned()))
+            .cloned()
+            .ok_or_else(|| Error::NotFound(format!("stripe: No such customer: '{customer}'")))?;
+        let Some(pm) = c["invoice_settings"]["default_payment_method"].as_str() else {
+            return Ok(None);
+        };
+        Ok(s.objects
+            .get(&("payment_method", pm.to_owned()))
+            .and_then(|p| serde_json::from_value(p["card"].clone()).ok()))
     }
 }

@@ -9,9 +9,10 @@
 //! - [`memory`]: [`MemoryStripe`], the fake (objects as JSON, failure injection, call count).
 //!
 //! # Ports
-//! Two capability traits, each implemented by [`StripeClient`] and [`MemoryStripe`]:
+//! Three capability traits, each implemented by [`StripeClient`] and [`MemoryStripe`]:
 //! [`StripeReads`] (GET an object by id: licensing re-fetches subscriptions, customer sync
-//! re-fetches customers) and [`StripeInvoices`] (invoice items and invoices: billing). A domain
+//! re-fetches customers), [`StripeInvoices`] (invoice items and invoices: billing) and
+//! [`StripeSelfService`] (Checkout, seat changes, the card on file: the portal). A domain
 //! asks for the one it needs; domain-shaped rules on top (billing's "find the item carrying
 //! this key") live in the domain, written once against these traits.
 
@@ -22,9 +23,10 @@ pub mod objects;
 pub use client::{MAX_IDEMPOTENCY_KEY, StripeClient, form_pairs};
 pub use memory::{MemoryStripe, StripeOp};
 pub use objects::{
-    Address, CancellationDetails, Charge, CheckoutSession, Customer, Event, Expandable, HasId,
-    Invoice, InvoiceItem, List, Metadata, NewInvoice, NewInvoiceItem, Price, Product, Recurring,
-    Subscription, SubscriptionItem, subscription_of,
+    Address, CancellationDetails, Card, Charge, CheckoutSession, Customer, Event, Expandable,
+    HasId, Invoice, InvoiceItem, InvoiceLine, InvoicePreview, List, Metadata, NewCheckoutSession,
+    NewInvoice, NewInvoiceItem, Price, Product, Recurring, SeatChange, Subscription,
+    SubscriptionItem, subscription_of,
 };
 
 use crate::config::Env;
@@ -81,4 +83,27 @@ pub trait StripeInvoices: Send + Sync {
     /// Draft -> open. Stripe refuses an invoice that is not a draft (400); an API without the
     /// endpoint answers 404 ([`crate::Error::NotFound`]).
     async fn finalize_invoice(&self, id: &str, idempotency_key: &str) -> Result<Invoice>;
+}
+
+/// What the customer portal does in Stripe: start a purchase, preview and apply a seat change,
+/// read the card on file.
+#[async_trait]
+pub trait StripeSelfService: Send + Sync {
+    /// A Checkout Session (subscription mode) for one price and seat count.
+    async fn create_checkout_session(
+        &self,
+        session: &NewCheckoutSession,
+        idempotency_key: &str,
+    ) -> Result<CheckoutSession>;
+    /// The upcoming invoice as it would be after `change` (nothing changes).
+    async fn preview_seat_change(&self, change: &SeatChange) -> Result<InvoicePreview>;
+    /// Applies `change`, prorated from its date.
+    async fn apply_seat_change(
+        &self,
+        change: &SeatChange,
+        idempotency_key: &str,
+    ) -> Result<Subscription>;
+    /// The customer's default card: `invoice_settings.default_payment_method`, else the
+    /// legacy `default_source`; `None` when there is neither (or it is not a card).
+    async fn default_card(&self, customer: &str) -> Result<Option<Card>>;
 }

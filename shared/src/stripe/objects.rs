@@ -347,6 +347,11 @@ pub struct InvoiceItem {
 #[derive(Debug, Clone, Deserialize)]
 pub struct CheckoutSession {
     pub id: String,
+    /// Where to send the buyer (an open session only).
+    #[serde(default)]
+    pub url: Option<String>,
+    #[serde(default)]
+    pub expires_at: Option<i64>,
     #[serde(default)]
     pub customer: Option<String>,
     #[serde(default)]
@@ -430,6 +435,83 @@ pub struct NewInvoiceItem {
     pub currency: String,
     pub description: String,
     pub metadata: BTreeMap<String, String>,
+}
+
+/// A self-service purchase: a Checkout Session in `subscription` mode for one price and a seat
+/// count, for an existing customer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewCheckoutSession {
+    pub customer: String,
+    pub price: String,
+    pub quantity: u32,
+    pub success_url: String,
+    pub cancel_url: String,
+    /// Stripe Tax computes the tax (the customer's address is collected and saved).
+    pub automatic_tax: bool,
+    /// Copied onto the session and onto the subscription it creates.
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// A change of a subscription's seat count (its main item's quantity), prorated from
+/// `proration_date` (seconds): the preview and the change use the same date, so the amount
+/// charged is the amount previewed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeatChange {
+    pub customer: String,
+    pub subscription: String,
+    pub item: String,
+    /// The item's price (or plan) id: unchanged by the change.
+    pub price: String,
+    pub quantity: u32,
+    pub proration_date: i64,
+}
+
+/// One line of an invoice preview.
+#[derive(Debug, Clone, Deserialize)]
+pub struct InvoiceLine {
+    #[serde(default)]
+    pub amount: i64,
+    #[serde(default)]
+    pub proration: bool,
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+/// Stripe's upcoming invoice for a proposed change (nothing is created).
+#[derive(Debug, Clone, Deserialize)]
+pub struct InvoicePreview {
+    #[serde(default)]
+    pub currency: Option<String>,
+    #[serde(default)]
+    pub total: Option<i64>,
+    #[serde(default)]
+    pub amount_due: Option<i64>,
+    pub lines: List<InvoiceLine>,
+}
+
+impl InvoicePreview {
+    /// The prorations of the change: what it adds to the next invoice (negative: a credit).
+    pub fn proration(&self) -> i64 {
+        self.lines
+            .data
+            .iter()
+            .filter(|l| l.proration)
+            .map(|l| l.amount)
+            .fold(0, i64::saturating_add)
+    }
+}
+
+/// A card as the portal shows it: never the number.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
+pub struct Card {
+    #[serde(default)]
+    pub brand: String,
+    #[serde(default)]
+    pub last4: String,
+    #[serde(default)]
+    pub exp_month: u32,
+    #[serde(default)]
+    pub exp_year: u32,
 }
 
 /// An invoice to create, collecting the customer's pending items.
