@@ -63,7 +63,8 @@ start() {
   [ -x "$BIN/moto_server" ] || { echo "dev tools missing: run 'make setup'" >&2; exit 1; }
   start_one moto "$moto_url" "$BIN/moto_server" -H 127.0.0.1 -p "$MOTO_PORT"
   # --from-scratch: never load a state file an earlier (possibly killed) run left behind.
-  start_one localstripe "$stripe_url" "$BIN/localstripe" --port "$STRIPE_PORT" --from-scratch
+  # localstripe with the Checkout Sessions it lacks (infra/localstripe_checkout.py).
+  start_one localstripe "$stripe_url" "$BIN/python3" infra/localstripe_checkout.py --port "$STRIPE_PORT" --from-scratch
 }
 
 listening() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }

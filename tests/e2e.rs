@@ -34,6 +34,79 @@ async fn the_business_flow_runs_end_to_end() {
     assert_eq!(license.sku, "professional");
     assert_eq!(license.status, "ACTIVE");
 
+    // The portal: the buyer's token sees her license (the exact signed file, valid offline),
+    // her invoice and her usage priced exactly as billed; another customer sees none of it.
+    let p = &summary.portal;
+    assert_eq!(p.account["customer"], license.customer, "{:?}", p.account);
+    assert_eq!(
+        p.account["payment_method"]["last4"], "4242",
+        "{:?}",
+        p.account
+    );
+    assert_eq!(
+        p.licenses["licenses"][0]["id"].as_str(),
+        Some(license.id.as_str())
+    );
+    assert!(
+        p.license_file_verified && p.license_file_matches_store,
+        "{p:?}"
+    );
+    let period = summary.invoice.period.as_str();
+    assert!(
+        p.invoices["invoices"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|i| i["id"] == period),
+        "{:?}",
+        p.invoices
+    );
+    assert_eq!(p.invoice["total"]["amount"], summary.invoice.artifact_total);
+    assert!(
+        p.invoice["links"]["html"].as_str().is_some(),
+        "{:?}",
+        p.invoice
+    );
+    assert_eq!(
+        p.usage["total"]["amount"], summary.invoice.artifact_total,
+        "usage to date is what the billing run charged: {:?}",
+        p.usage
+    );
+    assert!(
+        p.checkout["url"]
+            .as_str()
+            .is_some_and(|u| u.starts_with("https://")),
+        "{:?}",
+        p.checkout
+    );
+    assert_eq!(p.seat_preview["action"], "apply", "{:?}", p.seat_preview);
+    assert_eq!(p.seat_change["status"], "applied", "{:?}", p.seat_change);
+    assert_eq!(p.seats_in_stripe, 6);
+    assert!(
+        p.seat_change_replayed,
+        "the same Idempotency-Key replays the answer"
+    );
+    assert_eq!(
+        p.large_change["status"], "sales_assisted",
+        "{:?}",
+        p.large_change
+    );
+    assert_eq!(p.opportunity["stage"], "Open", "{:?}", p.opportunity);
+    assert_eq!(p.opportunity["record"]["seats"], 40, "{:?}", p.opportunity);
+    assert_eq!(
+        p.opportunity["record"]["owner_id"],
+        owner_of_account(&summary),
+        "the account owner"
+    );
+    for (what, status) in &p.other_customer {
+        let allowed: &[u16] = if what.ends_with('s') { &[200] } else { &[404] };
+        assert!(
+            allowed.contains(status),
+            "another customer's {what}: {status}"
+        );
+    }
+    assert_eq!(p.without_token, 401);
+
     // Leads: each has an owner; the existing account's owner wins; free-mail is not enriched.
     assert_eq!(summary.leads.len(), 3);
     for lead in &summary.leads {
@@ -235,4 +308,9 @@ async fn the_business_flow_runs_end_to_end() {
     assert_eq!(after[0]["total"].as_i64(), Some(inv.stripe_total));
     let counters = functions.stop_mapper().await.unwrap();
     assert!(counters.invocations > 0);
+}
+
+/// The owner customer-sync gave the buyer's account.
+fn owner_of_account(summary: &blapi_system_tests::scenario::Summary) -> serde_json::Value {
+    summary.customer.account["owner_id"].clone()
 }

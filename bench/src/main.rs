@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-const FUNCTIONS: [&str; 7] = [
+const FUNCTIONS: [&str; 8] = [
     "webhook-intake",
     "usage-billing",
     "license-minting",
@@ -30,6 +30,7 @@ const FUNCTIONS: [&str; 7] = [
     "customer-sync",
     "revenue-ops",
     "privacy-requests",
+    "portal-api",
 ];
 const HELLO: &str = "hello";
 const HELLO_BINARY: &str = "blapi-hello";

@@ -10,9 +10,11 @@
 //! - [`template`]: YAML with CloudFormation short forms -> long-form JSON; intrinsic functions.
 //! - [`provision`]: creates the resources and returns a [`LocalStack`].
 //! - [`testing`]: a provisioned stack per test process (random prefix), for integration tests.
+//! - [`idp`]: the local stand-in for the portal's identity provider (key, JWKS, tokens).
 //! - [`mapper`]: the local event-source mapper (SQS -> function, partial batch failures).
 //! - `main.rs` (`blapi-local`): the CLI behind `make up`.
 
+pub mod idp;
 pub mod mapper;
 pub mod provision;
 pub mod template;

@@ -7,6 +7,8 @@
 //! - `blapi-local env FUNCTION` prints a function's resolved environment as `KEY=value` lines.
 //! - `blapi-local map [--lambda URL] [--retry-after SECS]` runs the local event-source mapper
 //!   (SQS queues of the template -> functions under `cargo lambda watch`) until SIGINT/SIGTERM.
+//! - `blapi-local token (--customer cus_... [--email ADDRESS] | --operator ID)` prints a portal
+//!   token signed by the local identity provider (15 minutes), for `curl` against portal-api.
 //! - `blapi-local schedule [--function NAME] [--input JSON]` invokes each scheduled function
 //!   (or only NAME) once with its template `Input` (or JSON).
 
@@ -142,9 +144,25 @@ async fn main() -> Result<()> {
                 writeln!(out, "{function} ({event}): {resp}")?;
             }
         }
+        Some("token") => {
+            let stack = load_stack()?;
+            let idp = blapi_infra::idp::LocalIdp::load(&stack).await?;
+            let token = match (flag(&args, "--customer"), flag(&args, "--operator")) {
+                (Some(c), None) => {
+                    let email = flag(&args, "--email")
+                        .unwrap_or_else(|| format!("owner+{}@example.com", c.to_ascii_lowercase()));
+                    idp.customer_token(&c, &email)
+                }
+                (None, Some(o)) => idp.operator_token(&o),
+                _ => bail!(
+                    "usage: blapi-local token (--customer cus_... [--email ADDRESS] | --operator ID)"
+                ),
+            };
+            writeln!(out, "{token}")?;
+        }
         _ => {
             bail!(
-                "usage: blapi-local up [--prefix P] | env FUNCTION | map [--lambda URL] [--retry-after SECS] | schedule [--function NAME] [--input JSON]"
+                "usage: blapi-local up [--prefix P] | env FUNCTION | map [--lambda URL] [--retry-after SECS] | schedule [--function NAME] [--input JSON] | token (--customer ID | --operator ID)"
             );
         }
     }

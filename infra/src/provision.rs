@@ -149,7 +149,7 @@ fn physical_name(prefix: &str, logical: &str) -> String {
     format!("{prefix}-{logical}")
 }
 
-fn bucket_name(prefix: &str, logical: &str) -> String {
+pub fn bucket_name(prefix: &str, logical: &str) -> String {
     let mut name: String = format!("{prefix}-{logical}")
         .to_ascii_lowercase()
         .chars()
@@ -520,6 +520,9 @@ pub async fn provision(opts: &ProvisionOptions) -> Result<LocalStack> {
         }
     }
 
+    // The portal's identity provider, standing in locally (its key and JWKS).
+    crate::idp::ensure(&secrets, &s3, &opts.prefix).await?;
+
     // Each function's environment, exactly as the template resolves it.
     let globals = template.global_env();
     let mut functions = BTreeMap::new();
@@ -568,6 +571,10 @@ fn local_params(template: &Template, opts: &ProvisionOptions) -> Result<BTreeMap
                 .as_str()
                 .map(str::to_owned)
                 .unwrap_or_else(|| v.to_string());
+            let raw = raw.replace(
+                "${LOCAL_IDP_JWKS_URL}",
+                &crate::idp::jwks_url(&opts.endpoint, &opts.prefix),
+            );
             params.insert(k.clone(), expand_env(&raw));
         }
     }

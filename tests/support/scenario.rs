@@ -12,6 +12,9 @@
 //! company routed to the account's owner); one Stripe event delivered twice (dedupe) and one
 //! poison message (DLQ).
 
+mod portal;
+pub use portal::PortalLine;
+
 use crate::harness::Functions;
 use anyhow::{Context, Result, anyhow, bail, ensure};
 use blapi::config::Secret;
@@ -145,6 +148,7 @@ pub struct Summary {
     pub revenue: RevenueLine,
     pub replay: ReplayLine,
     pub privacy: PrivacyLine,
+    pub portal: PortalLine,
     pub usage_records: usize,
     pub invoice: InvoiceSummary,
     pub duplicate_answer: Value,
@@ -1009,9 +1013,13 @@ pub async fn run(w: &World<'_>, progress: Progress<'_>) -> Result<Summary> {
         }
     }
 
-    // 11. Privacy: the buyer asks for her data, then to be erased; a lead asks to be erased.
+    // 11. The customer portal: what the buyer sees and does, and what another customer cannot.
+    let portal = portal::portal(w, progress, &cus, &sub_id, &buyer_email, &period, &key).await?;
+
+    // 12. Privacy: the buyer asks for her data (through the portal), then to be erased; a lead
+    // asks to be erased.
     let jane = format!("jane.doe+{run}@globex.example");
-    let privacy = privacy_requests(w, progress, &buyer_email, &jane).await?;
+    let privacy = privacy_requests(w, progress, &cus, &buyer_email, &jane).await?;
 
     Ok(Summary {
         licenses: license_lines,
@@ -1020,6 +1028,7 @@ pub async fn run(w: &World<'_>, progress: Progress<'_>) -> Result<Summary> {
         revenue,
         replay,
         privacy,
+        portal,
         usage_records,
         invoice,
         duplicate_answer: answers[1].clone(),
@@ -1153,6 +1162,79 @@ impl Summary {
              \x20 {} archived events replayed as {} queue messages; licenses {} -> {}, invoices {} -> {} (idempotent consumers: nothing new)\n",
             p.replayed, p.messages, p.licenses.0, p.licenses.1, p.invoices.0, p.invoices.1
         ));
+        let p = &self.portal;
+        o.push_str("\n== Customer portal (the buyer's bearer token -> portal-api) ==\n");
+        o.push_str(&format!(
+            "  account      status {}  card {} ****{} exp {}/{}  dunning {}\n",
+            p.account["status"].as_str().unwrap_or_default(),
+            p.account["payment_method"]["brand"].as_str().unwrap_or("-"),
+            p.account["payment_method"]["last4"].as_str().unwrap_or("-"),
+            p.account["payment_method"]["exp_month"],
+            p.account["payment_method"]["exp_year"],
+            p.account["dunning"]["status"].as_str().unwrap_or_default(),
+        ));
+        for l in p.licenses["licenses"].as_array().into_iter().flatten() {
+            o.push_str(&format!(
+                "  license      {}  {} seats  {}  file {} bytes, signature {}\n",
+                l["id"].as_str().unwrap_or_default(),
+                l["seats"],
+                l["status"].as_str().unwrap_or_default(),
+                p.license_file_bytes,
+                if p.license_file_verified {
+                    "OK (offline)"
+                } else {
+                    "INVALID"
+                },
+            ));
+        }
+        o.push_str(&format!(
+            "  invoices     {} listed; {} total {} {}, links to JSON and HTML (expiring)\n",
+            p.invoices["invoices"].as_array().map_or(0, Vec::len),
+            p.invoice["id"].as_str().unwrap_or_default(),
+            p.invoice["total"]["amount"],
+            p.invoice["currency"].as_str().unwrap_or_default(),
+        ));
+        o.push_str(&format!(
+            "  usage        {}: {} lines, total {} (priced by billing's own composition)\n",
+            p.usage["period"].as_str().unwrap_or_default(),
+            p.usage["lines"].as_array().map_or(0, Vec::len),
+            p.usage["total"]["amount"],
+        ));
+        o.push_str(&format!(
+            "  purchase     3 x professional -> Checkout Session {} ({})\n",
+            p.checkout["id"].as_str().unwrap_or_default(),
+            p.checkout["url"].as_str().unwrap_or_default(),
+        ));
+        o.push_str(&format!(
+            "  seats        preview {} -> {}: proration {}, annual value {} -> {}: {}; applied (Stripe now {}), retry replayed: {}\n",
+            p.seat_preview["current_seats"],
+            p.seat_preview["seats"],
+            p.seat_preview["proration"]["amount"],
+            p.seat_preview["annual_value"]["current"]["amount"],
+            p.seat_preview["annual_value"]["proposed"]["amount"],
+            p.seat_preview["action"].as_str().unwrap_or_default(),
+            p.seats_in_stripe,
+            p.seat_change_replayed,
+        ));
+        o.push_str(&format!(
+            "  40 seats     {}: opportunity {} for {} (not applied)\n",
+            p.large_change["status"].as_str().unwrap_or_default(),
+            p.large_change["opportunity"]["external_id"]
+                .as_str()
+                .unwrap_or_default(),
+            p.large_change["opportunity"]["owner"]
+                .as_str()
+                .unwrap_or_default(),
+        ));
+        o.push_str(&format!(
+            "  another customer's token: {}; no token: {}\n",
+            p.other_customer
+                .iter()
+                .map(|(w, s)| format!("{w} {s}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            p.without_token,
+        ));
         let pv = &self.privacy;
         o.push_str(
             "\n== Privacy requests (portal privacy.request -> intake -> privacy-requests) ==\n",
@@ -1274,6 +1356,11 @@ async fn privacy_request(w: &World<'_>, email: &str, kind: &str) -> Result<Value
         )
         .await?;
     let id = blapi::privacy::input::request_id_for_event("portal", &event_id);
+    wait_closed(w, &id, kind).await
+}
+
+/// Waits until privacy-requests closed request `id`; its status record.
+async fn wait_closed(w: &World<'_>, id: &str, kind: &str) -> Result<Value> {
     until(
         &format!("the {kind} request closed"),
         Duration::from_secs(180),
@@ -1478,13 +1565,14 @@ async fn archived_of(w: &World<'_>, email: &str) -> Result<Vec<blapi::queue::Eve
 async fn privacy_requests(
     w: &World<'_>,
     progress: Progress<'_>,
+    customer: &str,
     buyer: &str,
     lead: &str,
 ) -> Result<PrivacyLine> {
     progress(
         "privacy: the buyer asks for her data through the portal -> one bundle, every system, behind an expiring link",
     );
-    let access = privacy_request(w, buyer, "access").await?;
+    let access = portal::privacy_request(w, customer, buyer, "access").await?;
     let link = access["link"].as_str().context("the bundle's link")?;
     let bundle: Value = w.http.get(link).send().await?.json().await?;
 

@@ -9,7 +9,7 @@ use super::http::{Request, Response, Route, route};
 use super::problem::Problem;
 use crate::billing::dunning::Dunning;
 use crate::billing::ports::{
-    Credits, DunningStore, InvoiceRecord, InvoiceStore, SubscriptionView, UsageStore,
+    BillState, Credits, DunningStore, InvoiceRecord, InvoiceStore, SubscriptionView, UsageStore,
 };
 use crate::billing::pricebook::PriceBook;
 use crate::billing::service::artifact_keys;
@@ -371,7 +371,7 @@ impl PortalApi {
             Route::Invoices => {
                 let invoices = self.ports.invoices.for_customer(&caller.customer).await?;
                 let mut views = Vec::new();
-                for rec in invoices.iter().filter(|r| r.refs.finalized) {
+                for rec in invoices.iter().filter(|r| issued(r)) {
                     views.push(self.invoice_view(rec, false).await?);
                 }
                 Ok(Response::json(200, &json!({ "invoices": views })))
@@ -380,7 +380,7 @@ impl PortalApi {
                 let invoices = self.ports.invoices.for_customer(&caller.customer).await?;
                 let rec = invoices
                     .iter()
-                    .find(|r| r.refs.finalized && r.invoice.period.to_string() == *id)
+                    .find(|r| issued(r) && r.invoice.period.to_string() == *id)
                     .ok_or_else(|| Error::NotFound("invoice".into()))?;
                 Ok(Response::json(200, &self.invoice_view(rec, true).await?))
             }
@@ -424,6 +424,8 @@ impl PortalApi {
             "total": money(inv.total),
             "amount_due": money(inv.total),
             "stripe_invoice": rec.refs.invoice,
+            // Finalized in Stripe (payable), or left a draft where the API has no finalize.
+            "status": if rec.refs.finalized { "open" } else { "draft" },
         });
         if links {
             let (json_key, html_key) = artifact_keys(&inv.customer, inv.period);
@@ -437,6 +439,12 @@ impl PortalApi {
         }
         Ok(v)
     }
+}
+
+/// Whether the customer has the invoice: its bill run wrote the documents (an invoice still
+/// being billed does not exist for the portal).
+fn issued(rec: &InvoiceRecord) -> bool {
+    matches!(rec.state, BillState::ArtifactsWritten | BillState::Done)
 }
 
 /// A domain error as the caller sees it: missing (or another customer's) is 404, bad input 400,

@@ -345,7 +345,11 @@ impl TokenVerifier {
             .source
             .fetch()
             .await
-            .map_err(VerifyError::KeysUnavailable)?;
+            .map_err(|e| {
+                // The provider's keys are down: every request answers 503 until they are back.
+                tracing::warn!(error = %e.chain(), "the identity provider's key set could not be fetched");
+                VerifyError::KeysUnavailable(e)
+            })?;
         cache.keys = usable_keys(&set);
         cache.fetched_at = Some(Instant::now());
         cache

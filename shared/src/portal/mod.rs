@@ -15,6 +15,7 @@
 pub mod api;
 pub mod auth;
 pub mod commerce;
+pub mod config;
 pub mod http;
 pub mod problem;
 #[cfg(any(test, feature = "test-issuer"))]

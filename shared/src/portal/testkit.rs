@@ -62,6 +62,42 @@ impl TestIssuer {
         me
     }
 
+    /// A fresh Ed25519 private key as PKCS#8 (a local provider keeps it to sign later).
+    pub fn generate_ed25519_pkcs8() -> Vec<u8> {
+        Ed25519KeyPair::generate_pkcs8(&SystemRandom::new())
+            .expect("Ed25519 key generation")
+            .as_ref()
+            .to_vec()
+    }
+
+    /// A provider signing with one stored Ed25519 key (`pkcs8` from
+    /// [`TestIssuer::generate_ed25519_pkcs8`]); `None` when the bytes are not such a key.
+    pub fn from_ed25519_pkcs8(
+        issuer: &str,
+        audience: &str,
+        kid: &str,
+        pkcs8: &[u8],
+    ) -> Option<Self> {
+        let pair = Ed25519KeyPair::from_pkcs8(pkcs8).ok()?;
+        Some(Self {
+            issuer: issuer.into(),
+            audience: audience.into(),
+            keys: vec![TestKey {
+                kid: kid.into(),
+                kind: KeyKind::EdDsa,
+                signer: Signer::Ed(pair),
+            }],
+        })
+    }
+
+    /// The kid of the first key.
+    pub fn kid(&self) -> &str {
+        self.keys
+            .first()
+            .map(|k| k.kid.as_str())
+            .unwrap_or_default()
+    }
+
     /// Adds a freshly generated key (a rotation, or another algorithm).
     pub fn add_key(&mut self, kid: &str, kind: KeyKind) {
         let signer = match kind {

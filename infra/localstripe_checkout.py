@@ -1,0 +1,71 @@
+"""localstripe, plus the Checkout Sessions it lacks.
+
+The portal's self-service purchase creates a Checkout Session (`POST /v1/checkout/sessions`,
+subscription mode, one price and a quantity) and sends the buyer to its `url`. localstripe
+has no Checkout, so the local stack adds the two calls portal-api makes with the checks
+Stripe applies to them (an existing customer and price, a positive quantity, URLs, the
+automatic-tax options), and a retrieve. The buyer-facing page itself is Stripe's and is not
+emulated: the purchase then arrives as subscription webhooks, which the scenario makes
+directly on localstripe.
+
+Run instead of `localstripe`: `python infra/localstripe_checkout.py --port 8420 --from-scratch`.
+"""
+
+from localstripe import server
+from localstripe.errors import UserError
+from localstripe.resources import Customer, Plan, StripeObject
+
+ALLOWED = {
+    "mode", "customer", "line_items", "success_url", "cancel_url", "metadata",
+    "automatic_tax", "customer_update", "tax_id_collection", "subscription_data",
+    "client_reference_id",
+}
+
+
+class CheckoutSession(StripeObject):
+    object = "checkout.session"
+    _id_prefix = "cs_test_"
+
+    def __init__(self, **data):
+        unknown = set(data) - ALLOWED
+        if unknown:
+            raise UserError(400, "Received unknown parameter: " + sorted(unknown)[0])
+        try:
+            assert data.get("mode") == "subscription"
+            assert isinstance(data.get("customer"), str)
+            items = data.get("line_items")
+            assert isinstance(items, list) and len(items) == 1
+            price = items[0].get("price")
+            quantity = int(items[0].get("quantity", 1))
+            assert isinstance(price, str) and quantity >= 1
+            for url in ("success_url", "cancel_url"):
+                assert str(data.get(url, "")).startswith("http")
+            tax = (data.get("automatic_tax") or {}).get("enabled")
+            assert tax in (None, "true", "false", True, False)
+        except (AssertionError, TypeError, ValueError, AttributeError):
+            raise UserError(400, "Bad request")
+        Customer._api_retrieve(data["customer"])  # 404 if it does not exist
+        Plan._api_retrieve(price)  # prices are plans on localstripe
+        super().__init__()
+        self.mode = "subscription"
+        self.status = "open"
+        self.payment_status = "unpaid"
+        self.customer = data["customer"]
+        self.success_url = data["success_url"]
+        self.cancel_url = data["cancel_url"]
+        self.metadata = data.get("metadata") or {}
+        self.automatic_tax = {"enabled": tax in ("true", True), "status": None}
+        self.line_items_summary = {"price": price, "quantity": quantity}
+        self.subscription = None
+        self.expires_at = self.created + 24 * 3600
+        self.url = "https://checkout.stripe.local/c/pay/" + self.id
+
+
+server.app.router.add_route(
+    "POST", "/v1/checkout/sessions", server.api_create(CheckoutSession, "/v1/checkout/sessions"))
+server.app.router.add_route(
+    "GET", "/v1/checkout/sessions/{id}",
+    server.api_retrieve(CheckoutSession, "/v1/checkout/sessions/{id}"))
+
+if __name__ == "__main__":
+    server.start()
