@@ -96,10 +96,11 @@ pub struct App {
 }
 
 impl App {
-    pub fn new(api: PortalApi, config: &Config) -> Self {
+    /// `namespace`: where the request metrics go (`METRICS_NAMESPACE`).
+    pub fn new(api: PortalApi, namespace: impl Into<String>) -> Self {
         Self {
             api,
-            namespace: config.metrics_namespace.clone(),
+            namespace: namespace.into(),
         }
     }
 

@@ -12,6 +12,9 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     blapi::telemetry::init();
     let config = Config::from_env(&Env::process())?;
     let clients = Clients::from_env().await?;
-    let app = App::new(connect(&config, &clients).await?, &config);
+    let app = App::new(
+        connect(&config, &clients).await?,
+        config.metrics_namespace.clone(),
+    );
     run(service_fn(|event| app.handle(event))).await
 }

@@ -272,3 +272,54 @@ fn public_jwk(k: &TestKey) -> Value {
         }
     }
 }
+
+/// The API's ports, every one in memory, with handles to look inside (tests and benches).
+pub struct MemoryPorts {
+    pub customers: std::sync::Arc<crate::customers::state::MemoryCustomers>,
+    pub licenses: std::sync::Arc<crate::licensing::store::MemoryLicenseStore>,
+    pub files: std::sync::Arc<crate::storage::MemoryStore>,
+    pub billing: std::sync::Arc<crate::billing::memory::MemoryBilling>,
+    pub stripe: std::sync::Arc<crate::stripe::MemoryStripe>,
+    pub crm: std::sync::Arc<crate::crm::MemoryCrm>,
+    pub ledger: std::sync::Arc<crate::ledger::MemoryLedger>,
+    pub queue: std::sync::Arc<crate::queue::MemoryQueue>,
+}
+
+impl Default for MemoryPorts {
+    fn default() -> Self {
+        Self {
+            customers: Default::default(),
+            licenses: std::sync::Arc::new(crate::licensing::store::MemoryLicenseStore::new()),
+            files: std::sync::Arc::new(crate::storage::MemoryStore::new()),
+            billing: std::sync::Arc::new(crate::billing::memory::MemoryBilling::new()),
+            stripe: std::sync::Arc::new(crate::stripe::MemoryStripe::new()),
+            crm: std::sync::Arc::new(crate::crm::MemoryCrm::new()),
+            ledger: std::sync::Arc::new(crate::ledger::MemoryLedger::new()),
+            queue: std::sync::Arc::new(crate::queue::MemoryQueue::new()),
+        }
+    }
+}
+
+impl MemoryPorts {
+    /// The API's ports over these stores, the embedded price book and the real clock.
+    pub fn ports(&self) -> super::api::Ports {
+        super::api::Ports {
+            customers: self.customers.clone(),
+            licenses: self.licenses.clone(),
+            files: self.files.clone(),
+            invoices: self.billing.clone(),
+            dunning: self.billing.clone(),
+            usage: self.billing.clone(),
+            subscriptions: self.billing.clone(),
+            credits: self.billing.clone(),
+            book: std::sync::Arc::new(
+                crate::billing::pricebook::PriceBook::embedded().expect("the embedded price book"),
+            ),
+            stripe: self.stripe.clone(),
+            crm: self.crm.clone(),
+            ledger: self.ledger.clone(),
+            queue: self.queue.clone(),
+            clock: std::sync::Arc::new(chrono::Utc::now),
+        }
+    }
+}

@@ -550,4 +550,171 @@ mod tests {
         ));
         assert_eq!(c.calls(), 0);
     }
+
+    /// The form a request carried, decoded.
+    fn form_of(req: &wiremock::Request) -> std::collections::BTreeMap<String, String> {
+        url_pairs(&String::from_utf8_lossy(&req.body))
+    }
+
+    fn url_pairs(q: &str) -> std::collections::BTreeMap<String, String> {
+        form_urlencoded::parse(q.as_bytes()).into_owned().collect()
+    }
+
+    #[tokio::test]
+    async fn a_checkout_session_asks_for_tax_only_when_enabled_and_carries_the_metadata() {
+        use super::super::{NewCheckoutSession, StripeSelfService};
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .and(path("/v1/checkout/sessions"))
+            .and(header("Idempotency-Key", "portal-checkout-abc"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!(
+                {"id": "cs_1", "url": "https://checkout.stripe.com/c/pay/cs_1", "expires_at": 5}
+            )))
+            .mount(&server)
+            .await;
+        let c = client(&server.uri());
+        let mut s = NewCheckoutSession {
+            customer: "cus_A".into(),
+            price: "price_pro".into(),
+            quantity: 7,
+            success_url: "https://portal.example/billing?checkout=success".into(),
+            cancel_url: "https://portal.example/billing?checkout=cancelled".into(),
+            automatic_tax: false,
+            metadata: [("sku".to_owned(), "professional".to_owned())].into(),
+        };
+        let out = c
+            .create_checkout_session(&s, "portal-checkout-abc")
+            .await
+            .unwrap();
+        assert_eq!(
+            out.url.as_deref(),
+            Some("https://checkout.stripe.com/c/pay/cs_1")
+        );
+        s.automatic_tax = true;
+        c.create_checkout_session(&s, "portal-checkout-abc")
+            .await
+            .unwrap();
+        let reqs = server.received_requests().await.unwrap();
+        let (plain, taxed) = (form_of(&reqs[0]), form_of(&reqs[1]));
+        assert_eq!(plain["mode"], "subscription");
+        assert_eq!(plain["customer"], "cus_A");
+        assert_eq!(plain["line_items[0][price]"], "price_pro");
+        assert_eq!(plain["line_items[0][quantity]"], "7");
+        assert_eq!(plain["metadata[sku]"], "professional");
+        assert_eq!(plain["subscription_data[metadata][sku]"], "professional");
+        assert!(!plain.contains_key("automatic_tax[enabled]"));
+        assert_eq!(taxed["automatic_tax[enabled]"], "true");
+        assert_eq!(taxed["customer_update[address]"], "auto");
+        // A customer id that is not Stripe's shape never reaches Stripe.
+        s.customer = "cus_A/../x".into();
+        assert!(matches!(
+            c.create_checkout_session(&s, "k").await,
+            Err(Error::Invalid(_))
+        ));
+        assert_eq!(server.received_requests().await.unwrap().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_seat_change_is_previewed_and_applied_at_the_same_proration_date() {
+        use super::super::{SeatChange, StripeSelfService};
+        let server = MockServer::start().await;
+        Mock::given(method("GET"))
+            .and(path("/v1/invoices/upcoming"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+                "currency": "usd", "total": 4_500, "amount_due": 4_500,
+                "lines": {"object": "list", "has_more": false, "data": [
+                    {"amount": 12_000, "proration": false},
+                    {"amount": -7_500, "proration": true},
+                    {"amount": 1_000, "proration": true}]}
+            })))
+            .mount(&server)
+            .await;
+        Mock::given(method("POST"))
+            .and(path("/v1/subscriptions/sub_1"))
+            .and(header("Idempotency-Key", "portal-seats-k"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+                "id": "sub_1", "customer": "cus_A", "status": "active",
+                "items": {"object": "list", "has_more": false, "data": [{"id": "si_1", "quantity": 8}]}
+            })))
+            .mount(&server)
+            .await;
+        let c = client(&server.uri());
+        let change = SeatChange {
+            customer: "cus_A".into(),
+            subscription: "sub_1".into(),
+            item: "si_1".into(),
+            price: "price_pro".into(),
+            quantity: 8,
+            proration_date: 1_796_000_000,
+        };
+        let preview = c.preview_seat_change(&change).await.unwrap();
+        assert_eq!(preview.proration(), -6_500);
+        let sub = c
+            .apply_seat_change(&change, "portal-seats-k")
+            .await
+            .unwrap();
+        assert_eq!(sub.items.data[0].quantity, Some(8));
+        let reqs = server.received_requests().await.unwrap();
+        let q = url_pairs(reqs[0].url.query().unwrap_or_default());
+        assert_eq!(q["subscription_items[0][id]"], "si_1");
+        assert_eq!(q["subscription_items[0][quantity]"], "8");
+        assert_eq!(q["subscription_proration_date"], "1796000000");
+        let f = form_of(&reqs[1]);
+        assert_eq!(f["items[0][id]"], "si_1");
+        assert_eq!(f["items[0][quantity]"], "8");
+        assert_eq!(
+            f["proration_date"], "1796000000",
+            "the change is prorated as previewed"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_default_card_is_the_payment_method_else_the_legacy_source() {
+        use super::super::StripeSelfService;
+        let server = MockServer::start().await;
+        let card = serde_json::json!({"brand": "visa", "last4": "4242", "exp_month": 12, "exp_year": 2030});
+        for (customer, body) in [
+            (
+                "cus_pm",
+                serde_json::json!({"id": "cus_pm", "invoice_settings": {"default_payment_method": "pm_1"}}),
+            ),
+            (
+                "cus_src",
+                serde_json::json!({"id": "cus_src", "default_source": "card_1", "invoice_settings": {"default_payment_method": null}}),
+            ),
+            ("cus_none", serde_json::json!({"id": "cus_none"})),
+        ] {
+            Mock::given(method("GET"))
+                .and(path(format!("/v1/customers/{customer}")))
+                .respond_with(ResponseTemplate::new(200).set_body_json(body))
+                .mount(&server)
+                .await;
+        }
+        Mock::given(method("GET"))
+            .and(path("/v1/payment_methods/pm_1"))
+            .respond_with(
+                ResponseTemplate::new(200)
+                    .set_body_json(serde_json::json!({"id": "pm_1", "card": card})),
+            )
+            .mount(&server)
+            .await;
+        let mut source = card.clone();
+        source["object"] = "card".into();
+        source["last4"] = "1881".into();
+        Mock::given(method("GET"))
+            .and(path("/v1/customers/cus_src/sources/card_1"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(source))
+            .mount(&server)
+            .await;
+        let c = client(&server.uri());
+        assert_eq!(
+            c.default_card("cus_pm").await.unwrap().unwrap().last4,
+            "4242"
+        );
+        assert_eq!(
+            c.default_card("cus_src").await.unwrap().unwrap().last4,
+            "1881"
+        );
+        assert_eq!(c.default_card("cus_none").await.unwrap(), None);
+    }
 }
