@@ -193,7 +193,8 @@ impl PortalApi {
             })?;
         let scoped = payload_hash(format!("{}\n{key}", caller.customer).as_bytes());
         let ledger_key = format!("portal#{scoped}");
-        let mut fingerprint = format!("{} {}\n", req.method, req.path).into_bytes();
+        // The route, not the raw path: `/x` and `/x/` are one request.
+        let mut fingerprint = format!("{} {route:?}\n", req.method).into_bytes();
         fingerprint.extend_from_slice(&req.body);
         let opts = ClaimOptions {
             lease: Duration::from_secs(60),
@@ -204,7 +205,10 @@ impl PortalApi {
             .ledger
             .claim(&ledger_key, &payload_hash(&fingerprint), opts)
             .await
-            .map_err(|e| problem_of(e, route))?;
+            .map_err(|e| match e {
+                Error::Conflict(_) => Problem::idempotency_conflict(),
+                e => problem_of(e, route),
+            })?;
         let lease = match claim {
             Claim::Acquired(lease) => lease,
             Claim::InProgress { .. } => {
@@ -392,7 +396,13 @@ impl PortalApi {
         let (state, dunning, method) = tokio::try_join!(
             self.ports.customers.load(customer),
             self.ports.dunning.load(customer),
-            self.ports.stripe.default_card(customer),
+            async {
+                // A customer id Stripe could not have issued has no card.
+                match self.ports.stripe.default_card(customer).await {
+                    Err(Error::Invalid(_)) => Ok(None),
+                    other => other,
+                }
+            },
         )?;
         let state = state.ok_or_else(|| Error::NotFound("customer".into()))?;
         Ok(Response::json(
@@ -458,7 +468,8 @@ pub(super) fn problem_of(e: Error, route: &Route) -> Problem {
                 .unwrap_or_else(|| what.split(' ').next().unwrap_or("resource")),
         ),
         Error::Invalid(_) => Problem::invalid("body", "the request is not valid"),
-        Error::Conflict(_) => Problem::idempotency_conflict(),
+        // A concurrent write won (optimistic concurrency): the same request may succeed now.
+        Error::Conflict(_) => Problem::unavailable("this resource", Duration::from_secs(1)),
         Error::InProgress(_) => Problem::unavailable("this resource", Duration::from_secs(2)),
         Error::Dependency {
             service,

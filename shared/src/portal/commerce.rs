@@ -319,7 +319,10 @@ impl PortalApi {
         let fail = |e| problem_of(e, route);
         let sub = match self.ports.stripe.subscription(sub_id).await {
             Ok(s) => s,
-            Err(Error::NotFound(_)) => return Err(Problem::not_found("subscription")),
+            // Unknown, or not an id Stripe could have issued: missing either way.
+            Err(Error::NotFound(_) | Error::Invalid(_)) => {
+                return Err(Problem::not_found("subscription"));
+            }
             Err(e) => return Err(fail(e)),
         };
         // Another customer's subscription is missing, exactly like an unknown one.
@@ -506,10 +509,14 @@ impl PortalApi {
             caller.idempotency.as_deref().unwrap_or_default()
         );
         let submission = fields.clone().submission(id.clone(), now).map_err(|e| {
-            let text = e.to_string();
+            // The checks name their field first ("kind ...", "jurisdiction ...").
+            let text = match &e {
+                Error::Invalid(m) => m.as_str(),
+                _ => "",
+            };
             let field = ["kind", "jurisdiction", "opted_out", "email"]
                 .into_iter()
-                .find(|f| text.contains(f))
+                .find(|f| text.starts_with(f))
                 .unwrap_or("body");
             Problem::invalid(field, privacy_detail(field))
         })?;
