@@ -314,3 +314,72 @@ async fn the_business_flow_runs_end_to_end() {
 fn owner_of_account(summary: &blapi_system_tests::scenario::Summary) -> serde_json::Value {
     summary.customer.account["owner_id"].clone()
 }
+
+/// The portal API against its OpenAPI document: schemathesis generates requests from the
+/// document (valid and invalid), sends them to portal-api under `cargo lambda watch`, and
+/// checks every answer — no 5xx, every status, header, content type and body as documented,
+/// invalid input refused. Business rules the schema cannot state (an unknown SKU, a future
+/// month) are 400s by design, so `positive_data_acceptance` is left out. The local Function
+/// URL emulator answers 500 itself, before the function, for a body that is not UTF-8 or a
+/// header byte outside ASCII: `infra/schemathesis_hooks.py` drops exactly those failures. The
+/// coverage phase is left out: on this Python it trips a CPython AST
+/// recursion check inside hypothesis ("AST constructor recursion depth mismatch"), an error of
+/// the tool, not a finding. A fixed seed keeps a finding reproducible (`st replay`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn portal_api_conforms_to_its_openapi_document() {
+    let stack = blapi_system_tests::fresh_stack().await;
+    let root = blapi_infra::repo_root();
+    let logs = root.join("target/e2e");
+    let functions = Functions::start(&stack, &logs)
+        .await
+        .expect("functions start");
+    let world = World::new(&stack, &functions, &blapi_system_tests::localstripe_url())
+        .await
+        .unwrap();
+    let (_, subscription, token) = blapi_system_tests::scenario::fuzz_subject(&world)
+        .await
+        .unwrap();
+    let work = root.join("target/schemathesis");
+    std::fs::create_dir_all(&work).unwrap();
+    let out = tokio::process::Command::new(root.join(".venv/bin/schemathesis"))
+        .current_dir(&work)
+        .env("PORTAL_SUBSCRIPTION", &subscription)
+        .env("NO_COLOR", "1")
+        .env("SCHEMATHESIS_HOOKS", "schemathesis_hooks")
+        .env("PYTHONPATH", root.join("infra"))
+        .args(["--config-file"])
+        .arg(root.join("infra/schemathesis.toml"))
+        .arg("run")
+        .arg(root.join("docs/portal-api.openapi.yaml"))
+        .args(["--url", &functions.url("portal-api", "")])
+        .args(["-H", &format!("Authorization: Bearer {token}")])
+        .args([
+            "--checks",
+            "all",
+            "--exclude-checks",
+            "positive_data_acceptance",
+        ])
+        .args([
+            "--max-examples",
+            "25",
+            "--seed",
+            "20261203",
+            "--workers",
+            "2",
+        ])
+        .args(["--phases", "examples,fuzzing,stateful"])
+        .output()
+        .await
+        .expect("schemathesis runs (make setup installs it)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "schemathesis found problems (function logs in target/e2e/{}-watch.log):\n{text}\n{}",
+        stack.prefix,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("Tested: 11"),
+        "every operation was tested:\n{text}"
+    );
+}

@@ -13,7 +13,7 @@
 //! poison message (DLQ).
 
 mod portal;
-pub use portal::PortalLine;
+pub use portal::{PortalLine, fuzz_subject};
 
 use crate::harness::Functions;
 use anyhow::{Context, Result, anyhow, bail, ensure};

@@ -161,6 +161,10 @@ impl PortalApi {
             .verifier
             .verify_header(req.header("authorization"))
             .await?;
+        if route.mutates() {
+            // Before scoping: a request without its key is malformed whoever it names.
+            idempotency_key(req)?;
+        }
         let mut caller = self.scope(&principal, req, &route)?;
         if req.body.len() > self.settings.max_body {
             return Err(Problem::too_large(self.settings.max_body));
@@ -182,15 +186,7 @@ impl PortalApi {
         caller: &mut Caller,
         req: &Request,
     ) -> std::result::Result<Response, Problem> {
-        let key = req
-            .header("idempotency-key")
-            .filter(|k| !k.is_empty() && k.len() <= 255 && k.bytes().all(|b| (0x21..0x7f).contains(&b)))
-            .ok_or_else(|| {
-                Problem::invalid(
-                    "Idempotency-Key",
-                    "a mutating request carries an Idempotency-Key header (1 to 255 visible ASCII characters)",
-                )
-            })?;
+        let key = idempotency_key(req)?;
         let scoped = payload_hash(format!("{}\n{key}", caller.customer).as_bytes());
         let ledger_key = format!("portal#{scoped}");
         // The route, not the raw path: `/x` and `/x/` are one request.
@@ -449,6 +445,18 @@ impl PortalApi {
         }
         Ok(v)
     }
+}
+
+/// The request's `Idempotency-Key`: 1 to 255 visible ASCII characters.
+fn idempotency_key(req: &Request) -> std::result::Result<&str, Problem> {
+    req.header("idempotency-key")
+        .filter(|k| !k.is_empty() && k.len() <= 255 && k.bytes().all(|b| (0x21..0x7f).contains(&b)))
+        .ok_or_else(|| {
+            Problem::invalid(
+                "Idempotency-Key",
+                "a mutating request carries an Idempotency-Key header (1 to 255 visible ASCII characters)",
+            )
+        })
 }
 
 /// Whether the customer has the invoice: its bill run wrote the documents (an invoice still

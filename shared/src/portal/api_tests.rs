@@ -713,7 +713,13 @@ async fn a_purchase_is_a_checkout_session_once_per_idempotency_key() {
 async fn purchases_with_bad_input_name_the_field_and_do_nothing() {
     let f = fixture().await;
     let t = f.issuer.customer_token("cus_A");
-    let cases: [(&str, Option<&str>, u16, &str); 9] = [
+    let cases: [(&str, Option<&str>, u16, &str); 10] = [
+        (
+            r#"{"sku": "professional", "seats": 5.5}"#,
+            Some("k0"),
+            400,
+            "seats",
+        ),
         (
             r#"{"sku": "professional", "seats": 1}"#,
             None,
@@ -774,6 +780,18 @@ async fn purchases_with_bad_input_name_the_field_and_do_nothing() {
         );
     }
     assert!(f.stripe.checkout_sessions().is_empty());
+    // JSON's 5.0 is the integer 5 (as JSON Schema reads it).
+    let r = f
+        .api
+        .handle(&post(
+            "/v1/checkout-sessions",
+            &t,
+            Some("whole"),
+            r#"{"sku": "professional", "seats": 5.0}"#,
+        ))
+        .await;
+    assert_eq!(r.status, 201, "{r:?}");
+    assert_eq!(f.stripe.checkout_sessions()[0].0.quantity, 5);
 }
 
 #[tokio::test]

@@ -57,19 +57,49 @@ pub(super) fn body<T: DeserializeOwned>(req: &Request) -> std::result::Result<T,
     })
 }
 
+/// A whole number, however JSON spells it: `5` and `5.0` are the same integer (JSON Schema's
+/// `integer`), `5.5` is refused.
+fn whole<'de, D, T>(d: D) -> std::result::Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: TryFrom<i64>,
+{
+    use serde::de::Error as _;
+    let n = serde_json::Number::deserialize(d)?;
+    let i = match (n.as_i64(), n.as_f64()) {
+        (Some(i), _) => Some(i),
+        // Exactly representable and whole (|f| < 2^53 keeps the cast exact).
+        (None, Some(f)) if f.fract() == 0.0 && f.abs() < 9_007_199_254_740_992.0 => Some(f as i64),
+        _ => None,
+    };
+    i.and_then(|i| T::try_from(i).ok())
+        .ok_or_else(|| D::Error::custom("out of range or not a whole number"))
+}
+
+fn whole_opt<'de, D>(d: D) -> std::result::Result<Option<i64>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    #[derive(Deserialize)]
+    struct W(#[serde(deserialize_with = "whole")] i64);
+    Ok(Option::<W>::deserialize(d)?.map(|W(i)| i))
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PurchaseBody {
     sku: String,
+    #[serde(deserialize_with = "whole")]
     seats: u32,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct SeatBody {
+    #[serde(deserialize_with = "whole")]
     seats: u32,
     /// The preview's `proration.date`: the change is prorated exactly as previewed.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "whole_opt")]
     proration_date: Option<i64>,
 }
 
