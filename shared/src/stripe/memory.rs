@@ -286,80 +286,6 @@ impl StripeInvoices for MemoryStripe {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::collections::BTreeMap;
-
-    #[tokio::test]
-    async fn not_found_is_permanent_and_outage_retryable() {
-        let s = MemoryStripe::new();
-        let e = s.subscription("sub_missing").await.unwrap_err();
-        assert!(matches!(e, Error::NotFound(_)) && !e.is_retryable());
-        s.set_unavailable(true);
-        assert!(s.customer("cus_1").await.unwrap_err().is_retryable());
-        assert_eq!(s.calls(), 2);
-    }
-
-    #[tokio::test]
-    async fn pending_items_are_swept_into_the_next_invoice_which_finalizes_once() {
-        let s = MemoryStripe::new();
-        let item = |amount| NewInvoiceItem {
-            customer: "cus_1".into(),
-            amount,
-            currency: "usd".into(),
-            description: "x".into(),
-            metadata: BTreeMap::from([("blapi_key".into(), format!("k{amount}"))]),
-        };
-        s.create_invoice_item(&item(100), "a").await.unwrap();
-        s.create_invoice_item(&item(250), "b").await.unwrap();
-        let new = NewInvoice {
-            customer: "cus_1".into(),
-            description: "d".into(),
-            metadata: BTreeMap::new(),
-        };
-        let inv = s.create_invoice(&new, "c").await.unwrap();
-        assert_eq!(inv.total, Some(350));
-        let items = s.invoice_items("cus_1").await.unwrap();
-        assert!(items.iter().all(|i| i.invoice.as_deref() == Some("in_1")));
-        assert_eq!(items[0].metadata.get("blapi_key"), Some("k100"));
-        s.finalize_invoice("in_1", "f").await.unwrap();
-        let again = s.finalize_invoice("in_1", "f").await.unwrap_err();
-        assert!(!again.is_retryable());
-        assert_eq!(s.invoices("cus_1"), vec![("in_1".into(), 350, true, 2)]);
-        assert_eq!(
-            s.invoice("in_1").await.unwrap().status.as_deref(),
-            Some("open")
-        );
-    }
-
-    #[tokio::test]
-    async fn a_crash_keeps_the_side_effect_and_loses_the_answer() {
-        let s = MemoryStripe::new();
-        s.crash_after(StripeOp::CreateItem);
-        let item = NewInvoiceItem {
-            customer: "cus_1".into(),
-            amount: 1,
-            currency: "usd".into(),
-            description: "x".into(),
-            metadata: BTreeMap::new(),
-        };
-        assert!(
-            s.create_invoice_item(&item, "k")
-                .await
-                .unwrap_err()
-                .is_retryable()
-        );
-        assert_eq!(s.item_count(), 1);
-        s.create_invoice_item(&item, "k").await.unwrap();
-        assert_eq!(
-            s.item_count(),
-            2,
-            "the fake ignores idempotency keys, like localstripe"
-        );
-    }
-}
-
 /// The item of `change` in `sub`, and its quantity and unit amount.
 fn item_of(sub: &Value, change: &SeatChange) -> Result<(usize, i64, i64)> {
     let items = sub["items"]["data"].as_array().cloned().unwrap_or_default();
@@ -473,5 +399,79 @@ impl StripeSelfService for MemoryStripe {
         Ok(s.objects
             .get(&("payment_method", pm.to_owned()))
             .and_then(|p| serde_json::from_value(p["card"].clone()).ok()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    #[tokio::test]
+    async fn not_found_is_permanent_and_outage_retryable() {
+        let s = MemoryStripe::new();
+        let e = s.subscription("sub_missing").await.unwrap_err();
+        assert!(matches!(e, Error::NotFound(_)) && !e.is_retryable());
+        s.set_unavailable(true);
+        assert!(s.customer("cus_1").await.unwrap_err().is_retryable());
+        assert_eq!(s.calls(), 2);
+    }
+
+    #[tokio::test]
+    async fn pending_items_are_swept_into_the_next_invoice_which_finalizes_once() {
+        let s = MemoryStripe::new();
+        let item = |amount| NewInvoiceItem {
+            customer: "cus_1".into(),
+            amount,
+            currency: "usd".into(),
+            description: "x".into(),
+            metadata: BTreeMap::from([("blapi_key".into(), format!("k{amount}"))]),
+        };
+        s.create_invoice_item(&item(100), "a").await.unwrap();
+        s.create_invoice_item(&item(250), "b").await.unwrap();
+        let new = NewInvoice {
+            customer: "cus_1".into(),
+            description: "d".into(),
+            metadata: BTreeMap::new(),
+        };
+        let inv = s.create_invoice(&new, "c").await.unwrap();
+        assert_eq!(inv.total, Some(350));
+        let items = s.invoice_items("cus_1").await.unwrap();
+        assert!(items.iter().all(|i| i.invoice.as_deref() == Some("in_1")));
+        assert_eq!(items[0].metadata.get("blapi_key"), Some("k100"));
+        s.finalize_invoice("in_1", "f").await.unwrap();
+        let again = s.finalize_invoice("in_1", "f").await.unwrap_err();
+        assert!(!again.is_retryable());
+        assert_eq!(s.invoices("cus_1"), vec![("in_1".into(), 350, true, 2)]);
+        assert_eq!(
+            s.invoice("in_1").await.unwrap().status.as_deref(),
+            Some("open")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_crash_keeps_the_side_effect_and_loses_the_answer() {
+        let s = MemoryStripe::new();
+        s.crash_after(StripeOp::CreateItem);
+        let item = NewInvoiceItem {
+            customer: "cus_1".into(),
+            amount: 1,
+            currency: "usd".into(),
+            description: "x".into(),
+            metadata: BTreeMap::new(),
+        };
+        assert!(
+            s.create_invoice_item(&item, "k")
+                .await
+                .unwrap_err()
+                .is_retryable()
+        );
+        assert_eq!(s.item_count(), 1);
+        s.create_invoice_item(&item, "k").await.unwrap();
+        assert_eq!(
+            s.item_count(),
+            2,
+            "the fake ignores idempotency keys, like localstripe"
+        );
     }
 }
