@@ -1237,7 +1237,7 @@ impl Summary {
         ));
         let pv = &self.privacy;
         o.push_str(
-            "\n== Privacy requests (portal privacy.request -> intake -> privacy-requests) ==\n",
+            "\n== Privacy requests (the buyer through portal-api, a lead by signed privacy.request -> intake; both -> privacy-requests) ==\n",
         );
         let systems: Vec<&str> = pv.bundle["systems"]
             .as_object()
