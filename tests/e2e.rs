@@ -339,9 +339,9 @@ async fn portal_api_conforms_to_its_openapi_document(
     let root = blapi_infra::repo_root();
     let (_, subscription, token) = blapi_system_tests::scenario::fuzz_subject(world)
         .await
-        .unwrap();
+        .expect("a customer of its own on localstripe");
     let work = root.join("target/schemathesis");
-    std::fs::create_dir_all(&work).unwrap();
+    std::fs::create_dir_all(&work).expect("target/schemathesis");
     let out = tokio::process::Command::new(root.join(".venv/bin/schemathesis"))
         .current_dir(&work)
         .env("PORTAL_SUBSCRIPTION", &subscription)
