@@ -328,6 +328,9 @@ impl PortalApi {
             Route::SeatPreview(sub) => self.seat_preview(caller, sub, req).await,
             Route::SeatChange(sub) => self.seat_change(caller, sub, req).await,
             Route::PrivacyRequest => self.privacy_request(caller, req).await,
+            Route::LicenseFile(_) if req.query.get("format").is_some_and(|f| f != "link") => Err(
+                Problem::invalid("format", "absent (the file itself) or `link`"),
+            ),
             read => self
                 .read(read, caller, req)
                 .await
@@ -369,20 +372,29 @@ impl PortalApi {
                 ))
             }
             Route::Invoices => {
-                let invoices = self.ports.invoices.for_customer(&caller.customer).await?;
+                let (invoices, dunning) = tokio::try_join!(
+                    self.ports.invoices.for_customer(&caller.customer),
+                    self.ports.dunning.load(&caller.customer),
+                )?;
                 let mut views = Vec::new();
                 for rec in invoices.iter().filter(|r| issued(r)) {
-                    views.push(self.invoice_view(rec, false).await?);
+                    views.push(self.invoice_view(rec, &dunning.0, false).await?);
                 }
                 Ok(Response::json(200, &json!({ "invoices": views })))
             }
             Route::Invoice(id) => {
-                let invoices = self.ports.invoices.for_customer(&caller.customer).await?;
+                let (invoices, dunning) = tokio::try_join!(
+                    self.ports.invoices.for_customer(&caller.customer),
+                    self.ports.dunning.load(&caller.customer),
+                )?;
                 let rec = invoices
                     .iter()
                     .find(|r| issued(r) && r.invoice.period.to_string() == *id)
                     .ok_or_else(|| Error::NotFound("invoice".into()))?;
-                Ok(Response::json(200, &self.invoice_view(rec, true).await?))
+                Ok(Response::json(
+                    200,
+                    &self.invoice_view(rec, &dunning.0, true).await?,
+                ))
             }
             _ => Err(Error::NotFound("resource".into())),
         }
@@ -418,9 +430,27 @@ impl PortalApi {
             .ok_or_else(|| Error::NotFound("license".into()))
     }
 
-    async fn invoice_view(&self, rec: &InvoiceRecord, links: bool) -> Result<Value> {
+    async fn invoice_view(
+        &self,
+        rec: &InvoiceRecord,
+        dunning: &Dunning,
+        links: bool,
+    ) -> Result<Value> {
         let inv = &rec.invoice;
         let money = |amount: i64| inv.money(amount);
+        // Paid as Stripe told billing (invoice.paid / payment_succeeded): nothing is due.
+        let paid = rec
+            .refs
+            .invoice
+            .as_ref()
+            .and_then(|id| dunning.invoices.get(id))
+            .is_some_and(|f| f.paid_at.is_some());
+        let status = match (paid, rec.refs.finalized) {
+            (true, _) => "paid",
+            // Finalized in Stripe (payable), or left a draft where the API has no finalize.
+            (false, true) => "open",
+            (false, false) => "draft",
+        };
         let mut v = json!({
             "id": inv.period.to_string(),
             "period": inv.period.to_string(),
@@ -428,10 +458,9 @@ impl PortalApi {
             "subtotal": money(inv.subtotal),
             "credit_applied": money(inv.credit_applied),
             "total": money(inv.total),
-            "amount_due": money(inv.total),
+            "amount_due": money(if paid { 0 } else { inv.total }),
             "stripe_invoice": rec.refs.invoice,
-            // Finalized in Stripe (payable), or left a draft where the API has no finalize.
-            "status": if rec.refs.finalized { "open" } else { "draft" },
+            "status": status,
         });
         if links {
             let (json_key, html_key) = artifact_keys(&inv.customer, inv.period);
@@ -543,7 +572,12 @@ fn account_view(state: &CustomerState, dunning: &Dunning, method: Option<&Card>)
         "payment_method": method,
         "dunning": {
             "status": dunning.status.as_str(),
-            "open_invoices": dunning.invoices.len(),
+            // Invoices whose payment failed and that are still unpaid.
+            "open_invoices": dunning
+                .invoices
+                .values()
+                .filter(|f| f.paid_at.is_none() && f.first_failed_at.is_some())
+                .count(),
         },
     })
 }

@@ -411,6 +411,17 @@ async fn the_license_file_is_the_exact_stored_bytes_or_an_expiring_link() {
         .await;
     let v = r.json_body();
     assert_eq!(v["expires_in"], 900);
+    let other = f
+        .api
+        .handle(&get(
+            &format!("/v1/licenses/{}/file?format=pdf", f.a_license),
+            Some(&t),
+        ))
+        .await;
+    assert_eq!(
+        (other.status, other.json_body()["field"].clone()),
+        (400, json!("format"))
+    );
     assert!(v["url"].as_str().unwrap().contains(&rec.file_key), "{v}");
 }
 
@@ -1102,4 +1113,53 @@ async fn a_privacy_request_is_handed_over_for_the_signed_in_person_only() {
         ))
         .await;
     assert_eq!(down.status, 503);
+}
+
+#[tokio::test]
+async fn a_paid_invoice_is_due_nothing_and_only_unpaid_failures_count_as_open() {
+    use crate::billing::dunning::InvoiceFacts;
+    let f = fixture().await;
+    let facts = |failed: Option<i64>, paid: Option<i64>| InvoiceFacts {
+        first_failed_at: failed,
+        attempts: i64::from(failed.is_some()),
+        paid_at: paid,
+    };
+    let dunning = Dunning {
+        status: Status::PastDue,
+        invoices: BTreeMap::from([
+            // 2026-10 failed once, then was paid; another invoice failed and is unpaid.
+            ("in_cus_A_2026-10".to_string(), facts(Some(100), Some(200))),
+            ("in_cus_A_2026-11".to_string(), facts(Some(300), None)),
+        ]),
+        as_of: 300,
+    };
+    DunningStore::save(&*f.billing, "cus_A", &dunning, 0)
+        .await
+        .unwrap();
+    let t = f.issuer.customer_token("cus_A");
+    let v = f
+        .api
+        .handle(&get("/v1/invoices", Some(&t)))
+        .await
+        .json_body();
+    let by_id = |id: &str| {
+        v["invoices"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["id"] == id)
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(by_id("2026-10")["status"], "paid");
+    assert_eq!(by_id("2026-10")["amount_due"]["amount"], 0);
+    assert_eq!(by_id("2026-11")["status"], "open");
+    assert_eq!(by_id("2026-11")["amount_due"]["amount"], 12_000);
+    let account = f
+        .api
+        .handle(&get("/v1/account", Some(&t)))
+        .await
+        .json_body();
+    assert_eq!(account["dunning"]["open_invoices"], 1, "{account}");
+    assert_eq!(account["status"], "past_due");
 }

@@ -76,6 +76,16 @@ impl Config {
             })?,
         };
         let defaults = Settings::default();
+        let link_secs: u64 =
+            env.parsed_or("PORTAL_LINK_TTL_SECONDS", defaults.link_ttl.as_secs())?;
+        // S3 signs links for at most 7 days.
+        if !(1..=7 * 24 * 3600).contains(&link_secs) {
+            return Err(ConfigError::Malformed {
+                name: "PORTAL_LINK_TTL_SECONDS".into(),
+                reason: "between 1 and 604800 (S3 signs links for at most 7 days)".into(),
+            }
+            .into());
+        }
         Ok(Self {
             auth,
             jwks_url: env.url("PORTAL_JWKS_URL")?,
@@ -88,9 +98,7 @@ impl Config {
             crm: CrmConfig::from_env(env)?,
             settings: Settings {
                 max_body: env.parsed_or("PORTAL_MAX_BODY_BYTES", defaults.max_body)?,
-                link_ttl: Duration::from_secs(
-                    env.parsed_or("PORTAL_LINK_TTL_SECONDS", defaults.link_ttl.as_secs())?,
-                ),
+                link_ttl: Duration::from_secs(link_secs),
                 catalog,
                 self_service_limit: limit,
                 automatic_tax: env.parsed_or("PORTAL_AUTOMATIC_TAX", false)?,
@@ -190,6 +198,7 @@ mod tests {
             ("PORTAL_SELF_SERVICE_LIMIT", "5000.5 usd"),
             ("PORTAL_AUTOMATIC_TAX", "maybe"),
             ("PORTAL_JWKS_URL", "not a url"),
+            ("PORTAL_LINK_TTL_SECONDS", "864000"),
         ] {
             let e = Config::from_env(&env(&[(name, value)])).unwrap_err();
             assert!(e.to_string().contains(name), "{name}={value}: {e}");
