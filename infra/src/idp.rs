@@ -164,19 +164,7 @@ pub async fn ensure(
         pair,
     };
     let bucket = crate::provision::bucket_name(prefix, BUCKET);
-    match s3.create_bucket().bucket(&bucket).send().await {
-        Ok(_) => {}
-        Err(e)
-            if e.as_service_error().is_some_and(|se| {
-                se.is_bucket_already_owned_by_you() || se.is_bucket_already_exists()
-            }) => {}
-        Err(e) => {
-            return Err(anyhow!(
-                "creating bucket {bucket}: {}",
-                aws_sdk_s3::error::DisplayErrorContext(e)
-            ));
-        }
-    }
+    crate::provision::ensure_bucket(s3, &bucket).await?;
     s3.put_object()
         .bucket(&bucket)
         .key(JWKS_KEY)

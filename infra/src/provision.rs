@@ -149,6 +149,24 @@ fn physical_name(prefix: &str, logical: &str) -> String {
     format!("{prefix}-{logical}")
 }
 
+/// Creates bucket `name` unless it exists already (provisioning is re-run safely).
+pub async fn ensure_bucket(s3: &aws_sdk_s3::Client, name: &str) -> Result<()> {
+    match s3.create_bucket().bucket(name).send().await {
+        Ok(_) => Ok(()),
+        Err(e)
+            if e.as_service_error().is_some_and(|se| {
+                se.is_bucket_already_owned_by_you() || se.is_bucket_already_exists()
+            }) =>
+        {
+            Ok(())
+        }
+        Err(e) => Err(anyhow!(
+            "creating bucket {name}: {}",
+            aws_sdk_s3::error::DisplayErrorContext(e)
+        )),
+    }
+}
+
 pub fn bucket_name(prefix: &str, logical: &str) -> String {
     let mut name: String = format!("{prefix}-{logical}")
         .to_ascii_lowercase()
@@ -217,19 +235,7 @@ pub async fn provision(opts: &ProvisionOptions) -> Result<LocalStack> {
         match kind.as_str() {
             "AWS::S3::Bucket" => {
                 let name = bucket_name(&opts.prefix, id);
-                match s3.create_bucket().bucket(&name).send().await {
-                    Ok(_) => {}
-                    Err(e)
-                        if e.as_service_error().is_some_and(|se| {
-                            se.is_bucket_already_owned_by_you() || se.is_bucket_already_exists()
-                        }) => {}
-                    Err(e) => {
-                        return Err(anyhow!(
-                            "creating bucket {name}: {}",
-                            aws_sdk_s3::error::DisplayErrorContext(e)
-                        ));
-                    }
-                }
+                ensure_bucket(&s3, &name).await?;
                 // Versioned as the template says: erasure must reach every version.
                 if props
                     .get("VersioningConfiguration")

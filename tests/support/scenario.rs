@@ -206,6 +206,72 @@ impl<'a> World<'a> {
             .map_err(|e| anyhow!("localstripe POST {path}: {}", e.chain()))
     }
 
+    /// A localstripe customer with a card and a `seats`-seat subscription of the scenario's
+    /// plan (the product and plan created when missing): (customer id, subscription).
+    pub(crate) async fn subscribe(
+        &self,
+        name: &str,
+        email: Option<&str>,
+        company: &str,
+        seats: u32,
+    ) -> Result<(String, Value)> {
+        let product = self
+            .stripe_post(
+                "products",
+                &[
+                    ("name", "blapi Cloud Pro".into()),
+                    ("metadata[sku]", "professional".into()),
+                ],
+            )
+            .await?;
+        // The plan id is fixed (the price book knows it); it survives from earlier runs.
+        let _ = self
+            .stripe_post(
+                "plans",
+                &[
+                    ("id", PLAN.into()),
+                    ("product", product["id"].as_str().unwrap_or_default().into()),
+                    ("amount", "0".into()),
+                    ("currency", "usd".into()),
+                    ("interval", "month".into()),
+                    ("metadata[sku]", "professional".into()),
+                ],
+            )
+            .await;
+        let mut fields = vec![
+            ("name", name.to_owned()),
+            ("metadata[company]", company.to_owned()),
+        ];
+        if let Some(e) = email {
+            fields.push(("email", e.to_owned()));
+        }
+        let customer = self.stripe_post("customers", &fields).await?;
+        let cus = customer["id"].as_str().context("customer id")?.to_owned();
+        self.stripe_post(
+            &format!("customers/{cus}/sources"),
+            &[
+                ("source[object]", "card".into()),
+                ("source[number]", "4242424242424242".into()),
+                ("source[exp_month]", "12".into()),
+                ("source[exp_year]", "2040".into()),
+                ("source[cvc]", "123".into()),
+            ],
+        )
+        .await?;
+        let sub = self
+            .stripe_post(
+                "subscriptions",
+                &[
+                    ("customer", cus.clone()),
+                    ("items[0][plan]", PLAN.into()),
+                    ("items[0][quantity]", seats.to_string()),
+                    ("metadata[blapi_plan]", "cloud-pro".into()),
+                ],
+            )
+            .await?;
+        Ok((cus, sub))
+    }
+
     /// The invoices usage-billing made on localstripe for (customer, period): its invoice
     /// description carries the `customer:period` reference.
     pub async fn stripe_invoices(&self, customer: &str, period: &str) -> Result<Vec<Value>> {
@@ -422,61 +488,13 @@ pub async fn run(w: &World<'_>, progress: Progress<'_>) -> Result<Summary> {
 
     // 2. A purchase: product, plan, customer with a card, subscription.
     progress("creating a product, a plan and a customer with a 5-seat subscription on localstripe");
-    let product = w
-        .stripe_post(
-            "products",
-            &[
-                ("name", "blapi Cloud Pro".into()),
-                ("metadata[sku]", "professional".into()),
-            ],
-        )
-        .await?;
-    // The plan id is fixed (the price book knows it); it survives from earlier runs.
-    let _ = w
-        .stripe_post(
-            "plans",
-            &[
-                ("id", PLAN.into()),
-                ("product", product["id"].as_str().unwrap_or_default().into()),
-                ("amount", "0".into()),
-                ("currency", "usd".into()),
-                ("interval", "month".into()),
-                ("metadata[sku]", "professional".into()),
-            ],
-        )
-        .await;
     let buyer_email = format!("ada+{run}@analytical-engines.example");
-    let customer = w
-        .stripe_post(
-            "customers",
-            &[
-                ("name", "Ada Lovelace".into()),
-                ("email", buyer_email.clone()),
-                ("metadata[company]", "Analytical Engines".into()),
-            ],
-        )
-        .await?;
-    let cus = customer["id"].as_str().context("customer id")?.to_owned();
-    w.stripe_post(
-        &format!("customers/{cus}/sources"),
-        &[
-            ("source[object]", "card".into()),
-            ("source[number]", "4242424242424242".into()),
-            ("source[exp_month]", "12".into()),
-            ("source[exp_year]", "2040".into()),
-            ("source[cvc]", "123".into()),
-        ],
-    )
-    .await?;
-    let sub = w
-        .stripe_post(
-            "subscriptions",
-            &[
-                ("customer", cus.clone()),
-                ("items[0][plan]", PLAN.into()),
-                ("items[0][quantity]", SEATS.to_string()),
-                ("metadata[blapi_plan]", "cloud-pro".into()),
-            ],
+    let (cus, sub) = w
+        .subscribe(
+            "Ada Lovelace",
+            Some(&buyer_email),
+            "Analytical Engines",
+            SEATS,
         )
         .await?;
     let sub_id = sub["id"].as_str().context("subscription id")?.to_owned();

@@ -327,61 +327,7 @@ pub async fn privacy_request(
 /// A customer of its own for the API's property test: a localstripe customer with a card and a
 /// 5-seat subscription of the scenario's plan. Returns (customer, subscription, token).
 pub async fn fuzz_subject(w: &World<'_>) -> Result<(String, String, String)> {
-    let product = w
-        .stripe_post(
-            "products",
-            &[
-                ("name", "blapi Cloud Pro".into()),
-                ("metadata[sku]", "professional".into()),
-            ],
-        )
-        .await?;
-    // The plan may exist from an earlier run (its id is fixed).
-    let _ = w
-        .stripe_post(
-            "plans",
-            &[
-                ("id", super::PLAN.into()),
-                ("product", product["id"].as_str().unwrap_or_default().into()),
-                ("amount", "0".into()),
-                ("currency", "usd".into()),
-                ("interval", "month".into()),
-                ("metadata[sku]", "professional".into()),
-            ],
-        )
-        .await;
-    let customer = w
-        .stripe_post(
-            "customers",
-            &[
-                ("name", "Fuzz Test".into()),
-                ("metadata[company]", "Fuzz Inc".into()),
-            ],
-        )
-        .await?;
-    let cus = customer["id"].as_str().context("customer id")?.to_owned();
-    w.stripe_post(
-        &format!("customers/{cus}/sources"),
-        &[
-            ("source[object]", "card".into()),
-            ("source[number]", "4242424242424242".into()),
-            ("source[exp_month]", "12".into()),
-            ("source[exp_year]", "2040".into()),
-            ("source[cvc]", "123".into()),
-        ],
-    )
-    .await?;
-    let sub = w
-        .stripe_post(
-            "subscriptions",
-            &[
-                ("customer", cus.clone()),
-                ("items[0][plan]", super::PLAN.into()),
-                ("items[0][quantity]", "5".into()),
-                ("metadata[blapi_plan]", "cloud-pro".into()),
-            ],
-        )
-        .await?;
+    let (cus, sub) = w.subscribe("Fuzz Test", None, "Fuzz Inc", 5).await?;
     let sub_id = sub["id"].as_str().context("subscription id")?.to_owned();
     let idp = LocalIdp::load(w.stack).await?;
     let token = idp.customer_token(&cus, "fuzz@fuzz.example");
