@@ -11,12 +11,15 @@
 //! - [`provision`]: creates the resources and returns a [`LocalStack`].
 //! - [`testing`]: a provisioned stack per test process (random prefix), for integration tests.
 //! - [`idp`]: the local stand-in for the portal's identity provider (key, JWKS, tokens).
+//! - [`ses`]: the SES sender identities verified in the emulator, and the e-mail it accepted
+//!   ([`ses::sent_messages`]: how tests and the demo read what was sent).
 //! - [`mapper`]: the local event-source mapper (SQS -> function, partial batch failures).
 //! - `main.rs` (`blapi-local`): the CLI behind `make up`.
 
 pub mod idp;
 pub mod mapper;
 pub mod provision;
+pub mod ses;
 pub mod template;
 pub mod testing;
 

@@ -3,7 +3,8 @@
 //!
 //! Re-running with the same prefix is safe: existing resources are reused. Resource types
 //! with no local meaning (alarms, bucket policies, functions, schedules) are skipped; the
-//! functions are run by cargo-lambda with the environment resolved here.
+//! functions are run by cargo-lambda with the environment resolved here. The SES sender of
+//! each function that mails (`MAIL_FROM`) is verified in the emulator ([`crate::ses`]).
 
 use crate::template::{Physical, Resolver, Template};
 use anyhow::{Context, Result, anyhow};
@@ -552,6 +553,16 @@ pub async fn provision(opts: &ProvisionOptions) -> Result<LocalStack> {
         }
         functions.insert(binary.clone(), env);
     }
+
+    // The SES identities the functions send from (in AWS verified out of band, like the
+    // secrets' values): moto refuses an unverified sender.
+    crate::ses::verify_senders(
+        &sdk,
+        functions
+            .values()
+            .filter_map(|env| env.get(crate::ses::SENDER_VARIABLE)),
+    )
+    .await?;
 
     Ok(LocalStack {
         prefix: opts.prefix.clone(),

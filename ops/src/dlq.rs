@@ -42,6 +42,8 @@ pub fn redact(body: &str) -> String {
     }
     match (s("source"), s("type"), s("id")) {
         (Some(source), Some(t), Some(id)) => format!("{source} {t} {id}"),
+        // A blapi::notice::Notification: its id names no person (`to` may, and is not shown).
+        (None, Some(t), Some(id)) => format!("notification {t} {id}"),
         _ => match s("action") {
             Some(a) => format!("job {a}, {} bytes", body.len()),
             None => format!("JSON without an event envelope, {} bytes", body.len()),

@@ -318,6 +318,12 @@ fn redaction_never_shows_content() {
         dlq::redact(r#"{"email":"x@y.z"}"#),
         "JSON without an event envelope, 17 bytes"
     );
+    assert_eq!(
+        dlq::redact(
+            r#"{"id":"privacy:pr_1:closed","type":"privacy.request.completed","to":"x@y.z"}"#
+        ),
+        "notification privacy.request.completed privacy:pr_1:closed"
+    );
 }
 
 /// A customer with an active 3-seat monthly subscription on localstripe: (customer, subscription).

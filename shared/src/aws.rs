@@ -60,6 +60,11 @@ impl Clients {
         }
     }
 
+    /// The shared configuration, for a client of an SDK only one function links (SES).
+    pub fn sdk_config(&self) -> &SdkConfig {
+        &self.config
+    }
+
     pub fn dynamodb(&self) -> &aws_sdk_dynamodb::Client {
         self.dynamodb
             .get_or_init(|| aws_sdk_dynamodb::Client::new(&self.config))

@@ -18,6 +18,7 @@
 //! - [`tls`]: the compiled-in trust stores (no system certificate store read at cold start).
 //! - [`retry`]: exponential backoff with jitter for outgoing HTTP calls.
 //! - [`ledger`]: the idempotency ledger (claim / complete / release with a lease).
+//! - [`notice`]: the notification message every function sends to the notifications queue.
 //! - [`storage`]: the object-store port (S3 adapter, in-memory fake).
 //! - [`queue`]: queue messages, the SQS sender with claim check, partial batch responses.
 //! - [`values`]: parsed values that cross module boundaries ([`values::Country`]).
@@ -32,6 +33,7 @@
 //! - [`billing`]: usage, pricing, invoicing, dunning (usage-billing).
 //! - [`licensing`]: license format, signing, minting and revocation (license-minting).
 //! - [`leads`]: normalising, enriching, scoring, routing and upserting leads (lead-enrichment).
+//! - [`notify`]: customer e-mail from the notifications queue, each id once (notifications).
 //!
 //! Every function is wired the same way: `Config::from_env` (its domain's), `Ports::connect`
 //! (the real adapters, or fakes in tests), `App::new(config, ports)`, `App::handle`, and one
@@ -48,6 +50,8 @@ pub mod http;
 pub mod leads;
 pub mod ledger;
 pub mod licensing;
+pub mod notice;
+pub mod notify;
 pub mod portal;
 pub mod privacy;
 pub mod queue;

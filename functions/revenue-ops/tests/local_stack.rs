@@ -296,7 +296,8 @@ async fn a_day_writes_metrics_renewals_health_and_one_early_warning() {
     assert_eq!(notes.len(), 1, "{notes:?}");
     let note: Value = serde_json::from_str(&notes[0]).unwrap();
     assert_eq!(note["customer"], risky.as_str());
-    assert_eq!(note["type"], "customer.health.entered_at_risk");
+    assert_eq!(note["type"], "customer.health");
+    assert_eq!(note["warning"], "entered_at_risk");
     let (task, _) = sink
         .get_object(CrmObject::Task, &format!("health:{risky}:{DAY}"))
         .await

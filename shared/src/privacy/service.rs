@@ -19,6 +19,7 @@ use super::deadline::{Jurisdiction, Urgency};
 use super::request::{PrivacyRequest, RequestKind, RequestStatus};
 use super::store::RequestStore;
 use crate::error::{Error, Result};
+use crate::notice::{Kind, Notification};
 use crate::queue::QueueSender;
 use crate::storage::ObjectStore;
 use crate::subjects::{Choice, Location, SubjectId, Subjects, System, Tombstone};
@@ -143,11 +144,22 @@ impl PrivacyService {
             1,
         );
         tracing::info!(request_id = %request.id, kind = ?request.kind, created, "privacy request");
-        self.process(&request.id, tally).await
+        self.run(&request.id, Some(&s.email), tally).await
     }
 
     /// Runs (or resumes) a request to its end. Closed requests are returned as they stand.
     pub async fn process(&self, id: &str, tally: &Tally) -> Result<PrivacyRequest> {
+        self.run(id, None, tally).await
+    }
+
+    /// [`Self::process`], knowing the requester's address when this run received it (the
+    /// request record never keeps it).
+    async fn run(
+        &self,
+        id: &str,
+        requester: Option<&Email>,
+        tally: &Tally,
+    ) -> Result<PrivacyRequest> {
         let (mut r, mut version) = self
             .ports
             .requests
@@ -191,9 +203,8 @@ impl PrivacyService {
             RequestStatus::Completed
         };
         r.transition((self.ports.clock)(), end)?;
-        self.ports.requests.save(&r, version).await?;
+        self.close(&mut r, version, requester).await?;
         tally.count("PrivacyRequestsCompleted", 1);
-        self.notify_done(&r).await?;
         tracing::info!(request_id = %r.id, kind = ?r.kind, status = ?r.status, "privacy request closed");
         Ok(r)
     }
@@ -484,26 +495,72 @@ impl PrivacyService {
         let at = (self.ports.clock)();
         r.record(at, None, "rejected", reason);
         r.transition(at, RequestStatus::Rejected)?;
-        self.ports.requests.save(&r, version).await?;
-        self.notify_done(&r).await?;
+        self.close(&mut r, version, None).await?;
         Ok(r)
     }
 
-    async fn notify_done(&self, r: &PrivacyRequest) -> Result<()> {
-        // No address: the requester is reached through the portal that verified them (the
-        // request id is theirs); the link is the only thing that opens their data.
-        let body = json!({
-            "id": format!("privacy:{}:closed", r.id),
-            "type": "privacy.request.completed",
-            "request_id": r.id,
-            "request_kind": r.kind,
-            "status": r.status,
-            "link": self.link(r).await?,
-        });
-        self.ports
-            .queue
-            .send(&self.settings.notifications_queue_url, body.to_string())
-            .await
+    /// Saves the closed request and tells the requester (a `privacy.request.completed`
+    /// notification, its bundle named by key: the link is signed when the e-mail is sent).
+    ///
+    /// The least data: the address given with this run goes in `to`; else the subject's Stripe
+    /// customer still in the index (the notifications function reads the address from Stripe
+    /// when it sends). After an erasure no address is written anywhere (nothing about the
+    /// person is written after the tombstone), so an erased person is told only through a
+    /// Stripe customer kept with a legal basis, or by the portal. Not e-mailed: said in the
+    /// audit trail.
+    async fn close(
+        &self,
+        r: &mut PrivacyRequest,
+        version: u64,
+        requester: Option<&Email>,
+    ) -> Result<()> {
+        let mut notice =
+            Notification::new(format!("privacy:{}:closed", r.id), Kind::PrivacyCompleted)
+                .with("request_id", &r.id)
+                .with("request_kind", r.kind)
+                .with("status", r.status);
+        if let Some(key) = &r.bundle_key {
+            notice = notice.with("bundle_key", key);
+        }
+        let erased = r.kind == RequestKind::Erasure && r.done.contains("tombstone");
+        match requester.filter(|_| !erased) {
+            Some(email) => notice.to = Some(email.as_str().to_owned()),
+            None => {
+                notice.customer = self
+                    .ports
+                    .subjects
+                    .index
+                    .locations(&r.subject)
+                    .await?
+                    .into_iter()
+                    .find(|l| l.system == System::Stripe)
+                    .map(|l| l.locator);
+            }
+        }
+        let reachable = notice.to.is_some() || notice.customer.is_some();
+        if !reachable {
+            let why = if erased {
+                "no address is kept after an erasure"
+            } else {
+                "no address of the requester is kept"
+            };
+            r.record(
+                (self.ports.clock)(),
+                None,
+                "notice",
+                &format!("not e-mailed: {why}; the portal shows the outcome"),
+            );
+        }
+        self.ports.requests.save(r, version).await?;
+        if reachable {
+            notice
+                .send(
+                    self.ports.queue.as_ref(),
+                    &self.settings.notifications_queue_url,
+                )
+                .await?;
+        }
+        Ok(())
     }
 
     /// The daily run: resumes every open request, and raises a notification and a metric for
@@ -539,19 +596,22 @@ impl PrivacyService {
                     "due_soon"
                 }
             };
-            let body = json!({
-                "id": format!("privacy:{}:deadline:{today}", r.id),
-                "type": format!("privacy.request.{label}"),
-                "request_id": r.id,
-                "request_kind": r.kind,
-                "status": r.status,
-                "due": r.due(),
-                "date": today,
-            });
-            self.ports
-                .queue
-                .send(&self.settings.notifications_queue_url, body.to_string())
-                .await?;
+            // Internal: to the operations address, every day until the request closes.
+            Notification::new(
+                format!("privacy:{}:deadline:{today}", r.id),
+                Kind::PrivacyDeadline,
+            )
+            .with("request_id", &r.id)
+            .with("request_kind", r.kind)
+            .with("status", r.status)
+            .with("urgency", label)
+            .with("due", r.due())
+            .with("date", today)
+            .send(
+                self.ports.queue.as_ref(),
+                &self.settings.notifications_queue_url,
+            )
+            .await?;
         }
         tally.count("PrivacyRequestsOpen", report.open as u64);
         tally.count("PrivacyRequestsDueSoon", report.due_soon.len() as u64);

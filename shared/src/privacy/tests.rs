@@ -298,10 +298,14 @@ async fn erasure_erases_every_place_keeps_what_the_law_requires_and_tombstones()
         "pr_1"
     );
     assert!(!r.audit.iter().any(|e| e.detail.contains(ADA)));
-    // The requester is told (no address in the message), once.
-    let sent = w.queue.sent("q/notify");
-    assert_eq!(sent.len(), 1);
-    assert!(sent[0].contains("privacy.request.completed") && !sent[0].contains(ADA));
+    // Not e-mailed: after the tombstone no address is written anywhere (no Stripe customer
+    // was kept to reach her through); the audit trail says so, the portal shows the outcome.
+    assert!(w.queue.sent("q/notify").is_empty());
+    assert!(
+        r.audit
+            .iter()
+            .any(|e| e.action == "notice" && e.detail.contains("after an erasure"))
+    );
     assert_eq!(t.get("PrivacyRequestsCompleted"), Some(1.0));
 }
 
@@ -469,6 +473,30 @@ async fn access_writes_one_bundle_with_a_section_per_system_and_a_link() {
             .contains("privacy/exports/pr_x.json")
     );
     assert_eq!(status["due"], "2026-04-01");
+    // She is told, at the address her request came with; the bundle is named by its key (the
+    // notifications function signs a fresh link when it sends).
+    let sent = w.queue.sent("q/notify");
+    assert_eq!(sent.len(), 1);
+    let note: crate::notice::Notification = serde_json::from_str(&sent[0]).unwrap();
+    assert_eq!(
+        note.known_kind().unwrap(),
+        crate::notice::Kind::PrivacyCompleted
+    );
+    assert_eq!(
+        (
+            note.id.as_str(),
+            note.to.as_deref(),
+            note.customer.as_deref()
+        ),
+        ("privacy:pr_x:closed", Some(ADA), None)
+    );
+    assert_eq!(note.data["bundle_key"], "privacy/exports/pr_x.json");
+    assert_eq!(note.data["request_kind"], "access");
+    assert!(
+        !sent[0].contains("memory://"),
+        "no link in the message: {}",
+        sent[0]
+    );
     // The bundle is the person's data too: a later erasure takes it.
     let e = w
         .service
@@ -541,11 +569,23 @@ async fn the_daily_sweep_warns_of_near_and_past_deadlines_every_day_until_closed
     assert_eq!(soon.due_soon, vec!["pr_d"]);
     let late = w.service.sweep(day(4, 2), &t).await.unwrap();
     assert_eq!(late.overdue, vec!["pr_d"]);
-    let sent = w.queue.sent("q/notify");
+    let sent: Vec<Value> = w
+        .queue
+        .sent("q/notify")
+        .iter()
+        .map(|m| serde_json::from_str(m).unwrap())
+        .collect();
     assert_eq!(sent.len(), 2);
-    assert!(
-        sent[0].contains("privacy.request.due_soon") && sent[1].contains("privacy.request.overdue")
+    assert_eq!(
+        (&sent[0]["type"], &sent[0]["urgency"], &sent[1]["urgency"]),
+        (
+            &json!("privacy.request.deadline"),
+            &json!("due_soon"),
+            &json!("overdue")
+        )
     );
+    assert_eq!(sent[1]["id"], "privacy:pr_d:deadline:2026-04-02");
+    let sent: Vec<String> = sent.iter().map(Value::to_string).collect();
     assert!(sent.iter().all(|m| !m.contains(ADA)));
     // Once closed, no more warnings.
     w.leads.down.store(false, Ordering::SeqCst);
@@ -608,6 +648,9 @@ async fn a_rejected_request_needs_a_reason_and_closes() {
         .unwrap();
     assert_eq!(r.status, RequestStatus::Rejected);
     assert!(r.audit.iter().any(|e| e.action == "rejected"));
+    // An operator's rejection has no address, and none is kept: said in the audit trail.
+    assert!(w.queue.sent("q/notify").is_empty());
+    assert!(r.audit.iter().any(|e| e.action == "notice"));
     assert!(
         w.service.reject("pr_r", "again").await.is_err(),
         "closed stays closed"
@@ -627,4 +670,35 @@ async fn a_rejected_request_needs_a_reason_and_closes() {
         .submit(submission("pr_s", RequestKind::Erasure, ADA), &tally())
         .await;
     assert!(w.service.reject("pr_s", "unverified").await.is_err());
+}
+
+#[tokio::test]
+async fn a_requester_whose_address_this_run_lacks_is_reached_through_their_stripe_customer() {
+    let w = world().await;
+    w.leads.down.store(true, Ordering::SeqCst);
+    let id = w.subjects.key.subject(&ada());
+    w.subjects
+        .index
+        .record(&id, &[Location::new(System::Stripe, "cus_ada")], 1)
+        .await
+        .unwrap();
+    let _ = w
+        .service
+        .submit(submission("pr_t", RequestKind::Access, ADA), &tally())
+        .await;
+    // The operator's rejection comes without the address: the notifications function reads
+    // it from Stripe when it sends; the message carries the customer id only.
+    w.service
+        .reject("pr_t", "requester could not be verified")
+        .await
+        .unwrap();
+    let sent = w.queue.sent("q/notify");
+    assert_eq!(sent.len(), 1);
+    let note: crate::notice::Notification = serde_json::from_str(&sent[0]).unwrap();
+    assert_eq!(
+        (note.customer.as_deref(), note.to.as_deref()),
+        (Some("cus_ada"), None)
+    );
+    assert_eq!(note.data["status"], "rejected");
+    assert!(!sent[0].contains(ADA));
 }

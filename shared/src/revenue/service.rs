@@ -20,6 +20,7 @@ use crate::billing::pricebook::PriceBook;
 use crate::crm::{AccountHealth, CrmOpportunity, CrmPort, CrmRecord, CrmTask, OpportunityStage};
 use crate::customers::state::{CustomerState, CustomerStore};
 use crate::error::{Error, Result};
+use crate::notice::{Kind, Notification};
 use crate::queue::QueueSender;
 use crate::storage::ObjectStore;
 use crate::telemetry::{Tally, Unit};
@@ -489,21 +490,24 @@ impl RevenueOps {
         kind: &str,
         day: &str,
     ) -> Result<()> {
-        let body = serde_json::json!({
-            // Deterministic: a retry sends the same id, the mailer dedupes on it.
-            "id": format!("health:{customer}:{day}"),
-            "type": format!("customer.health.{kind}"),
-            "customer": customer,
-            "owner": state.owner_id,
-            "score": health.score,
-            "band": health.band,
-            "reasons": health.reasons,
-            "date": day,
-        });
-        self.ports
-            .queue
-            .send(&self.settings.notifications_queue_url, body.to_string())
-            .await
+        // Deterministic id: a retry sends the same one, and the notifications function sends
+        // each id once. Internal: it goes to the operations address.
+        Notification::to_customer(
+            format!("health:{customer}:{day}"),
+            Kind::CustomerHealth,
+            customer,
+        )
+        .with("warning", kind)
+        .with("owner", &state.owner_id)
+        .with("score", health.score)
+        .with("band", &health.band)
+        .with("reasons", &health.reasons)
+        .with("date", day)
+        .send(
+            self.ports.queue.as_ref(),
+            &self.settings.notifications_queue_url,
+        )
+        .await
     }
 }
 

@@ -335,7 +335,8 @@ async fn an_early_warning_is_raised_once_per_entry_into_at_risk() {
     let notes = w.queue.sent(NOTES);
     assert_eq!(notes.len(), 1);
     let note: serde_json::Value = serde_json::from_str(&notes[0]).unwrap();
-    assert_eq!(note["type"], "customer.health.entered_at_risk");
+    assert_eq!(note["type"], "customer.health");
+    assert_eq!(note["warning"], "entered_at_risk");
     assert_eq!(note["id"], "health:A:2026-03-02");
     let tasks = w.crm.tasks();
     assert_eq!(tasks.len(), 1);
@@ -425,7 +426,8 @@ async fn a_drop_of_more_than_the_configured_points_in_a_week_warns_once() {
     assert_eq!(later.warning.as_deref(), Some("score_dropped"), "{later:?}");
     assert_eq!(w.queue.sent(NOTES).len(), 1);
     let note: serde_json::Value = serde_json::from_str(&w.queue.sent(NOTES)[0]).unwrap();
-    assert_eq!(note["type"], "customer.health.score_dropped");
+    assert_eq!(note["type"], "customer.health");
+    assert_eq!(note["warning"], "score_dropped");
     // The next day: no second warning for the same drop.
     for back in 0..1 {
         w.usage(
