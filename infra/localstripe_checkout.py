@@ -1,4 +1,4 @@
-"""localstripe, plus the Checkout Sessions it lacks.
+"""localstripe, plus the Checkout Sessions and invoice finalization it lacks.
 
 The portal's self-service purchase creates a Checkout Session (`POST /v1/checkout/sessions`,
 subscription mode, one price and a quantity) and sends the buyer to its `url`. localstripe
@@ -8,12 +8,22 @@ automatic-tax options), and a retrieve. The buyer-facing page itself is Stripe's
 emulated: the purchase then arrives as subscription webhooks, which the scenario makes
 directly on localstripe.
 
+Usage billing finalizes its invoices (`POST /v1/invoices/{id}/finalize`), which localstripe
+lacks too: the added call turns a draft into an open invoice as Stripe does and gives it what
+Stripe gives a finalized invoice and the customer's documents show: a `number` and a
+`hosted_invoice_url` (the page where the customer pays; not served locally).
+
+Paying an invoice with a declining card (`POST /v1/invoices/{id}/pay`) fails as on Stripe: a
+402 and an `invoice.payment_failed` webhook (localstripe drops the failure silently).
+
 Run instead of `localstripe`: `python infra/localstripe_checkout.py --port 8420 --from-scratch`.
 """
 
+import itertools
+
 from localstripe import server
 from localstripe.errors import UserError
-from localstripe.resources import Customer, Plan, StripeObject
+from localstripe.resources import Customer, Invoice, PaymentIntent, Plan, StripeObject
 
 ALLOWED = {
     "mode", "customer", "line_items", "success_url", "cancel_url", "metadata",
@@ -61,6 +71,42 @@ class CheckoutSession(StripeObject):
         self.url = "https://checkout.stripe.local/c/pay/" + self.id
 
 
+_invoice_numbers = itertools.count(1)
+
+
+def finalize_invoice(id, **params):
+    """Draft -> open (or paid when nothing is due), with a number and a pay page, like Stripe.
+    A non-draft is refused as Stripe refuses it (400)."""
+    unknown = set(params) - {"auto_advance"}
+    if unknown:
+        raise UserError(400, "Received unknown parameter: " + sorted(unknown)[0])
+    invoice = Invoice._api_retrieve(id)
+    if invoice.status != "draft":
+        raise UserError(
+            400, "This invoice is already finalized, you can't re-finalize a non-draft invoice.")
+    invoice._finalize()
+    invoice.number = "LOCAL-%04d" % next(_invoice_numbers)
+    invoice.hosted_invoice_url = "https://invoice.stripe.local/i/" + invoice.id
+    return invoice
+
+
+_confirm = PaymentIntent._confirm
+
+
+def _confirm_reporting_invoice_failures(self, on_failure_now):
+    """Paying an invoice (`POST /v1/invoices/{id}/pay`) with a card that declines: Stripe
+    answers 402 `card_declined` and sends `invoice.payment_failed` (the subscription goes
+    `past_due`); localstripe drops the failure silently. Report it as Stripe does."""
+    if self.invoice:
+        on_failure_now = self._report_failure
+    return _confirm(self, on_failure_now)
+
+
+PaymentIntent._confirm = _confirm_reporting_invoice_failures
+
+server.app.router.add_route(
+    "POST", "/v1/invoices/{id}/finalize",
+    server.api_extra(finalize_invoice, "/v1/invoices/{id}/finalize"))
 server.app.router.add_route(
     "POST", "/v1/checkout/sessions", server.api_create(CheckoutSession, "/v1/checkout/sessions"))
 server.app.router.add_route(

@@ -137,6 +137,7 @@ async fn seed(mem: &MemoryPorts) {
                     invoice: Some(format!("in_{m}")),
                     items: BTreeMap::new(),
                     finalized: true,
+                    ..StripeRefs::default()
                 },
                 attempts: 1,
                 version: 1,

@@ -1,11 +1,11 @@
-//! Invoice composition (aggregate -> price -> prorate -> minimum -> credits) and rendering.
+//! Invoice composition (aggregate -> price -> prorate -> minimum -> credits).
 //!
 //! Composition is pure: given the subscriptions of a customer, their quantities per metric,
 //! the price book and the credit balance, it yields an [`Invoice`] whose every line says its
 //! quantity, unit price, tier, proration and amount. Fixed charges (no metric) and the plan
 //! minimum are prorated by active days; usage is not (it is already what was used). Credits
-//! are applied last, never below zero. Rendering: JSON (the artifact of record) and a
-//! self-contained HTML page for humans.
+//! are applied last, never below zero. The documents a customer receives are rendered from it
+//! by [`super::document`] and [`super::pdf`].
 
 use super::money::{Currency, Money, Quantity, Rate, format_minor, scale_amount};
 use super::period::Period;
@@ -246,68 +246,28 @@ pub fn compose(
     .with_credit(credit))
 }
 
-/// Stripe ids recorded with an invoice, shown on the artifacts.
+/// What Stripe holds of an invoice: the ids recorded with it, and what Stripe said of it when it
+/// was finalized (shown on the artifacts).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StripeRefs {
     pub invoice: Option<String>,
     pub items: BTreeMap<String, String>,
     pub finalized: bool,
+    /// The coupon carrying the credit, when Stripe Tax computes the invoice (negative items
+    /// are refused there).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub coupon: Option<String>,
+    /// Stripe's amounts, tax, number and customer snapshot, from finalization on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issued: Option<super::document::Issued>,
+    /// Finalizations Stripe refused for want of a usable customer address (each retry after
+    /// one uses a fresh idempotency key; the customer is told once).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub tax_location_refusals: u32,
 }
 
-/// The JSON artifact (`invoices/{customer}/{period}.json`).
-pub fn render_json(inv: &Invoice, refs: &StripeRefs) -> Vec<u8> {
-    let doc = serde_json::json!({ "invoice": inv, "stripe": refs });
-    serde_json::to_vec_pretty(&doc).unwrap_or_default()
-}
-
-use crate::values::html_escape as esc;
-
-/// The human-readable artifact (`invoices/{customer}/{period}.html`).
-pub fn render_html(inv: &Invoice, refs: &StripeRefs) -> Vec<u8> {
-    let m = |a: i64| esc(&format_minor(a, &inv.currency));
-    let mut rows = String::new();
-    for l in &inv.lines {
-        let proration = l
-            .proration
-            .map(|p| {
-                format!(
-                    "{}/{} days of {}",
-                    p.active_days,
-                    p.period_days,
-                    m(p.full_amount)
-                )
-            })
-            .unwrap_or_default();
-        rows.push_str(&format!(
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td>{}</td><td>{}</td><td class=\"n\">{}</td></tr>\n",
-            esc(&l.id),
-            esc(&format!("{:?}", l.kind).to_lowercase()),
-            esc(&l.description),
-            esc(&l.quantity.to_string()),
-            l.unit_price.map(|r| esc(&format!("{r} ¢"))).unwrap_or_default(),
-            esc(l.tier.as_deref().unwrap_or("")),
-            esc(&proration),
-            m(l.amount),
-        ));
-    }
-    let html = format!(
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Invoice {customer} {period}</title>\n\
-<style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px 8px}}.n{{text-align:right}}</style></head><body>\n\
-<h1>Invoice {period}</h1>\n<p>Customer: {customer}<br>Currency: {cur}<br>Price book: {book}<br>Stripe invoice: {sid}</p>\n\
-<table><thead><tr><th>Line</th><th>Kind</th><th>Description</th><th>Quantity</th><th>Unit price</th><th>Tier</th><th>Proration</th><th>Amount</th></tr></thead>\n<tbody>\n{rows}</tbody>\n\
-<tfoot><tr><td colspan=\"7\">Subtotal</td><td class=\"n\">{sub}</td></tr><tr><td colspan=\"7\">Credit applied</td><td class=\"n\">-{cred}</td></tr>\
-<tr><th colspan=\"7\">Total</th><th class=\"n\">{total}</th></tr></tfoot></table>\n\
-<p>Amounts in minor units are rounded half to even per line.</p></body></html>\n",
-        customer = esc(&inv.customer),
-        period = inv.period,
-        cur = esc(&inv.currency.as_str().to_ascii_uppercase()),
-        book = esc(&inv.price_book_version),
-        sid = esc(refs.invoice.as_deref().unwrap_or("-")),
-        sub = m(inv.subtotal),
-        cred = m(inv.credit_applied),
-        total = m(inv.total),
-    );
-    html.into_bytes()
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 #[cfg(test)]
@@ -476,33 +436,5 @@ mod tests {
         let e = compose("cus_1", period(), &book(), &[s], None).unwrap_err();
         assert!(e.to_string().contains("has no price"), "{e}");
         assert!(!e.is_retryable());
-    }
-
-    #[test]
-    fn renders_every_line() {
-        let s = usage(
-            sub("cloud-starter", 1, "2026-10-20T00:00:00Z", None),
-            &[("api_calls", 20_000)],
-        );
-        let inv = compose(
-            "cus_<1>",
-            period(),
-            &book(),
-            &[s],
-            Some(&Money::new(100, "usd".parse().unwrap())),
-        )
-        .unwrap();
-        let html = String::from_utf8(render_html(&inv, &StripeRefs::default())).unwrap();
-        assert!(html.contains("cus_&lt;1&gt;"));
-        assert!(html.contains("tier 2 (1000 &lt; q &lt;= 10000)"));
-        assert!(html.contains("12/31 days"));
-        assert!(html.contains("Credit applied"));
-        let json: serde_json::Value =
-            serde_json::from_slice(&render_json(&inv, &StripeRefs::default())).unwrap();
-        assert_eq!(json["invoice"]["total"], inv.total);
-        assert_eq!(
-            json["invoice"]["lines"].as_array().unwrap().len(),
-            inv.lines.len()
-        );
     }
 }

@@ -63,6 +63,14 @@ pub fn trigger(msg: &EventMessage) -> Result<std::result::Result<Trigger, Skip>>
                 subscription: Some(l.subscription.clone()),
                 change: Change::License(internal.clone()),
             },
+            Internal::CustomerStanding(_)
+            | Internal::WorkspaceSuspend(_)
+            | Internal::WorkspaceResume(_) => {
+                return Ok(Err(Skip(format!(
+                    "{} is not customer sync's",
+                    internal.event_type()
+                ))));
+            }
         }));
     }
     if msg.source != "stripe" {
@@ -97,8 +105,10 @@ pub fn trigger(msg: &EventMessage) -> Result<std::result::Result<Trigger, Skip>>
                 customer_field,
                 Change::InvoicePaid {
                     invoice_id,
-                    total: object["total"]
+                    // Before tax (revenue excludes it); localstripe has no such field.
+                    total: object["total_excluding_tax"]
                         .as_i64()
+                        .or_else(|| object["total"].as_i64())
                         .or_else(|| object["amount_paid"].as_i64())
                         .unwrap_or(0),
                     currency: object["currency"].as_str().unwrap_or("usd").to_owned(),
@@ -224,6 +234,21 @@ mod tests {
             "{t:?}"
         );
         assert_eq!(t.subscription, None, "a one-off invoice");
+    }
+
+    #[test]
+    fn a_paid_invoice_counts_its_total_before_tax() {
+        let t = trigger(&msg(
+            "invoice.paid",
+            json!({"object": "invoice", "id": "in_3", "customer": "cus_4", "total": 11_900,
+                "total_excluding_tax": 10_000, "tax": 1_900, "currency": "eur"}),
+        ))
+        .unwrap()
+        .unwrap();
+        assert!(
+            matches!(t.change, Change::InvoicePaid { total: 10_000, .. }),
+            "{t:?}"
+        );
     }
 
     #[test]

@@ -112,6 +112,10 @@ fn purchase_events(cus: &str, sub: &str) -> Vec<EventMessage> {
         total: Money::new(1200, "eur".parse().unwrap()),
         json_key: "invoices/x.json".into(),
         html_key: "invoices/x.html".into(),
+        // Tax is not revenue: customer sync records the total before it.
+        tax: Some(Money::new(228, "eur".parse().unwrap())),
+        amount_due: Some(Money::new(1428, "eur".parse().unwrap())),
+        pdf_key: Some("invoices/x.pdf".into()),
     });
     vec![
         stripe_event(
@@ -175,6 +179,11 @@ async fn a_purchase_makes_one_linked_account_contact_and_won_opportunity() {
     assert_eq!(a.license_expires.as_deref(), Some("2026-06-27"));
     // The usage invoice (period 2026-05, ends 2026-06-01) is later than the paid one.
     assert_eq!(a.last_invoice_id.as_deref(), Some("in_usage_1"));
+    assert_eq!(
+        a.last_invoice_total.as_ref().map(|m| m.amount),
+        Some(1200),
+        "the total before tax"
+    );
     let contacts = r.crm.contacts();
     assert_eq!(contacts.len(), 1);
     let email = Email::parse("ada@acme.example").unwrap();

@@ -451,26 +451,38 @@ impl PortalApi {
             (false, true) => "open",
             (false, false) => "draft",
         };
+        // What Stripe said at finalization: its number, the tax it added, the amount due (with
+        // tax, less any balance applied) and where to pay.
+        let issued = rec.refs.issued.as_ref();
+        let tax = issued.and_then(|i| i.tax).unwrap_or(0);
+        let due = issued.and_then(|i| i.amount_due).unwrap_or(inv.total + tax);
         let mut v = json!({
             "id": inv.period.to_string(),
             "period": inv.period.to_string(),
+            "number": issued.and_then(|i| i.number.clone()),
             "currency": inv.currency,
             "subtotal": money(inv.subtotal),
             "credit_applied": money(inv.credit_applied),
             "total": money(inv.total),
-            "amount_due": money(if paid { 0 } else { inv.total }),
+            "tax": money(tax),
+            "amount_due": money(if paid { 0 } else { due }),
             "stripe_invoice": rec.refs.invoice,
             "status": status,
+            "pay_url": issued
+                .and_then(|i| i.hosted_invoice_url.clone())
+                .filter(|u| !paid && u.starts_with("https://")),
         });
         if links {
-            let (json_key, html_key) = artifact_keys(&inv.customer, inv.period);
+            let keys = artifact_keys(&inv.customer, inv.period);
             let ttl = self.settings.link_ttl;
-            let (json_url, html_url) = tokio::try_join!(
-                self.ports.files.presign_get(&json_key, ttl),
-                self.ports.files.presign_get(&html_key, ttl),
+            let (json_url, html_url, pdf_url) = tokio::try_join!(
+                self.ports.files.presign_get(&keys.json, ttl),
+                self.ports.files.presign_get(&keys.html, ttl),
+                self.ports.files.presign_get(&keys.pdf, ttl),
             )?;
             v["lines"] = serde_json::to_value(&inv.lines).unwrap_or(Value::Null);
-            v["links"] = json!({ "json": json_url, "html": html_url, "expires_in": ttl.as_secs() });
+            v["links"] = json!({ "json": json_url, "html": html_url, "pdf": pdf_url,
+                "expires_in": ttl.as_secs() });
         }
         Ok(v)
     }

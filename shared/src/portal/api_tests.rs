@@ -136,6 +136,7 @@ fn invoice(customer: &str, period: &str, finalized: bool) -> InvoiceRecord {
             invoice: Some(format!("in_{customer}_{period}")),
             items: BTreeMap::new(),
             finalized,
+            ..StripeRefs::default()
         },
         attempts: 1,
         version: 1,
@@ -459,6 +460,40 @@ async fn invoices_list_finalized_ones_newest_first_with_links_on_the_one() {
             .unwrap()
             .contains("invoices/cus_A/2026-11.json")
     );
+    assert!(
+        v["links"]["pdf"]
+            .as_str()
+            .unwrap()
+            .contains("invoices/cus_A/2026-11.pdf")
+    );
+    // No Stripe Tax, no Stripe number: no tax, the total is due, nowhere to pay online.
+    assert_eq!(v["tax"]["amount"], 0);
+    assert_eq!(v["amount_due"]["amount"], 12_000);
+    assert!(v["number"].is_null() && v["pay_url"].is_null(), "{v}");
+}
+
+#[tokio::test]
+async fn a_taxed_invoice_shows_its_tax_number_and_pay_link_and_is_due_with_tax() {
+    let f = fixture().await;
+    let mut rec = invoice("cus_A", "2026-09", true);
+    rec.refs.issued = Some(crate::billing::document::Issued {
+        number: Some("INV-0042".into()),
+        tax: Some(2_280),
+        amount_due: Some(14_280),
+        hosted_invoice_url: Some("https://invoice.stripe.com/i/acct_1/test_x".into()),
+        automatic_tax: true,
+        ..Default::default()
+    });
+    assert!(f.billing.create(&rec).await.unwrap());
+    let t = f.issuer.customer_token("cus_A");
+    let r = f.api.handle(&get("/v1/invoices/2026-09", Some(&t))).await;
+    assert_eq!(r.status, 200);
+    let v = r.json_body();
+    assert_eq!(v["number"], "INV-0042");
+    assert_eq!(v["total"]["amount"], 12_000, "the total is before tax");
+    assert_eq!(v["tax"]["amount"], 2_280);
+    assert_eq!(v["amount_due"]["amount"], 14_280);
+    assert_eq!(v["pay_url"], "https://invoice.stripe.com/i/acct_1/test_x");
 }
 
 #[tokio::test]
@@ -1123,6 +1158,7 @@ async fn a_paid_invoice_is_due_nothing_and_only_unpaid_failures_count_as_open() 
         first_failed_at: failed,
         attempts: i64::from(failed.is_some()),
         paid_at: paid,
+        ..InvoiceFacts::default()
     };
     let dunning = Dunning {
         status: Status::PastDue,
@@ -1132,6 +1168,7 @@ async fn a_paid_invoice_is_due_nothing_and_only_unpaid_failures_count_as_open() 
             ("in_cus_A_2026-11".to_string(), facts(Some(300), None)),
         ]),
         as_of: 300,
+        ..Dunning::default()
     };
     DunningStore::save(&*f.billing, "cus_A", &dunning, 0)
         .await

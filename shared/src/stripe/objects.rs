@@ -73,9 +73,19 @@ impl<'de> Deserialize<'de> for Metadata {
     }
 }
 
-/// A postal address (we read the country only).
-#[derive(Debug, Clone, Default, Deserialize)]
+/// A postal address (most readers need the country only; the invoice document prints it all).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
 pub struct Address {
+    #[serde(default)]
+    pub line1: Option<String>,
+    #[serde(default)]
+    pub line2: Option<String>,
+    #[serde(default)]
+    pub postal_code: Option<String>,
+    #[serde(default)]
+    pub city: Option<String>,
+    #[serde(default)]
+    pub state: Option<String>,
     /// ISO 3166-1 alpha-2, as Stripe sends it.
     #[serde(default)]
     pub country: Option<String>,
@@ -327,6 +337,157 @@ pub struct Invoice {
     pub description: Option<String>,
     #[serde(default)]
     pub metadata: Metadata,
+    /// What the customer's document shows (Stripe Tax, the number, the customer snapshot).
+    #[serde(flatten)]
+    pub document: InvoiceDocument,
+}
+
+/// The parts of an invoice its document shows: amounts with and without tax, the tax per
+/// line and per rate, Stripe's number and dates, the pay link and the customer as they were
+/// when it was finalized. Every field is optional: localstripe sends few of them.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct InvoiceDocument {
+    #[serde(default)]
+    pub number: Option<String>,
+    #[serde(default)]
+    pub subtotal: Option<i64>,
+    /// Total tax (API versions before 2025-03-31).
+    #[serde(default)]
+    pub tax: Option<i64>,
+    #[serde(default)]
+    pub total_excluding_tax: Option<i64>,
+    #[serde(default)]
+    pub amount_due: Option<i64>,
+    /// Tax per rate (before 2025-03-31).
+    #[serde(default)]
+    pub total_tax_amounts: Vec<TaxAmount>,
+    /// Tax per rate (since 2025-03-31).
+    #[serde(default)]
+    pub total_taxes: Vec<TaxAmount>,
+    #[serde(default)]
+    pub automatic_tax: Option<AutomaticTax>,
+    #[serde(default)]
+    pub customer_name: Option<String>,
+    #[serde(default)]
+    pub customer_email: Option<String>,
+    #[serde(default)]
+    pub customer_address: Option<Address>,
+    #[serde(default)]
+    pub customer_tax_ids: Option<Vec<CustomerTaxId>>,
+    /// `none`, `exempt`, `reverse`.
+    #[serde(default)]
+    pub customer_tax_exempt: Option<String>,
+    #[serde(default)]
+    pub status_transitions: Option<StatusTransitions>,
+    #[serde(default)]
+    pub due_date: Option<i64>,
+    /// Stripe's page where the customer pays.
+    #[serde(default)]
+    pub hosted_invoice_url: Option<String>,
+    /// Stripe's own PDF of the invoice.
+    #[serde(default)]
+    pub invoice_pdf: Option<String>,
+    /// The first page of lines (`has_more` says whether there are others).
+    #[serde(default)]
+    pub lines: Option<List<InvoiceLine>>,
+}
+
+/// Stripe Tax on an invoice: whether it is on and how its last calculation went.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct AutomaticTax {
+    #[serde(default)]
+    pub enabled: bool,
+    /// `complete`, `requires_location_inputs`, `failed`.
+    #[serde(default)]
+    pub status: Option<String>,
+    /// Set when Stripe finalized without tax (`finalization_requires_location_inputs`).
+    #[serde(default)]
+    pub disabled_reason: Option<String>,
+}
+
+/// When an invoice changed state (seconds).
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct StatusTransitions {
+    #[serde(default)]
+    pub finalized_at: Option<i64>,
+    #[serde(default)]
+    pub paid_at: Option<i64>,
+}
+
+/// A customer's tax id as the invoice recorded it (`eu_vat`, `DE123456789`).
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct CustomerTaxId {
+    #[serde(default, rename = "type")]
+    pub kind: Option<String>,
+    #[serde(default)]
+    pub value: Option<String>,
+}
+
+/// One tax amount of a line or of the invoice. Stripe's shape before 2025-03-31
+/// (`tax_amounts[]`, `total_tax_amounts[]`: `tax_rate` an id or the expanded rate) and after
+/// (`taxes[]`, `total_taxes[]`: `tax_rate_details.tax_rate`, `tax_behavior`) both read.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct TaxAmount {
+    #[serde(default)]
+    pub amount: i64,
+    #[serde(default)]
+    pub inclusive: Option<bool>,
+    /// `exclusive` or `inclusive` (since 2025-03-31).
+    #[serde(default)]
+    pub tax_behavior: Option<String>,
+    #[serde(default)]
+    pub tax_rate: Option<Expandable<TaxRate>>,
+    #[serde(default)]
+    pub tax_rate_details: Option<TaxRateDetails>,
+    /// Why this amount is what it is: `standard_rated`, `customer_exempt`, `reverse_charge`,
+    /// `not_collecting`, `zero_rated`, ...
+    #[serde(default)]
+    pub taxability_reason: Option<String>,
+    #[serde(default)]
+    pub taxable_amount: Option<i64>,
+}
+
+impl TaxAmount {
+    /// Whether the amount is included in the line's amount (not added to it).
+    pub fn is_inclusive(&self) -> bool {
+        self.inclusive
+            .unwrap_or(self.tax_behavior.as_deref() == Some("inclusive"))
+    }
+
+    /// The rate, whichever shape named it.
+    pub fn rate(&self) -> Option<&Expandable<TaxRate>> {
+        self.tax_rate.as_ref().or_else(|| {
+            self.tax_rate_details
+                .as_ref()
+                .and_then(|d| d.tax_rate.as_ref())
+        })
+    }
+}
+
+/// `tax_rate_details` of a tax amount (since 2025-03-31).
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct TaxRateDetails {
+    #[serde(default)]
+    pub tax_rate: Option<Expandable<TaxRate>>,
+}
+
+/// A tax rate: `VAT` 19 % in `DE`, `Sales Tax` 8.875 % in `New York`.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct TaxRate {
+    pub id: String,
+    #[serde(default)]
+    pub display_name: Option<String>,
+    #[serde(default)]
+    pub jurisdiction: Option<String>,
+    /// A decimal number (`19.0`, `8.875`), kept as Stripe wrote it.
+    #[serde(default)]
+    pub percentage: Option<serde_json::Number>,
+    #[serde(default)]
+    pub country: Option<String>,
+    #[serde(default)]
+    pub state: Option<String>,
+    #[serde(default)]
+    pub inclusive: Option<bool>,
 }
 
 /// A Stripe invoice item (pending until an invoice collects it).
@@ -397,6 +558,7 @@ pub struct EventData {
 }
 
 has_id!(
+    TaxRate,
     Customer,
     Product,
     Price,
@@ -435,6 +597,21 @@ pub struct NewInvoiceItem {
     pub currency: String,
     pub description: String,
     pub metadata: BTreeMap<String, String>,
+    /// `exclusive` (tax is added to the amount) when Stripe Tax computes the tax; `None` sends
+    /// nothing (an API without Stripe Tax refuses the parameter).
+    pub tax_behavior: Option<String>,
+}
+
+/// A one-off amount off one invoice (how a credit reaches an invoice that Stripe Tax
+/// computes: negative items are refused there). The id is ours, so a rerun finds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewCoupon {
+    pub id: String,
+    /// Minor units.
+    pub amount_off: i64,
+    pub currency: String,
+    pub name: String,
+    pub metadata: BTreeMap<String, String>,
 }
 
 /// A self-service purchase: a Checkout Session in `subscription` mode for one price and a seat
@@ -466,15 +643,51 @@ pub struct SeatChange {
     pub proration_date: i64,
 }
 
-/// One line of an invoice preview.
+/// One line of an invoice (or of a preview).
 #[derive(Debug, Clone, Deserialize)]
 pub struct InvoiceLine {
+    #[serde(default)]
+    pub id: Option<String>,
     #[serde(default)]
     pub amount: i64,
     #[serde(default)]
     pub proration: bool,
     #[serde(default)]
     pub description: Option<String>,
+    /// The invoice item it bills (before 2025-03-31; since, under `parent`).
+    #[serde(default)]
+    pub invoice_item: Option<String>,
+    #[serde(default)]
+    pub parent: Option<serde_json::Value>,
+    #[serde(default)]
+    pub metadata: Metadata,
+    /// Tax of the line (before 2025-03-31).
+    #[serde(default)]
+    pub tax_amounts: Vec<TaxAmount>,
+    /// Tax of the line (since 2025-03-31).
+    #[serde(default)]
+    pub taxes: Vec<TaxAmount>,
+}
+
+impl InvoiceLine {
+    /// The invoice item the line bills, in either API shape.
+    pub fn item_id(&self) -> Option<&str> {
+        self.invoice_item.as_deref().or_else(|| {
+            self.parent
+                .as_ref()
+                .and_then(|p| p.pointer("/invoice_item_details/invoice_item"))
+                .and_then(serde_json::Value::as_str)
+        })
+    }
+
+    /// The line's tax amounts, in either API shape.
+    pub fn tax(&self) -> &[TaxAmount] {
+        if self.tax_amounts.is_empty() {
+            &self.taxes
+        } else {
+            &self.tax_amounts
+        }
+    }
 }
 
 /// Stripe's upcoming invoice for a proposed change (nothing is created).
@@ -520,6 +733,10 @@ pub struct NewInvoice {
     pub customer: String,
     pub description: String,
     pub metadata: BTreeMap<String, String>,
+    /// Stripe Tax computes the tax (`automatic_tax[enabled]=true`); `false` sends nothing.
+    pub automatic_tax: bool,
+    /// Coupons applied to the invoice (`discounts[n][coupon]`).
+    pub coupons: Vec<String>,
 }
 
 #[cfg(test)]
