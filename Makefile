@@ -19,7 +19,7 @@ export AWS_ACCESS_KEY_ID := test
 export AWS_SECRET_ACCESS_KEY := test
 export CARGO_TERM_COLOR ?= never
 
-FUNCTIONS := webhook-intake usage-billing license-minting lead-enrichment customer-sync revenue-ops privacy-requests portal-api
+FUNCTIONS := webhook-intake usage-billing license-minting lead-enrichment customer-sync revenue-ops privacy-requests portal-api notifications
 
 .PHONY: help setup build test lint fmt up down functions demo bench deploy ops $(addprefix invoke-,$(FUNCTIONS))
 

@@ -15,7 +15,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-FUNCTIONS=(webhook-intake usage-billing license-minting lead-enrichment customer-sync revenue-ops privacy-requests portal-api)
+FUNCTIONS=(webhook-intake usage-billing license-minting lead-enrichment customer-sync revenue-ops privacy-requests portal-api notifications)
 packages=() bins=() benched=()
 for f in "${FUNCTIONS[@]}"; do
   packages+=(-p "$f")

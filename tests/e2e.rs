@@ -107,6 +107,70 @@ async fn the_business_flow_runs_end_to_end() {
     }
     assert_eq!(p.without_token, 401);
 
+    // Collections: the ladder's days, each step once, the suspension listed and refused
+    // offline, the provisioner told, and payment reinstating with a fresh valid license.
+    let d = &summary.dunning;
+    let statuses: Vec<(i64, &str)> = d.statuses.iter().map(|(n, s)| (*n, s.as_str())).collect();
+    assert_eq!(
+        statuses,
+        [
+            (0, "past_due"),
+            (1, "past_due"),
+            (2, "past_due"),
+            (3, "past_due"),
+            (7, "past_due"),
+            (14, "suspended")
+        ]
+    );
+    let steps: Vec<serde_json::Value> = d
+        .sweeps
+        .iter()
+        .map(|(_, a)| a["report"]["steps"].clone())
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            json!({"remind": 1}),
+            json!({}),
+            json!({"remind": 1}),
+            json!({"remind": 1}),
+            json!({"suspend": 1})
+        ],
+        "each step once, on its day: {:?}",
+        d.sweeps
+    );
+    assert_eq!(d.listed_as, "suspended");
+    assert_eq!(d.suspended_verdict, "refused: suspended");
+    assert_eq!(d.provisioning, ["workspace.suspend", "workspace.resume"]);
+    assert_eq!(d.status_after_payment, "active");
+    assert_ne!(d.fresh_license, d.license);
+    assert!(d.fresh_license_valid, "{d:?}");
+
+    // Customer e-mail through SES: the license with a working link, the invoice with its
+    // documents; the dunning customer hears every step once.
+    let m = &summary.mail;
+    assert!(m.license_link_works, "{:?}", m.buyer.subjects);
+    assert!(
+        m.invoice_html_link_works && m.invoice_pdf_link_works,
+        "{:?}",
+        m.buyer.subjects
+    );
+    let count = |inbox: &blapi_system_tests::scenario::Inbox, word: &str| {
+        inbox
+            .subjects
+            .iter()
+            .filter(|s| s.to_lowercase().contains(word))
+            .count()
+    };
+    assert_eq!(count(&m.buyer, "license"), 1, "{:?}", m.buyer.subjects);
+    assert_eq!(count(&m.buyer, "invoice"), 1, "{:?}", m.buyer.subjects);
+    assert_eq!(
+        m.dunning.subjects.len(),
+        8,
+        "license, payment failed, 3 reminders, suspended, reinstated, fresh license: {:?}",
+        m.dunning.subjects
+    );
+
     // Leads: each has an owner; the existing account's owner wins; free-mail is not enriched.
     assert_eq!(summary.leads.len(), 3);
     for lead in &summary.leads {

@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-const FUNCTIONS: [&str; 8] = [
+const FUNCTIONS: [&str; 9] = [
     "webhook-intake",
     "usage-billing",
     "license-minting",
@@ -31,6 +31,7 @@ const FUNCTIONS: [&str; 8] = [
     "revenue-ops",
     "privacy-requests",
     "portal-api",
+    "notifications",
 ];
 const HELLO: &str = "hello";
 const HELLO_BINARY: &str = "blapi-hello";

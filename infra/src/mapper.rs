@@ -317,6 +317,7 @@ mod tests {
             ("customer-sync", "CustomerEventsQueue"),
             ("revenue-ops", "RevenueJobsQueue"),
             ("privacy-requests", "PrivacyRequestsQueue"),
+            ("notifications", "CustomerNotificationsQueue"),
         ] {
             assert!(
                 pairs.contains(&expected),
@@ -328,8 +329,9 @@ mod tests {
             .iter()
             .map(|(f, _, input)| (f.as_str(), input["action"].as_str().unwrap_or("")))
             .collect();
-        assert_eq!(s.len(), 4, "{s:?}");
+        assert_eq!(s.len(), 5, "{s:?}");
         assert!(s.contains(&("privacy-requests", "sweep")), "{s:?}");
+        assert!(s.contains(&("usage-billing", "sweep_dunning")), "{s:?}");
         assert!(s.contains(&("usage-billing", "plan")), "{s:?}");
         assert!(s.contains(&("webhook-intake", "recover_stripe")), "{s:?}");
         assert!(s.contains(&("revenue-ops", "run")), "{s:?}");

@@ -7,6 +7,8 @@
 //! |---|---|---|
 //! | `license.issued`, `license.superseded`, `license.revoked` | license-minting | a license changed state |
 //! | `invoice.finalized` | usage-billing | a usage invoice is complete (Stripe + artifacts) |
+//! | `customer.standing` | usage-billing | dunning suspended a customer, or payment reinstated them |
+//! | `workspace.suspend`, `workspace.resume` | license-minting | the product's provisioner must suspend or resume the customer's workspace |
 
 use crate::queue::EventMessage;
 use crate::values::Money;
@@ -40,9 +42,42 @@ pub struct InvoiceFinalized {
     /// When the period ended (seconds since the epoch): how this invoice orders against
     /// Stripe's invoices (their `created`), so a consumer never parses the period itself.
     pub period_end: i64,
+    /// After credits, before tax: what revenue counts.
     pub total: Money,
     pub json_key: String,
     pub html_key: String,
+    /// The tax Stripe added (absent from producers before tax was computed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tax: Option<Money>,
+    /// What the customer owes: the total with tax, less any balance Stripe applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub amount_due: Option<Money>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pdf_key: Option<String>,
+}
+
+/// A customer's standing as dunning decided it: suspended for non-payment, or not. `seq`
+/// grows with every change, so a consumer applies the newest whatever the arrival order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CustomerStanding {
+    pub customer: String,
+    pub suspended: bool,
+    pub seq: u64,
+    /// The unpaid (or just paid) invoice behind the change.
+    pub invoice: String,
+}
+
+/// What the product's provisioner is told (queue `provisioning`): suspend or resume the
+/// customer's workspaces. Carries ids only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkspaceChange {
+    pub customer: String,
+    /// The standing change it follows (its `seq`).
+    pub seq: u64,
+    /// The licenses concerned (suspended ones, or the fresh ones on resume).
+    pub licenses: Vec<String>,
+    /// `non_payment`, `paid`.
+    pub reason: String,
 }
 
 /// An internal event.
@@ -57,6 +92,12 @@ pub enum Internal {
     LicenseRevoked(LicenseChanged),
     #[serde(rename = "invoice.finalized")]
     InvoiceFinalized(InvoiceFinalized),
+    #[serde(rename = "customer.standing")]
+    CustomerStanding(CustomerStanding),
+    #[serde(rename = "workspace.suspend")]
+    WorkspaceSuspend(WorkspaceChange),
+    #[serde(rename = "workspace.resume")]
+    WorkspaceResume(WorkspaceChange),
 }
 
 impl Internal {
@@ -67,6 +108,9 @@ impl Internal {
             Internal::LicenseSuperseded(_) => "license.superseded",
             Internal::LicenseRevoked(_) => "license.revoked",
             Internal::InvoiceFinalized(_) => "invoice.finalized",
+            Internal::CustomerStanding(_) => "customer.standing",
+            Internal::WorkspaceSuspend(_) => "workspace.suspend",
+            Internal::WorkspaceResume(_) => "workspace.resume",
         }
     }
 
@@ -79,6 +123,12 @@ impl Internal {
             Internal::InvoiceFinalized(i) => {
                 format!("{}:{}:{}", self.event_type(), i.customer, i.period)
             }
+            Internal::CustomerStanding(c) => {
+                format!("{}:{}:{}", self.event_type(), c.customer, c.seq)
+            }
+            Internal::WorkspaceSuspend(w) | Internal::WorkspaceResume(w) => {
+                format!("{}:{}:{}", self.event_type(), w.customer, w.seq)
+            }
         }
     }
 
@@ -89,6 +139,8 @@ impl Internal {
             | Internal::LicenseSuperseded(l)
             | Internal::LicenseRevoked(l) => &l.customer,
             Internal::InvoiceFinalized(i) => &i.customer,
+            Internal::CustomerStanding(c) => &c.customer,
+            Internal::WorkspaceSuspend(w) | Internal::WorkspaceResume(w) => &w.customer,
         }
     }
 
@@ -124,6 +176,9 @@ mod tests {
             total: Money::new(5720, "usd".parse().unwrap()),
             json_key: "invoices/cus_1/2026-10.json".into(),
             html_key: "invoices/cus_1/2026-10.html".into(),
+            tax: Some(Money::new(1087, "usd".parse().unwrap())),
+            amount_due: Some(Money::new(6807, "usd".parse().unwrap())),
+            pdf_key: Some("invoices/cus_1/2026-10.pdf".into()),
         });
         let msg = e.message(chrono::Utc::now());
         assert_eq!(msg.id, "invoice.finalized:cus_1:2026-10");

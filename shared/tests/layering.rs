@@ -28,7 +28,7 @@ use std::path::PathBuf;
 const LAYERS: [(&str, &str); 3] = [
     (
         "plumbing",
-        "config aws secrets error telemetry http tls retry ledger storage queue values events subjects",
+        "config aws secrets error telemetry http tls retry ledger storage queue values events subjects notice",
     ),
     ("external-system", "stripe crm"),
     (

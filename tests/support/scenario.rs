@@ -12,7 +12,11 @@
 //! company routed to the account's owner); one Stripe event delivered twice (dedupe) and one
 //! poison message (DLQ).
 
+mod dunning;
+mod mail;
 mod portal;
+pub use dunning::DunningLine;
+pub use mail::{Inbox, MailLine, links};
 pub use portal::{PortalLine, fuzz_subject};
 
 use crate::harness::Functions;
@@ -149,6 +153,8 @@ pub struct Summary {
     pub replay: ReplayLine,
     pub privacy: PrivacyLine,
     pub portal: PortalLine,
+    pub dunning: DunningLine,
+    pub mail: MailLine,
     pub usage_records: usize,
     pub invoice: InvoiceSummary,
     pub duplicate_answer: Value,
@@ -1034,7 +1040,21 @@ pub async fn run(w: &World<'_>, progress: Progress<'_>) -> Result<Summary> {
     // 11. The customer portal: what the buyer sees and does, and what another customer cannot.
     let portal = portal::portal(w, progress, &cus, &sub_id, &buyer_email, &period, &key).await?;
 
-    // 12. Privacy: the buyer asks for her data (through the portal), then to be erased; a lead
+    // 12. Collections: a second customer's card fails; the ladder suspends them (license and
+    // workspace), payment reinstates them.
+    let dunning = dunning::dunning(w, progress, &key).await?;
+
+    // 13. Customer e-mail: what the notifications function sent both customers through SES;
+    // the license e-mail's link gives the license file, the invoice e-mail's its documents.
+    progress("reading the customers' e-mail from SES and following its links");
+    let license_key = licenses
+        .first()
+        .and_then(|l| l["file_key"].as_str())
+        .context("the buyer's license file")?
+        .to_owned();
+    let mail = mail::mail(w, &buyer_email, &dunning.email, &license_key).await?;
+
+    // 14. Privacy: the buyer asks for her data (through the portal), then to be erased; a lead
     // asks to be erased.
     let jane = format!("jane.doe+{run}@globex.example");
     let privacy = privacy_requests(w, progress, &cus, &buyer_email, &jane).await?;
@@ -1047,6 +1067,8 @@ pub async fn run(w: &World<'_>, progress: Progress<'_>) -> Result<Summary> {
         replay,
         privacy,
         portal,
+        dunning,
+        mail,
         usage_records,
         invoice,
         duplicate_answer: answers[1].clone(),
@@ -1252,6 +1274,63 @@ impl Summary {
                 .collect::<Vec<_>>()
                 .join(", "),
             p.without_token,
+        ));
+        let d = &self.dunning;
+        o.push_str(
+            "\n== Collections (a failed payment -> usage-billing's dunning ladder -> license-minting, the provisioner) ==\n",
+        );
+        o.push_str(&format!(
+            "  customer {}  invoice {} declined on localstripe (invoice.payment_failed)\n",
+            d.customer, d.invoice
+        ));
+        for ((day, answer), (_, status)) in d.sweeps.iter().zip(d.statuses.iter().skip(1)) {
+            let steps = answer["report"]["steps"]
+                .as_object()
+                .map(|m| {
+                    m.iter()
+                        .map(|(k, v)| format!("{k} x{v}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                })
+                .filter(|s| !s.is_empty())
+                .unwrap_or_else(|| "nothing due".into());
+            o.push_str(&format!("  sweep day {day:>2}: {steps:<14} -> {status}\n"));
+        }
+        o.push_str(&format!(
+            "  license {}: listed as {} in the signed revocation list; offline verifier: {}\n\
+             \x20 provisioner received: {}\n\
+             \x20 paid with a working card -> {}; fresh license {} verifies offline: {}\n",
+            d.license,
+            d.listed_as,
+            d.suspended_verdict,
+            d.provisioning.join(", "),
+            d.status_after_payment,
+            d.fresh_license,
+            if d.fresh_license_valid { "OK" } else { "NO" },
+        ));
+        let m = &self.mail;
+        o.push_str(
+            "\n== Customer e-mail (notifications -> Amazon SES, read back from the emulator) ==\n",
+        );
+        for inbox in [&m.buyer, &m.dunning] {
+            o.push_str(&format!("  to {}:\n", inbox.address));
+            for s in &inbox.subjects {
+                o.push_str(&format!("    - {s}\n"));
+            }
+        }
+        o.push_str(&format!(
+            "  license link -> the exact license file: {}; invoice links -> HTML {}, PDF {}\n",
+            if m.license_link_works { "yes" } else { "NO" },
+            if m.invoice_html_link_works {
+                "yes"
+            } else {
+                "NO"
+            },
+            if m.invoice_pdf_link_works {
+                "yes"
+            } else {
+                "NO"
+            },
         ));
         let pv = &self.privacy;
         o.push_str(

@@ -32,7 +32,8 @@ pub struct Ports {
     pub store: Arc<dyn LicenseStore>,
     /// License files, the revocation list, and claim-checked message bodies.
     pub files: Arc<dyn ObjectStore>,
-    /// Where license changes are announced (customer-events), when configured.
+    /// Where license changes are announced (customer-events), workspace changes sent
+    /// (provisioning) and notices sent (notifications), when configured.
     pub queue: Option<Arc<dyn QueueSender>>,
 }
 
@@ -52,7 +53,10 @@ impl Ports {
                 config.licenses_table.clone(),
             )),
             files: files.clone(),
-            queue: config.customer_events_queue_url.is_some().then(|| {
+            queue: (config.customer_events_queue_url.is_some()
+                || config.provisioning_queue_url.is_some()
+                || config.notifications_queue_url.is_some())
+            .then(|| {
                 Arc::new(SqsSender::new(clients.sqs().clone(), files)) as Arc<dyn QueueSender>
             }),
         })
@@ -70,8 +74,16 @@ impl App {
     pub fn new(config: Config, ports: Ports) -> Self {
         let mut service =
             LicenseService::new(ports.stripe, ports.signer, ports.store, ports.files.clone());
-        if let (Some(queue), Some(url)) = (ports.queue, config.customer_events_queue_url) {
-            service = service.with_announcements(queue, url);
+        if let Some(queue) = ports.queue {
+            if let Some(url) = config.customer_events_queue_url {
+                service = service.with_announcements(queue.clone(), url);
+            }
+            if let Some(url) = config.provisioning_queue_url {
+                service = service.with_provisioning(queue.clone(), url);
+            }
+            if let Some(url) = config.notifications_queue_url {
+                service = service.with_notifications(queue, url);
+            }
         }
         Self {
             service,

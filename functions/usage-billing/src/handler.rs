@@ -50,7 +50,7 @@ impl Ports {
             clients.s3().clone(),
             config.artifacts_bucket.clone(),
         ));
-        let stripe = StripeClient::from_secret(&config.stripe, clients.secrets()).await?;
+        let stripe = Arc::new(StripeClient::from_secret(&config.stripe, clients.secrets()).await?);
         let table = Arc::new(DynamoBilling::new(
             clients.dynamodb().clone(),
             config.table.clone(),
@@ -67,7 +67,8 @@ impl Ports {
                 invoices: table.clone(),
                 credits: table.clone(),
                 dunning: table,
-                stripe: Arc::new(stripe),
+                stripe: stripe.clone(),
+                collections: stripe,
                 artifacts: s3.clone(),
                 ledger: Arc::new(DynamoLedger::new(
                     clients.dynamodb().clone(),

@@ -29,13 +29,16 @@ async fn sample_events_flow_through_every_trigger() {
         .iter()
         .map(|b| serde_json::from_str(b).unwrap())
         .collect();
+    // the failed payment is told once; the payment (never suspended) needs no notice
     assert_eq!(
         notes
             .iter()
-            .map(|n| n["status"].as_str().unwrap())
+            .map(|n| n["type"].as_str().unwrap())
             .collect::<Vec<_>>(),
-        vec!["past_due", "active"]
+        vec!["billing.payment_failed"]
     );
+    assert_eq!(notes[0]["customer"], "cus_demo1");
+    assert_eq!(notes[0]["invoice"], "in_demo1");
 
     // usage: 3 accepted, the negative one refused (stored), the message itself succeeds
     let resp = call(&r.app, event("usage-events.json")).await;
@@ -100,4 +103,37 @@ async fn the_schedule_plans_the_previous_month() {
             .await
             .is_err()
     );
+}
+
+#[tokio::test]
+async fn payment_method_events_keep_the_card_and_the_sweep_walks_the_ladder() {
+    use blapi::billing::ports::DunningStore;
+    let r = rig("2026-12-03T10:00:00Z");
+    r.stripe.put_customer(serde_json::json!({"id": "cus_demo1",
+        "invoice_settings": {"default_payment_method": "pm_demo1"}}));
+    r.stripe.put_payment_method(
+        serde_json::json!({"id": "pm_demo1", "customer": "cus_demo1",
+        "card": {"brand": "visa", "last4": "4242", "exp_month": 1, "exp_year": 2027}}),
+    );
+    let resp = call(&r.app, event("payment-method-events.json")).await;
+    assert!(failures(&resp).is_empty(), "{resp}");
+    let (state, _) = r.table.load("cus_demo1").await.unwrap();
+    let card = state.payment_method.unwrap().card.unwrap();
+    assert_eq!((card.last4.as_str(), card.exp_year), ("4242", 2027));
+    // the card expires end of January 2027: the 30-day notice is due on 2027-01-02
+    let out = call(&r.app, event("sweep-dunning.json")).await;
+    assert_eq!(out["report"]["due"], 0, "{out}");
+    let at = serde_json::json!({"action": "sweep_dunning", "at": "2027-01-03T06:00:00Z"});
+    let out = call(&r.app, at.clone()).await;
+    assert_eq!(out["report"]["due"], 1, "{out}");
+    assert_eq!(out["report"]["effects"], 1, "{out}");
+    let notes = r.queue.sent("notes");
+    assert_eq!(notes.len(), 1);
+    let note: serde_json::Value = serde_json::from_str(&notes[0]).unwrap();
+    assert_eq!(note["type"], "billing.card_expiring");
+    assert_eq!(note["days"], 30);
+    // the same day again: nothing new
+    let out = call(&r.app, at).await;
+    assert_eq!(out["report"]["due"], 0, "{out}");
+    assert_eq!(r.queue.sent("notes").len(), 1);
 }

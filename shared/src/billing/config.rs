@@ -6,12 +6,16 @@
 //! | `BILLING_TABLE`, `LEDGER_TABLE`, `ARTIFACTS_BUCKET` | resources | required |
 //! | `BILLING_JOBS_QUEUE_URL`, `NOTIFICATIONS_QUEUE_URL` | queues | required |
 //! | `STRIPE_API_BASE`, `STRIPE_API_KEY_SECRET_ID`, `STRIPE_TIMEOUT_MS` | see [`StripeConfig`] | |
-//! | `DUNNING_SUSPEND_AFTER_DAYS` | days past due before suspension | required |
-//! | `DUNNING_SUSPEND_AFTER_ATTEMPTS` | failed attempts before suspension | [`DEFAULT_SUSPEND_AFTER_ATTEMPTS`] |
+//! | `DUNNING_LADDER` | the dunning ladder, `day:action,...` ([`dunning::Ladder`]) | [`dunning::DEFAULT_LADDER`] |
+//! | `CARD_NOTICE_DAYS` | days before a card expires that the customer is told, comma-separated | `30,7` |
+//! | `LICENSE_REQUESTS_QUEUE_URL` | where a customer's standing (suspended / reinstated) goes to licensing | none: not sent |
 //! | `USAGE_GRACE_HOURS` | how late after a period's end usage is still accepted | [`DEFAULT_GRACE_HOURS`] |
 //! | `CUSTOMER_EVENTS_QUEUE_URL` | where finished invoices are announced | none: not announced |
 //! | `METRICS_NAMESPACE` | CloudWatch namespace | `blapi` |
+//! | `STRIPE_AUTOMATIC_TAX` | Stripe Tax on usage invoices (`true`/`false`) | `false` |
+//! | `SELLER_NAME`, `SELLER_ADDRESS`, `SELLER_TAX_ID`, `SELLER_EMAIL` | the seller on the invoice ([`Issuing::from_env`]) | `blapi`, none |
 
+use super::document::Issuing;
 use super::dunning;
 use super::service::BillingConfig;
 use super::usage::IngestPolicy;
@@ -20,8 +24,6 @@ use crate::error::Result;
 use crate::stripe::StripeConfig;
 use std::time::Duration;
 
-/// Failed payment attempts before an account is suspended, unless configured.
-pub const DEFAULT_SUSPEND_AFTER_ATTEMPTS: i64 = 4;
 /// Hours after a period's end during which its usage is still accepted, unless configured.
 pub const DEFAULT_GRACE_HOURS: i64 = 72;
 /// How long one bill run may hold its (customer, period) lease.
@@ -55,20 +57,40 @@ impl Config {
                     ..IngestPolicy::default()
                 },
                 dunning: dunning::Policy {
-                    suspend_after_days: env.parsed("DUNNING_SUSPEND_AFTER_DAYS")?,
-                    suspend_after_attempts: env.parsed_or(
-                        "DUNNING_SUSPEND_AFTER_ATTEMPTS",
-                        DEFAULT_SUSPEND_AFTER_ATTEMPTS,
+                    ladder: dunning::Ladder::parse(
+                        &env.optional("DUNNING_LADDER")
+                            .unwrap_or_else(|| dunning::DEFAULT_LADDER.into()),
+                    )
+                    .map_err(|e| crate::error::Error::Invalid(format!("DUNNING_LADDER: {e}")))?,
+                    card_notice_days: card_notice_days(
+                        env.optional("CARD_NOTICE_DAYS").as_deref(),
                     )?,
                 },
+                license_requests_queue_url: env.optional("LICENSE_REQUESTS_QUEUE_URL"),
                 lease: BILL_LEASE,
                 customer_events_queue_url: env.optional("CUSTOMER_EVENTS_QUEUE_URL"),
+                issuing: Issuing::from_env(env)?,
             },
             metrics_namespace: env
                 .optional("METRICS_NAMESPACE")
                 .unwrap_or_else(|| "blapi".into()),
         })
     }
+}
+
+/// `30,7` -> [30, 7]: each 1..=90.
+fn card_notice_days(raw: Option<&str>) -> Result<Vec<i64>> {
+    let Some(raw) = raw else {
+        return Ok(vec![30, 7]);
+    };
+    raw.split(',')
+        .map(|d| match d.trim().parse::<i64>() {
+            Ok(n) if (1..=90).contains(&n) => Ok(n),
+            _ => Err(crate::error::Error::Invalid(format!(
+                "CARD_NOTICE_DAYS: {d:?} is not a day count in 1..=90"
+            ))),
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -84,7 +106,6 @@ mod tests {
             ("NOTIFICATIONS_QUEUE_URL", "http://q/notes"),
             ("STRIPE_API_BASE", "https://api.stripe.com"),
             ("STRIPE_API_KEY_SECRET_ID", "stripe/key"),
-            ("DUNNING_SUSPEND_AFTER_DAYS", "14"),
         ]
     }
 
@@ -92,7 +113,15 @@ mod tests {
     fn defaults_apply_and_a_missing_variable_is_named() {
         let c = Config::from_env(&Env::from_map(vars())).unwrap();
         assert_eq!(c.service.ingest.grace, chrono::Duration::hours(72));
-        assert_eq!(c.service.dunning.suspend_after_attempts, 4);
+        assert_eq!(c.service.dunning, dunning::Policy::default());
+        for (name, value) in [
+            ("DUNNING_LADDER", "3:remind,1:remind"),
+            ("CARD_NOTICE_DAYS", "30,0"),
+        ] {
+            let env = Env::from_map(vars().into_iter().chain([(name, value)]));
+            let e = Config::from_env(&env).unwrap_err().to_string();
+            assert!(e.contains(name), "{name}: {e}");
+        }
         assert_eq!(c.stripe.timeout, Duration::from_secs(20));
         for (name, _) in vars() {
             let env = Env::from_map(vars().into_iter().filter(|(k, _)| *k != name));

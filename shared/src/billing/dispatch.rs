@@ -10,7 +10,8 @@
 //!   plans the month before now.
 //!
 //! Every outcome is counted in the caller's [`Tally`] under one name each (`UsageAccepted`,
-//! `InvoicesCreated`, ...), so the function's metrics name business outcomes.
+//! `InvoicesCreated`, `InvoicesAwaitingTaxAddress`, ...), so the function's metrics name
+//! business outcomes.
 
 use super::Money;
 use super::period::Period;
@@ -20,6 +21,11 @@ use crate::queue::EventMessage;
 use crate::telemetry::Tally;
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
+
+/// Why a bill job left its invoice unfinalized (the job's answer says it).
+pub const TAX_ADDRESS_REASON: &str = "Stripe Tax cannot tax the customer's address \
+(customer_tax_location_invalid): the invoice is not finalized and the customer was asked for \
+an address; bill again once it is fixed";
 
 impl Job {
     /// The job a direct invocation asks for: `{"action": ...}`, or the schedule's event.
@@ -137,12 +143,27 @@ impl Billing {
                     } => ("InvoicesCreated", "invoiced", stripe_invoice, Some(total)),
                     BillOutcome::AlreadyBilled => ("InvoicesSkipped", "already_billed", None, None),
                     BillOutcome::NothingToBill => ("InvoicesEmpty", "nothing_to_bill", None, None),
+                    BillOutcome::TaxAddressRequired { stripe_invoice } => (
+                        "InvoicesAwaitingTaxAddress",
+                        "tax_address_required",
+                        stripe_invoice,
+                        None,
+                    ),
                 };
                 tally.one(name);
-                Ok(
-                    json!({"action": "bill", "customer": customer, "period": period,
-                    "outcome": label, "stripe_invoice": invoice, "total": total}),
-                )
+                let mut answer = json!({"action": "bill", "customer": customer, "period": period,
+                    "outcome": label, "stripe_invoice": invoice, "total": total});
+                if label == "tax_address_required" {
+                    answer["reason"] = json!(TAX_ADDRESS_REASON);
+                }
+                Ok(answer)
+            }
+            Job::SweepDunning { at } => {
+                if at.is_some() {
+                    tracing::warn!(at = ?at, "dunning sweep at a given time, as asked");
+                }
+                let report = self.sweep_dunning(at.unwrap_or(now), tally).await?;
+                Ok(json!({"action": "sweep_dunning", "report": report}))
             }
             Job::GrantCredit {
                 customer,

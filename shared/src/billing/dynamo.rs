@@ -12,7 +12,7 @@
 //! | subscription view | `CUST#{customer}` | `SUB#{subscription}` | `doc` (JSON), `updated_at`; `gsi1pk = SUBS#{shard}`, `gsi1sk = {customer}#{subscription}` |
 //! | invoice record | `CUST#{customer}` | `INVOICE#{YYYY-MM}` | `doc` (JSON), `state`, `version`, `stripe_invoice`; `gsi1pk = INVOICES#{YYYY-MM}`, `gsi1sk = {customer}` |
 //! | credit balance | `CUST#{customer}` | `CREDIT` | `balance` (minor units), `currency`, `applied` (string set of `grant:{id}` / `debit:{invoice key}`) |
-//! | dunning | `CUST#{customer}` | `DUNNING` | `doc` (JSON), `status`, `version` |
+//! | dunning | `CUST#{customer}` | `DUNNING` | `doc` (JSON), `status`, `version`; while an action is scheduled `gsi1pk = DUNNING_DUE`, `gsi1sk = {next_at:011}#{customer}` (the sweep's sparse index) |
 //! | price book override | `PRICEBOOK` | `CURRENT` | `doc` (JSON), `version` |
 //!
 //! # Pre-aggregation trade-off
@@ -532,7 +532,12 @@ fn invoice_item(rec: &InvoiceRecord) -> Result<Item> {
     item.insert("gsi1sk".into(), s(c));
     item.insert("state".into(), to_doc(&rec.state)?);
     item.insert("version".into(), n(rec.version));
+    // Subtotal, tax and total apart (the total is before tax: what revenue counts).
+    item.insert("subtotal".into(), n(rec.invoice.subtotal));
     item.insert("total".into(), n(rec.invoice.total));
+    if let Some(tax) = rec.refs.issued.as_ref().and_then(|i| i.tax) {
+        item.insert("tax".into(), n(tax));
+    }
     if let Some(id) = &rec.refs.invoice {
         item.insert("stripe_invoice".into(), s(id));
     }
@@ -704,6 +709,12 @@ impl DunningStore for DynamoBilling {
             .item("status", s(state.status.as_str()))
             .item("version", n(version + 1))
             .item("doc", to_doc(state)?);
+        // Sparse index of the sweep's work: only customers with something scheduled.
+        if let Some(at) = state.next_at {
+            put = put
+                .item("gsi1pk", s(DUNNING_DUE))
+                .item("gsi1sk", s(due_key(at, customer)));
+        }
         put = if version == 0 {
             put.condition_expression("attribute_not_exists(pk)")
         } else {
@@ -718,4 +729,31 @@ impl DunningStore for DynamoBilling {
             Err(e) => Err(ddb(e)),
         }
     }
+
+    async fn due(&self, now: i64) -> Result<Vec<String>> {
+        let items = query_all(
+            self.client
+                .query()
+                .table_name(&self.table)
+                .index_name("gsi1")
+                .key_condition_expression("gsi1pk = :p AND gsi1sk < :upto")
+                .expression_attribute_values(":p", s(DUNNING_DUE))
+                // Every key at `now` sorts before `{now + 1}#`.
+                .expression_attribute_values(":upto", s(due_key(now.saturating_add(1), ""))),
+        )
+        .await?;
+        Ok(items
+            .iter()
+            .filter_map(|i| get_s(i, "gsi1sk"))
+            .filter_map(|k| k.split_once('#').map(|(_, c)| c.to_owned()))
+            .collect())
+    }
+}
+
+/// The sweep index's partition: dunning states with a scheduled action.
+const DUNNING_DUE: &str = "DUNNING_DUE";
+
+/// `{unix seconds, 11 digits}#{customer}`: sorts by time (negative times clamp to 0).
+fn due_key(at: i64, customer: &str) -> String {
+    format!("{:011}#{customer}", at.max(0))
 }

@@ -6,9 +6,14 @@
 //! invoice, and `ref {key}` in the invoice description, because localstripe drops invoice
 //! metadata on create). Only parameters both Stripe and localstripe accept are sent.
 
-use super::ports::{Finalized, Invoicing, ItemRequest, StripeInvoice};
+use super::document::Issued;
+use super::money::Money;
+use super::ports::{Collections, Finalized, InvoiceOptions, Invoicing, ItemRequest, StripeInvoice};
 use crate::error::{Error, Result};
-use crate::stripe::{Invoice, NewInvoice, NewInvoiceItem, StripeInvoices};
+use crate::stripe::{
+    Invoice, NewCoupon, NewInvoice, NewInvoiceItem, StripeCollections, StripeInvoices,
+    StripeSelfService, is_tax_location_error,
+};
 use async_trait::async_trait;
 use std::collections::BTreeMap;
 
@@ -36,6 +41,7 @@ impl<S: StripeInvoices + ?Sized> Invoicing for S {
                 ("blapi_key".to_owned(), item.key.clone()),
                 ("blapi_period".to_owned(), item.period.to_string()),
             ]),
+            tax_behavior: item.taxed.then(|| "exclusive".to_owned()),
         };
         Ok(self.create_invoice_item(&req, idempotency_key).await?.id)
     }
@@ -54,6 +60,7 @@ impl<S: StripeInvoices + ?Sized> Invoicing for S {
         customer: &str,
         key: &str,
         description: &str,
+        options: &InvoiceOptions,
         idempotency_key: &str,
     ) -> Result<StripeInvoice> {
         let description = if description.contains(&invoice_ref(key)) {
@@ -65,10 +72,33 @@ impl<S: StripeInvoices + ?Sized> Invoicing for S {
             customer: customer.to_owned(),
             description,
             metadata: BTreeMap::from([("blapi_invoice".to_owned(), key.to_owned())]),
+            automatic_tax: options.automatic_tax,
+            coupons: options.coupon.iter().cloned().collect(),
         };
         Ok(summary(
             StripeInvoices::create_invoice(self, &req, idempotency_key).await?,
         ))
+    }
+
+    async fn credit_coupon(&self, key: &str, credit: &Money, resuming: bool) -> Result<String> {
+        // `cus_1:2026-10` -> `blapi_credit_cus_1_2026_10`: Stripe's id alphabet, one per invoice.
+        let id: String = format!("blapi_credit_{key}")
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+            .collect();
+        if resuming && self.coupon_exists(&id).await? {
+            return Ok(id);
+        }
+        let coupon = NewCoupon {
+            id: id.clone(),
+            amount_off: credit.amount,
+            currency: credit.currency.as_str().to_owned(),
+            name: "Prepaid / promotional credit".to_owned(),
+            metadata: BTreeMap::from([("blapi_invoice".to_owned(), key.to_owned())]),
+        };
+        self.create_coupon(&coupon, &format!("blapi:{key}:coupon"))
+            .await?;
+        Ok(id)
     }
 
     async fn find_invoice(&self, customer: &str, key: &str) -> Result<Option<StripeInvoice>> {
@@ -87,19 +117,40 @@ impl<S: StripeInvoices + ?Sized> Invoicing for S {
     }
 
     async fn finalize(&self, invoice_id: &str, idempotency_key: &str) -> Result<Finalized> {
+        let done = |inv: &Invoice| Finalized::Done(Box::new(Issued::from_stripe(inv)));
         match self.finalize_invoice(invoice_id, idempotency_key).await {
-            Ok(_) => Ok(Finalized::Done),
+            Ok(inv) => Ok(done(&inv)),
             Err(e) if !e.is_retryable() => {
-                // Already finalized (a rerun), or an API without the endpoint: ask the invoice.
-                let inv = self.invoice(invoice_id).await?;
+                // Already finalized (a rerun), an address Stripe Tax cannot use, or an API
+                // without the endpoint: ask the invoice.
+                let inv = self.invoice_document(invoice_id).await?;
+                let tax = inv.document.automatic_tax.as_ref();
+                let no_location = is_tax_location_error(&e)
+                    || tax.is_some_and(|t| {
+                        t.enabled && t.status.as_deref() == Some("requires_location_inputs")
+                    });
                 match inv.status.as_deref() {
+                    Some("draft") if no_location => Ok(Finalized::TaxLocationRequired),
                     Some("draft") if matches!(e, Error::NotFound(_)) => Ok(Finalized::Unsupported),
                     Some("draft") => Err(e),
-                    _ => Ok(Finalized::Done),
+                    _ => Ok(done(&inv)),
                 }
             }
             Err(e) => Err(e),
         }
+    }
+}
+
+#[async_trait]
+impl<S: StripeSelfService + StripeCollections + ?Sized> Collections for S {
+    async fn card(&self, customer: &str) -> Result<Option<crate::stripe::Card>> {
+        self.default_card(customer).await
+    }
+
+    async fn cancel_subscription(&self, id: &str) -> Result<()> {
+        StripeCollections::cancel_subscription(self, id)
+            .await
+            .map(|_| ())
     }
 }
 
@@ -147,6 +198,7 @@ mod tests {
             description: "x".into(),
             key: "cus_1:2026-10:l0".into(),
             period: "2026-10".parse().unwrap(),
+            taxed: false,
         };
         assert_eq!(
             a.create_item(&req, "blapi:cus_1:2026-10:l0:item")
@@ -238,7 +290,10 @@ mod tests {
             .mount(&server)
             .await;
         let a = adapter(&server.uri());
-        assert_eq!(a.finalize("in_open", "k").await.unwrap(), Finalized::Done);
+        assert!(matches!(
+            a.finalize("in_open", "k").await.unwrap(),
+            Finalized::Done(_)
+        ));
         assert_eq!(
             a.finalize("in_draft", "k").await.unwrap(),
             Finalized::Unsupported

@@ -372,4 +372,15 @@ impl DunningStore for MemoryBilling {
             .insert(customer.to_owned(), (state.clone(), version + 1));
         Ok(())
     }
+
+    async fn due(&self, now: i64) -> Result<Vec<String>> {
+        let s = lock(&self.state);
+        let mut due: Vec<(i64, String)> = s
+            .dunning
+            .iter()
+            .filter_map(|(c, (d, _))| d.next_at.filter(|t| *t <= now).map(|t| (t, c.clone())))
+            .collect();
+        due.sort();
+        Ok(due.into_iter().map(|(_, c)| c).collect())
+    }
 }

@@ -11,8 +11,14 @@
 //! - [`pricing`]: per-unit, graduated, volume, package and flat price models.
 //! - [`pricebook`]: the versioned price book (JSON in the repo, overridable from the table).
 //! - [`subscription`]: the local view of Stripe subscriptions, proration by active days.
-//! - [`invoice`]: composition (price, prorate, minimum, credits) and JSON/HTML rendering.
-//! - [`dunning`]: the active / past_due / suspended state machine.
+//! - [`invoice`]: composition (price, prorate, minimum, credits).
+//! - [`document`]: the invoice a customer receives (seller, buyer, number, dates, lines in the
+//!   currency's units, tax per line and per rate, amount due, pay link) as JSON and HTML.
+//! - [`pdf`]: the same document as a PDF, made in-process.
+//! - [`dunning`]: the active / past_due / suspended rules, the ladder, card-expiry notices and
+//!   the outbox of effects.
+//! - [`collection`]: invoice and payment-method events into dunning, the daily sweep, and
+//!   carrying out the effects (notices, license standing, cancellations).
 //! - [`ports`]: the capabilities the services need and the records they exchange.
 //! - [`dynamo`]: the billing-table adapter of every storage port (item layout documented there).
 //! - [`memory`]: the in-memory fake of the storage ports.
@@ -26,18 +32,21 @@
 //! | port | adapters |
 //! |---|---|
 //! | `UsageStore`, `SubscriptionView`, `InvoiceStore`, `Credits`, `DunningStore` | `DynamoBilling`, `MemoryBilling` |
-//! | `Invoicing` | `crate::stripe::StripeClient`, `crate::stripe::MemoryStripe` (one implementation for both) |
+//! | `Invoicing`, `Collections` | `crate::stripe::StripeClient`, `crate::stripe::MemoryStripe` (one implementation for both) |
 //! | `crate::storage::ObjectStore`, `crate::ledger::Ledger`, `crate::queue::QueueSender` | S3 / DynamoDB / SQS and their fakes |
 
 pub mod aggregate;
+pub mod collection;
 pub mod config;
 pub mod dispatch;
+pub mod document;
 pub mod dunning;
 pub mod dynamo;
 pub mod invoice;
 pub mod invoicing;
 pub mod memory;
 pub mod money;
+pub mod pdf;
 pub mod period;
 pub mod ports;
 pub mod pricebook;

@@ -7,6 +7,7 @@
 //! [`crate::stripe::MemoryStripe`]).
 
 use super::aggregate::{Aggregation, MetricUsage};
+use super::document::Issued;
 use super::dunning::Dunning;
 use super::invoice::{Invoice, StripeRefs};
 use super::money::Money;
@@ -156,8 +157,21 @@ pub trait Credits: Send + Sync {
 #[async_trait]
 pub trait DunningStore: Send + Sync {
     async fn load(&self, customer: &str) -> Result<(Dunning, u64)>;
-    /// Saves if the stored version is still `version`, else [`Error::Conflict`].
+    /// Saves if the stored version is still `version`, else [`Error::Conflict`]. The state's
+    /// [`Dunning::next_at`] is indexed: [`DunningStore::due`] finds it.
     async fn save(&self, customer: &str, state: &Dunning, version: u64) -> Result<()>;
+    /// The customers whose `next_at` is at or before `now` (unix seconds): the daily sweep's
+    /// work, read from an index of only those customers (never a scan of every customer).
+    async fn due(&self, now: i64) -> Result<Vec<String>>;
+}
+
+/// What collections needs of the payment provider.
+#[async_trait]
+pub trait Collections: Send + Sync {
+    /// The customer's default card; `None` when there is no usable default payment method.
+    async fn card(&self, customer: &str) -> Result<Option<crate::stripe::Card>>;
+    /// Cancels a subscription now (idempotent: an already cancelled one is fine).
+    async fn cancel_subscription(&self, id: &str) -> Result<()>;
 }
 
 /// A Stripe invoice as far as billing cares.
@@ -179,14 +193,30 @@ pub struct ItemRequest {
     /// `{invoice key}:{line id}`: found again by metadata after a crash.
     pub key: String,
     pub period: Period,
+    /// Stripe Tax computes the tax: the amount is before tax (`tax_behavior=exclusive`).
+    pub taxed: bool,
+}
+
+/// How an invoice is created beyond its items.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InvoiceOptions {
+    /// Stripe Tax computes the tax (`automatic_tax[enabled]=true`).
+    pub automatic_tax: bool,
+    /// The coupon that takes the invoice's credit off (see [`Invoicing::credit_coupon`]).
+    pub coupon: Option<String>,
 }
 
 /// Outcome of finalize.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Finalized {
-    Done,
-    /// The API has no finalize endpoint (localstripe): the invoice stays a draft.
+    /// Finalized (now or by an earlier run): what Stripe says of the invoice.
+    Done(Box<Issued>),
+    /// The API has no finalize endpoint: the invoice stays a draft.
     Unsupported,
+    /// Stripe Tax cannot place the customer (no usable address): Stripe refused to finalize
+    /// (`customer_tax_location_invalid`, or `automatic_tax.status` `requires_location_inputs`)
+    /// and the invoice stays a draft until the address is fixed.
+    TaxLocationRequired,
 }
 
 /// Stripe invoicing.
@@ -201,8 +231,13 @@ pub trait Invoicing: Send + Sync {
         customer: &str,
         key: &str,
         description: &str,
+        options: &InvoiceOptions,
         idempotency_key: &str,
     ) -> Result<StripeInvoice>;
+    /// The coupon taking `credit` off the invoice `key` (an invoice Stripe Tax computes
+    /// refuses negative items, so a credit is a discount there, taxed accordingly). Its id is
+    /// derived from `key`; a resumed run finds the one it made. Returns the id.
+    async fn credit_coupon(&self, key: &str, credit: &Money, resuming: bool) -> Result<String>;
     /// An invoice of `customer` carrying `key` (metadata or description).
     async fn find_invoice(&self, customer: &str, key: &str) -> Result<Option<StripeInvoice>>;
     async fn finalize(&self, invoice_id: &str, idempotency_key: &str) -> Result<Finalized>;

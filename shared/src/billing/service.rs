@@ -13,15 +13,26 @@
 //! `Idempotency-Key` of every POST (`{customer}:{period}:{step}`) covers the same window on
 //! real Stripe within 24 h, the lookup covers it after (and on localstripe, which ignores
 //! keys). Credits are debited once per invoice key by a conditional update.
+//!
+//! # Tax
+//! With Stripe Tax on ([`super::document::Issuing::automatic_tax`]) items are sent before tax
+//! (`tax_behavior=exclusive`), the invoice asks for `automatic_tax`, and a credit becomes a
+//! one-off coupon (Stripe Tax refuses negative items). What Stripe says of the finalized
+//! invoice (tax per line and per rate, number, customer snapshot) is kept in the record, so the
+//! documents are the same bytes on a rerun. A customer without an address Stripe Tax can use
+//! stops the run at INVOICE_CREATED ([`BillOutcome::TaxAddressRequired`]): the invoice stays a
+//! draft, the customer is asked once for an address, and a rerun finalizes the same invoice
+//! (with a fresh finalize idempotency key, since Stripe replays a refusal for 24 h).
 
 use super::aggregate::{self, Aggregation};
-use super::dunning::{self, InvoiceEvent, Status};
+use super::document::{Document, Issuing, render_html, render_json};
+use super::dunning::{self, InvoiceEvent};
 use super::invoice::{self, Invoice, StripeRefs, SubscriptionUsage, invoice_key};
 use super::money::{Currency, Money};
 use super::period::Period;
 use super::ports::{
-    BillState, Credits, Debit, DunningStore, Finalized, InvoiceRecord, InvoiceStore, Invoicing,
-    ItemRequest, SHARDS, SubscriptionView, UsageStore,
+    BillState, Credits, Debit, DunningStore, Finalized, InvoiceOptions, InvoiceRecord,
+    InvoiceStore, Invoicing, ItemRequest, SHARDS, SubscriptionView, UsageStore,
 };
 use super::pricebook::PriceBook;
 use super::subscription::Subscription;
@@ -29,6 +40,7 @@ use super::usage::{IngestPolicy, RawUsage, RejectReason, Rejection, parse};
 use crate::error::{Error, Result};
 use crate::events::{Internal, InvoiceFinalized};
 use crate::ledger::{Claim, ClaimOptions, Ledger, payload_hash};
+use crate::notice::{Kind, Notification};
 use crate::queue::{EventMessage, QueueSender};
 use crate::storage::ObjectStore;
 use chrono::{DateTime, Utc};
@@ -56,6 +68,12 @@ pub enum Job {
     PlanShard { period: Period, shard: u32 },
     /// Bill one customer for one period.
     Bill { customer: String, period: Period },
+    /// The daily dunning sweep: ladder steps and card notices due now. `at` stands in for
+    /// "now" (an operator replaying a missed day, or a test's clock).
+    SweepDunning {
+        #[serde(default)]
+        at: Option<DateTime<Utc>>,
+    },
     /// Add prepaid / promotional credit, once per `grant_id`.
     GrantCredit {
         customer: String,
@@ -76,6 +94,10 @@ pub struct BillingConfig {
     pub lease: Duration,
     /// Where finished invoices are announced (customer sync), if anywhere.
     pub customer_events_queue_url: Option<String>,
+    /// Where a customer's standing goes to licensing (suspension, reinstatement), if anywhere.
+    pub license_requests_queue_url: Option<String>,
+    /// Stripe Tax on usage invoices, and the seller the documents name.
+    pub issuing: Issuing,
 }
 
 /// The ports the services use (usage-billing connects them; tests use the fakes).
@@ -87,6 +109,8 @@ pub struct Ports {
     pub credits: Arc<dyn Credits>,
     pub dunning: Arc<dyn DunningStore>,
     pub stripe: Arc<dyn Invoicing>,
+    /// The card on file and cancellations (the same Stripe client, another capability).
+    pub collections: Arc<dyn super::ports::Collections>,
     pub artifacts: Arc<dyn ObjectStore>,
     pub ledger: Arc<dyn Ledger>,
     pub queue: Arc<dyn QueueSender>,
@@ -121,14 +145,31 @@ pub enum BillOutcome {
     AlreadyBilled,
     /// No billable subscription in the period.
     NothingToBill,
+    /// Stripe Tax cannot tax the customer's address: the invoice is not finalized (a draft in
+    /// Stripe), the customer was asked for an address, and a rerun once it is fixed finalizes
+    /// the same invoice.
+    TaxAddressRequired { stripe_invoice: Option<String> },
+}
+
+/// Where an invoice's documents are stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArtifactKeys {
+    /// The composition of record, what Stripe holds, and the document as data.
+    pub json: String,
+    /// The document as a printable page.
+    pub html: String,
+    /// The document as a PDF.
+    pub pdf: String,
 }
 
 /// The artifact keys of an invoice.
-pub fn artifact_keys(customer: &str, period: Period) -> (String, String) {
-    (
-        format!("invoices/{customer}/{period}.json"),
-        format!("invoices/{customer}/{period}.html"),
-    )
+pub fn artifact_keys(customer: &str, period: Period) -> ArtifactKeys {
+    let stem = format!("invoices/{customer}/{period}");
+    ArtifactKeys {
+        json: format!("{stem}.json"),
+        html: format!("{stem}.html"),
+        pdf: format!("{stem}.pdf"),
+    }
 }
 
 /// The invoice of (`customer`, `period`) as the stores hold it now: the customer's billable
@@ -388,10 +429,11 @@ impl Billing {
             Claim::Acquired(lease) => lease,
         };
         match self.run_bill(customer, period).await {
-            Ok(BillOutcome::NothingToBill) => {
-                // Not completed: a subscription view that arrives late can still be billed.
+            Ok(outcome @ (BillOutcome::NothingToBill | BillOutcome::TaxAddressRequired { .. })) => {
+                // Not completed: a subscription view that arrives late can still be billed, and
+                // an invoice waiting for an address is finalized by a later run.
                 self.ports.ledger.release(&lease).await?;
-                Ok(BillOutcome::NothingToBill)
+                Ok(outcome)
             }
             Ok(outcome) => {
                 let result = match &outcome {
@@ -470,8 +512,22 @@ impl Billing {
             let next = match rec.state {
                 BillState::Planned => self.debit_credit(&run, &mut rec).await?,
                 BillState::Credited => self.create_items(&run, &mut rec).await?,
-                BillState::ItemsCreated => self.create_invoice(&run, &mut rec).await?,
-                BillState::InvoiceCreated => self.finalize(&mut rec, &run).await?,
+                BillState::ItemsCreated => match self.create_invoice(&run, &mut rec).await? {
+                    Some(next) => next,
+                    None => {
+                        return Ok(BillOutcome::TaxAddressRequired {
+                            stripe_invoice: None,
+                        });
+                    }
+                },
+                BillState::InvoiceCreated => match self.finalize(&mut rec, &run).await? {
+                    Some(next) => next,
+                    None => {
+                        return Ok(BillOutcome::TaxAddressRequired {
+                            stripe_invoice: rec.refs.invoice.clone(),
+                        });
+                    }
+                },
                 BillState::Finalized => self.write_artifacts(&run, &rec).await?,
                 BillState::ArtifactsWritten => self.announce(&run, &rec).await?,
                 BillState::Done => {
@@ -544,7 +600,14 @@ impl Billing {
     /// CREDITED: one Stripe invoice item per billable line, each id saved as it comes. A
     /// resumed run looks an item up by its key before creating it.
     async fn create_items(&self, run: &Run<'_>, rec: &mut InvoiceRecord) -> Result<BillState> {
-        let lines: Vec<_> = rec.invoice.billable_lines().cloned().collect();
+        let taxed = self.config.issuing.automatic_tax;
+        let lines: Vec<_> = rec
+            .invoice
+            .billable_lines()
+            // Under Stripe Tax the credit is a coupon on the invoice, not a negative item.
+            .filter(|l| !(taxed && l.kind == invoice::LineKind::Credit))
+            .cloned()
+            .collect();
         for line in lines {
             if rec.refs.items.contains_key(&line.id) {
                 continue;
@@ -564,6 +627,7 @@ impl Billing {
                         description: line_description(&line),
                         key: item_key.clone(),
                         period: run.period,
+                        taxed,
                     };
                     self.ports
                         .stripe
@@ -579,11 +643,16 @@ impl Billing {
 
     /// ITEMS_CREATED: the Stripe invoice collecting the items (looked up first on a resume).
     /// With no item there is nothing to charge: straight to FINALIZED, the artifacts still
-    /// explain the zero invoice.
-    async fn create_invoice(&self, run: &Run<'_>, rec: &mut InvoiceRecord) -> Result<BillState> {
+    /// explain the zero invoice. `None`: Stripe Tax refused the customer's address.
+    async fn create_invoice(
+        &self,
+        run: &Run<'_>,
+        rec: &mut InvoiceRecord,
+    ) -> Result<Option<BillState>> {
         if rec.refs.items.is_empty() {
-            return Ok(BillState::Finalized);
+            return Ok(Some(BillState::Finalized));
         }
+        let taxed = self.config.issuing.automatic_tax;
         let found = if run.resuming {
             self.ports
                 .stripe
@@ -595,81 +664,186 @@ impl Billing {
         let inv = match found {
             Some(i) => i,
             None => {
+                let credit = rec.invoice.credit_applied;
+                if taxed && credit > 0 && rec.refs.coupon.is_none() {
+                    let money = rec.invoice.money(credit);
+                    let id = self
+                        .ports
+                        .stripe
+                        .credit_coupon(&run.key, &money, run.resuming)
+                        .await?;
+                    rec.refs.coupon = Some(id);
+                    self.save(rec).await?;
+                }
                 let description = format!("Usage {} · ref {}", run.period, run.key);
-                self.ports
+                let options = InvoiceOptions {
+                    automatic_tax: taxed,
+                    coupon: rec.refs.coupon.clone(),
+                };
+                let created = self
+                    .ports
                     .stripe
                     .create_invoice(
                         run.customer,
                         &run.key,
                         &description,
-                        &format!("blapi:{}:invoice", run.key),
+                        &options,
+                        &attempt_key(&format!("blapi:{}:invoice", run.key), rec),
                     )
-                    .await?
+                    .await;
+                match created {
+                    Err(e) if crate::stripe::is_tax_location_error(&e) => {
+                        self.tax_address_required(run, rec, &e.chain()).await?;
+                        return Ok(None);
+                    }
+                    other => other?,
+                }
             }
         };
         let expected: i64 = rec.invoice.billable_lines().map(|l| l.amount).sum();
-        if inv.total.is_some_and(|t| t != expected.max(0)) {
+        if !taxed && inv.total.is_some_and(|t| t != expected.max(0)) {
             tracing::warn!(customer_id = %run.customer, period = %run.period, stripe_total = ?inv.total, expected, "Stripe invoice total differs (other pending items?)");
         }
         rec.refs.invoice = Some(inv.id);
-        Ok(BillState::InvoiceCreated)
+        Ok(Some(BillState::InvoiceCreated))
     }
 
-    /// INVOICE_CREATED: finalize (an API without the endpoint leaves a draft, said in the log).
-    async fn finalize(&self, rec: &mut InvoiceRecord, run: &Run<'_>) -> Result<BillState> {
-        let id = rec.refs.invoice.clone().unwrap_or_default();
-        let done = self
-            .ports
-            .stripe
-            .finalize(&id, &format!("blapi:{}:finalize", run.key))
+    /// Stripe Tax cannot place the customer: the invoice stays as it is, the customer is asked
+    /// for an address (once: the notification's id is the invoice's, and it is sent only on
+    /// the first refusal), and the refusal is counted in the record (the next attempt's
+    /// idempotency keys differ from the refused one's).
+    async fn tax_address_required(
+        &self,
+        run: &Run<'_>,
+        rec: &mut InvoiceRecord,
+        why: &str,
+    ) -> Result<()> {
+        tracing::warn!(customer_id = %run.customer, period = %run.period, stripe_invoice = ?rec.refs.invoice, refusals = rec.refs.tax_location_refusals + 1, reason = %why, "Stripe Tax needs the customer's address; invoice not finalized");
+        if rec.refs.tax_location_refusals == 0 {
+            Notification::to_customer(
+                format!(
+                    "invoice:{}:{}:tax_address_required",
+                    run.customer, run.period
+                ),
+                Kind::TaxAddressRequired,
+                run.customer,
+            )
+            .with("period", run.period.to_string())
+            .send(
+                self.ports.queue.as_ref(),
+                &self.config.notifications_queue_url,
+            )
             .await?;
-        rec.refs.finalized = done == Finalized::Done;
-        if done == Finalized::Unsupported {
-            tracing::warn!(invoice = %id, "Stripe API has no finalize endpoint; invoice left as draft");
         }
-        Ok(BillState::Finalized)
+        rec.refs.tax_location_refusals += 1;
+        self.save(rec).await
+    }
+
+    /// INVOICE_CREATED: finalize, and keep what Stripe says of the invoice (amounts, tax,
+    /// number, customer). An API without the endpoint leaves a draft, said in the log. `None`:
+    /// Stripe Tax refused the customer's address (see [`BillOutcome::TaxAddressRequired`]).
+    async fn finalize(&self, rec: &mut InvoiceRecord, run: &Run<'_>) -> Result<Option<BillState>> {
+        let id = rec.refs.invoice.clone().unwrap_or_default();
+        let key = attempt_key(&format!("blapi:{}:finalize", run.key), rec);
+        match self.ports.stripe.finalize(&id, &key).await? {
+            Finalized::Done(issued) => {
+                let stripe_net = issued.total_excluding_tax;
+                if stripe_net.is_some_and(|t| t != rec.invoice.total.max(0)) {
+                    tracing::warn!(customer_id = %run.customer, period = %run.period, stripe_total_excluding_tax = ?stripe_net, expected = rec.invoice.total, "Stripe invoice total differs (other pending items?)");
+                }
+                rec.refs.finalized = true;
+                rec.refs.issued = Some(*issued);
+            }
+            Finalized::Unsupported => {
+                rec.refs.finalized = false;
+                tracing::warn!(invoice = %id, "Stripe API has no finalize endpoint; invoice left as draft");
+            }
+            Finalized::TaxLocationRequired => {
+                self.tax_address_required(run, rec, "automatic tax requires location inputs")
+                    .await?;
+                return Ok(None);
+            }
+        }
+        Ok(Some(BillState::Finalized))
     }
 
     /// ARTIFACTS_WRITTEN: tells customer sync the invoice is final (its id and total go on the
     /// account). A step of its own, so a failed send is retried by the next run, never lost.
     async fn announce(&self, run: &Run<'_>, rec: &InvoiceRecord) -> Result<BillState> {
+        let keys = artifact_keys(run.customer, run.period);
+        let doc = Document::new(&rec.invoice, &rec.refs, &self.config.issuing.seller);
+        let money = |amount: i64| rec.invoice.money(amount);
+        if let Some(invoice) = &rec.refs.invoice
+            && rec.refs.finalized
+        {
+            // No usable payment method: dunning starts now, not after a failed charge. What is
+            // due is Stripe's amount due (tax included), payable on Stripe's page.
+            self.invoice_issued(
+                run.customer,
+                invoice,
+                money(doc.amount_due),
+                doc.pay_url.clone(),
+                Utc::now().timestamp(),
+            )
+            .await?;
+        }
         if let Some(url) = &self.config.customer_events_queue_url {
-            let (json_key, html_key) = artifact_keys(run.customer, run.period);
             let event = Internal::InvoiceFinalized(InvoiceFinalized {
                 customer: run.customer.to_owned(),
                 invoice: rec.refs.invoice.clone(),
                 period: run.period.to_string(),
                 period_end: run.period.end().timestamp(),
-                total: rec.invoice.money(rec.invoice.total),
-                json_key,
-                html_key,
+                // Before tax: what revenue counts.
+                total: money(doc.total_excluding_tax),
+                json_key: keys.json.clone(),
+                html_key: keys.html.clone(),
+                tax: Some(money(doc.tax)),
+                amount_due: Some(money(doc.amount_due)),
+                pdf_key: Some(keys.pdf.clone()),
             });
             let body = serde_json::to_string(&event.message(Utc::now()))
                 .map_err(|e| Error::Invalid(e.to_string()))?;
             self.ports.queue.send(url, body).await?;
         }
+        // The customer's mail: the documents are named, the notifications function signs the
+        // links when it sends. Once per invoice (the id is the invoice's).
+        Notification::to_customer(
+            format!("invoice:{}:{}:available", run.customer, run.period),
+            Kind::InvoiceAvailable,
+            run.customer,
+        )
+        .with("period", run.period.to_string())
+        .with("number", &doc.number)
+        .with("total", money(doc.total))
+        .with("amount_due", money(doc.amount_due))
+        .with("html_key", &keys.html)
+        .with("pdf_key", &keys.pdf)
+        .with("pay_url", &doc.pay_url)
+        .send(
+            self.ports.queue.as_ref(),
+            &self.config.notifications_queue_url,
+        )
+        .await?;
         Ok(BillState::Done)
     }
 
-    /// FINALIZED: the JSON and HTML artifacts (same bytes on a rerun).
+    /// FINALIZED: the JSON, HTML and PDF artifacts (same bytes on a rerun: they are made from
+    /// the record alone).
     async fn write_artifacts(&self, run: &Run<'_>, rec: &InvoiceRecord) -> Result<BillState> {
-        let (json_key, html_key) = artifact_keys(run.customer, run.period);
-        self.ports
-            .artifacts
-            .put(
-                &json_key,
-                invoice::render_json(&rec.invoice, &rec.refs),
+        let keys = artifact_keys(run.customer, run.period);
+        let doc = Document::new(&rec.invoice, &rec.refs, &self.config.issuing.seller);
+        let documents = [
+            (
+                &keys.json,
+                render_json(&rec.invoice, &rec.refs, &doc),
                 "application/json",
-            )
-            .await?;
-        self.ports
-            .artifacts
-            .put(
-                &html_key,
-                invoice::render_html(&rec.invoice, &rec.refs),
-                "text/html; charset=utf-8",
-            )
-            .await?;
+            ),
+            (&keys.html, render_html(&doc), "text/html; charset=utf-8"),
+            (&keys.pdf, super::pdf::render_pdf(&doc), "application/pdf"),
+        ];
+        for (key, bytes, content_type) in documents {
+            self.ports.artifacts.put(key, bytes, content_type).await?;
+        }
         Ok(BillState::ArtifactsWritten)
     }
 
@@ -692,59 +866,40 @@ impl Billing {
             tracing::info!(event_id = %msg.id, customer_id = %sub.customer, subscription = %sub.subscription, stored, "subscription view updated");
             return Ok(true);
         }
+        let customer_event = matches!(t, "customer.created" | "customer.updated");
+        if super::collection::PAYMENT_METHOD_EVENTS.contains(&t) || customer_event {
+            let obj = ev
+                .pointer("/data/object")
+                .ok_or_else(|| Error::Invalid(format!("event {} has no data.object", msg.id)))?;
+            // `customer` on the object; a detached method keeps it in `previous_attributes`;
+            // `customer.created|updated` is the customer itself.
+            let customer = if customer_event {
+                obj.get("id").and_then(serde_json::Value::as_str)
+            } else {
+                obj.get("customer")
+                    .and_then(serde_json::Value::as_str)
+                    .or_else(|| {
+                        ev.pointer("/data/previous_attributes/customer")
+                            .and_then(serde_json::Value::as_str)
+                    })
+            };
+            let Some(customer) = customer else {
+                tracing::info!(event_id = %msg.id, event_type = t, "payment-method event names no customer; ignored");
+                return Ok(false);
+            };
+            if !customer.starts_with("cus_") {
+                return Err(Error::Invalid(format!(
+                    "event {}: {customer:?} is not a customer id",
+                    msg.id
+                )));
+            }
+            return self.refresh_payment_method(customer, created).await;
+        }
         let Some((customer, iev)) = InvoiceEvent::from_stripe(t, ev) else {
             return Ok(false);
         };
-        for _ in 0..5 {
-            let (mut state, version) = self.ports.dunning.load(&customer).await?;
-            let before = state.clone();
-            let changed = state.apply(&iev, &self.config.dunning);
-            if state == before {
-                return Ok(true);
-            }
-            if let Some(previous) = changed {
-                self.notify(&customer, previous, state.status, state.as_of, &iev)
-                    .await?;
-            }
-            match self.ports.dunning.save(&customer, &state, version).await {
-                Ok(()) => return Ok(true),
-                Err(Error::Conflict(_)) => continue,
-                Err(e) => return Err(e),
-            }
-        }
-        Err(Error::InProgress(format!(
-            "dunning state of {customer} is contended"
-        )))
-    }
-
-    async fn notify(
-        &self,
-        customer: &str,
-        previous: Status,
-        status: Status,
-        as_of: i64,
-        ev: &InvoiceEvent,
-    ) -> Result<()> {
-        let invoice = match ev {
-            InvoiceEvent::PaymentFailed { invoice, .. } | InvoiceEvent::Paid { invoice, .. } => {
-                invoice
-            }
-        };
-        let body = serde_json::json!({
-            // Deterministic: a redelivery sends the same id, the mailer dedupes on it.
-            "id": format!("dunning:{customer}:{}:{as_of}", status.as_str()),
-            "type": format!("billing.customer.{}", status.as_str()),
-            "customer": customer,
-            "previous_status": previous.as_str(),
-            "status": status.as_str(),
-            "invoice": invoice,
-            "at": as_of,
-        });
-        tracing::info!(customer_id = %customer, from = previous.as_str(), to = status.as_str(), "dunning status changed");
-        self.ports
-            .queue
-            .send(&self.config.notifications_queue_url, body.to_string())
-            .await
+        self.apply_invoice_event(&customer, &iev).await?;
+        Ok(true)
     }
 
     // ------------------------------------------------------------------------ credits
@@ -770,6 +925,7 @@ impl Billing {
                 BillOutcome::Invoiced { .. } => "invoiced",
                 BillOutcome::AlreadyBilled => "skipped_already_billed",
                 BillOutcome::NothingToBill => "nothing_to_bill",
+                BillOutcome::TaxAddressRequired { .. } => "tax_address_required",
             };
             *m.entry(k).or_insert(0) += 1;
         }
@@ -784,6 +940,17 @@ struct Run<'a> {
     /// The invoice key `{customer}:{period}`.
     key: String,
     resuming: bool,
+}
+
+/// `base`, or `base:{n}` after `n` refusals for want of an address: Stripe replays an
+/// idempotency key's first answer (the refusal) for 24 h, so a retry once the address is fixed
+/// needs a key of its own. Finalizing and creating look before acting, so a new key never
+/// makes a second invoice.
+fn attempt_key(base: &str, rec: &InvoiceRecord) -> String {
+    match rec.refs.tax_location_refusals {
+        0 => base.to_owned(),
+        n => format!("{base}:{n}"),
+    }
 }
 
 fn line_description(line: &invoice::InvoiceLine) -> String {
@@ -804,5 +971,7 @@ fn line_description(line: &invoice::InvoiceLine) -> String {
     d
 }
 
+#[cfg(test)]
+mod tax_tests;
 #[cfg(test)]
 mod tests;

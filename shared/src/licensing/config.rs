@@ -1,6 +1,8 @@
 //! Everything license-minting reads from its environment: `LICENSES_TABLE`,
 //! `LICENSE_KEY_ID` (the KMS key alias), `ARTIFACTS_BUCKET`, Stripe ([`StripeConfig`]),
-//! `CUSTOMER_EVENTS_QUEUE_URL` (optional: where license changes are announced) and
+//! `CUSTOMER_EVENTS_QUEUE_URL` (optional: where license changes are announced),
+//! `PROVISIONING_QUEUE_URL` (optional: where workspace suspensions and resumptions go),
+//! `NOTIFICATIONS_QUEUE_URL` (optional: the license-issued notice to the customer) and
 //! `METRICS_NAMESPACE` (default `blapi`). Read once; a missing variable fails the cold start
 //! with its name.
 
@@ -19,6 +21,11 @@ pub struct Config {
     /// Where license changes are announced (`CUSTOMER_EVENTS_QUEUE_URL`, optional: none
     /// announced without it).
     pub customer_events_queue_url: Option<String>,
+    /// Where the product's provisioner is told to suspend or resume workspaces
+    /// (`PROVISIONING_QUEUE_URL`, optional).
+    pub provisioning_queue_url: Option<String>,
+    /// Where the license-issued notice goes (`NOTIFICATIONS_QUEUE_URL`, optional).
+    pub notifications_queue_url: Option<String>,
     pub metrics_namespace: String,
 }
 
@@ -30,6 +37,8 @@ impl Config {
             stripe: StripeConfig::from_env(env)?,
             artifacts_bucket: env.required("ARTIFACTS_BUCKET")?,
             customer_events_queue_url: env.optional("CUSTOMER_EVENTS_QUEUE_URL"),
+            provisioning_queue_url: env.optional("PROVISIONING_QUEUE_URL"),
+            notifications_queue_url: env.optional("NOTIFICATIONS_QUEUE_URL"),
             metrics_namespace: env
                 .optional("METRICS_NAMESPACE")
                 .unwrap_or_else(|| "blapi".into()),

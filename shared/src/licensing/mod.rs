@@ -20,6 +20,8 @@
 //! - [`store`]: the store port; [`DynamoLicenseStore`] and [`MemoryLicenseStore`].
 //! - [`subscription`]: what a Stripe subscription means for its license ([`SubscriptionState`]).
 //! - [`service`]: [`LicenseService`], the minting rules.
+//! - [`standing`]: suspension for non-payment and reinstatement, revocation after a refund or a
+//!   lost dispute.
 //! - [`admin`]: operator requests ([`AdminRequest`]: mint, revoke, list, verify, publish).
 //! - [`config`]: [`Config`], license-minting's environment.
 //!
@@ -109,6 +111,7 @@ pub mod revocation;
 pub mod service;
 pub mod signer;
 pub mod sku;
+pub mod standing;
 pub mod store;
 pub mod subscription;
 pub mod verify;

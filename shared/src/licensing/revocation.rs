@@ -34,6 +34,9 @@ pub enum RevocationReason {
     /// successor is activated, effective after [`SUPERSEDED_GRACE_MS`] so the customer has
     /// time to install the successor.
     Superseded,
+    /// Suspended for non-payment (dunning's suspend step). Not a revocation for good: payment
+    /// issues a fresh license for the rest of the term (the suspended one stays listed).
+    Suspended,
 }
 
 /// How long a superseded license stays valid after its successor is issued: a week to
@@ -48,6 +51,7 @@ impl RevocationReason {
             RevocationReason::Fraud => "fraud",
             RevocationReason::Operator => "operator",
             RevocationReason::Superseded => "superseded",
+            RevocationReason::Suspended => "suspended",
         }
     }
 

@@ -16,6 +16,7 @@ use super::subscription::{Standing, SubscriptionState};
 use super::verify::{GRACE_PERIOD_MS, VerifyError};
 use crate::error::{Error, Result};
 use crate::events::{Internal, LicenseChanged};
+use crate::notice::{Kind, Notification};
 use crate::queue::{EventMessage, QueueSender};
 use crate::storage::ObjectStore;
 use crate::stripe::{StripeReads, subscription_of};
@@ -46,6 +47,12 @@ pub enum Outcome {
     Revoked { license_ids: Vec<LicenseId> },
     /// Nothing to do, and why.
     Skipped { reason: String },
+    /// The customer's standing was applied: these licenses were suspended (`suspended`), or
+    /// these fresh ones issued for the rest of their terms (reinstated).
+    Standing {
+        suspended: bool,
+        license_ids: Vec<LicenseId>,
+    },
 }
 
 /// The answer of a verification.
@@ -79,6 +86,10 @@ pub struct LicenseService {
     key_published: tokio::sync::Mutex<Option<String>>,
     /// Where license changes are announced (customer sync), if anywhere.
     announce: Option<(Arc<dyn QueueSender>, String)>,
+    /// Where the product's provisioner is told to suspend or resume workspaces, if anywhere.
+    provisioning: Option<(Arc<dyn QueueSender>, String)>,
+    /// Where customer notices go (license issued), if anywhere.
+    notifications: Option<(Arc<dyn QueueSender>, String)>,
 }
 
 impl std::fmt::Debug for LicenseService {
@@ -105,7 +116,77 @@ impl LicenseService {
             public_key: tokio::sync::RwLock::new(None),
             key_published: tokio::sync::Mutex::new(None),
             announce: None,
+            provisioning: None,
+            notifications: None,
         }
+    }
+
+    /// Tells the product's provisioner (queue `queue_url`) to suspend or resume a customer's
+    /// workspaces when their standing changes.
+    pub fn with_provisioning(mut self, queue: Arc<dyn QueueSender>, queue_url: String) -> Self {
+        self.provisioning = Some((queue, queue_url));
+        self
+    }
+
+    /// Sends the customer a notice (with a link to the file) for every license issued.
+    pub fn with_notifications(mut self, queue: Arc<dyn QueueSender>, queue_url: String) -> Self {
+        self.notifications = Some((queue, queue_url));
+        self
+    }
+
+    pub(crate) fn store(&self) -> &dyn LicenseStore {
+        self.store.as_ref()
+    }
+
+    pub(crate) fn stripe(&self) -> &dyn StripeReads {
+        self.stripe.as_ref()
+    }
+
+    pub(crate) fn now_ms(&self) -> i64 {
+        self.now()
+    }
+
+    pub(crate) async fn finish_license(&self, record: &LicenseRecord) -> Result<()> {
+        self.finish(record).await
+    }
+
+    pub(crate) async fn invoice_subscription(&self, invoice: &str) -> Result<Option<String>> {
+        self.stripe.invoice_subscription(invoice).await
+    }
+
+    /// Sends a workspace change to the provisioner (nothing when none is configured).
+    pub(crate) async fn tell_provisioner(&self, change: Internal) -> Result<()> {
+        let Some((queue, url)) = &self.provisioning else {
+            tracing::warn!(
+                event_type = change.event_type(),
+                "no provisioning queue configured: workspace change not sent"
+            );
+            return Ok(());
+        };
+        let body = serde_json::to_string(&change.message(chrono::Utc::now()))
+            .map_err(|e| Error::Invalid(e.to_string()))?;
+        queue.send(url, body).await
+    }
+
+    /// The customer's notice of a license issued (id `license:{id}:issued`: sent once).
+    async fn notify_issued(&self, rec: &LicenseRecord) -> Result<()> {
+        let Some((queue, url)) = &self.notifications else {
+            return Ok(());
+        };
+        Notification::to_customer(
+            format!("license:{}:issued", rec.license_id),
+            Kind::LicenseIssued,
+            &rec.customer_id,
+        )
+        .with("license_id", rec.license_id.as_str())
+        .with("sku", &rec.sku)
+        .with("seats", rec.quantity)
+        .with("starts_at", rec.starts_at)
+        .with("expires_at", rec.expires_at)
+        .with("is_trial", rec.is_trial)
+        .with("file_key", &rec.file_key)
+        .send(queue.as_ref(), url)
+        .await
     }
 
     /// Announces every license issued, superseded or revoked on `queue_url` (customer sync's
@@ -118,6 +199,22 @@ impl LicenseService {
 
     /// Sends the internal events an outcome implies (none without announcements).
     pub async fn announce(&self, outcome: &Outcome) -> Result<()> {
+        if let Outcome::Minted { license_id, .. } | Outcome::Existing { license_id } = outcome
+            && let Some(rec) = self.store.find(license_id).await?
+        {
+            self.notify_issued(&rec).await?;
+        }
+        if let Outcome::Standing {
+            suspended: false,
+            license_ids,
+        } = outcome
+        {
+            for id in license_ids {
+                if let Some(rec) = self.store.find(id).await? {
+                    self.notify_issued(&rec).await?;
+                }
+            }
+        }
         let Some((queue, url)) = &self.announce else {
             return Ok(());
         };
@@ -154,10 +251,24 @@ impl LicenseService {
                     add(rec, Internal::LicenseIssued);
                 }
             }
-            Outcome::Revoked { license_ids } => {
+            Outcome::Revoked { license_ids }
+            | Outcome::Standing {
+                suspended: true,
+                license_ids,
+            } => {
                 for id in license_ids {
                     if let Some(rec) = self.store.find(id).await? {
                         add(rec, Internal::LicenseRevoked);
+                    }
+                }
+            }
+            Outcome::Standing {
+                suspended: false,
+                license_ids,
+            } => {
+                for id in license_ids {
+                    if let Some(rec) = self.store.find(id).await? {
+                        add(rec, Internal::LicenseIssued);
                     }
                 }
             }
@@ -229,6 +340,32 @@ impl LicenseService {
     /// Handles one queued webhook event: finds its subscription, re-fetches it from Stripe and
     /// acts on its current state.
     pub async fn handle_event(&self, msg: &EventMessage) -> Result<Outcome> {
+        if let Some(internal) = Internal::from_message(msg) {
+            let outcome = match internal {
+                Ok(Internal::CustomerStanding(s)) => self.apply_standing(&s).await?,
+                Ok(other) => {
+                    return Ok(Outcome::Skipped {
+                        reason: format!("{} is not licensing's", other.event_type()),
+                    });
+                }
+                Err(e) => {
+                    return Err(Error::Invalid(format!(
+                        "internal event {} is malformed: {e}",
+                        msg.id
+                    )));
+                }
+            };
+            self.announce(&outcome).await?;
+            tracing::info!(event_id = %msg.id, event_type = %msg.event_type, outcome = ?outcome, "standing applied");
+            return Ok(outcome);
+        }
+        if msg.source == "stripe"
+            && let Some(outcome) = self.handle_charge_event(msg).await
+        {
+            let outcome = outcome?;
+            self.announce(&outcome).await?;
+            return Ok(outcome);
+        }
         if msg.source != "stripe" {
             return Ok(Outcome::Skipped {
                 reason: format!("source {} is not licensing's", msg.source),
@@ -329,6 +466,10 @@ impl LicenseService {
                         self.finish(cur).await?;
                         continue;
                     }
+                    // Suspended for non-payment and paid since: a fresh license replaces it.
+                    LicenseStatus::Revoked
+                        if cur.revoked_reason == Some(RevocationReason::Suspended)
+                            && !self.suspended(&state.customer_id).await? => {}
                     LicenseStatus::Revoked => {
                         return Ok(Outcome::Skipped {
                             reason: format!(
@@ -347,7 +488,20 @@ impl LicenseService {
                     _ => {}
                 }
             }
-            let previous = current.filter(|c| c.status == LicenseStatus::Active);
+            if self.suspended(&state.customer_id).await? {
+                return Ok(Outcome::Skipped {
+                    reason: format!(
+                        "customer {} is suspended for non-payment",
+                        state.customer_id
+                    ),
+                });
+            }
+            // The license this one replaces: an active one (seat or SKU change), or one
+            // suspended for non-payment (reinstatement).
+            let previous = current.filter(|c| {
+                c.status == LicenseStatus::Active
+                    || c.revoked_reason == Some(RevocationReason::Suspended)
+            });
             let record = self
                 .issue(
                     state,

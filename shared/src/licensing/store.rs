@@ -121,8 +121,9 @@ pub trait LicenseStore: Send + Sync {
         supersede: Option<&LicenseRecord>,
         revoked_at_ms: i64,
     ) -> Result<bool>;
-    /// ACTIVE|SUPERSEDED -> REVOKED plus its revocation entry, atomically. `false`: it was
-    /// not in a revocable state (already revoked, or still issuing).
+    /// ACTIVE|SUPERSEDED -> REVOKED plus its revocation entry, atomically (a license revoked
+    /// as `suspended` may be revoked again for good). `false`: it was not in a revocable
+    /// state (already revoked, or still issuing).
     async fn revoke(
         &self,
         record: &LicenseRecord,
@@ -131,6 +132,20 @@ pub trait LicenseStore: Send + Sync {
     ) -> Result<bool>;
     /// Every revocation entry (consistent).
     async fn revocations(&self) -> Result<Vec<RevokedLicense>>;
+    /// The customer's standing as dunning last decided it (consistent); `None`: never
+    /// suspended.
+    async fn standing(&self, customer_id: &str) -> Result<Option<Standing>>;
+    /// Records `standing` if it is newer (a higher `seq`) than the stored one. `false`: an
+    /// equal or newer standing is already recorded (this one is stale or a duplicate).
+    async fn set_standing(&self, customer_id: &str, standing: Standing) -> Result<bool>;
+}
+
+/// A customer's standing: suspended for non-payment or not, and the sequence number of the
+/// dunning change that said so (newer wins, whatever the arrival order).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Standing {
+    pub suspended: bool,
+    pub seq: u64,
 }
 
 // ------------------------------------------------------------------ keys
@@ -148,6 +163,8 @@ fn term_sk(period_start_ms: i64) -> String {
     format!("TERM#{period_start_ms:013}")
 }
 const REVOKED_PK: &str = "REVOKED";
+/// The customer's standing item (beside their licenses, under `CUSTOMER#{cus}`).
+const STANDING_SK: &str = "STANDING";
 
 // ------------------------------------------------------------------ DynamoDB
 
@@ -535,11 +552,16 @@ impl LicenseStore for DynamoLicenseStore {
                 .key("pk", s(customer_pk(&record.customer_id)))
                 .key("sk", s(license_sk(&record.license_id)))
                 .update_expression("SET #s = :revoked, revoked_at = :at, revoked_reason = :why")
-                .condition_expression("#s = :active OR #s = :sup")
+                // A suspension is not final: a revocation for good (cancellation, refund)
+                // replaces it.
+                .condition_expression(
+                    "#s = :active OR #s = :sup OR (#s = :revoked AND revoked_reason = :susp AND :why <> :susp)",
+                )
                 .expression_attribute_names("#s", "status")
                 .expression_attribute_values(":revoked", s(LicenseStatus::Revoked.as_str()))
                 .expression_attribute_values(":active", s(LicenseStatus::Active.as_str()))
                 .expression_attribute_values(":sup", s(LicenseStatus::Superseded.as_str()))
+                .expression_attribute_values(":susp", s(RevocationReason::Suspended.as_str()))
                 .expression_attribute_values(":at", n(at_ms))
                 .expression_attribute_values(":why", s(reason.as_str()))
                 .build(),
@@ -558,6 +580,40 @@ impl LicenseStore for DynamoLicenseStore {
             .iter()
             .map(revoked_from_item)
             .collect()
+    }
+
+    async fn standing(&self, customer_id: &str) -> Result<Option<Standing>> {
+        let item = get_item(
+            &self.client,
+            &self.table,
+            customer_pk(customer_id),
+            Some(STANDING_SK),
+        )
+        .await?;
+        Ok(item.map(|i| Standing {
+            suspended: matches!(i.get("suspended"), Some(AttributeValue::Bool(true))),
+            seq: get_n(&i, "seq").unwrap_or(0),
+        }))
+    }
+
+    async fn set_standing(&self, customer_id: &str, standing: Standing) -> Result<bool> {
+        let put = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", s(customer_pk(customer_id)))
+            .item("sk", s(STANDING_SK))
+            .item("suspended", AttributeValue::Bool(standing.suspended))
+            .item("seq", n(standing.seq))
+            .condition_expression("attribute_not_exists(pk) OR seq < :seq")
+            .expression_attribute_values(":seq", n(standing.seq))
+            .send()
+            .await;
+        match put {
+            Ok(_) => Ok(true),
+            Err(e) if has_code(&e, &["ConditionalCheckFailedException"]) => Ok(false),
+            Err(e) => Err(Error::aws("dynamodb", e)),
+        }
     }
 }
 
@@ -590,6 +646,9 @@ struct Tables {
     licenses: BTreeMap<(String, LicenseId), LicenseRecord>,
     heads: BTreeMap<(String, i64), TermHead>,
     revoked: BTreeMap<LicenseId, RevokedLicense>,
+    standing: BTreeMap<String, Standing>,
+    /// A standing recorded as the next suspension is written (a payment racing it).
+    standing_during_suspension: Option<(String, Standing)>,
 }
 
 /// The in-memory fake with the same conditions, for unit tests.
@@ -620,6 +679,11 @@ impl MemoryLicenseStore {
             ));
         }
         Ok(())
+    }
+    /// Records `standing` for `customer` at the moment the next license is suspended, as a
+    /// payment processed concurrently would.
+    pub fn record_standing_during_next_suspension(&self, customer: &str, standing: Standing) {
+        self.lock().standing_during_suspension = Some((customer.to_owned(), standing));
     }
     /// Every license stored.
     pub fn all(&self) -> Vec<LicenseRecord> {
@@ -763,9 +827,18 @@ impl LicenseStore for MemoryLicenseStore {
     ) -> Result<bool> {
         self.check()?;
         let mut t = self.lock();
+        if reason == RevocationReason::Suspended
+            && let Some((customer, standing)) = t.standing_during_suspension.take()
+        {
+            t.standing.insert(customer, standing);
+        }
         let key = (record.customer_id.clone(), record.license_id.clone());
         match t.licenses.get_mut(&key) {
-            Some(r) if matches!(r.status, LicenseStatus::Active | LicenseStatus::Superseded) => {
+            Some(r)
+                if matches!(r.status, LicenseStatus::Active | LicenseStatus::Superseded)
+                    || (r.revoked_reason == Some(RevocationReason::Suspended)
+                        && reason != RevocationReason::Suspended) =>
+            {
                 r.status = LicenseStatus::Revoked;
                 r.revoked_at = Some(at_ms);
                 r.revoked_reason = Some(reason);
@@ -786,5 +859,20 @@ impl LicenseStore for MemoryLicenseStore {
     }
     async fn revocations(&self) -> Result<Vec<RevokedLicense>> {
         Ok(self.lock().revoked.values().cloned().collect())
+    }
+    async fn standing(&self, customer_id: &str) -> Result<Option<Standing>> {
+        Ok(self.lock().standing.get(customer_id).copied())
+    }
+    async fn set_standing(&self, customer_id: &str, standing: Standing) -> Result<bool> {
+        self.check()?;
+        let mut t = self.lock();
+        if t.standing
+            .get(customer_id)
+            .is_some_and(|s| s.seq >= standing.seq)
+        {
+            return Ok(false);
+        }
+        t.standing.insert(customer_id.to_owned(), standing);
+        Ok(true)
     }
 }

@@ -1,6 +1,7 @@
 //! The minting rules, with every port faked.
 
 use super::signer::test_signer;
+use super::store::Standing as CustomerStanding;
 use super::*;
 use crate::error::Error;
 use crate::queue::EventMessage;
@@ -634,22 +635,7 @@ async fn a_signature_ending_in_a_zero_byte_is_signed_again_so_the_file_verifies(
 
 #[tokio::test]
 async fn license_changes_are_announced_to_customer_sync_again_on_a_duplicate() {
-    let f = fixture();
-    let queue = Arc::new(crate::queue::MemoryQueue::new());
-    let service = LicenseService::new(
-        f.stripe.clone(),
-        f.signer.clone(),
-        f.store.clone(),
-        f.files.clone(),
-    )
-    .with_clock(Arc::new(|| NOW_MS))
-    .with_announcements(queue.clone(), "customer-events".into());
-    f.stripe.put_subscription(subscription(
-        "active",
-        5,
-        START,
-        json!({"sku": "professional"}),
-    ));
+    let Wired { f, service, queue } = wired();
     service
         .handle_event(&event("evt_1", "customer.subscription.created"))
         .await
@@ -867,4 +853,267 @@ async fn licenses_of_three_rotated_keys_all_verify_with_the_key_set() {
         tampered.is_err(),
         "an entry must hold the key its kid names"
     );
+}
+
+// ------------------------------------------------------------- suspension and refunds
+
+struct Wired {
+    f: Fixture,
+    service: LicenseService,
+    queue: Arc<crate::queue::MemoryQueue>,
+}
+
+fn wired() -> Wired {
+    let f = fixture();
+    let queue = Arc::new(crate::queue::MemoryQueue::new());
+    let service = LicenseService::new(
+        f.stripe.clone(),
+        f.signer.clone(),
+        f.store.clone(),
+        f.files.clone(),
+    )
+    .with_clock(Arc::new(|| NOW_MS))
+    .with_announcements(queue.clone(), "customer-events".into())
+    .with_provisioning(queue.clone(), "provisioning".into())
+    .with_notifications(queue.clone(), "notifications".into());
+    f.stripe.put_subscription(subscription(
+        "active",
+        5,
+        START,
+        json!({"sku": "professional"}),
+    ));
+    Wired { f, service, queue }
+}
+
+fn standing(suspended: bool, seq: u64) -> EventMessage {
+    crate::events::Internal::CustomerStanding(crate::events::CustomerStanding {
+        customer: "cus_1".into(),
+        suspended,
+        seq,
+        invoice: "in_9".into(),
+    })
+    .message(chrono::Utc::now())
+}
+
+/// The types of the distinct messages (by id: consumers dedupe on it) sent to `url`.
+fn sent_types(q: &crate::queue::MemoryQueue, url: &str) -> Vec<String> {
+    let mut ids = std::collections::HashSet::new();
+    q.sent(url)
+        .iter()
+        .filter_map(|b| {
+            let v: serde_json::Value = serde_json::from_str(b).unwrap();
+            ids.insert(v["id"].as_str().unwrap_or_default().to_owned())
+                .then(|| v["type"].as_str().unwrap_or_default().to_owned())
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn suspension_lists_the_license_as_suspended_and_payment_issues_a_fresh_one() {
+    let w = wired();
+    let Outcome::Minted { license_id, .. } = w
+        .service
+        .handle_event(&event("evt_1", "customer.subscription.created"))
+        .await
+        .unwrap()
+    else {
+        panic!("minted")
+    };
+    assert_eq!(sent_types(&w.queue, "notifications"), ["license.issued"]);
+    let file = String::from_utf8(
+        w.f.files
+            .get(&file_key("cus_1", &license_id))
+            .await
+            .unwrap()
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(w.service.verify_file(&file).await.unwrap().valid);
+
+    let out = w.service.handle_event(&standing(true, 1)).await.unwrap();
+    assert_eq!(
+        out,
+        Outcome::Standing {
+            suspended: true,
+            license_ids: vec![license_id.clone()]
+        }
+    );
+    let report = w.service.verify_file(&file).await.unwrap();
+    assert!(!report.valid);
+    assert_eq!(report.reason, Some("suspended"));
+    assert_eq!(sent_types(&w.queue, "provisioning"), ["workspace.suspend"]);
+    // nothing is minted for a suspended customer, whatever Stripe event arrives
+    assert!(matches!(
+        w.service
+            .handle_event(&event("evt_2", "invoice.payment_succeeded"))
+            .await
+            .unwrap(),
+        Outcome::Skipped { .. }
+    ));
+    // a duplicate of the suspension changes nothing more
+    w.service.handle_event(&standing(true, 1)).await.unwrap();
+    assert!(active(&w.f).is_empty());
+
+    // paid: a fresh license for the rest of the term, the old one stays suspended
+    let Outcome::Standing {
+        suspended: false,
+        license_ids,
+    } = w.service.handle_event(&standing(false, 2)).await.unwrap()
+    else {
+        panic!("reinstated")
+    };
+    assert_eq!(license_ids.len(), 1);
+    assert_ne!(license_ids[0], license_id);
+    let fresh = active(&w.f);
+    assert_eq!(fresh.len(), 1);
+    assert_eq!(fresh[0].supersedes.as_ref(), Some(&license_id));
+    assert_eq!(fresh[0].quantity, 5);
+    let fresh_file =
+        String::from_utf8(w.f.files.get(&fresh[0].file_key).await.unwrap().unwrap()).unwrap();
+    assert!(w.service.verify_file(&fresh_file).await.unwrap().valid);
+    assert_eq!(
+        w.service.verify_file(&file).await.unwrap().reason,
+        Some("suspended")
+    );
+    assert_eq!(
+        sent_types(&w.queue, "provisioning"),
+        ["workspace.suspend", "workspace.resume"]
+    );
+    assert_eq!(
+        sent_types(&w.queue, "notifications"),
+        ["license.issued", "license.issued"]
+    );
+    // a late, stale suspension (seq 1) changes nothing
+    assert!(matches!(
+        w.service.handle_event(&standing(true, 1)).await.unwrap(),
+        Outcome::Skipped { .. }
+    ));
+    assert_eq!(active(&w.f).len(), 1);
+
+    // cancelled later: the suspended license is revoked for good, with its successor
+    w.f.stripe.put_subscription(subscription(
+        "canceled",
+        5,
+        START,
+        json!({"sku": "professional"}),
+    ));
+    w.service
+        .handle_event(&event("evt_3", "customer.subscription.deleted"))
+        .await
+        .unwrap();
+    assert_eq!(
+        w.service.verify_file(&file).await.unwrap().reason,
+        Some("revoked")
+    );
+    assert_eq!(
+        w.service.verify_file(&fresh_file).await.unwrap().reason,
+        Some("revoked")
+    );
+}
+
+#[tokio::test]
+async fn a_reinstatement_that_arrives_first_wins_over_the_late_suspension() {
+    let w = wired();
+    w.service
+        .handle_event(&event("evt_1", "customer.subscription.created"))
+        .await
+        .unwrap();
+    w.service.handle_event(&standing(false, 2)).await.unwrap();
+    let late = w.service.handle_event(&standing(true, 1)).await.unwrap();
+    assert!(matches!(late, Outcome::Skipped { .. }), "{late:?}");
+    assert_eq!(active(&w.f).len(), 1);
+}
+
+#[tokio::test]
+async fn a_payment_recorded_while_the_suspension_is_written_ends_active() {
+    let w = wired();
+    w.service
+        .handle_event(&event("evt_1", "customer.subscription.created"))
+        .await
+        .unwrap();
+    // The reinstatement (seq 2) is recorded by a concurrent worker as the suspension is
+    // written; its own message found the licenses still active and did nothing.
+    w.f.store.record_standing_during_next_suspension(
+        "cus_1",
+        CustomerStanding {
+            suspended: false,
+            seq: 2,
+        },
+    );
+    let out = w.service.handle_event(&standing(true, 1)).await.unwrap();
+    assert!(
+        matches!(out, Outcome::Standing { suspended: false, ref license_ids } if license_ids.len() == 1),
+        "{out:?}"
+    );
+    let live = active(&w.f);
+    assert_eq!(live.len(), 1);
+    let file = String::from_utf8(w.f.files.get(&live[0].file_key).await.unwrap().unwrap()).unwrap();
+    assert!(w.service.verify_file(&file).await.unwrap().valid);
+}
+
+fn charge_event(id: &str, event_type: &str, object: serde_json::Value) -> EventMessage {
+    EventMessage {
+        id: id.into(),
+        source: "stripe".into(),
+        event_type: event_type.into(),
+        received_at: chrono::Utc::now(),
+        raw_key: format!("raw/stripe/{id}.json"),
+        event: json!({"id": id, "type": event_type, "data": {"object": object}}),
+    }
+}
+
+#[tokio::test]
+async fn a_full_refund_or_a_lost_dispute_revokes_and_a_partial_refund_does_not() {
+    let w = wired();
+    w.service
+        .handle_event(&event("evt_1", "customer.subscription.created"))
+        .await
+        .unwrap();
+    w.f.stripe.put_invoice(json!({"id": "in_1", "object": "invoice", "customer": "cus_1", "subscription": "sub_1", "status": "paid"}));
+    w.f.stripe.put_charge(json!({"id": "ch_1", "customer": "cus_1", "invoice": "in_1", "amount": 5000, "amount_refunded": 1000, "refunded": false}));
+    let partial = w
+        .service
+        .handle_event(&charge_event(
+            "e1",
+            "charge.refunded",
+            json!({"id": "ch_1"}),
+        ))
+        .await
+        .unwrap();
+    assert!(matches!(partial, Outcome::Skipped { .. }), "{partial:?}");
+    let won = w
+        .service
+        .handle_event(&charge_event(
+            "e2",
+            "charge.dispute.closed",
+            json!({"id": "dp_1", "charge": "ch_1", "status": "won"}),
+        ))
+        .await
+        .unwrap();
+    assert!(matches!(won, Outcome::Skipped { .. }), "{won:?}");
+    assert_eq!(active(&w.f).len(), 1);
+    let lost = w
+        .service
+        .handle_event(&charge_event(
+            "e3",
+            "charge.dispute.closed",
+            json!({"id": "dp_1", "charge": "ch_1", "status": "lost"}),
+        ))
+        .await
+        .unwrap();
+    assert!(matches!(lost, Outcome::Revoked { ref license_ids } if license_ids.len() == 1));
+    assert!(active(&w.f).is_empty());
+    let list = w.service.published_revocations().await.unwrap().unwrap();
+    assert_eq!(list.revoked[0].reason, RevocationReason::Refunded);
+    // a forged charge id is refused, not looked up
+    let e = w
+        .service
+        .handle_event(&charge_event(
+            "e4",
+            "charge.refunded",
+            json!({"id": "../ch_1"}),
+        ))
+        .await
+        .unwrap_err();
+    assert!(!e.is_retryable());
 }

@@ -9,7 +9,7 @@
 //! anything else "tampered".
 
 use super::format::{License, SIGNATURE_LEN};
-use super::revocation::RevocationList;
+use super::revocation::{RevocationList, RevocationReason};
 use super::signer::PublicKey;
 use base64::Engine;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
@@ -42,6 +42,10 @@ pub enum VerifyError {
     },
     #[error("revoked at {revoked_at} (ms since epoch): {reason}")]
     Revoked { revoked_at: i64, reason: String },
+    #[error(
+        "suspended for non-payment since {since} (ms since epoch): a paid invoice brings a new license"
+    )]
+    Suspended { since: i64 },
     #[error("signed by a key the key set does not hold (kid {found})")]
     UnknownKey { found: String },
     #[error("issued at {issued_at} (ms since epoch), outside key {kid}'s signing window")]
@@ -60,6 +64,7 @@ impl VerifyError {
             VerifyError::NotYetValid { .. } => "not_yet_valid",
             VerifyError::Expired { .. } => "expired",
             VerifyError::Revoked { .. } => "revoked",
+            VerifyError::Suspended { .. } => "suspended",
             VerifyError::UnknownKey { .. } => "unknown_key",
             VerifyError::KeyNotValid { .. } => "key_not_valid",
         }
@@ -118,6 +123,11 @@ pub fn verify_license(
         .and_then(|r| r.find(&license.id))
         .filter(|e| now_ms >= e.revoked_at)
     {
+        if entry.reason == RevocationReason::Suspended {
+            return Err(VerifyError::Suspended {
+                since: entry.revoked_at,
+            });
+        }
         return Err(VerifyError::Revoked {
             revoked_at: entry.revoked_at,
             reason: entry.reason.to_string(),

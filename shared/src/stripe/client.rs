@@ -3,10 +3,11 @@
 //! It implements the capability traits of [`super`] ([`StripeReads`], [`StripeInvoices`]).
 
 use super::objects::{
-    Card, Charge, CheckoutSession, Customer, Invoice, InvoiceItem, InvoicePreview, List,
-    NewCheckoutSession, NewInvoice, NewInvoiceItem, Product, SeatChange, Subscription,
+    Card, Charge, CheckoutSession, Customer, Invoice, InvoiceItem, InvoiceLine, InvoicePreview,
+    List, NewCheckoutSession, NewCoupon, NewInvoice, NewInvoiceItem, Product, SeatChange,
+    Subscription,
 };
-use super::{StripeConfig, StripeInvoices, StripeReads, StripeSelfService};
+use super::{StripeCollections, StripeConfig, StripeInvoices, StripeReads, StripeSelfService};
 use crate::config::Secret;
 use crate::error::{Error, Result};
 use crate::retry::{Attempt, RetryPolicy};
@@ -250,6 +251,9 @@ impl StripeReads for StripeClient {
         checked_id("charge", prefix, id)?;
         self.get(&format!("charges/{id}"), &[]).await
     }
+    async fn invoice_subscription(&self, invoice: &str) -> Result<Option<String>> {
+        Ok(StripeInvoices::invoice(self, invoice).await?.subscription)
+    }
 }
 
 #[async_trait]
@@ -269,6 +273,9 @@ impl StripeInvoices for StripeClient {
             ("currency".to_owned(), item.currency.clone()),
             ("description".to_owned(), item.description.clone()),
         ];
+        if let Some(b) = &item.tax_behavior {
+            form.push(("tax_behavior".to_owned(), b.clone()));
+        }
         form.extend(metadata_form(&item.metadata));
         self.post("invoiceitems", &form, idempotency_key).await
     }
@@ -287,6 +294,12 @@ impl StripeInvoices for StripeClient {
                 "include".to_owned(),
             ),
         ];
+        if invoice.automatic_tax {
+            form.push(("automatic_tax[enabled]".to_owned(), "true".to_owned()));
+        }
+        for (n, coupon) in invoice.coupons.iter().enumerate() {
+            form.push((format!("discounts[{n}][coupon]"), coupon.clone()));
+        }
         form.extend(metadata_form(&invoice.metadata));
         self.post("invoices", &form, idempotency_key).await
     }
@@ -298,8 +311,81 @@ impl StripeInvoices for StripeClient {
 
     async fn finalize_invoice(&self, id: &str, idempotency_key: &str) -> Result<Invoice> {
         checked_id("invoice", "in_", id)?;
-        self.post(&format!("invoices/{id}/finalize"), &[], idempotency_key)
+        let form = form_pairs(INVOICE_EXPAND.map(|e| ("expand[]", e.to_owned())));
+        let inv = self
+            .post(&format!("invoices/{id}/finalize"), &form, idempotency_key)
+            .await?;
+        self.with_every_line(inv).await
+    }
+
+    async fn invoice_document(&self, id: &str) -> Result<Invoice> {
+        checked_id("invoice", "in_", id)?;
+        let q = INVOICE_EXPAND.map(|e| ("expand[]", e));
+        let inv = self.get(&format!("invoices/{id}"), &q).await?;
+        self.with_every_line(inv).await
+    }
+
+    async fn coupon_exists(&self, id: &str) -> Result<bool> {
+        checked_id("coupon", "blapi_", id)?;
+        match self
+            .get::<serde_json::Value>(&format!("coupons/{id}"), &[])
             .await
+        {
+            Ok(_) => Ok(true),
+            Err(Error::NotFound(_)) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn create_coupon(&self, coupon: &NewCoupon, idempotency_key: &str) -> Result<()> {
+        checked_id("coupon", "blapi_", &coupon.id)?;
+        let mut form = form_pairs([
+            ("id", coupon.id.clone()),
+            ("amount_off", coupon.amount_off.to_string()),
+            ("currency", coupon.currency.clone()),
+            ("duration", "once".to_owned()),
+            ("max_redemptions", "1".to_owned()),
+            ("name", coupon.name.clone()),
+        ]);
+        form.extend(metadata_form(&coupon.metadata));
+        self.post::<serde_json::Value>("coupons", &form, idempotency_key)
+            .await
+            .map(|_| ())
+    }
+}
+
+/// What an invoice's document needs expanded: the rate (name, jurisdiction, percentage) of
+/// each tax amount, per line and per invoice (4 levels, Stripe's limit).
+const INVOICE_EXPAND: [&str; 2] = [
+    "lines.data.tax_amounts.tax_rate",
+    "total_tax_amounts.tax_rate",
+];
+
+impl StripeClient {
+    /// Completes an invoice's first page of lines with the others (`has_more`), up to
+    /// [`MAX_PAGES`] pages of 100.
+    async fn with_every_line(&self, mut inv: Invoice) -> Result<Invoice> {
+        let Some(lines) = inv.document.lines.as_mut() else {
+            return Ok(inv);
+        };
+        let path = format!("invoices/{}/lines", inv.id);
+        for _ in 0..MAX_PAGES {
+            let Some(last) = lines.data.last().and_then(|l| l.id.clone()) else {
+                break;
+            };
+            if !lines.has_more {
+                break;
+            }
+            let q = [
+                ("limit", "100"),
+                ("starting_after", last.as_str()),
+                ("expand[]", "data.tax_amounts.tax_rate"),
+            ];
+            let page: List<InvoiceLine> = self.get(&path, &q).await?;
+            lines.has_more = page.has_more;
+            lines.data.extend(page.data);
+        }
+        Ok(inv)
     }
 }
 
@@ -409,6 +495,32 @@ impl StripeSelfService for StripeClient {
                 .filter(|c| !c.last4.is_empty()));
         }
         Ok(None)
+    }
+}
+
+#[async_trait]
+impl StripeCollections for StripeClient {
+    async fn cancel_subscription(&self, id: &str) -> Result<Subscription> {
+        checked_id("subscription", "sub_", id)?;
+        match self
+            .delete::<Subscription>(&format!("subscriptions/{id}"))
+            .await
+        {
+            Ok(s) => Ok(s),
+            // Already cancelled (or gone from the list of cancellable ones): say what it is.
+            Err(e @ (Error::Invalid(_) | Error::NotFound(_))) => {
+                let current = self.subscription(id).await.map_err(|_| e)?;
+                if matches!(current.status.as_str(), "canceled" | "incomplete_expired") {
+                    Ok(current)
+                } else {
+                    Err(Error::Invalid(format!(
+                        "subscription {id} ({}) could not be cancelled",
+                        current.status
+                    )))
+                }
+            }
+            Err(e) => Err(e),
+        }
     }
 }
 

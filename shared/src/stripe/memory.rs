@@ -8,9 +8,9 @@
 
 use super::objects::{
     Card, Charge, CheckoutSession, Customer, Invoice, InvoiceItem, InvoicePreview,
-    NewCheckoutSession, NewInvoice, NewInvoiceItem, Product, SeatChange, Subscription,
+    NewCheckoutSession, NewCoupon, NewInvoice, NewInvoiceItem, Product, SeatChange, Subscription,
 };
-use super::{StripeInvoices, StripeReads, StripeSelfService};
+use super::{StripeCollections, StripeInvoices, StripeReads, StripeSelfService};
 use crate::error::{Error, Result};
 use async_trait::async_trait;
 use serde_json::{Value, json};
@@ -34,6 +34,8 @@ struct State {
     invoices: Vec<Value>,
     /// Checkout Sessions created, with the request that made each.
     sessions: Vec<(NewCheckoutSession, String)>,
+    /// Coupons by id (amount off).
+    coupons: HashMap<String, i64>,
     crash_after: Option<StripeOp>,
     unavailable: bool,
     calls: u64,
@@ -76,6 +78,12 @@ impl MemoryStripe {
     }
     pub fn put_charge(&self, charge: Value) {
         self.put("charge", charge);
+    }
+    /// An invoice made elsewhere (a subscription's), readable by id.
+    pub fn put_invoice(&self, invoice: Value) {
+        let mut s = self.lock();
+        s.invoices.retain(|i| i["id"] != invoice["id"]);
+        s.invoices.push(invoice);
     }
     /// A payment method (`{"id": "pm_...", "card": {...}}`); the customer names it in
     /// `invoice_settings.default_payment_method`.
@@ -187,6 +195,9 @@ impl StripeReads for MemoryStripe {
     async fn charge(&self, id: &str) -> Result<Charge> {
         self.read("charge", id)
     }
+    async fn invoice_subscription(&self, invoice: &str) -> Result<Option<String>> {
+        Ok(StripeInvoices::invoice(self, invoice).await?.subscription)
+    }
 }
 
 #[async_trait]
@@ -232,7 +243,11 @@ impl StripeInvoices for MemoryStripe {
     async fn create_invoice(&self, invoice: &NewInvoice, _idem: &str) -> Result<Invoice> {
         let mut s = self.begin()?;
         let id = format!("in_{}", s.invoices.len() + 1);
-        let mut total = 0;
+        let mut total: i64 = invoice
+            .coupons
+            .iter()
+            .map(|c| -s.coupons.get(c).copied().unwrap_or(0))
+            .sum();
         for it in s
             .items
             .iter_mut()
@@ -246,9 +261,10 @@ impl StripeInvoices for MemoryStripe {
             "object": "invoice",
             "customer": invoice.customer,
             "status": "draft",
-            "total": total,
+            "total": total.max(0),
             "description": invoice.description,
             "metadata": invoice.metadata,
+            "automatic_tax": {"enabled": invoice.automatic_tax, "status": null},
         });
         s.invoices.push(v.clone());
         crash(&mut s, StripeOp::CreateInvoice)?;
@@ -280,9 +296,33 @@ impl StripeInvoices for MemoryStripe {
             ));
         }
         inv["status"] = json!("open");
+        // Like Stripe: a number and the page where the customer pays, from finalization on.
+        inv["number"] = json!(format!("MEM-{}", id.trim_start_matches("in_")));
+        inv["hosted_invoice_url"] = json!(format!("https://invoice.stripe.test/i/{id}"));
         let v = inv.clone();
         crash(&mut s, StripeOp::Finalize)?;
         parse(v)
+    }
+
+    async fn invoice_document(&self, id: &str) -> Result<Invoice> {
+        StripeInvoices::invoice(self, id).await
+    }
+
+    async fn coupon_exists(&self, id: &str) -> Result<bool> {
+        Ok(self.begin()?.coupons.contains_key(id))
+    }
+
+    async fn create_coupon(&self, coupon: &NewCoupon, _idem: &str) -> Result<()> {
+        let mut s = self.begin()?;
+        if s.coupons.contains_key(&coupon.id) {
+            return Err(Error::dependency(
+                "stripe",
+                false,
+                "HTTP 400: invalid_request_error resource_already_exists: Coupon already exists.",
+            ));
+        }
+        s.coupons.insert(coupon.id.clone(), coupon.amount_off);
+        Ok(())
     }
 }
 
@@ -402,6 +442,22 @@ impl StripeSelfService for MemoryStripe {
     }
 }
 
+#[async_trait]
+impl StripeCollections for MemoryStripe {
+    async fn cancel_subscription(&self, id: &str) -> Result<Subscription> {
+        let mut s = self.begin()?;
+        let key = ("subscription", id.to_owned());
+        let mut sub = s
+            .objects
+            .get(&key)
+            .cloned()
+            .ok_or_else(|| Error::NotFound(format!("stripe: No such subscription: '{id}'")))?;
+        sub["status"] = json!("canceled");
+        s.objects.insert(key, sub.clone());
+        parse(sub)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -426,6 +482,7 @@ mod tests {
             currency: "usd".into(),
             description: "x".into(),
             metadata: BTreeMap::from([("blapi_key".into(), format!("k{amount}"))]),
+            tax_behavior: None,
         };
         s.create_invoice_item(&item(100), "a").await.unwrap();
         s.create_invoice_item(&item(250), "b").await.unwrap();
@@ -433,6 +490,8 @@ mod tests {
             customer: "cus_1".into(),
             description: "d".into(),
             metadata: BTreeMap::new(),
+            automatic_tax: false,
+            coupons: Vec::new(),
         };
         let inv = s.create_invoice(&new, "c").await.unwrap();
         assert_eq!(inv.total, Some(350));
@@ -459,6 +518,7 @@ mod tests {
             currency: "usd".into(),
             description: "x".into(),
             metadata: BTreeMap::new(),
+            tax_behavior: None,
         };
         assert!(
             s.create_invoice_item(&item, "k")

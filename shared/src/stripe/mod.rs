@@ -28,6 +28,10 @@ pub use objects::{
     NewInvoice, NewInvoiceItem, Price, Product, Recurring, SeatChange, Subscription,
     SubscriptionItem, subscription_of,
 };
+pub use objects::{
+    AutomaticTax, CustomerTaxId, InvoiceDocument, NewCoupon, StatusTransitions, TaxAmount, TaxRate,
+    TaxRateDetails,
+};
 
 use crate::config::Env;
 use crate::error::Result;
@@ -63,6 +67,8 @@ pub trait StripeReads: Send + Sync {
     async fn customer(&self, id: &str) -> Result<Customer>;
     async fn product(&self, id: &str) -> Result<Product>;
     async fn charge(&self, id: &str) -> Result<Charge>;
+    /// The subscription an invoice bills (`None`: a one-off invoice).
+    async fn invoice_subscription(&self, invoice: &str) -> Result<Option<String>>;
 }
 
 /// Invoice items and invoices. Every create carries an `Idempotency-Key`.
@@ -81,8 +87,30 @@ pub trait StripeInvoices: Send + Sync {
     /// The customer's invoices, every page.
     async fn invoices(&self, customer: &str) -> Result<Vec<Invoice>>;
     /// Draft -> open. Stripe refuses an invoice that is not a draft (400); an API without the
-    /// endpoint answers 404 ([`crate::Error::NotFound`]).
+    /// endpoint answers 404 ([`crate::Error::NotFound`]). The answer is the invoice as
+    /// [`StripeInvoices::invoice_document`] reads it (tax rates expanded).
     async fn finalize_invoice(&self, id: &str, idempotency_key: &str) -> Result<Invoice>;
+    /// The invoice with everything its document shows: every line, the tax rates of its tax
+    /// amounts expanded (jurisdiction, name, percentage).
+    async fn invoice_document(&self, id: &str) -> Result<Invoice>;
+    /// Whether the coupon `id` exists (a resumed run looks before creating).
+    async fn coupon_exists(&self, id: &str) -> Result<bool>;
+    /// Creates a coupon (its id is ours).
+    async fn create_coupon(&self, coupon: &NewCoupon, idempotency_key: &str) -> Result<()>;
+}
+
+/// Whether a Stripe refusal says the customer's address is not enough for Stripe Tax
+/// (`customer_tax_location_invalid`): the error's text carries Stripe's code.
+pub fn is_tax_location_error(e: &crate::Error) -> bool {
+    !e.is_retryable() && e.chain().contains("customer_tax_location_invalid")
+}
+
+/// What collections does in Stripe: the last step of the dunning ladder.
+#[async_trait]
+pub trait StripeCollections: Send + Sync {
+    /// Cancels a subscription now (`DELETE /v1/subscriptions/{id}`). Cancelling one that is
+    /// already cancelled succeeds (the current state is read back).
+    async fn cancel_subscription(&self, id: &str) -> Result<Subscription>;
 }
 
 /// What the customer portal does in Stripe: start a purchase, preview and apply a seat change,

@@ -11,9 +11,11 @@
 //! | `stripe`    | `invoice.paid`, `invoice.payment_succeeded`  | license-requests, billing-events, customer-events |
 //! | `stripe`    | `invoice.payment_failed`                     | billing-events, customer-events |
 //! | `stripe`    | `invoice.*`                                  | billing-events   |
-//! | `stripe`    | `customer.created`                           | lead-events, customer-events |
-//! | `stripe`    | `customer.updated`                           | customer-events  |
-//! | `stripe`    | `charge.refunded`, `charge.dispute.created`  | customer-events  |
+//! | `stripe`    | `customer.created`                           | lead-events, billing-events, customer-events |
+//! | `stripe`    | `customer.updated`                           | billing-events, customer-events |
+//! | `stripe`    | `payment_method.attached`, `.detached`, `.updated`, `setup_intent.succeeded`, `customer.source.expiring` | billing-events |
+//! | `stripe`    | `charge.refunded`, `charge.dispute.closed`   | license-requests, customer-events |
+//! | `stripe`    | `charge.dispute.created`                     | customer-events  |
 //! | `portal`    | `lead.signup`, `lead.contact_us`             | lead-events      |
 //! | `portal`    | `privacy.request`                            | privacy-requests |
 //! | `telemetry` | `usage.reported`                             | usage-events     |
@@ -153,6 +155,18 @@ const TABLE: &[Rule] = &[
     rule("stripe", "invoice.payment_failed", Route::CustomerEvents),
     rule("stripe", "charge.refunded", Route::CustomerEvents),
     rule("stripe", "charge.dispute.created", Route::CustomerEvents),
+    // A full refund or a lost dispute revokes the license.
+    rule("stripe", "charge.refunded", Route::LicenseRequests),
+    rule("stripe", "charge.dispute.closed", Route::LicenseRequests),
+    rule("stripe", "charge.dispute.closed", Route::CustomerEvents),
+    // The card on file (dunning starts at once without one; expiry notices).
+    rule("stripe", "customer.created", Route::BillingEvents),
+    rule("stripe", "customer.updated", Route::BillingEvents),
+    rule("stripe", "payment_method.attached", Route::BillingEvents),
+    rule("stripe", "payment_method.detached", Route::BillingEvents),
+    rule("stripe", "payment_method.updated", Route::BillingEvents),
+    rule("stripe", "setup_intent.succeeded", Route::BillingEvents),
+    rule("stripe", "customer.source.expiring", Route::BillingEvents),
     rule("portal", "lead.signup", Route::LeadEvents),
     rule("portal", "lead.contact_us", Route::LeadEvents),
     rule("portal", "privacy.request", Route::PrivacyRequests),
@@ -211,10 +225,29 @@ mod tests {
         assert_eq!(of("stripe", "invoice.created"), vec![BillingEvents]);
         assert_eq!(
             of("stripe", "customer.created"),
-            vec![LeadEvents, CustomerEvents]
+            vec![BillingEvents, LeadEvents, CustomerEvents]
         );
-        assert_eq!(of("stripe", "customer.updated"), vec![CustomerEvents]);
-        assert_eq!(of("stripe", "charge.refunded"), vec![CustomerEvents]);
+        assert_eq!(
+            of("stripe", "charge.refunded"),
+            vec![LicenseRequests, CustomerEvents]
+        );
+        assert_eq!(
+            of("stripe", "charge.dispute.closed"),
+            vec![LicenseRequests, CustomerEvents]
+        );
+        for t in [
+            "payment_method.attached",
+            "payment_method.detached",
+            "payment_method.updated",
+            "setup_intent.succeeded",
+            "customer.source.expiring",
+        ] {
+            assert_eq!(of("stripe", t), vec![BillingEvents], "{t}");
+        }
+        assert_eq!(
+            of("stripe", "customer.updated"),
+            vec![BillingEvents, CustomerEvents]
+        );
         assert_eq!(of("stripe", "charge.dispute.created"), vec![CustomerEvents]);
         for unrouted in [
             "customer.deleted",

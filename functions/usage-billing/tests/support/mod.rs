@@ -23,6 +23,7 @@ pub struct Rig {
     pub app: App,
     pub table: Arc<MemoryBilling>,
     pub queue: Arc<MemoryQueue>,
+    pub stripe: Arc<MemoryStripe>,
 }
 
 /// The app on in-memory ports with the clock pinned at `now` (RFC 3339).
@@ -30,6 +31,7 @@ pub fn rig(now: &str) -> Rig {
     let table = Arc::new(MemoryBilling::new());
     let store = Arc::new(MemoryStore::new());
     let queue = Arc::new(MemoryQueue::new());
+    let stripe = Arc::new(MemoryStripe::new());
     let now: DateTime<Utc> = now.parse().unwrap();
     let ports = Ports {
         billing: BillingPorts {
@@ -38,7 +40,8 @@ pub fn rig(now: &str) -> Rig {
             invoices: table.clone(),
             credits: table.clone(),
             dunning: table.clone(),
-            stripe: Arc::new(MemoryStripe::new()),
+            stripe: stripe.clone(),
+            collections: stripe.clone(),
             artifacts: store.clone(),
             ledger: Arc::new(MemoryLedger::new()),
             queue: queue.clone(),
@@ -60,12 +63,11 @@ pub fn rig(now: &str) -> Rig {
             jobs_queue_url: "jobs".into(),
             notifications_queue_url: "notes".into(),
             ingest: IngestPolicy::default(),
-            dunning: dunning::Policy {
-                suspend_after_days: 14,
-                suspend_after_attempts: 4,
-            },
+            dunning: dunning::Policy::default(),
             lease: Duration::from_secs(60),
             customer_events_queue_url: Some("customer-events".into()),
+            license_requests_queue_url: Some("license-requests".into()),
+            issuing: Default::default(),
         },
         metrics_namespace: "test".into(),
     };
@@ -73,6 +75,7 @@ pub fn rig(now: &str) -> Rig {
         app: App::new(config, ports),
         table,
         queue,
+        stripe,
     }
 }
 

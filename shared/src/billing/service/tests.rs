@@ -5,6 +5,7 @@ use crate::ledger::MemoryLedger;
 use crate::queue::MemoryQueue;
 use crate::storage::MemoryStore;
 use crate::stripe::{MemoryStripe, StripeOp};
+use crate::telemetry::Tally;
 
 struct Rig {
     billing: Billing,
@@ -17,19 +18,23 @@ struct Rig {
 const JOBS: &str = "jobs";
 const NOTES: &str = "notes";
 
-fn rig() -> Rig {
-    let table = Arc::new(MemoryBilling::new());
-    let stripe = Arc::new(MemoryStripe::new());
-    let store = Arc::new(MemoryStore::new());
-    let queue = Arc::new(MemoryQueue::new());
-    let billing = Billing {
+/// The billing services on in-memory stores, with the given Stripe capabilities.
+pub(super) fn billing_on(
+    stripe: Arc<dyn Invoicing>,
+    collections: Arc<dyn crate::billing::ports::Collections>,
+    table: &Arc<MemoryBilling>,
+    store: &Arc<MemoryStore>,
+    queue: &Arc<MemoryQueue>,
+) -> Billing {
+    Billing {
         ports: Ports {
             usage: table.clone(),
             subs: table.clone(),
             invoices: table.clone(),
             credits: table.clone(),
             dunning: table.clone(),
-            stripe: stripe.clone(),
+            stripe,
+            collections,
             artifacts: store.clone(),
             ledger: Arc::new(MemoryLedger::new()),
             queue: queue.clone(),
@@ -39,14 +44,21 @@ fn rig() -> Rig {
             jobs_queue_url: JOBS.into(),
             notifications_queue_url: NOTES.into(),
             ingest: IngestPolicy::default(),
-            dunning: dunning::Policy {
-                suspend_after_days: 14,
-                suspend_after_attempts: 4,
-            },
+            dunning: dunning::Policy::default(),
             lease: Duration::from_secs(60),
             customer_events_queue_url: Some("customer-events".into()),
+            license_requests_queue_url: Some("license-requests".into()),
+            issuing: Default::default(),
         },
-    };
+    }
+}
+
+fn rig() -> Rig {
+    let table = Arc::new(MemoryBilling::new());
+    let stripe = Arc::new(MemoryStripe::new());
+    let store = Arc::new(MemoryStore::new());
+    let queue = Arc::new(MemoryQueue::new());
+    let billing = billing_on(stripe.clone(), stripe.clone(), &table, &store, &queue);
     Rig {
         billing,
         table,
@@ -211,15 +223,41 @@ async fn bill_creates_one_invoice_and_reruns_skip() {
         5,
         "3 items + invoice + finalize, no lookups on a first run"
     );
-    let (j, h) = artifact_keys("cus_a", period());
-    let json: serde_json::Value = serde_json::from_slice(&r.store.object(&j).unwrap()).unwrap();
+    let keys = artifact_keys("cus_a", period());
+    let json: serde_json::Value =
+        serde_json::from_slice(&r.store.object(&keys.json).unwrap()).unwrap();
     assert_eq!(json["invoice"]["total"], 5720);
     assert_eq!(json["stripe"]["invoice"], "in_1");
+    assert_eq!(json["document"]["number"], "MEM-1", "Stripe's number");
+    let html = String::from_utf8(r.store.object(&keys.html).unwrap()).unwrap();
     assert!(
-        String::from_utf8(r.store.object(&h).unwrap())
-            .unwrap()
-            .contains("57.20 USD")
+        html.contains("Total (USD)</td><td class=\"n\">57.20"),
+        "{html}"
     );
+    assert!(
+        html.contains("https://invoice.stripe.test/i/in_1"),
+        "the pay link"
+    );
+    let pdf = crate::billing::pdf::tests::text_of(&r.store.object(&keys.pdf).unwrap());
+    assert!(pdf.contains("MEM-1") && pdf.contains("57.20"), "{pdf}");
+    // The customer is told once, with the documents named (links are signed when sent).
+    let notes: Vec<crate::notice::Notification> = r
+        .queue
+        .sent(NOTES)
+        .iter()
+        .map(|n| serde_json::from_str(n).unwrap())
+        .filter(|n: &crate::notice::Notification| n.kind == "invoice.available")
+        .collect();
+    assert_eq!(notes.len(), 1, "{notes:?}");
+    let note = &notes[0];
+    assert_eq!(note.id, "invoice:cus_a:2026-10:available");
+    assert_eq!(note.customer.as_deref(), Some("cus_a"));
+    assert_eq!(note.data["number"], "MEM-1");
+    assert_eq!(note.data["total"]["amount"], 5720);
+    assert_eq!(note.data["amount_due"]["amount"], 5720);
+    assert_eq!(note.data["pdf_key"], "invoices/cus_a/2026-10.pdf");
+    assert_eq!(note.data["html_key"], "invoices/cus_a/2026-10.html");
+    assert_eq!(note.data["pay_url"], "https://invoice.stripe.test/i/in_1");
     for _ in 0..2 {
         assert_eq!(
             r.billing.bill("cus_a", period()).await.unwrap(),
@@ -308,7 +346,7 @@ async fn a_crash_at_any_step_then_rerun_yields_one_invoice_and_one_credit_use() 
             0,
             "fault {n}: credit used once"
         );
-        assert_eq!(r.store.keys().len(), 2, "fault {n}: both artifacts");
+        assert_eq!(r.store.keys().len(), 3, "fault {n}: JSON, HTML and PDF");
         assert_eq!(
             r.billing.bill("cus_a", period()).await.unwrap(),
             BillOutcome::AlreadyBilled
@@ -481,66 +519,249 @@ async fn subscription_events_keep_the_newest_view() {
     );
 }
 
-#[tokio::test]
-async fn dunning_events_notify_on_changes_only() {
-    let r = rig();
-    let inv = |n: i64| serde_json::json!({"id": "in_1", "customer": "cus_1", "attempt_count": n});
-    let day = 86_400;
-    r.billing
-        .apply_event(&stripe_msg("f1", "invoice.payment_failed", 1000, inv(1)))
-        .await
-        .unwrap();
-    r.billing
-        .apply_event(&stripe_msg("f1", "invoice.payment_failed", 1000, inv(1)))
-        .await
-        .unwrap(); // duplicate
-    r.billing
-        .apply_event(&stripe_msg(
-            "f2",
-            "invoice.payment_failed",
-            1000 + 14 * day,
-            inv(2),
-        ))
-        .await
-        .unwrap();
-    let paid = serde_json::json!({"id": "in_1", "customer": "cus_1", "status_transitions": {"paid_at": 1000 + 15 * day}});
-    r.billing
-        .apply_event(&stripe_msg(
-            "p1",
-            "invoice.paid",
-            1000 + 15 * day,
-            paid.clone(),
-        ))
-        .await
-        .unwrap();
-    r.billing
-        .apply_event(&stripe_msg(
-            "p2",
-            "invoice.payment_succeeded",
-            1000 + 15 * day,
-            paid,
-        ))
-        .await
-        .unwrap();
-    let notes: Vec<serde_json::Value> = r
-        .queue
-        .sent(NOTES)
+fn sent(r: &Rig, queue: &str) -> Vec<serde_json::Value> {
+    r.queue
+        .sent(queue)
         .iter()
         .map(|b| serde_json::from_str(b).unwrap())
-        .collect();
-    let statuses: Vec<&str> = notes
-        .iter()
-        .map(|n| n["status"].as_str().unwrap())
-        .collect();
-    assert_eq!(statuses, vec!["past_due", "suspended", "active"]);
+        .collect()
+}
+
+#[tokio::test]
+async fn a_failed_payment_walks_the_ladder_with_one_notice_per_step() {
+    use crate::billing::dunning::Status;
+    let r = rig();
+    r.stripe
+        .put_subscription(serde_json::json!({"id": "sub_1", "object": "subscription",
+        "customer": "cus_1", "status": "past_due", "items": {"object": "list", "data": []}}));
+    let day = 86_400;
+    let t0 = 1_780_000_000;
+    let inv = |n: i64| {
+        serde_json::json!({"id": "in_1", "customer": "cus_1", "attempt_count": n,
+        "amount_due": 4200, "currency": "usd", "subscription": "sub_1",
+        "hosted_invoice_url": "https://pay.example/in_1"})
+    };
+    for (id, n) in [("f1", 1), ("f1", 1), ("f2", 2)] {
+        r.billing
+            .apply_event(&stripe_msg(
+                id,
+                "invoice.payment_failed",
+                t0 + (n - 1) * day,
+                inv(n),
+            ))
+            .await
+            .unwrap();
+    }
+    let tally = Tally::new("test", "usage-billing");
+    let at = |d: i64| chrono::DateTime::from_timestamp(t0 + d * day + 3600, 0).unwrap();
+    let mut steps = Vec::new();
+    for d in 0..=31 {
+        // twice a day: the second run finds nothing to do
+        let first = r.billing.sweep_dunning(at(d), &tally).await.unwrap();
+        let again = r.billing.sweep_dunning(at(d), &tally).await.unwrap();
+        assert!(again.steps.is_empty(), "day {d}: {again:?}");
+        steps.extend(first.steps.into_keys().map(|a| (d, a)));
+    }
     assert_eq!(
-        DunningStore::load(r.table.as_ref(), "cus_1")
+        steps,
+        [
+            (1, "remind".to_string()),
+            (3, "remind".into()),
+            (7, "remind".into()),
+            (14, "suspend".into()),
+            (30, "cancel".into())
+        ]
+    );
+    let kinds: Vec<String> = sent(&r, NOTES)
+        .iter()
+        .map(|n| n["type"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "billing.payment_failed",
+            "billing.payment_failed",
+            "billing.dunning_reminder",
+            "billing.dunning_reminder",
+            "billing.dunning_reminder",
+            "billing.suspended",
+            "billing.cancelled"
+        ]
+    );
+    // the subscription was cancelled in Stripe, once
+    assert_eq!(
+        crate::stripe::StripeReads::subscription(r.stripe.as_ref(), "sub_1")
             .await
             .unwrap()
-            .0
             .status,
-        Status::Active
+        "canceled"
     );
+    let standing = sent(&r, "license-requests");
+    assert_eq!(standing.len(), 1);
+    assert_eq!(standing[0]["type"], "customer.standing");
+    assert_eq!(standing[0]["event"]["data"]["suspended"], true);
+    assert_eq!(standing[0]["event"]["data"]["seq"], 1);
+
+    // Paid (twice, two event types): active, the standing is lifted with a newer seq.
+    let paid = serde_json::json!({"id": "in_1", "customer": "cus_1", "status_transitions": {"paid_at": t0 + 32 * day}});
+    for (id, t) in [("p1", "invoice.paid"), ("p2", "invoice.payment_succeeded")] {
+        r.billing
+            .apply_event(&stripe_msg(id, t, t0 + 32 * day, paid.clone()))
+            .await
+            .unwrap();
+    }
+    let standing = sent(&r, "license-requests");
+    assert_eq!(standing.len(), 2);
+    assert_eq!(standing[1]["event"]["data"]["suspended"], false);
+    assert_eq!(standing[1]["event"]["data"]["seq"], 2);
+    assert_eq!(
+        sent(&r, NOTES).last().unwrap()["type"],
+        "billing.reinstated"
+    );
+    let (state, _) = DunningStore::load(r.table.as_ref(), "cus_1").await.unwrap();
+    assert_eq!(state.status, Status::Active);
+    assert!(state.outbox.is_empty());
+    assert_eq!(state.next_at, None);
+    assert!(
+        DunningStore::due(r.table.as_ref(), i64::MAX)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn an_effect_that_fails_stays_in_the_outbox_until_it_is_carried_out() {
+    let r = rig();
+    let inv = serde_json::json!({"id": "in_1", "customer": "cus_1", "attempt_count": 1});
+    r.queue.set_failing(true);
+    assert!(
+        r.billing
+            .apply_event(&stripe_msg(
+                "f1",
+                "invoice.payment_failed",
+                1000,
+                inv.clone()
+            ))
+            .await
+            .unwrap_err()
+            .is_retryable()
+    );
+    r.queue.set_failing(false);
+    assert!(r.queue.sent(NOTES).is_empty());
+    let (state, _) = DunningStore::load(r.table.as_ref(), "cus_1").await.unwrap();
+    assert_eq!(state.outbox.len(), 1, "stored before it was attempted");
+    assert_eq!(state.next_at, Some(0), "the sweep picks it up");
+    // the redelivery finds the state unchanged and carries the outbox out
+    r.billing
+        .apply_event(&stripe_msg("f1", "invoice.payment_failed", 1000, inv))
+        .await
+        .unwrap();
+    assert_eq!(r.queue.sent(NOTES).len(), 1);
+    let (state, _) = DunningStore::load(r.table.as_ref(), "cus_1").await.unwrap();
+    assert!(state.outbox.is_empty());
+}
+
+#[tokio::test]
+async fn payment_method_events_keep_the_card_and_unknown_customers_are_acknowledged() {
+    let r = rig();
+    r.stripe.put_customer(
+        serde_json::json!({"id": "cus_1", "invoice_settings": {"default_payment_method": "pm_1"}}),
+    );
+    r.stripe
+        .put_payment_method(serde_json::json!({"id": "pm_1", "customer": "cus_1",
+        "card": {"brand": "visa", "last4": "4242", "exp_month": 12, "exp_year": 2026}}));
+    let pm = serde_json::json!({"id": "pm_1", "customer": "cus_1"});
+    assert!(
+        r.billing
+            .apply_event(&stripe_msg("a1", "payment_method.attached", 500, pm))
+            .await
+            .unwrap()
+    );
+    let (state, _) = DunningStore::load(r.table.as_ref(), "cus_1").await.unwrap();
+    let card = state.payment_method.unwrap().card.unwrap();
+    assert_eq!((card.last4.as_str(), card.exp_month), ("4242", 12));
+    // detached: the customer is only in previous_attributes; the re-read says no card
+    r.stripe.put_customer(
+        serde_json::json!({"id": "cus_1", "invoice_settings": {"default_payment_method": null}}),
+    );
+    let mut msg = stripe_msg(
+        "d1",
+        "payment_method.detached",
+        600,
+        serde_json::json!({"id": "pm_1", "customer": null}),
+    );
+    msg.event["data"]["previous_attributes"] = serde_json::json!({"customer": "cus_1"});
+    r.billing.apply_event(&msg).await.unwrap();
+    let (state, _) = DunningStore::load(r.table.as_ref(), "cus_1").await.unwrap();
+    assert_eq!(state.payment_method.unwrap().card, None);
+    // a card-expiry event for a customer Stripe does not know: acknowledged, nothing stored
+    let src = serde_json::json!({"id": "card_1", "object": "card", "customer": "cus_nobody"});
+    assert!(
+        !r.billing
+            .apply_event(&stripe_msg("x1", "customer.source.expiring", 700, src))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        DunningStore::load(r.table.as_ref(), "cus_nobody")
+            .await
+            .unwrap()
+            .1,
+        0
+    );
+    // a forged customer id is refused
+    let bad = serde_json::json!({"id": "pm_2", "customer": "../cus_1"});
+    assert!(
+        r.billing
+            .apply_event(&stripe_msg("x2", "payment_method.attached", 700, bad))
+            .await
+            .is_err()
+    );
+}
+
+#[tokio::test]
+async fn an_invoice_for_a_customer_without_a_payment_method_starts_dunning_at_once() {
+    let r = rig();
+    r.stripe.put_customer(
+        serde_json::json!({"id": "cus_1", "invoice_settings": {"default_payment_method": null}}),
+    );
+    // known from the customer's events: no card on file
+    r.billing
+        .apply_event(&stripe_msg(
+            "c1",
+            "customer.created",
+            100,
+            serde_json::json!({"id": "cus_1", "object": "customer"}),
+        ))
+        .await
+        .unwrap();
+    subscribe(&r, "cus_1", "cloud-pro", 1).await;
+    assert!(matches!(
+        r.billing.bill("cus_1", period()).await.unwrap(),
+        BillOutcome::Invoiced { .. }
+    ));
+    let missing = |r: &Rig| {
+        sent(r, NOTES)
+            .into_iter()
+            .filter(|n| n["type"] == "billing.payment_method_missing")
+            .count()
+    };
+    assert_eq!(missing(&r), 1);
+    let (state, _) = DunningStore::load(r.table.as_ref(), "cus_1").await.unwrap();
+    assert_eq!(state.status, crate::billing::dunning::Status::PastDue);
+    assert!(state.next_at.is_some());
+    // a rerun starts nothing twice
+    r.billing.bill("cus_1", period()).await.unwrap();
+    assert_eq!(missing(&r), 1);
+    // a customer never seen counts as able to pay: no Stripe call to find out
+    subscribe(&r, "cus_2", "cloud-pro", 1).await;
+    let calls = r.stripe.calls();
+    r.billing.bill("cus_2", period()).await.unwrap();
+    assert_eq!(missing(&r), 1);
+    let (state, _) = DunningStore::load(r.table.as_ref(), "cus_2").await.unwrap();
+    assert_eq!(state.status, crate::billing::dunning::Status::Active);
+    assert!(r.stripe.calls() > calls);
 }
 
 #[tokio::test]
@@ -555,4 +776,82 @@ async fn nothing_to_bill_is_not_final() {
         r.billing.bill("cus_late", period()).await.unwrap(),
         BillOutcome::Invoiced { total: 1500, .. }
     ));
+}
+
+/// A dunning store where a payment lands (a concurrent worker saves it) just as the first
+/// suspension is being saved.
+struct PaidDuringSuspension {
+    inner: Arc<MemoryBilling>,
+    fired: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl DunningStore for PaidDuringSuspension {
+    async fn load(&self, customer: &str) -> crate::Result<(crate::billing::dunning::Dunning, u64)> {
+        DunningStore::load(self.inner.as_ref(), customer).await
+    }
+    async fn save(
+        &self,
+        customer: &str,
+        state: &crate::billing::dunning::Dunning,
+        version: u64,
+    ) -> crate::Result<()> {
+        use crate::billing::dunning::{InvoiceEvent, Status};
+        if state.status == Status::Suspended
+            && !self.fired.swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            let (mut paid, v) = DunningStore::load(self.inner.as_ref(), customer).await?;
+            paid.apply(
+                customer,
+                &InvoiceEvent::Paid {
+                    invoice: "in_1".into(),
+                    at: 1_780_000_000 + 14 * 86_400,
+                },
+            );
+            paid.outbox.clear();
+            DunningStore::save(self.inner.as_ref(), customer, &paid, v).await?;
+        }
+        DunningStore::save(self.inner.as_ref(), customer, state, version).await
+    }
+    async fn due(&self, now: i64) -> crate::Result<Vec<String>> {
+        DunningStore::due(self.inner.as_ref(), now).await
+    }
+}
+
+#[tokio::test]
+async fn a_payment_landing_while_the_suspension_is_saved_leaves_the_customer_active() {
+    use crate::billing::dunning::Status;
+    let mut r = rig();
+    let store = Arc::new(PaidDuringSuspension {
+        inner: r.table.clone(),
+        fired: std::sync::atomic::AtomicBool::new(false),
+    });
+    r.billing.ports.dunning = store.clone();
+    let t0 = 1_780_000_000;
+    let inv = serde_json::json!({"id": "in_1", "customer": "cus_1", "attempt_count": 1});
+    r.billing
+        .apply_event(&stripe_msg("f1", "invoice.payment_failed", t0, inv))
+        .await
+        .unwrap();
+    let tally = Tally::new("test", "usage-billing");
+    let at = chrono::DateTime::from_timestamp(t0 + 14 * 86_400 + 60, 0).unwrap();
+    let report = r.billing.sweep_dunning(at, &tally).await.unwrap();
+    assert!(store.fired.load(std::sync::atomic::Ordering::SeqCst));
+    assert_eq!(report.failed, 0);
+    let (state, _) = DunningStore::load(r.table.as_ref(), "cus_1").await.unwrap();
+    assert_eq!(
+        state.status,
+        Status::Active,
+        "never suspended after payment"
+    );
+    assert!(
+        r.queue.sent("license-requests").is_empty(),
+        "no suspension sent to licensing"
+    );
+    assert!(
+        !sent(&r, NOTES)
+            .iter()
+            .any(|n| n["type"] == "billing.suspended"),
+        "no suspension notice"
+    );
 }
