@@ -60,7 +60,7 @@ pub const SAMPLES: &[Sample] = &[
         "stripe-customer-created",
         "stripe",
         None,
-        &["lead-events", "customer-events"],
+        &["billing-events", "lead-events", "customer-events"],
     ),
     sample(
         "stripe-customer-subscription-created",
