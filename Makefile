@@ -21,7 +21,7 @@ export CARGO_TERM_COLOR ?= never
 
 FUNCTIONS := webhook-intake usage-billing license-minting lead-enrichment customer-sync revenue-ops privacy-requests portal-api notifications
 
-.PHONY: help setup build test lint fmt up down functions demo bench deploy ops $(addprefix invoke-,$(FUNCTIONS))
+.PHONY: help setup build test lint fmt up down functions demo bench bench-billing deploy ops $(addprefix invoke-,$(FUNCTIONS))
 
 help: ## this list
 	@grep -E '^[a-z%-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 18
@@ -76,6 +76,10 @@ ops: ## the operator's command line on the local stack: make ops ARGS="dlq list"
 
 bench: setup ## measure size, cold start, memory and hot paths; writes target/bench/report.md
 	infra/stack.sh run bench/run.sh
+
+bench-billing: setup ## a month of a 10 000-customer business through usage-billing on the local stack (target/bench/month.md)
+	cargo test --quiet -p usage-billing --bench month --no-run
+	BENCH_MONTH_CUSTOMERS=$${BENCH_MONTH_CUSTOMERS:-10000} RUST_LOG=$${RUST_LOG:-warn} infra/stack.sh run cargo test --quiet -p usage-billing --bench month
 
 functions: up ## run the functions under cargo lambda watch and the event-source mapper
 	infra/stack.sh functions

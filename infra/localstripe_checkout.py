@@ -13,8 +13,20 @@ lacks too: the added call turns a draft into an open invoice as Stripe does and 
 Stripe gives a finalized invoice and the customer's documents show: a `number` and a
 `hosted_invoice_url` (the page where the customer pays; not served locally).
 
+Usage billing creates its invoice first and then attaches each item to it (`POST /v1/invoices`
+with `pending_invoice_items_behavior=exclude`, `currency`, `auto_advance`; `POST
+/v1/invoiceitems` with `invoice`), so an invoice never sweeps up unrelated pending items.
+localstripe always sweeps them and never adds an item created with `invoice` to that invoice's
+lines; both are done here as Stripe does (an item for a non-draft invoice is refused).
+
 Paying an invoice with a declining card (`POST /v1/invoices/{id}/pay`) fails as on Stripe: a
 402 and an `invoice.payment_failed` webhook (localstripe drops the failure silently).
+
+localstripe writes its whole state to disk on every change and lists objects by scanning all
+of them, so each call costs time in proportion to everything created so far (a month of
+10 000 customers' invoices would take hours). This launcher starts from scratch and never
+reads that file, so it skips the writes, and it lists an object type from an index of that
+type; what is stored and answered is unchanged.
 
 Run instead of `localstripe`: `python infra/localstripe_checkout.py --port 8420 --from-scratch`.
 """
@@ -23,7 +35,38 @@ import itertools
 
 from localstripe import server
 from localstripe.errors import UserError
-from localstripe.resources import Customer, Invoice, PaymentIntent, Plan, StripeObject
+from localstripe import resources
+from localstripe.resources import (
+    Customer, Invoice, InvoiceItem, InvoiceLineItem, List, PaymentIntent, Plan, StripeObject)
+
+# ---- speed: no state file, lists from a per-type index ----
+_by_type = {}
+
+
+def _store_set(self, key, value):
+    dict.__setitem__(self, key, value)
+    if ":" in key:
+        _by_type.setdefault(key.split(":", 1)[0], {})[key] = value
+
+
+def _store_del(self, key):
+    dict.__delitem__(self, key)
+    if ":" in key:
+        _by_type.get(key.split(":", 1)[0], {}).pop(key, None)
+
+
+def _list_all(cls, url, limit=None, starting_after=None, **kwargs):
+    if kwargs:
+        raise UserError(400, "Unexpected " + ", ".join(kwargs.keys()))
+    li = List(url, limit=limit, starting_after=starting_after)
+    li._list = list(_by_type.get(cls.object, {}).values())
+    return li
+
+
+resources.Store.__setitem__ = _store_set
+resources.Store.__delitem__ = _store_del
+resources.Store.dump_to_disk = lambda self: None
+StripeObject._api_list_all = classmethod(_list_all)
 
 ALLOWED = {
     "mode", "customer", "line_items", "success_url", "cancel_url", "metadata",
@@ -89,6 +132,70 @@ def finalize_invoice(id, **params):
     invoice.hosted_invoice_url = "https://invoice.stripe.local/i/" + invoice.id
     return invoice
 
+
+_create_invoice = Invoice._api_create
+
+
+class _NoItems:
+    _list = ()
+
+
+def _no_items(*_args, **_kwargs):
+    return _NoItems()
+
+
+def create_invoice(pending_invoice_items_behavior=None, currency=None, auto_advance=None,
+                   **params):
+    """`POST /v1/invoices`. `exclude`: an empty draft in `currency`, the customer's pending
+    items left pending (localstripe would sweep them into it and refuse an empty invoice)."""
+    if pending_invoice_items_behavior not in (None, "include", "exclude"):
+        raise UserError(400, "Invalid pending_invoice_items_behavior")
+    if auto_advance not in (None, "true", "false", True, False):
+        raise UserError(400, "Invalid auto_advance")
+    if pending_invoice_items_behavior != "exclude":
+        return _create_invoice(pending_invoice_items_behavior=pending_invoice_items_behavior,
+                               **params)
+    unknown = set(params) - {"customer", "description", "metadata"}
+    if unknown:
+        raise UserError(400, "Received unknown parameter: " + sorted(unknown)[0])
+    if not isinstance(currency, str) or len(currency) != 3:
+        raise UserError(400, "Missing required param: currency.")
+    customer = params.get("customer")
+    if not isinstance(customer, str) or not customer.startswith("cus_"):
+        raise UserError(400, "Bad request")
+    # The constructor sweeps the customer's pending items (a scan of every item in the store):
+    # it sees none while it runs.
+    swept = InvoiceItem._api_list_all
+    InvoiceItem._api_list_all = _no_items
+    try:
+        invoice = Invoice(**params)
+    finally:
+        InvoiceItem._api_list_all = swept
+    invoice.currency = currency.lower()
+    invoice.auto_advance = auto_advance not in ("false", False)
+    return invoice
+
+
+_new_item = InvoiceItem.__init__
+
+
+def new_item_on_invoice(self, invoice=None, **params):
+    """An item created with `invoice` becomes a line of that (draft) invoice, as on Stripe."""
+    target = None
+    if invoice is not None:
+        target = Invoice._api_retrieve(invoice) if isinstance(invoice, str) else None
+        if target is not None and target.status != "draft":
+            raise UserError(400, "You cannot add invoice items to an invoice that is not a draft.")
+    _new_item(self, invoice=invoice, **params)
+    if target is not None:
+        if target.currency != self.currency and target.lines._list:
+            raise UserError(400, "The invoice item's currency must match the invoice's.")
+        target.currency = self.currency
+        target.lines._list.append(InvoiceLineItem(self))
+
+
+Invoice._api_create = create_invoice
+InvoiceItem.__init__ = new_item_on_invoice
 
 _confirm = PaymentIntent._confirm
 

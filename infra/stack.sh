@@ -61,7 +61,8 @@ stop_one() { # name
 
 start() {
   [ -x "$BIN/moto_server" ] || { echo "dev tools missing: run 'make setup'" >&2; exit 1; }
-  start_one moto "$moto_url" "$BIN/moto_server" -H 127.0.0.1 -p "$MOTO_PORT"
+  # moto with Query reading one partition, as DynamoDB does (infra/moto_server.py).
+  start_one moto "$moto_url" "$BIN/python3" infra/moto_server.py -H 127.0.0.1 -p "$MOTO_PORT"
   # --from-scratch: never load a state file an earlier (possibly killed) run left behind.
   # localstripe with the Checkout Sessions it lacks (infra/localstripe_checkout.py).
   start_one localstripe "$stripe_url" "$BIN/python3" infra/localstripe_checkout.py --port "$STRIPE_PORT" --from-scratch

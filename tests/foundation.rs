@@ -55,7 +55,12 @@ async fn every_queue_of_the_template_has_a_dead_letter_queue() {
 #[tokio::test]
 async fn function_environments_resolve_to_provisioned_resources() {
     let stack = stack();
+    // One local process serves both functions of the webhook-intake binary (the intake and
+    // the archiver): the union of their environments.
     let intake = stack.env("webhook-intake");
+    assert_eq!(intake["EVENTS_QUEUE_URL"], stack.physical("EventsQueue"));
+    assert!(intake.contains_key("STRIPE_WEBHOOK_SECRET_ID"));
+    assert!(intake.contains_key("PRIVACY_KEY_SECRET_ID"));
     assert_eq!(intake["LEDGER_TABLE"], stack.physical("IdempotencyTable"));
     assert_eq!(
         intake["LICENSE_REQUESTS_QUEUE_URL"],

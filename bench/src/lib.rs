@@ -1,9 +1,10 @@
 //! # blapi-bench — the performance harness behind `make bench`
 //!
 //! Lambda bills memory × duration (init included) and users feel cold starts: this crate
-//! measures what the functions cost to start and run, side by side with a hello-world Rust
-//! lambda built with the same profile, and prints the budgets of issue 8 as pass / falls-short
-//! lines. It builds nothing: `bench/run.sh` builds the release binaries and runs the criterion
+//! measures what the functions cost to start and run, side by side with two hello-world Rust
+//! lambdas built with the same profile in the same cargo invocation (`hello`: no AWS SDK;
+//! `hello-sdk`: the functions' SDK setup, one client, one call — the fair floor), and prints the
+//! budgets of issue 8 and the targets of "Scale and cost" as pass / falls-short lines. It builds nothing: `bench/run.sh` builds the release binaries and runs the criterion
 //! benches first.
 //!
 //! # Layout
@@ -20,8 +21,9 @@
 //! - [`cost`]: the cost model, with the handlers' call counts as documented constants.
 //! - [`report`]: budgets, Markdown and JSON.
 //!
-//! The binaries: `blapi-bench` (the runner, `src/main.rs`) and `blapi-hello` (the baseline,
-//! `src/hello.rs`).
+//! The binary: `blapi-bench` (the runner, `src/main.rs`). The baselines `blapi-hello` and
+//! `blapi-hello-sdk` are the package `blapi-bench-hello` (`bench/hello`), so that the runner's
+//! tooling dependencies stay out of the functions' feature resolution.
 
 pub mod callgrind;
 pub mod cost;

@@ -1,6 +1,7 @@
 //! `blapi-bench`: the runner of `make bench` (via `bench/run.sh`, which builds first).
 //!
-//! For each function's release binary and the hello-world baseline: stripped size, cold starts
+//! For each function's release binary and the two hello-world baselines (`blapi-hello`: no AWS
+//! SDK; `blapi-hello-sdk`: one SDK client and one call to the local stack): stripped size, cold starts
 //! against the Runtime API stub (exec -> first `/next`, exec -> first response, peak RSS),
 //! instructions to the first `/next` under callgrind; then the criterion medians, the budgets,
 //! the profile and TLS experiments and the cost model. Writes `<target>/bench/report.md` and
@@ -33,8 +34,11 @@ const FUNCTIONS: [&str; 9] = [
     "portal-api",
     "notifications",
 ];
-const HELLO: &str = "hello";
+use blapi_bench::report::{HELLO, HELLO_SDK};
 const HELLO_BINARY: &str = "blapi-hello";
+const HELLO_SDK_BINARY: &str = "blapi-hello-sdk";
+/// The baselines, measured before the functions: (row name, binary).
+const BASELINES: [(&str, &str); 2] = [(HELLO, HELLO_BINARY), (HELLO_SDK, HELLO_SDK_BINARY)];
 const COLD_START_TIMEOUT: Duration = Duration::from_secs(30);
 const CALLGRIND_TIMEOUT: Duration = Duration::from_secs(300);
 
@@ -45,7 +49,7 @@ Measures binaries already built (bench/run.sh builds them). Options:
   --target-dir DIR    cargo target dir (default: $CARGO_TARGET_DIR, else <repo>/target)
   --profile NAME      profile directory of the binaries (default: release)
   --compare NAME      also measure the binaries found in <target>/<NAME> (repeatable), e.g. release-small
-  --functions LIST    comma-separated functions (default: all four)
+  --functions LIST    comma-separated functions (default: all nine)
   --runs N            cold starts per binary (default: 20)
   --stack-prefix P    provision template.yaml into the local stack under this prefix (default: blapi-bench)
                       and run each function with its resolved environment
@@ -211,10 +215,22 @@ fn main() -> Result<()> {
     let stub = Stub::start().context("starting the Runtime API stub")?;
     let bin_dir = opts.target_dir.join(&opts.profile);
 
-    // The main rows: hello-world first, then each function.
+    // The main rows: the hello worlds first, then each function. The SDK hello world calls
+    // the local stack: without one (--endpoint none) it is left out.
+    let baselines: Vec<(&str, &str)> = BASELINES
+        .into_iter()
+        .filter(|(name, _)| *name != HELLO_SDK || opts.endpoint.is_some())
+        .collect();
+    if baselines.len() < BASELINES.len() {
+        notes.push(format!(
+            "`{HELLO_SDK}` not measured: it calls the local stack (--endpoint none)."
+        ));
+    }
     let mut subjects = Vec::new();
     let mut missing = Vec::new();
-    for (function, binary) in std::iter::once((HELLO, HELLO_BINARY))
+    for (function, binary) in baselines
+        .iter()
+        .copied()
         .chain(opts.functions.iter().map(|f| (f.as_str(), f.as_str())))
     {
         match subject(
@@ -232,7 +248,9 @@ fn main() -> Result<()> {
     let mut variants = Vec::new();
     for profile in &opts.compare {
         let dir = opts.target_dir.join(profile);
-        for (function, binary) in std::iter::once((HELLO, HELLO_BINARY))
+        for (function, binary) in baselines
+            .iter()
+            .copied()
             .chain(opts.functions.iter().map(|f| (f.as_str(), f.as_str())))
         {
             if dir.join(binary).is_file() {
@@ -315,7 +333,11 @@ fn main() -> Result<()> {
         .iter()
         .find(|b| b.id.to_lowercase().contains("verify"))
         .map(|b| b.median_ns);
-    let webhooks = cost::per_million_webhooks(intake_ir, verify_ns);
+    let archiver_ns = benches
+        .iter()
+        .find(|b| b.id.contains("archiver/batch_100"))
+        .map(|b| b.median_ns / 100.0);
+    let webhooks = cost::webhooks(intake_ir, verify_ns, archiver_ns);
     let (billing, billing_time) = cost::billing_run(10_000.0);
     notes.push(
         "Cold start = exec -> first GET /runtime/invocation/next (init) and -> first response POST, against the loopback stub; \
@@ -333,8 +355,7 @@ fn main() -> Result<()> {
         tls,
         benches,
         budgets,
-        cost_per_million_webhooks_usd: cost::total(&webhooks),
-        cost_per_million_webhooks: webhooks,
+        cost_webhooks: webhooks,
         cost_billing_run_10k_usd: cost::total(&billing),
         cost_billing_run_10k: billing,
         billing_run_time: billing_time,
@@ -388,7 +409,8 @@ fn subject(
     let template = fs::read_to_string(&template_path)
         .with_context(|| format!("reading the event template {}", template_path.display()))?;
     let own = envs.get(function).cloned().unwrap_or_default();
-    // hello-world talks to nothing: no endpoint, so the figures are the runtime's alone.
+    // hello-world talks to nothing: no endpoint, so the figures are the runtime's alone (the
+    // SDK hello world gets the endpoint, like the functions).
     let endpoint = if function == HELLO {
         None
     } else {

@@ -10,12 +10,14 @@
 //! - [`template`]: YAML with CloudFormation short forms -> long-form JSON; intrinsic functions.
 //! - [`provision`]: creates the resources and returns a [`LocalStack`].
 //! - [`testing`]: a provisioned stack per test process (random prefix), for integration tests.
+//! - [`capacity`]: DynamoDB write units counted from the requests (benchmarks).
 //! - [`idp`]: the local stand-in for the portal's identity provider (key, JWKS, tokens).
 //! - [`ses`]: the SES sender identities verified in the emulator, and the e-mail it accepted
 //!   ([`ses::sent_messages`]: how tests and the demo read what was sent).
 //! - [`mapper`]: the local event-source mapper (SQS -> function, partial batch failures).
 //! - `main.rs` (`blapi-local`): the CLI behind `make up`.
 
+pub mod capacity;
 pub mod idp;
 pub mod mapper;
 pub mod provision;

@@ -1,14 +1,18 @@
 //! The local event-source mapper: plays the part of Lambda's SQS event-source mappings.
 //!
-//! It reads each function's `SQS` events from `template.yaml` (queue, batch size), long-polls
-//! every queue, invokes the mapped function through the local Lambda invoke API
+//! It reads each function's `SQS` events from `template.yaml` (queue, batch size, batching
+//! window), long-polls every queue, gathers a batch as Lambda does (up to the batch size, 10
+//! messages per receive, until the batching window closes), invokes the mapped function
+//! through the local Lambda invoke API
 //! (`cargo lambda watch`) with a real SQS event, deletes only the records not reported in
 //! `batchItemFailures`, and leaves the failures for redelivery, so the queue's redrive policy
 //! moves a poison message to its DLQ after `maxReceiveCount` receives. A function error fails
 //! the whole batch, as in AWS.
 //!
-//! One local liberty: a failed record is made visible again after `retry_after` instead of
-//! the queue's visibility timeout (minutes), so redrive happens within a demo's patience.
+//! Two local liberties: a failed record is made visible again after `retry_after` instead of
+//! the queue's visibility timeout (minutes), so redrive happens within a demo's patience; and
+//! a batching window is capped at `max_window` (the events queue's is seconds, which every
+//! step of a demo would wait).
 
 use crate::provision::{LocalStack, REGION};
 use crate::template::Template;
@@ -30,11 +34,14 @@ pub struct Mapping {
     /// Logical id of the queue.
     pub queue: String,
     pub batch_size: i32,
+    /// `MaximumBatchingWindowInSeconds` (a number, or a `!Ref` to a parameter's default).
+    pub batching_window: Duration,
 }
 
 /// Reads the SQS mappings of every function in the template.
 pub fn mappings(template: &Template) -> Result<Vec<Mapping>> {
     let mut out = Vec::new();
+    let defaults = template.parameter_defaults();
     for (id, kind, props) in template.resources() {
         if kind != "AWS::Serverless::Function" {
             continue;
@@ -63,11 +70,24 @@ pub fn mappings(template: &Template) -> Result<Vec<Mapping>> {
                 .pointer("/Properties/BatchSize")
                 .and_then(Value::as_i64)
                 .unwrap_or(10) as i32;
+            let window = match def.pointer("/Properties/MaximumBatchingWindowInSeconds") {
+                None => 0,
+                Some(Value::Number(n)) => n.as_u64().unwrap_or(0),
+                Some(v) => v
+                    .get("Ref")
+                    .and_then(Value::as_str)
+                    .and_then(|p| defaults.get(p))
+                    .and_then(|d| d.parse().ok())
+                    .ok_or_else(|| {
+                        anyhow!("{id}.{event}: MaximumBatchingWindowInSeconds must be a number or !Ref a parameter with a default")
+                    })?,
+            };
             out.push(Mapping {
                 function: function.clone(),
                 event: event.clone(),
                 queue,
                 batch_size,
+                batching_window: Duration::from_secs(window),
             });
         }
     }
@@ -116,6 +136,8 @@ pub struct MapperOptions {
     pub retry_after: Duration,
     /// Long-poll wait per receive.
     pub wait: Duration,
+    /// The longest batching window honoured (a template's longer one is cut to this).
+    pub max_window: Duration,
 }
 
 /// Outcome counters of the mapper (for summaries).
@@ -198,26 +220,31 @@ async fn poll(
     stop: Arc<AtomicBool>,
 ) -> Result<Counters> {
     let mut counters = Counters::default();
-    tracing::info!(function = %m.function, queue = %m.queue, batch = m.batch_size, "mapping");
+    let window = m.batching_window.min(opts.max_window);
+    tracing::info!(function = %m.function, queue = %m.queue, batch = m.batch_size, window_ms = window.as_millis() as u64, "mapping");
+    let batch_size = usize::try_from(m.batch_size.max(1)).unwrap_or(1);
     while !stop.load(Ordering::SeqCst) {
-        let received = sqs
-            .receive_message()
-            .queue_url(&queue_url)
-            .max_number_of_messages(m.batch_size.clamp(1, 10))
-            .wait_time_seconds(opts.wait.as_secs().clamp(0, 20) as i32)
-            .message_system_attribute_names(aws_sdk_sqs::types::MessageSystemAttributeName::All)
-            .send()
-            .await;
-        let messages = match received {
-            Ok(out) => out.messages.unwrap_or_default(),
+        let mut messages = match receive(&sqs, &queue_url, batch_size, opts.wait).await {
+            Ok(got) => got,
             Err(e) => {
-                tracing::warn!(queue = %m.queue, error = %aws_sdk_sqs::error::DisplayErrorContext(e), "receive failed");
+                tracing::warn!(queue = %m.queue, error = %format!("{e:#}"), "receive failed");
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 continue;
             }
         };
         if messages.is_empty() {
             continue;
+        }
+        // Like Lambda: more receives (10 at most each) until the batch is full or the window
+        // opened by the first message closes.
+        let closes = tokio::time::Instant::now() + window;
+        while messages.len() < batch_size && tokio::time::Instant::now() < closes {
+            let left = closes - tokio::time::Instant::now();
+            match receive(&sqs, &queue_url, batch_size - messages.len(), left).await {
+                Ok(more) if more.is_empty() => {}
+                Ok(more) => messages.extend(more),
+                Err(_) => break,
+            }
         }
         let mut handles: HashMap<String, String> = HashMap::new();
         let mut event = SqsEvent::default();
@@ -296,6 +323,29 @@ async fn poll(
     Ok(counters)
 }
 
+/// One receive of up to `max` (at most 10) messages, long-polling up to `wait` (whole
+/// seconds; under a second, a short sleep then a short poll).
+async fn receive(
+    sqs: &aws_sdk_sqs::Client,
+    queue_url: &str,
+    max: usize,
+    wait: Duration,
+) -> Result<Vec<aws_sdk_sqs::types::Message>> {
+    if wait < Duration::from_secs(1) {
+        tokio::time::sleep(wait.min(Duration::from_millis(200))).await;
+    }
+    let out = sqs
+        .receive_message()
+        .queue_url(queue_url)
+        .max_number_of_messages(i32::try_from(max.clamp(1, 10)).unwrap_or(10))
+        .wait_time_seconds(wait.as_secs().clamp(0, 20) as i32)
+        .message_system_attribute_names(aws_sdk_sqs::types::MessageSystemAttributeName::All)
+        .send()
+        .await
+        .map_err(|e| anyhow!("{}", aws_sdk_sqs::error::DisplayErrorContext(e)))?;
+    Ok(out.messages.unwrap_or_default())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -318,6 +368,7 @@ mod tests {
             ("revenue-ops", "RevenueJobsQueue"),
             ("privacy-requests", "PrivacyRequestsQueue"),
             ("notifications", "CustomerNotificationsQueue"),
+            ("webhook-intake", "EventsQueue"),
         ] {
             assert!(
                 pairs.contains(&expected),
@@ -329,7 +380,14 @@ mod tests {
             .iter()
             .map(|(f, _, input)| (f.as_str(), input["action"].as_str().unwrap_or("")))
             .collect();
-        assert_eq!(s.len(), 5, "{s:?}");
+        assert_eq!(s.len(), 6, "{s:?}");
+        assert!(s.contains(&("webhook-intake", "seal")), "{s:?}");
+        // The archiver's mapping: large batches gathered over the template's window.
+        let events = maps.iter().find(|m| m.queue == "EventsQueue").unwrap();
+        assert_eq!(events.batch_size, 500);
+        let default = t.parameter_defaults()["ArchiveBatchingWindowSeconds"].clone();
+        assert_eq!(events.batching_window.as_secs().to_string(), default);
+        assert!(events.batching_window > Duration::ZERO);
         assert!(s.contains(&("privacy-requests", "sweep")), "{s:?}");
         assert!(s.contains(&("usage-billing", "sweep_dunning")), "{s:?}");
         assert!(s.contains(&("usage-billing", "plan")), "{s:?}");

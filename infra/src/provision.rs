@@ -81,8 +81,11 @@ pub struct LocalStack {
     /// Logical id -> physical name/URL and attributes.
     pub resources: BTreeMap<String, Physical>,
     /// Function binary name -> environment variables exactly as the template resolves them.
+    /// A binary serving several functions of the template (webhook-intake: the intake and the
+    /// archiver) runs as one local process with the union of their environments (a variable
+    /// both set must agree).
     pub functions: BTreeMap<String, BTreeMap<String, String>>,
-    /// Function binary name -> logical id in the template.
+    /// Function binary name -> logical id in the template (the first function using it).
     pub function_ids: BTreeMap<String, String>,
 }
 
@@ -230,6 +233,8 @@ pub async fn provision(opts: &ProvisionOptions) -> Result<LocalStack> {
     };
     let resources = template.resources();
     let mut function_ids = BTreeMap::new();
+    // Every function of each binary, in template order.
+    let mut functions_of: BTreeMap<String, Vec<String>> = BTreeMap::new();
 
     // Pass 1: things that depend on nothing else.
     for (id, kind, props) in &resources {
@@ -339,7 +344,11 @@ pub async fn provision(opts: &ProvisionOptions) -> Result<LocalStack> {
                     .ok_or_else(|| {
                         anyhow!("function {id} has no Metadata.BuildProperties.Binary")
                     })?;
-                function_ids.insert(binary, id.clone());
+                functions_of
+                    .entry(binary.clone())
+                    .or_default()
+                    .push(id.clone());
+                function_ids.entry(binary).or_insert_with(|| id.clone());
                 resolver.resources.insert(
                     id.clone(),
                     Physical {
@@ -530,26 +539,37 @@ pub async fn provision(opts: &ProvisionOptions) -> Result<LocalStack> {
     // The portal's identity provider, standing in locally (its key and JWKS).
     crate::idp::ensure(&secrets, &s3, &opts.prefix).await?;
 
-    // Each function's environment, exactly as the template resolves it.
+    // Each function's environment, exactly as the template resolves it; the functions of one
+    // binary together (one local process serves them all).
     let globals = template.global_env();
     let mut functions = BTreeMap::new();
-    for (binary, id) in &function_ids {
-        let mut vars = globals.clone();
-        if let Some(own) = template
-            .resource(id)
-            .and_then(|r| r.pointer("/Properties/Environment/Variables"))
-            .and_then(Value::as_object)
-        {
-            vars.extend(own.clone());
-        }
-        let mut env = BTreeMap::new();
-        for (k, v) in vars {
-            env.insert(
-                k.clone(),
-                resolver
+    for (binary, ids) in &functions_of {
+        let mut env: BTreeMap<String, String> = BTreeMap::new();
+        for id in ids {
+            let mut vars = globals.clone();
+            if let Some(own) = template
+                .resource(id)
+                .and_then(|r| r.pointer("/Properties/Environment/Variables"))
+                .and_then(Value::as_object)
+            {
+                vars.extend(own.clone());
+            }
+            for (k, v) in vars {
+                let value = resolver
                     .string(&v)
-                    .with_context(|| format!("{id}: environment variable {k}"))?,
-            );
+                    .with_context(|| format!("{id}: environment variable {k}"))?;
+                match env.get(&k) {
+                    Some(other) if *other != value => {
+                        return Err(anyhow!(
+                            "{binary}: {k} is {other:?} in one function and {value:?} in {id}; \
+                             one local process runs them all, so they must agree"
+                        ));
+                    }
+                    _ => {
+                        env.insert(k, value);
+                    }
+                }
+            }
         }
         functions.insert(binary.clone(), env);
     }

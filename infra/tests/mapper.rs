@@ -89,6 +89,7 @@ async fn poison_goes_to_the_dlq_and_good_records_are_deleted() {
         lambda_url: lambda.uri(),
         retry_after: Duration::ZERO,
         wait: Duration::from_secs(1),
+        max_window: Duration::from_secs(1),
     };
     let mapper = {
         let stop = stop.clone();
@@ -155,6 +156,7 @@ async fn a_function_error_leaves_the_whole_batch_for_redelivery() {
         lambda_url: lambda.uri(),
         retry_after: Duration::from_secs(30),
         wait: Duration::from_secs(1),
+        max_window: Duration::from_secs(1),
     };
     let mapper = {
         let stop = stop.clone();

@@ -119,9 +119,47 @@ pub fn rerun(period: &str, customer: Option<&str>) -> Result<Value> {
     })
 }
 
+/// The logical id of the function that seals the archive and recovers missed Stripe events
+/// (the same binary as the intake).
+pub const ARCHIVE_MAINTENANCE: &str = "WebhookArchiveMaintenanceFunction";
+
+/// `archive seal [--hour H] [--all]`: the archive's seal from here (the same code as the
+/// hourly schedule), on the stack's bucket with the operator's credentials.
+pub async fn seal(
+    stack: &Stack,
+    sdk: &aws_config::SdkConfig,
+    hour: Option<&str>,
+    all: bool,
+) -> Result<blapi::archive::SealReport> {
+    let store =
+        blapi::storage::S3Store::new(Clients::new(sdk).s3().clone(), stack.bucket()?.to_owned());
+    let now = chrono::Utc::now();
+    let report = match hour {
+        Some(text) => {
+            let hour = blapi::archive::Hour::parse(text)
+                .with_context(|| format!("--hour {text:?} is not YYYY-MM-DDTHH"))?;
+            let done = blapi::archive::seal_hour(&store, hour)
+                .await
+                .map_err(|e| anyhow!("sealing {hour}: {}", e.chain()))?;
+            blapi::archive::SealReport {
+                merged: done.merged,
+                events: done.events,
+                duplicates: done.duplicates,
+                hours: vec![done],
+                skipped: Vec::new(),
+            }
+        }
+        None => blapi::archive::seal(&store, now, all)
+            .await
+            .map_err(|e| anyhow!("sealing: {}", e.chain()))?,
+    };
+    Ok(report)
+}
+
 /// `stripe recover --since T`: the Stripe events that were not delivered, fed through the
-/// intake's own path (ledger, archive, queues) from here, with the intake's configuration
-/// (the same as its daily scheduled run).
+/// intake's own path (the events queue, then the archiver) from here, with the configuration of
+/// the function that runs it daily (`WebhookArchiveMaintenanceFunction`: the Stripe API, the
+/// events queue, the archive that tells delivered events from missed ones).
 pub async fn recover_stripe(
     stack: &Stack,
     sdk: &aws_config::SdkConfig,
@@ -130,17 +168,18 @@ pub async fn recover_stripe(
 ) -> Result<blapi::webhook::recovery::RecoveryReport> {
     use webhook_intake::handler::{App, Ports};
     let clients = Clients::new(sdk);
-    let intake_env = Env::from_map(stack.function_env(sdk, "webhook-intake").await?);
-    let config = blapi::webhook::Config::from_env(&intake_env)?;
+    let env = Env::from_map(stack.function_env_of(sdk, ARCHIVE_MAINTENANCE).await?);
+    let config = blapi::webhook::Config::from_env(&env)?;
     let app = App::new(config.clone(), Ports::connect(&config, &clients).await?);
     let stripe_api = config
         .stripe_api
         .as_ref()
-        .context("the intake's configuration names no Stripe API key")?;
+        .context("the archive maintenance function's configuration names no Stripe API key")?;
     let stripe = blapi::stripe::StripeClient::from_secret(stripe_api, clients.secrets()).await?;
     blapi::webhook::recovery::recover_stripe(
         &stripe,
         app.intake(),
+        Some(app.store().as_ref()),
         since,
         chrono::Utc::now(),
         dry_run,

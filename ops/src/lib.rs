@@ -3,8 +3,9 @@
 //!
 //! - [`stack`]: which stack, and its resources' names (`.local/stack.json` or CloudFormation).
 //! - [`dlq`]: every dead-letter queue's depth, oldest message and a redacted sample; redrive.
-//! - [`replay`]: archived raw events fed again through the intake's routing table.
-//! - [`admin`]: `license mint|revoke|list`, `billing rerun`: the functions' admin actions.
+//! - [`replay`]: archived events fed again through the routing table.
+//! - [`admin`]: `license mint|revoke|list`, `billing rerun`: the functions' admin actions;
+//!   `archive seal` (the hourly seal by hand) and `stripe recover`.
 //! - [`rotate`]: `license rotate-key`: the next signing key, published in the key set.
 //!
 //! Everything that writes has a dry run; nothing personal or secret is printed.

@@ -18,7 +18,7 @@ fn cli() -> Command {
         .action(ArgAction::SetTrue)
         .help("say what would be done, change nothing");
     Command::new("blapi-ops")
-        .about("Operate blapi: dead-letter queues, redrive, replay from the raw archive, license and billing admin.")
+        .about("Operate blapi: dead-letter queues, redrive, the event archive (seal, replay), license and billing admin.")
         .arg(
             Arg::new("stack")
                 .long("stack")
@@ -122,8 +122,28 @@ fn cli() -> Command {
                 ),
         )
         .subcommand(
+            Command::new("archive")
+                .about("the event archive")
+                .subcommand_required(true)
+                .subcommand(
+                    Command::new("seal")
+                        .about("merge each hour's batch objects into one object (each event once) with its manifest; what the hourly schedule does")
+                        .arg(
+                            Arg::new("hour")
+                                .long("hour")
+                                .help("just this hour, YYYY-MM-DDTHH (UTC)"),
+                        )
+                        .arg(
+                            Arg::new("all")
+                                .long("all")
+                                .action(ArgAction::SetTrue)
+                                .help("the current hour too (otherwise left for the next run)"),
+                        ),
+                ),
+        )
+        .subcommand(
             Command::new("replay")
-                .about("re-feed archived raw events through the routing table into the queues")
+                .about("re-feed archived events through the routing table into the queues")
                 .arg(Arg::new("source").long("source").default_value("stripe"))
                 .arg(
                     Arg::new("from")
@@ -294,17 +314,22 @@ async fn main() -> Result<()> {
                 stack.bucket()?.to_owned(),
             ));
             let sender = SqsSender::new(sqs.clone(), store.clone());
-            let out = replay::replay(
-                &stack,
-                &aws_sdk_s3::Client::new(&sdk),
-                store.as_ref(),
-                &sender,
-                &req,
-                &progress,
-            )
-            .await?;
+            let out = replay::replay(&stack, store.as_ref(), &sender, &req, &progress).await?;
             print(json, &out)
         }
+        Some(("archive", a)) => match a.subcommand() {
+            Some(("seal", s)) => {
+                let out = admin::seal(
+                    &stack,
+                    &sdk,
+                    arg(s, "hour").map(String::as_str),
+                    s.get_flag("all"),
+                )
+                .await?;
+                print(json, &out)
+            }
+            _ => unreachable!("clap requires a subcommand"),
+        },
         _ => unreachable!("clap requires a subcommand"),
     }
 }

@@ -198,27 +198,59 @@ impl Stack {
             .ok_or_else(|| anyhow!("no queue {name} (known: {})", known.join(", ")))
     }
 
-    /// The URL of the queue webhook-intake sends `env_var`'s events to (as the template wires
-    /// the intake: `LICENSE_REQUESTS_QUEUE_URL: !Ref LicenseRequestsQueue`).
+    /// The URL of the queue webhook-intake's archiver sends `env_var`'s events to (as the
+    /// template wires it: `LICENSE_REQUESTS_QUEUE_URL: !Ref LicenseRequestsQueue`, on whichever
+    /// function of the `webhook-intake` binary sets it).
     pub fn intake_queue(&self, env_var: &str) -> Result<String> {
-        let intake = self
+        let logical = self
             .template
             .resources()
             .into_iter()
-            .find(|(id, _, _)| {
+            .filter(|(id, _, _)| {
                 self.template
                     .resource(id)
                     .and_then(|r| r.pointer("/Metadata/BuildProperties/Binary"))
                     .and_then(Value::as_str)
                     == Some("webhook-intake")
             })
-            .ok_or_else(|| anyhow!("template.yaml has no webhook-intake function"))?;
-        let logical = intake
-            .2
-            .pointer(&format!("/Environment/Variables/{env_var}/Ref"))
+            .find_map(|(_, _, props)| {
+                props
+                    .pointer(&format!("/Environment/Variables/{env_var}/Ref"))
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+            })
+            .ok_or_else(|| anyhow!("no webhook-intake function has {env_var} = !Ref <Queue>"))?;
+        Ok(self.physical(&logical)?.to_owned())
+    }
+
+    /// The environment of the function with this logical id (a binary serving several
+    /// functions runs them all in one process locally: its union environment).
+    pub async fn function_env_of(
+        &self,
+        sdk: &aws_config::SdkConfig,
+        logical: &str,
+    ) -> Result<BTreeMap<String, String>> {
+        let binary = self
+            .template
+            .resource(logical)
+            .and_then(|r| r.pointer("/Metadata/BuildProperties/Binary"))
             .and_then(Value::as_str)
-            .ok_or_else(|| anyhow!("webhook-intake has no {env_var} = !Ref <Queue>"))?;
-        Ok(self.physical(logical)?.to_owned())
+            .ok_or_else(|| anyhow!("template.yaml has no function {logical}"))?;
+        if self.endpoint.is_some() {
+            return self.function_env(sdk, binary).await;
+        }
+        let name = self.physical(logical)?;
+        let conf = aws_sdk_lambda::Client::new(sdk)
+            .get_function_configuration()
+            .function_name(name)
+            .send()
+            .await
+            .map_err(|e| anyhow!("reading the configuration of {name}: {e:?}"))?;
+        Ok(conf
+            .environment()
+            .and_then(|e| e.variables())
+            .map(|v| v.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default())
     }
 }
 

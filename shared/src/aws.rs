@@ -237,6 +237,154 @@ pub mod dynamo {
             .map_err(|e| Error::aws("dynamodb", e))
     }
 
+    /// Most items in one `BatchWriteItem`.
+    pub const BATCH_WRITE_MAX: usize = 25;
+    /// Most keys in one `BatchGetItem`.
+    pub const BATCH_GET_MAX: usize = 100;
+
+    /// The primary key of an item (`pk`, and `sk` when present), for duplicate detection.
+    fn key_of(item: &Item) -> (Option<String>, Option<String>) {
+        (get_s(item, "pk"), get_s(item, "sk"))
+    }
+
+    /// Plain puts of `items` with `BatchWriteItem` (25 per request, up to 4 requests at
+    /// once): no condition, so an item written twice simply overwrites itself. Items with the
+    /// same key keep the last (DynamoDB refuses duplicate keys within one request). What
+    /// DynamoDB leaves unprocessed (throttling) is retried with backoff. No request starts
+    /// after `not_after`: the items not written by then are returned, unwritten, so a caller
+    /// with a write window can re-check its precondition before trying again.
+    pub async fn batch_put(
+        client: &aws_sdk_dynamodb::Client,
+        table: &str,
+        items: Vec<Item>,
+        not_after: Option<std::time::Instant>,
+    ) -> Result<Vec<Item>> {
+        use aws_sdk_dynamodb::types::{PutRequest, WriteRequest};
+        use futures::StreamExt;
+        let mut seen = std::collections::HashSet::new();
+        let mut unique: Vec<Item> = items
+            .into_iter()
+            .rev()
+            .filter(|i| seen.insert(key_of(i)))
+            .collect();
+        unique.reverse();
+        let chunks: Vec<Vec<Item>> = unique
+            .chunks(BATCH_WRITE_MAX)
+            .map(<[Item]>::to_vec)
+            .collect();
+        let expired = || not_after.is_some_and(|t| std::time::Instant::now() >= t);
+        let results: Vec<Result<Vec<Item>>> = futures::stream::iter(chunks)
+            .map(|chunk| async move {
+                let mut pending = chunk;
+                let mut delay = std::time::Duration::from_millis(25);
+                for _ in 0..10 {
+                    if pending.is_empty() || expired() {
+                        break;
+                    }
+                    let requests = pending
+                        .iter()
+                        .map(|item| {
+                            PutRequest::builder()
+                                .set_item(Some(item.clone()))
+                                .build()
+                                .map(|p| WriteRequest::builder().put_request(p).build())
+                                .map_err(|e| Error::Invalid(e.to_string()))
+                        })
+                        .collect::<Result<Vec<_>>>()?;
+                    let out = client
+                        .batch_write_item()
+                        .request_items(table, requests)
+                        .send()
+                        .await
+                        .map_err(|e| Error::aws("dynamodb", e))?;
+                    pending = out
+                        .unprocessed_items
+                        .and_then(|mut u| u.remove(table))
+                        .unwrap_or_default()
+                        .into_iter()
+                        .filter_map(|w| w.put_request.map(|p| p.item))
+                        .collect();
+                    if !pending.is_empty() {
+                        tokio::time::sleep(delay).await;
+                        delay = (delay * 2).min(std::time::Duration::from_secs(1));
+                    }
+                }
+                if !pending.is_empty() && !expired() {
+                    return Err(Error::dependency(
+                        "dynamodb",
+                        true,
+                        format!("{} item(s) still unprocessed after retries", pending.len()),
+                    ));
+                }
+                Ok(pending)
+            })
+            .buffered(4)
+            .collect()
+            .await;
+        let mut unwritten = Vec::new();
+        for r in results {
+            unwritten.extend(r?);
+        }
+        Ok(unwritten)
+    }
+
+    /// The items of `keys` (each a `pk`/`sk` map) with `BatchGetItem` (100 per request,
+    /// unprocessed keys retried); missing items are simply absent.
+    pub async fn batch_get(
+        client: &aws_sdk_dynamodb::Client,
+        table: &str,
+        keys: Vec<Item>,
+    ) -> Result<Vec<Item>> {
+        use aws_sdk_dynamodb::types::KeysAndAttributes;
+        let mut out = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        let keys: Vec<Item> = keys
+            .into_iter()
+            .filter(|k| seen.insert(key_of(k)))
+            .collect();
+        for chunk in keys.chunks(BATCH_GET_MAX) {
+            let mut pending = chunk.to_vec();
+            let mut delay = std::time::Duration::from_millis(25);
+            for attempt in 0..10 {
+                if pending.is_empty() {
+                    break;
+                }
+                if attempt > 0 {
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(std::time::Duration::from_secs(1));
+                }
+                let ka = KeysAndAttributes::builder()
+                    .set_keys(Some(pending.clone()))
+                    .build()
+                    .map_err(|e| Error::Invalid(e.to_string()))?;
+                let resp = client
+                    .batch_get_item()
+                    .request_items(table, ka)
+                    .send()
+                    .await
+                    .map_err(|e| Error::aws("dynamodb", e))?;
+                out.extend(
+                    resp.responses
+                        .and_then(|mut r| r.remove(table))
+                        .unwrap_or_default(),
+                );
+                pending = resp
+                    .unprocessed_keys
+                    .and_then(|mut u| u.remove(table))
+                    .map(|k| k.keys)
+                    .unwrap_or_default();
+            }
+            if !pending.is_empty() {
+                return Err(Error::dependency(
+                    "dynamodb",
+                    true,
+                    format!("{} key(s) still unprocessed after retries", pending.len()),
+                ));
+            }
+        }
+        Ok(out)
+    }
+
     /// Whether a write lost its condition (`ConditionalCheckFailedException`): the expected
     /// outcome of an idempotent conditional write that someone else already made.
     pub fn is_conditional_check_failed<E: ProvideErrorMetadata>(

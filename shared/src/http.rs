@@ -85,7 +85,10 @@ async fn read_capped(
 /// connection, final otherwise — with the
 /// URL stripped from the message (it may carry ids or query values). Every answer goes to
 /// `answer`, which decides: done, retry (usually `reply.retryable()`, honouring
-/// `reply.retry_after`), or fail. The attempts are bounded by `policy`.
+/// `reply.retry_after`), or fail. The attempts are bounded by `policy` and, inside a
+/// [`crate::deadline::Deadline`] scope, by the invocation's deadline: an attempt is cut
+/// [`crate::deadline::Deadline::RESERVE`] before it (a retryable transport failure), and no
+/// wait is slept past it.
 pub async fn send_with_retry<T, E>(
     policy: crate::retry::RetryPolicy,
     build: impl Fn() -> reqwest::RequestBuilder,
@@ -94,36 +97,58 @@ pub async fn send_with_retry<T, E>(
 ) -> std::result::Result<T, E> {
     use crate::retry::Attempt;
     crate::retry::retry(policy, |_| async {
-        let resp = match build().send().await {
-            Ok(r) => r,
-            Err(e) => {
-                let retryable = retryable_transport(&e);
-                let err = transport(retryable, e.without_url().to_string());
-                return if retryable {
-                    Attempt::Retry(err, None)
-                } else {
-                    Attempt::Fail(err)
-                };
-            }
+        let attempt = attempt(&build, &transport, &answer);
+        let Some(deadline) = crate::deadline::Deadline::current() else {
+            return attempt.await;
         };
-        let status = resp.status();
-        let retry_after = crate::retry::retry_after(resp.headers());
-        match read_capped(resp, MAX_RESPONSE_BYTES).await {
-            Ok(Some(body)) => answer(Reply {
-                status,
-                retry_after,
-                body,
-            }),
-            // No API of ours answers this much: refused, not retried, never buffered whole.
-            Ok(None) => Attempt::Fail(transport(
-                false,
-                format!("HTTP {status} answer larger than {MAX_RESPONSE_BYTES} bytes; not read"),
-            )),
-            // The answer broke off mid-body: as good as no answer.
-            Err(e) => Attempt::Retry(transport(true, e.without_url().to_string()), None),
+        // No attempt outlasts the invocation (it is cut `Deadline::RESERVE` before the end);
+        // a cut attempt is retryable, and the retry loop then gives up at once.
+        match tokio::time::timeout_at(deadline.cutoff(), attempt).await {
+            Ok(outcome) => outcome,
+            Err(_) => Attempt::Retry(
+                transport(true, "no answer before the invocation's deadline".into()),
+                None,
+            ),
         }
     })
     .await
+}
+
+/// One attempt of [`send_with_retry`].
+async fn attempt<T, E>(
+    build: &impl Fn() -> reqwest::RequestBuilder,
+    transport: &impl Fn(bool, String) -> E,
+    answer: &impl Fn(Reply) -> crate::retry::Attempt<T, E>,
+) -> crate::retry::Attempt<T, E> {
+    use crate::retry::Attempt;
+    let resp = match build().send().await {
+        Ok(r) => r,
+        Err(e) => {
+            let retryable = retryable_transport(&e);
+            let err = transport(retryable, e.without_url().to_string());
+            return if retryable {
+                Attempt::Retry(err, None)
+            } else {
+                Attempt::Fail(err)
+            };
+        }
+    };
+    let status = resp.status();
+    let retry_after = crate::retry::retry_after(resp.headers());
+    match read_capped(resp, MAX_RESPONSE_BYTES).await {
+        Ok(Some(body)) => answer(Reply {
+            status,
+            retry_after,
+            body,
+        }),
+        // No API of ours answers this much: refused, not retried, never buffered whole.
+        Ok(None) => Attempt::Fail(transport(
+            false,
+            format!("HTTP {status} answer larger than {MAX_RESPONSE_BYTES} bytes; not read"),
+        )),
+        // The answer broke off mid-body: as good as no answer.
+        Err(e) => Attempt::Retry(transport(true, e.without_url().to_string()), None),
+    }
 }
 
 /// An HTTP API reached with a bearer key (Stripe, the enrichment provider): the client, its

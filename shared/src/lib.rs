@@ -17,9 +17,11 @@
 //! - [`http`]: the one way to build an outgoing HTTP client and the one retry loop for it.
 //! - [`tls`]: the compiled-in trust stores (no system certificate store read at cold start).
 //! - [`retry`]: exponential backoff with jitter for outgoing HTTP calls.
+//! - [`deadline`]: the invocation's deadline, which batches and retries respect.
 //! - [`ledger`]: the idempotency ledger (claim / complete / release with a lease).
 //! - [`notice`]: the notification message every function sends to the notifications queue.
 //! - [`storage`]: the object-store port (S3 adapter, in-memory fake).
+//! - [`archive`]: the event archive (gzip NDJSON objects of many events; seal, read, erase).
 //! - [`queue`]: queue messages, the SQS sender with claim check, partial batch responses.
 //! - [`values`]: parsed values that cross module boundaries ([`values::Country`]).
 //!
@@ -29,7 +31,7 @@
 //!
 //! Business domains (one per function; each `mod.rs` lists its ports and adapters, and its
 //! `Config`):
-//! - [`webhook`]: signature schemes and intake routing (webhook-intake).
+//! - [`webhook`]: signature schemes, intake routing and the archiver (webhook-intake).
 //! - [`billing`]: usage, pricing, invoicing, dunning (usage-billing).
 //! - [`licensing`]: license format, signing, minting and revocation (license-minting).
 //! - [`leads`]: normalising, enriching, scoring, routing and upserting leads (lead-enrichment).
@@ -39,11 +41,13 @@
 //! (the real adapters, or fakes in tests), `App::new(config, ports)`, `App::handle`, and one
 //! `Tally` of outcomes per invocation.
 
+pub mod archive;
 pub mod aws;
 pub mod billing;
 pub mod config;
 pub mod crm;
 pub mod customers;
+pub mod deadline;
 pub mod error;
 pub mod events;
 pub mod http;

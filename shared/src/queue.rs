@@ -1,13 +1,16 @@
 //! Queue messages, the SQS sender with claim check, and partial batch responses.
 //!
-//! - [`EventMessage`]: what webhook-intake puts on every queue; all consumers read it.
+//! - [`EventMessage`]: what webhook-intake's archiver puts on every routed queue; all consumers
+//!   read it.
 //! - [`QueueSender`]: the sending port. [`SqsSender`] stores a body over the SQS limit in the
 //!   object store and sends a small [`ClaimCheck`] pointer instead; [`resolve_body`] turns a
 //!   pointer back into the body, so consumers never see the difference.
 //! - [`process_batch`]: runs a handler on each record of an SQS batch, one by one, and reports
 //!   only the failed records (`batchItemFailures`), so one poison message never fails its
-//!   neighbours; SQS redelivers it and the queue's redrive policy parks it in the DLQ.
+//!   neighbours; SQS redelivers it and the queue's redrive policy parks it in the DLQ. Near the
+//!   invocation's deadline it starts no more records and reports the rest as failures too.
 
+use crate::deadline::{Deadline, within};
 use crate::error::{Error, Result};
 use crate::storage::ObjectStore;
 use async_trait::async_trait;
@@ -16,6 +19,8 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tracing::Instrument;
 
 /// SQS's message size limit (256 KiB), message attributes included; bodies above
 /// [`CLAIM_CHECK_THRESHOLD`] go to the object store.
@@ -25,7 +30,7 @@ pub const CLAIM_CHECK_THRESHOLD: usize = SQS_MAX_BYTES - 8 * 1024;
 /// Most entries in one `SendMessageBatch`.
 pub const SQS_BATCH_MAX: usize = 10;
 
-/// An accepted webhook event, as intake enqueues it for every consumer.
+/// An accepted webhook event, as the archiver forwards it to every consumer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EventMessage {
     /// The event id given by the sender (Stripe `evt_...`, or the `webhook-id`).
@@ -37,7 +42,9 @@ pub struct EventMessage {
     pub event_type: String,
     /// When intake accepted it (RFC 3339).
     pub received_at: chrono::DateTime<chrono::Utc>,
-    /// The S3 key of the raw, verified bytes.
+    /// Where the raw, verified bytes are archived: an archive locator
+    /// (`{object key}#{source}/{id}`, see [`crate::archive::find`]); a `raw/...` object key for
+    /// events archived before the archive was batched.
     pub raw_key: String,
     /// The parsed event.
     pub event: serde_json::Value,
@@ -68,6 +75,17 @@ pub trait QueueSender: Send + Sync {
             self.send(queue_url, body).await?;
         }
         Ok(())
+    }
+    /// Like [`QueueSender::send_all`], each message invisible for `delay` first (SQS
+    /// `DelaySeconds`, at most 15 minutes). Senders without delays deliver at once.
+    async fn send_all_delayed(
+        &self,
+        queue_url: &str,
+        bodies: Vec<String>,
+        delay: std::time::Duration,
+    ) -> Result<()> {
+        let _ = delay;
+        self.send_all(queue_url, bodies).await
     }
 }
 
@@ -180,6 +198,17 @@ impl QueueSender for SqsSender {
     }
 
     async fn send_all(&self, queue_url: &str, bodies: Vec<String>) -> Result<()> {
+        self.send_all_delayed(queue_url, bodies, std::time::Duration::ZERO)
+            .await
+    }
+
+    async fn send_all_delayed(
+        &self,
+        queue_url: &str,
+        bodies: Vec<String>,
+        delay: std::time::Duration,
+    ) -> Result<()> {
+        let delay_seconds = i32::try_from(delay.as_secs().min(900)).unwrap_or(900);
         let mut outgoing = Vec::with_capacity(bodies.len());
         for b in bodies {
             outgoing.push(self.outgoing(b).await?);
@@ -213,6 +242,7 @@ impl QueueSender for SqsSender {
                         aws_sdk_sqs::types::SendMessageBatchRequestEntry::builder()
                             .id(id)
                             .message_body(body)
+                            .set_delay_seconds((delay_seconds > 0).then_some(delay_seconds))
                             .build()
                             .map_err(|e| Error::Invalid(format!("batch entry: {e}")))
                     })
@@ -328,9 +358,21 @@ impl QueueRecord {
 
 /// Runs `handler` on each record in order and returns the ids of the failed ones only.
 /// A record whose claim check cannot be resolved fails alone, like any other.
+///
+/// With a `deadline` (the invocation's, [`Deadline::from_context`]), no record is started once
+/// less than the margin is left: the larger of [`Deadline::margin`] (see
+/// [`crate::deadline::Margin`]: 2 s or 10 % of the time the invocation started with) and the
+/// longest any record of this batch has taken so far. Every record not started is reported as
+/// a batch item failure, in order, after the failed ones before it (one warning says how many
+/// were deferred), so SQS redelivers it to a later invocation instead of Lambda killing this one
+/// while it holds them. Records already failed stay failed; a started record runs to its end.
+/// Note that a deferred record's redelivery counts as a receive against the queue's
+/// `maxReceiveCount`. Each record runs inside the deadline's scope ([`Deadline::scope`]), so
+/// outgoing HTTP retries never wait past it ([`crate::retry::retry`]).
 pub async fn process_batch<F, Fut>(
     event: SqsEvent,
     store: &dyn ObjectStore,
+    deadline: Option<Deadline>,
     mut handler: F,
 ) -> SqsBatchResponse
 where
@@ -338,10 +380,30 @@ where
     Fut: Future<Output = Result<()>>,
 {
     let mut response = SqsBatchResponse::default();
-    for record in event.records {
+    let total = event.records.len();
+    let mut records = event.records.into_iter().enumerate();
+    let mut slowest = Duration::ZERO;
+    for (started, record) in records.by_ref() {
+        if let Some(d) = deadline {
+            let margin = d.margin().max(slowest);
+            if d.near(margin) {
+                let deferred = total - started;
+                tracing::warn!(
+                    started,
+                    deferred,
+                    remaining_ms = d.remaining().as_millis() as u64,
+                    margin_ms = margin.as_millis() as u64,
+                    "invocation deadline near: records not started, reported for redelivery"
+                );
+                response
+                    .batch_item_failures
+                    .push(failure(record.message_id.unwrap_or_default()));
+                break;
+            }
+        }
         let message_id = record.message_id.clone().unwrap_or_default();
         let span = tracing::info_span!("record", message_id = %message_id);
-        let _enter = span.enter();
+        let began = tokio::time::Instant::now();
         let outcome = async {
             let raw = record
                 .body
@@ -360,20 +422,30 @@ where
                 source_queue: record.event_source_arn.clone(),
             })
             .await
-        }
-        .await;
+        };
+        let outcome = within(deadline, outcome).instrument(span.clone()).await;
+        slowest = slowest.max(began.elapsed());
         if let Err(e) = outcome {
+            let _enter = span.enter();
             tracing::warn!(
                 error = %e.chain(),
                 retryable = e.is_retryable(),
                 "record failed; reported for redelivery"
             );
-            let mut failure = BatchItemFailure::default();
-            failure.item_identifier = message_id;
-            response.batch_item_failures.push(failure);
+            response.batch_item_failures.push(failure(message_id));
         }
     }
+    // The rest of the records after the first deferred one (none when all were started).
     response
+        .batch_item_failures
+        .extend(records.map(|(_, record)| failure(record.message_id.unwrap_or_default())));
+    response
+}
+
+fn failure(message_id: String) -> BatchItemFailure {
+    let mut failure = BatchItemFailure::default();
+    failure.item_identifier = message_id;
+    failure
 }
 
 #[cfg(test)]
@@ -399,7 +471,7 @@ mod tests {
             msg("3", r#"{"n":3}"#),
         ];
         let mut seen = Vec::new();
-        let resp = process_batch(event, &store, |r| {
+        let resp = process_batch(event, &store, None, |r| {
             let parsed = r.json::<serde_json::Value>();
             seen.push(r.message_id.clone());
             async move { parsed.map(|_| ()) }
@@ -412,6 +484,91 @@ mod tests {
             .map(|f| f.item_identifier.as_str())
             .collect();
         assert_eq!(failed, vec!["2"]);
+    }
+
+    fn batch(n: usize) -> SqsEvent {
+        let mut event = SqsEvent::default();
+        event.records = (1..=n).map(|i| msg(&i.to_string(), "{}")).collect();
+        event
+    }
+
+    fn ids(resp: &SqsBatchResponse) -> Vec<&str> {
+        resp.batch_item_failures
+            .iter()
+            .map(|f| f.item_identifier.as_str())
+            .collect()
+    }
+
+    /// Each record takes one second of (paused) tokio time; record "3" fails. The ids started
+    /// and the response.
+    async fn run_slow_batch(
+        n: usize,
+        deadline: Option<Deadline>,
+    ) -> (Vec<String>, SqsBatchResponse) {
+        let store = MemoryStore::new();
+        let mut started = Vec::new();
+        let resp = process_batch(batch(n), &store, deadline, |r| {
+            started.push(r.message_id.clone());
+            async move {
+                assert_eq!(
+                    Deadline::current(),
+                    deadline,
+                    "the record runs in the scope"
+                );
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                if r.message_id == "3" {
+                    return Err(Error::dependency("stripe", true, "busy"));
+                }
+                Ok(())
+            }
+        })
+        .await;
+        (started, resp)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn near_the_deadline_the_unstarted_records_are_reported_in_order() {
+        // 6.5 s left and a 2 s margin: records start at 0, 1, 2, 3 and 4 s (6.5 .. 2.5 s
+        // left); at 5 s only 1.5 s is left, so records 6 to 10 are not started.
+        let deadline =
+            Deadline::after(Duration::from_millis(6_500)).with_margin(Duration::from_secs(2));
+        let (started, resp) = run_slow_batch(10, Some(deadline)).await;
+        assert_eq!(started, ["1", "2", "3", "4", "5"]);
+        assert_eq!(
+            ids(&resp),
+            ["3", "6", "7", "8", "9", "10"],
+            "the failed one, then the unstarted"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_slowest_record_so_far_widens_the_margin() {
+        // A 0.5 s margin, but the first record took 1 s: with 0.8 s left after it, the
+        // second is not started.
+        let deadline =
+            Deadline::after(Duration::from_millis(1_800)).with_margin(Duration::from_millis(500));
+        let (started, resp) = run_slow_batch(4, Some(deadline)).await;
+        assert_eq!(started, ["1"]);
+        assert_eq!(ids(&resp), ["2", "3", "4"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_a_deadline_every_record_is_processed() {
+        let (started, resp) = run_slow_batch(10, None).await;
+        assert_eq!(started.len(), 10);
+        assert_eq!(ids(&resp), ["3"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn with_the_deadline_already_near_no_record_is_started() {
+        let deadline = Deadline::after(Duration::from_secs(1)).with_margin(Duration::from_secs(2));
+        let (started, resp) = run_slow_batch(4, Some(deadline)).await;
+        assert!(started.is_empty(), "{started:?}");
+        assert_eq!(ids(&resp), ["1", "2", "3", "4"]);
+        let past = Deadline::from_epoch_ms(1).unwrap();
+        let (started, resp) = run_slow_batch(2, Some(past)).await;
+        assert!(started.is_empty());
+        assert_eq!(ids(&resp), ["1", "2"]);
     }
 
     #[tokio::test]
@@ -440,7 +597,7 @@ mod tests {
         ));
         let mut event = SqsEvent::default();
         event.records = vec![msg("a", pointer), msg("b", "{}")];
-        let resp = process_batch(event, &store, |_| async { Ok(()) }).await;
+        let resp = process_batch(event, &store, None, |_| async { Ok(()) }).await;
         assert_eq!(resp.batch_item_failures.len(), 1);
         assert_eq!(resp.batch_item_failures[0].item_identifier, "a");
     }

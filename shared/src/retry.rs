@@ -1,6 +1,8 @@
 //! Retries with exponential backoff and full jitter, for outgoing HTTP calls (Stripe, the
-//! enrichment provider, Salesforce). AWS SDK calls have their own retry layer.
+//! enrichment provider, Salesforce). AWS SDK calls have their own retry layer. No wait outlasts
+//! the invocation's [`Deadline`].
 
+use crate::deadline::Deadline;
 use std::future::Future;
 use std::time::Duration;
 
@@ -72,6 +74,10 @@ pub enum Attempt<T, E> {
 
 /// Runs `op` until it is done, fails for good, or the attempts run out (the last error is
 /// returned).
+///
+/// Inside a [`Deadline`] scope (set by [`crate::queue::process_batch`] and the handlers), a
+/// wait (backoff or `Retry-After`) that would not end [`Deadline::RESERVE`] before the deadline
+/// is not slept: the last error, retryable, is returned at once.
 pub async fn retry<T, E, F, Fut>(policy: RetryPolicy, mut op: F) -> Result<T, E>
 where
     F: FnMut(u32) -> Fut,
@@ -89,6 +95,17 @@ where
                 // A server-given delay is honoured, within reason.
                 let wait =
                     after.map_or_else(|| policy.delay(attempt), |a| a.min(Duration::from_secs(60)));
+                // Never past the invocation's deadline: the caller fails the record now and
+                // SQS redelivers it, rather than Lambda killing the invocation mid-sleep.
+                if let Some(deadline) = Deadline::current().filter(|d| !d.allows_wait(wait)) {
+                    tracing::info!(
+                        attempt,
+                        wait_ms = wait.as_millis() as u64,
+                        remaining_ms = deadline.remaining().as_millis() as u64,
+                        "not retrying: the wait would end past the invocation's deadline"
+                    );
+                    return Err(e);
+                }
                 tracing::debug!(attempt, wait_ms = wait.as_millis() as u64, "retrying");
                 tokio::time::sleep(wait).await;
                 attempt += 1;
@@ -156,6 +173,111 @@ mod tests {
         .await;
         assert_eq!(r, Err("bad request"));
         assert_eq!(calls, 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_wait_past_the_deadline_is_not_slept() {
+        let deadline = Deadline::after(Duration::from_secs(10));
+        let mut calls = 0;
+        let r: Result<u32, &str> = deadline
+            .scope(retry(RetryPolicy::immediate(5), |_| {
+                calls += 1;
+                async { Attempt::Retry("throttled", Some(Duration::from_secs(60))) }
+            }))
+            .await;
+        assert_eq!(r, Err("throttled"));
+        assert_eq!(calls, 1, "no second attempt");
+        assert_eq!(
+            deadline.remaining(),
+            Duration::from_secs(10),
+            "nothing slept"
+        );
+
+        // A wait that ends in time is slept as before.
+        let mut calls = 0;
+        let r: Result<u32, &str> = deadline
+            .scope(retry(RetryPolicy::immediate(5), |n| {
+                calls += 1;
+                async move {
+                    if n < 3 {
+                        Attempt::Retry("throttled", Some(Duration::from_secs(2)))
+                    } else {
+                        Attempt::Done(n)
+                    }
+                }
+            }))
+            .await;
+        assert_eq!(r, Ok(3));
+        assert_eq!(calls, 3);
+        assert_eq!(deadline.remaining(), Duration::from_secs(6));
+    }
+
+    mod stripe {
+        use super::*;
+        use crate::config::Secret;
+        use crate::stripe::StripeClient;
+        use wiremock::{Mock, MockServer, ResponseTemplate};
+
+        fn stripe(server: &MockServer) -> StripeClient {
+            StripeClient::new(
+                server.uri(),
+                Secret::new("sk_test_x".into()),
+                Duration::from_secs(30),
+            )
+            .unwrap()
+            .with_retry(RetryPolicy::default())
+        }
+
+        #[tokio::test]
+        async fn a_long_retry_after_from_stripe_fails_the_call_at_once_near_the_deadline() {
+            let server = MockServer::start().await;
+            Mock::given(wiremock::matchers::any())
+                .respond_with(ResponseTemplate::new(429).insert_header("Retry-After", "60"))
+                .mount(&server)
+                .await;
+            let c = stripe(&server);
+            let began = std::time::Instant::now();
+            let e = Deadline::after(Duration::from_secs(1))
+                .scope(c.get::<serde_json::Value>("customers/cus_1", &[]))
+                .await
+                .unwrap_err();
+            assert!(e.is_retryable(), "{e:?}");
+            assert_eq!(server.received_requests().await.unwrap().len(), 1);
+            assert_eq!(c.calls(), 1);
+            // A guard against a hang (the 60 s sleep), not a performance bound.
+            assert!(
+                began.elapsed() < Duration::from_secs(30),
+                "{:?}",
+                began.elapsed()
+            );
+        }
+
+        #[tokio::test]
+        async fn a_slow_answer_is_cut_before_the_deadline_as_retryable() {
+            let server = MockServer::start().await;
+            Mock::given(wiremock::matchers::any())
+                .respond_with(
+                    ResponseTemplate::new(200)
+                        .set_body_json(serde_json::json!({"id": "cus_1"}))
+                        .set_delay(Duration::from_secs(20)),
+                )
+                .mount(&server)
+                .await;
+            let c = stripe(&server);
+            let began = std::time::Instant::now();
+            let e = Deadline::after(Duration::from_millis(1_500))
+                .scope(c.get::<serde_json::Value>("customers/cus_1", &[]))
+                .await
+                .unwrap_err();
+            assert!(e.is_retryable(), "{e:?}");
+            assert!(e.chain().to_string().contains("deadline"), "{e:?}");
+            assert_eq!(c.calls(), 1, "cut, then not retried");
+            assert!(
+                began.elapsed() < Duration::from_secs(15),
+                "{:?}",
+                began.elapsed()
+            );
+        }
     }
 
     #[test]

@@ -102,7 +102,7 @@ fn email_tokens(text: &str) -> impl Iterator<Item = Email> + '_ {
 
 /// The e-mail addresses of a JSON document: string values of keys named `email` or ending in
 /// `_email` (Stripe's `email`, `customer_email`, `receipt_email`, `billing_details.email`; the
-/// portal's `email`), at any depth. What intake indexes an archived event under.
+/// portal's `email`), at any depth. The addresses whose keyed hashes an archived event carries.
 pub fn emails_in(value: &serde_json::Value) -> Vec<Email> {
     fn walk(v: &serde_json::Value, out: &mut BTreeMap<String, Email>) {
         match v {
@@ -181,7 +181,9 @@ pub enum System {
     Licenses,
     /// Billing records and invoice artifacts (locator: the customer id).
     Billing,
-    /// The raw webhook archive (locator: the object key).
+    /// The event archive: found by the keyed subject hashes its lines carry (the archive
+    /// sweep); an indexed locator is an object key (`raw/...`, before the archive was batched)
+    /// or an event's archive locator (`archive/...#source/id`).
     Archive,
     /// Messages at rest in the dead-letter and notification queues (found by sweeping them).
     Queues,

@@ -28,7 +28,7 @@ use std::path::PathBuf;
 const LAYERS: [(&str, &str); 3] = [
     (
         "plumbing",
-        "config aws secrets error telemetry http tls retry ledger storage queue values events subjects notice",
+        "config aws secrets error telemetry http tls retry deadline ledger storage archive queue values events subjects notice",
     ),
     ("external-system", "stripe crm"),
     (

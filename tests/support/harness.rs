@@ -117,6 +117,7 @@ impl Functions {
             lambda_url,
             retry_after: Duration::from_secs(1),
             wait: Duration::from_secs(1),
+            max_window: Duration::from_secs(1),
         };
         let stack = stack.clone();
         let stop = functions.stop.clone();

@@ -9,8 +9,8 @@
 //! telemetry usage -> billing for the period -> an invoice on localstripe + JSON/HTML in S3;
 //! the buyer as one linked customer in the CRM (account with owner, status, license and
 //! invoice; contact; won opportunity; their lead converted; a later sign-up from the same
-//! company routed to the account's owner); one Stripe event delivered twice (dedupe) and one
-//! poison message (DLQ).
+//! company routed to the account's owner); one Stripe event delivered twice (accepted twice,
+//! archived once once the hour is sealed, nothing new downstream) and one poison message (DLQ).
 
 mod dunning;
 mod mail;
@@ -125,6 +125,19 @@ pub struct ReplayLine {
     pub invoices: (usize, usize),
 }
 
+/// One Stripe event delivered twice (a sender's retry after a lost 2xx).
+#[derive(Debug, Clone)]
+pub struct RedeliveryLine {
+    /// Both answers (each a 200: intake does not dedupe).
+    pub answers: Vec<Value>,
+    /// Lines of the event in its archive hour once sealed.
+    pub archived_lines: usize,
+    /// The seal's report of that hour.
+    pub seal: Value,
+    /// The customer's licenses before and after (the consumers are idempotent).
+    pub licenses: (usize, usize),
+}
+
 /// The privacy requests of the scenario's people (privacy-requests).
 #[derive(Debug, Clone)]
 pub struct PrivacyLine {
@@ -157,7 +170,8 @@ pub struct Summary {
     pub mail: MailLine,
     pub usage_records: usize,
     pub invoice: InvoiceSummary,
-    pub duplicate_answer: Value,
+    /// One Stripe event delivered twice.
+    pub redelivery: RedeliveryLine,
     pub dlq: Vec<(String, usize, String)>,
     pub bucket: String,
     pub endpoint: String,
@@ -374,6 +388,8 @@ impl<'a> World<'a> {
     pub async fn settle(&self, timeout: Duration) -> Result<()> {
         let deadline = Instant::now() + timeout;
         let queues = [
+            // Accepted webhooks wait here for the archiver's batch.
+            "EventsQueue",
             "LicenseRequestsQueue",
             "BillingEventsQueue",
             "UsageEventsQueue",
@@ -398,30 +414,34 @@ impl<'a> World<'a> {
     }
 }
 
+/// The archived events of the last day (sealed and batch objects, each event once).
+async fn archived_today(w: &World<'_>) -> Result<Vec<blapi::archive::Located>> {
+    let now = Utc::now();
+    let mut out = Vec::new();
+    let store = w.store.as_ref();
+    for hour in blapi::archive::hours_between(store, now - chrono::Duration::days(1), now)
+        .await
+        .map_err(|e| anyhow!("{}", e.chain()))?
+    {
+        out.extend(
+            blapi::archive::read_hour(store, hour)
+                .await
+                .map_err(|e| anyhow!("{}", e.chain()))?
+                .events,
+        );
+    }
+    Ok(out)
+}
+
 /// The raw bytes intake archived for the Stripe event of `event_type` about `object_id`.
 async fn archived_event(w: &World<'_>, event_type: &str, object_id: &str) -> Result<Vec<u8>> {
-    let bucket = w.stack.physical("ArtifactsBucket");
-    let listed = w
-        .clients
-        .s3()
-        .list_objects_v2()
-        .bucket(bucket)
-        .prefix("raw/stripe/")
-        .send()
-        .await?;
-    for obj in listed.contents() {
-        let Some(key) = obj.key() else { continue };
-        let Some(bytes) = w
-            .store
-            .get(key)
-            .await
-            .map_err(|e| anyhow!("{}", e.chain()))?
-        else {
-            continue;
-        };
-        let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        if v["type"] == event_type && v["data"]["object"]["id"] == object_id {
-            return Ok(bytes);
+    for e in archived_today(w).await? {
+        let v = e.line.event();
+        if e.line.source == "stripe"
+            && v["type"] == event_type
+            && v["data"]["object"]["id"] == object_id
+        {
+            return Ok(e.line.body.unwrap_or_default().into_bytes());
         }
     }
     bail!("no archived {event_type} event for {object_id}")
@@ -942,7 +962,6 @@ pub async fn run(w: &World<'_>, progress: Progress<'_>) -> Result<Summary> {
         .and_utc();
     let report = blapi_ops::replay::replay(
         &ops_stack,
-        w.clients.s3(),
         w.store.as_ref(),
         &sender,
         &blapi_ops::replay::ReplayRequest {
@@ -967,10 +986,17 @@ pub async fn run(w: &World<'_>, progress: Progress<'_>) -> Result<Summary> {
         invoices: (before.1, after.1),
     };
 
-    // 10. Dedupe and the DLQ.
-    progress("delivering one Stripe event twice and one poison message");
+    // 10. A redelivery and the DLQ.
+    progress(
+        "delivering one Stripe event twice (accepted twice, archived once) and one poison message",
+    );
     // Stripe retries a delivery: the same bytes, the same event id, a fresh signature.
     let body = archived_event(w, "customer.subscription.created", &sub_id).await?;
+    let event_id = serde_json::from_slice::<Value>(&body)?["id"]
+        .as_str()
+        .context("the event's id")?
+        .to_owned();
+    let licenses_before = licenses_of().await?;
     let mut answers = Vec::new();
     for _ in 0..2 {
         let t = Utc::now().timestamp();
@@ -991,9 +1017,53 @@ pub async fn run(w: &World<'_>, progress: Progress<'_>) -> Result<Summary> {
         answers.push(resp.json::<Value>().await?);
     }
     ensure!(
-        answers.iter().all(|a| a["duplicate"] == true),
-        "an event already accepted is acknowledged as a duplicate and not enqueued again: {answers:?}"
+        answers
+            .iter()
+            .all(|a| a["received"] == true && a["id"] == event_id.as_str()),
+        "a redelivered event is accepted again: {answers:?}"
     );
+    w.settle(Duration::from_secs(120)).await?;
+    // The hourly seal, now (the current hour too): the event's copies become one line.
+    let seal = w
+        .invoke("webhook-intake", &json!({"action": "seal", "all": true}))
+        .await?;
+    let archived_lines = archived_today(w)
+        .await?
+        .iter()
+        .filter(|e| e.line.id == event_id)
+        .count();
+    let sealed_lines = {
+        let mut n = 0;
+        for key in w
+            .store
+            .list(blapi::archive::SEALED_PREFIX)
+            .await
+            .map_err(|e| anyhow!("{}", e.chain()))?
+        {
+            let bytes = w
+                .store
+                .get(&key)
+                .await
+                .map_err(|e| anyhow!("{}", e.chain()))?
+                .unwrap_or_default();
+            n += blapi::archive::decode(&key, &bytes)
+                .map_err(|e| anyhow!("{}", e.chain()))?
+                .iter()
+                .filter(|l| l.id == event_id)
+                .count();
+        }
+        n
+    };
+    ensure!(
+        archived_lines == 1 && sealed_lines == 1,
+        "the event is archived once: {archived_lines} visible, {sealed_lines} sealed line(s)"
+    );
+    let redelivery = RedeliveryLine {
+        answers,
+        archived_lines: sealed_lines,
+        seal,
+        licenses: (licenses_before, licenses_of().await?),
+    };
     w.clients
         .sqs()
         .send_message()
@@ -1071,7 +1141,7 @@ pub async fn run(w: &World<'_>, progress: Progress<'_>) -> Result<Summary> {
         mail,
         usage_records,
         invoice,
-        duplicate_answer: answers[1].clone(),
+        redelivery,
         dlq,
         bucket: w.stack.physical("ArtifactsBucket").to_owned(),
         endpoint: w.stack.endpoint.clone(),
@@ -1414,9 +1484,15 @@ impl Summary {
             self.bucket,
             i.html_key
         ));
+        let r = &self.redelivery;
         o.push_str(&format!(
-            "\n== Dedupe ==\n  second delivery of the same Stripe event answered {}\n",
-            self.duplicate_answer
+            "\n== Redelivery ==\n  the same Stripe event delivered twice, both answered {}\n  \
+             archived once: {} line in its sealed hour (seal: {})\n  licenses {} -> {} (idempotent consumers)\n",
+            r.answers.last().cloned().unwrap_or(Value::Null),
+            r.archived_lines,
+            r.seal,
+            r.licenses.0,
+            r.licenses.1
         ));
         o.push_str("\n== Dead-letter queues ==\n");
         if self.dlq.is_empty() {
@@ -1562,10 +1638,27 @@ pub async fn scan_everything(w: &World<'_>, needles: &[String]) -> Result<Vec<(S
                 .collect()
                 .await?
                 .into_bytes();
-            check(
-                format!("s3://{bucket}/{key}?versionId={version}"),
-                &String::from_utf8_lossy(&body),
-            );
+            // Archive objects are gzip NDJSON: read what they hold, not their compressed bytes.
+            let text = if body.starts_with(&[0x1f, 0x8b]) {
+                blapi::archive::decode(key, &body)
+                    .map(|lines| {
+                        lines
+                            .iter()
+                            .map(|l| {
+                                // The line, and its body as sent (unescaped).
+                                format!(
+                                    "{} {}\n",
+                                    serde_json::to_string(l).unwrap_or_default(),
+                                    l.body.as_deref().unwrap_or_default()
+                                )
+                            })
+                            .collect::<String>()
+                    })
+                    .unwrap_or_else(|_| String::from_utf8_lossy(&body).into_owned())
+            } else {
+                String::from_utf8_lossy(&body).into_owned()
+            };
+            check(format!("s3://{bucket}/{key}?versionId={version}"), &text);
         }
         if out.is_truncated() != Some(true) {
             break;
@@ -1613,47 +1706,23 @@ pub async fn scan_everything(w: &World<'_>, needles: &[String]) -> Result<Vec<(S
     Ok(hits)
 }
 
-/// The archived events naming `email`, as intake enqueued them (to replay after erasure).
+/// The archived events naming `email`, as the archiver forwarded them (to replay after
+/// erasure).
 async fn archived_of(w: &World<'_>, email: &str) -> Result<Vec<blapi::queue::EventMessage>> {
-    let bucket = w.stack.physical("ArtifactsBucket");
     let mut out = Vec::new();
-    let keys = w
-        .store
-        .list("raw/")
-        .await
-        .map_err(|e| anyhow!("{}", e.chain()))?;
-    let _ = bucket;
-    for key in keys {
-        let Some(bytes) = w
-            .store
-            .get(&key)
-            .await
-            .map_err(|e| anyhow!("{}", e.chain()))?
-        else {
+    for e in archived_today(w).await? {
+        let Some(body) = e.line.body.as_deref().filter(|b| b.contains(email)) else {
             continue;
         };
-        let text = String::from_utf8_lossy(&bytes);
-        if !text.contains(email) {
-            continue;
-        }
-        let event: Value = serde_json::from_slice(&bytes)?;
-        let source = key.split('/').nth(1).unwrap_or_default().to_owned();
-        let id = event["id"].as_str().map(str::to_owned).unwrap_or_else(|| {
-            key.rsplit('/')
-                .next()
-                .unwrap_or_default()
-                .trim_end_matches(".json")
-                .to_owned()
-        });
         out.push(blapi::queue::EventMessage {
             // A fresh id: a new delivery, past every idempotency record; only the tombstone
             // stands between it and the person's data.
-            id: format!("{id}-replayed-after-erasure"),
-            source,
-            event_type: event["type"].as_str().unwrap_or_default().to_owned(),
+            id: format!("{}-replayed-after-erasure", e.line.id),
+            source: e.line.source.clone(),
+            event_type: e.line.event_type.clone(),
             received_at: Utc::now(),
-            raw_key: key.clone(),
-            event,
+            raw_key: e.locator(),
+            event: serde_json::from_str(body)?,
         });
     }
     Ok(out)

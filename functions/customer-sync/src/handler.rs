@@ -11,6 +11,7 @@ use blapi::Result;
 use blapi::aws::Clients;
 use blapi::customers::state::DynamoCustomers;
 use blapi::customers::{Config, CustomerSync, Outcome, Ports as SyncPorts};
+use blapi::deadline::Deadline;
 use blapi::leads::store::DynamoLeadsTable;
 use blapi::queue::{EventMessage, process_batch};
 use blapi::storage::{ObjectStore, S3Store};
@@ -88,7 +89,8 @@ impl App {
     /// Handles one SQS batch; only failed records are reported.
     pub async fn handle(&self, event: LambdaEvent<SqsEvent>) -> Result<SqsBatchResponse> {
         let tally = Tally::new(self.metrics_namespace.clone(), FUNCTION);
-        let response = process_batch(event.payload, self.store.as_ref(), |record| {
+        let deadline = Deadline::from_context(&event.context);
+        let response = process_batch(event.payload, self.store.as_ref(), deadline, |record| {
             let tally = &tally;
             async move {
                 let msg: EventMessage = record.json()?;

@@ -10,6 +10,7 @@ use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use blapi::Result;
 use blapi::aws::Clients;
 use blapi::config::Secret;
+use blapi::deadline::Deadline;
 use blapi::leads::Config;
 use blapi::leads::config::EnrichmentSource;
 use blapi::leads::enrichment::{
@@ -122,7 +123,8 @@ impl App {
         ] {
             tally.count(name, 0);
         }
-        let response = process_batch(event.payload, self.store.as_ref(), |record| {
+        let deadline = Deadline::from_context(&event.context);
+        let response = process_batch(event.payload, self.store.as_ref(), deadline, |record| {
             let tally = &tally;
             async move {
                 let msg: EventMessage = record.json()?;

@@ -8,6 +8,7 @@
 
 use aws_lambda_events::event::sqs::SqsEvent;
 use blapi::aws::Clients;
+use blapi::deadline::{Deadline, within};
 use blapi::error::{Error, Result};
 use blapi::licensing::{
     AdminRequest, Config, DynamoLicenseStore, KmsSigner, LicenseService, LicenseSigner,
@@ -108,6 +109,7 @@ impl App {
 
     /// The Lambda entry point: an SQS batch or an admin request.
     pub async fn handle(&self, event: LambdaEvent<Value>) -> Result<Value> {
+        let deadline = Deadline::from_context(&event.context);
         let payload = event.payload;
         if payload.get("Records").is_some() {
             let batch: SqsEvent = serde_json::from_value(payload).map_err(|e| {
@@ -116,23 +118,23 @@ impl App {
                     blapi::error::json_error(&e)
                 ))
             })?;
-            return self.handle_batch(batch).await;
+            return self.handle_batch(batch, deadline).await;
         }
         if payload.get("action").is_some() {
             let request: AdminRequest = serde_json::from_value(payload)
                 .map_err(|e| Error::Invalid(format!("bad admin request: {e}")))?;
-            return self.service.admin(request).await;
+            return within(deadline, self.service.admin(request)).await;
         }
         Err(Error::Invalid(
             "expected an SQS event (Records) or an admin request (action)".into(),
         ))
     }
 
-    async fn handle_batch(&self, batch: SqsEvent) -> Result<Value> {
+    async fn handle_batch(&self, batch: SqsEvent, deadline: Option<Deadline>) -> Result<Value> {
         let tally = Tally::new(&self.metrics_namespace, FUNCTION);
         tally.count("Records", batch.records.len() as u64);
         let service = &self.service;
-        let response = process_batch(batch, self.files.as_ref(), |record| {
+        let response = process_batch(batch, self.files.as_ref(), deadline, |record| {
             let tally = &tally;
             async move {
                 let msg: EventMessage = record.json()?;

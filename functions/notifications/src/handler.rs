@@ -16,6 +16,7 @@ pub mod ses;
 
 use aws_lambda_events::event::sqs::SqsEvent;
 use blapi::aws::Clients;
+use blapi::deadline::Deadline;
 use blapi::error::{Error, Result};
 use blapi::ledger::DynamoLedger;
 use blapi::notice::Notification;
@@ -96,12 +97,18 @@ impl App {
     /// The Lambda entry point.
     pub async fn handle(&self, event: LambdaEvent<Value>) -> Result<Value> {
         let tally = Tally::new(self.namespace.clone(), FUNCTION);
-        let out = self.deliver_batch(event.payload, &tally).await;
+        let deadline = Deadline::from_context(&event.context);
+        let out = self.deliver_batch(event.payload, deadline, &tally).await;
         tally.flush();
         out
     }
 
-    async fn deliver_batch(&self, payload: Value, tally: &Tally) -> Result<Value> {
+    async fn deliver_batch(
+        &self,
+        payload: Value,
+        deadline: Option<Deadline>,
+        tally: &Tally,
+    ) -> Result<Value> {
         let batch: SqsEvent = serde_json::from_value(payload).map_err(|e| {
             Error::Invalid(format!(
                 "notifications is triggered by its SQS queue only; not an SQS event: {}",
@@ -109,7 +116,7 @@ impl App {
             ))
         })?;
         let records = batch.records.len();
-        let response = process_batch(batch, self.store.as_ref(), |record| async move {
+        let response = process_batch(batch, self.store.as_ref(), deadline, |record| async move {
             let notification: Notification = record.json()?;
             self.notifier
                 .deliver(&notification, tally)

@@ -13,6 +13,7 @@ use lambda_runtime::{Context, LambdaEvent};
 use notifications::{App, Ports};
 use serde_json::{Value, json};
 use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 struct Fixture {
     app: App,
@@ -133,6 +134,68 @@ async fn amounts_are_shown_in_currency_units() {
         mail.text
             .contains("memory://invoices/cus_sample_1/2026-02.html?expires_in=")
     );
+}
+
+/// Ten notifications, each taking one second to send (on paused tokio time), and an invocation
+/// deadline 5.5 s away: with the default margin (its 2 s floor; 10 % of 5.5 s is less, and no
+/// send takes longer), sends start at 0, 1, 2 and 3 s; at 4 s only 1.5 s is left, so the last
+/// six are not started and are reported as failures for SQS to redeliver.
+#[tokio::test(start_paused = true)]
+async fn near_the_deadline_the_records_not_started_are_reported_as_failures() {
+    let f = fixture();
+    f.mailer.set_delay(Duration::from_secs(1));
+    let template = sample("default.json")["Records"][0].clone();
+    let records: Vec<Value> = (1..=10)
+        .map(|i| {
+            let mut r = template.clone();
+            r["messageId"] = json!(format!("deadline-{i:02}"));
+            let body = json!({
+                "id": format!("privacy:pr_deadline_{i}:closed"),
+                "type": "privacy.request.completed", "to": "ada.lovelace@globex.example",
+                "request_id": format!("pr_deadline_{i}"), "request_kind": "opt_out",
+                "status": "completed"
+            });
+            r["body"] = json!(body.to_string());
+            r
+        })
+        .collect();
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let mut context = Context::default();
+    context.deadline = now_ms + 5_500;
+    let resp = f
+        .app
+        .handle(LambdaEvent::new(json!({"Records": records}), context))
+        .await
+        .unwrap();
+    let failed: Vec<&str> = resp["batchItemFailures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["itemIdentifier"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        failed,
+        (5..=10)
+            .map(|i| format!("deadline-{i:02}"))
+            .collect::<Vec<_>>(),
+        "{resp}"
+    );
+    let sent = f.mailer.sent();
+    assert_eq!(sent.len(), 4, "only the started records were sent");
+    assert!(sent.iter().all(|m| m.subject.contains("pr_deadline_")));
+
+    // SQS redelivers the reported ones to an invocation with time to spare: each is sent once.
+    let redelivered: Vec<Value> = records
+        .iter()
+        .filter(|r| failed.contains(&r["messageId"].as_str().unwrap()))
+        .cloned()
+        .collect();
+    let resp = invoke(&f, json!({"Records": redelivered})).await.unwrap();
+    assert_eq!(resp["batchItemFailures"], json!([]), "{resp}");
+    assert_eq!(f.mailer.sent().len(), 10);
 }
 
 #[tokio::test]

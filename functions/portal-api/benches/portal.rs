@@ -9,7 +9,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
-use blapi::billing::aggregate::Aggregation;
 use blapi::billing::dunning::Dunning;
 use blapi::billing::invoice::{Invoice, StripeRefs};
 use blapi::billing::money::Quantity;
@@ -164,10 +163,10 @@ async fn seed(mem: &MemoryPorts) {
         .unwrap();
     // A month of usage so far: 30 days x 3 metrics x 10 records.
     for i in 0..900i64 {
-        let (metric, agg) = match i % 3 {
-            0 => ("api_calls", Aggregation::Sum),
-            1 => ("builds", Aggregation::Count),
-            _ => ("peak_nodes", Aggregation::Max),
+        let metric = match i % 3 {
+            0 => "api_calls",
+            1 => "builds",
+            _ => "peak_nodes",
         };
         let u = Usage {
             id: format!("u{i}"),
@@ -178,7 +177,7 @@ async fn seed(mem: &MemoryPorts) {
             timestamp: now,
             installation: None,
         };
-        mem.billing.record(&u, agg).await.unwrap();
+        mem.billing.put_records(&[u], None).await.unwrap();
     }
     mem.stripe
         .put_customer(json!({"id": CUS, "invoice_settings": {"default_payment_method": "pm_b"}}));

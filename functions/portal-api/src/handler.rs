@@ -112,7 +112,9 @@ impl App {
     ) -> std::result::Result<LambdaFunctionUrlResponse, Diagnostic> {
         let started = Instant::now();
         let tally = Tally::new(self.namespace.clone(), FUNCTION);
-        let response = self.answer(&event.payload).await;
+        // Stripe retries inside give up rather than wait past the invocation's deadline.
+        let deadline = blapi::deadline::Deadline::from_context(&event.context);
+        let response = blapi::deadline::within(deadline, self.answer(&event.payload)).await;
         tally.one("PortalRequests");
         match response.status {
             500.. => tally.one("PortalServerErrors"),

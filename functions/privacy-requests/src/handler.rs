@@ -22,12 +22,13 @@ use aws_lambda_events::event::sqs::SqsEvent;
 use blapi::aws::Clients;
 use blapi::billing::dynamo::DynamoBilling;
 use blapi::customers::state::DynamoCustomers;
+use blapi::deadline::{Deadline, in_invocation};
 use blapi::error::{Error, Result};
 use blapi::leads::store::DynamoLeadsTable;
 use blapi::licensing::DynamoLicenseStore;
 use blapi::privacy::connectors::{
-    BillingConnector, ClaimCheckSweep, Connector, CrmConnector, CustomersConnector, LeadsConnector,
-    LicensesConnector, ObjectsConnector, QueueSweep, StripeConnector, Sweep,
+    ArchiveSweep, BillingConnector, ClaimCheckSweep, Connector, CrmConnector, CustomersConnector,
+    LeadsConnector, LicensesConnector, ObjectsConnector, QueueSweep, StripeConnector, Sweep,
 };
 use blapi::privacy::input::{RequestFields, from_event};
 use blapi::privacy::{Config, DynamoRequests, Ports as PrivacyPorts, PrivacyService};
@@ -120,6 +121,8 @@ impl Ports {
                 files: s3.clone(),
                 key: subjects.key.clone(),
             }),
+            // The event archive: found by the subject hashes it carries, not by the index.
+            Arc::new(ArchiveSweep { files: s3.clone() }),
         ];
         Ok(Self {
             privacy: PrivacyPorts {
@@ -191,7 +194,8 @@ impl App {
     /// The Lambda entry point.
     pub async fn handle(&self, event: LambdaEvent<Value>) -> Result<Value> {
         let tally = Tally::new(self.namespace.clone(), FUNCTION);
-        let out = self.dispatch(event.payload, &tally).await;
+        // Jobs and batches alike run in the invocation's deadline (retries never wait past it).
+        let out = in_invocation(&event.context, self.dispatch(event.payload, &tally)).await;
         tally.flush();
         out
     }
@@ -217,6 +221,8 @@ impl App {
             })?;
             return self.act(action, tally).await;
         }
+        // The invocation's, set by `handle`: `process_batch` stops starting records near it.
+        let deadline = Deadline::current();
         let sqs: SqsEvent = serde_json::from_value(payload).map_err(|e| {
             Error::Invalid(format!(
                 "not an SQS event: {}",
@@ -224,7 +230,7 @@ impl App {
             ))
         })?;
         let total = sqs.records.len();
-        let resp = process_batch(sqs, self.store.as_ref(), |rec| async move {
+        let resp = process_batch(sqs, self.store.as_ref(), deadline, |rec| async move {
             let msg: EventMessage = rec.json()?;
             let submission = from_event(&msg)?;
             self.service.submit(submission, tally).await.map(|_| ())

@@ -17,6 +17,7 @@ use blapi::aws::Clients;
 use blapi::billing::dynamo::DynamoBilling;
 use blapi::billing::pricebook::PriceBook;
 use blapi::customers::state::DynamoCustomers;
+use blapi::deadline::{Deadline, in_invocation};
 use blapi::error::{Error, Result};
 use blapi::queue::{SqsSender, process_batch};
 use blapi::revenue::store::DynamoRevenue;
@@ -107,13 +108,16 @@ impl App {
     /// The Lambda entry point.
     pub async fn handle(&self, event: LambdaEvent<Value>) -> Result<Value> {
         let tally = Tally::new(self.namespace.clone(), FUNCTION);
-        let out = self.dispatch(event.payload, &tally).await;
+        // Jobs and batches alike run in the invocation's deadline (retries never wait past it).
+        let out = in_invocation(&event.context, self.dispatch(event.payload, &tally)).await;
         tally.flush();
         out
     }
 
     async fn dispatch(&self, payload: Value, tally: &Tally) -> Result<Value> {
         let today = (self.clock)().date_naive();
+        // The invocation's, set by `handle`: `process_batch` stops starting records near it.
+        let deadline = Deadline::current();
         if !payload.get("Records").is_some_and(Value::is_array) {
             return self
                 .ops
@@ -127,7 +131,7 @@ impl App {
             ))
         })?;
         let total = sqs.records.len();
-        let resp = process_batch(sqs, self.store.as_ref(), |rec| async move {
+        let resp = process_batch(sqs, self.store.as_ref(), deadline, |rec| async move {
             let job: Job = rec.json()?;
             self.ops.run(job, today, tally).await.map(|_| ())
         })

@@ -8,7 +8,6 @@
 
 use blapi::aws::Clients;
 use blapi::billing::Quantity;
-use blapi::billing::aggregate::Aggregation;
 use blapi::billing::dunning::{Dunning, Status};
 use blapi::billing::dynamo::DynamoBilling;
 use blapi::billing::ports::{DunningStore, UsageStore};
@@ -163,7 +162,7 @@ impl World {
                 timestamp: ts,
                 installation: None,
             };
-            billing.record(&u, Aggregation::Sum).await.unwrap();
+            assert!(billing.put_records(&[u], None).await.unwrap().is_empty());
         }
         let u = Usage {
             id: format!("{customer}-users"),
@@ -174,7 +173,7 @@ impl World {
             timestamp: Utc.from_utc_datetime(&end.and_hms_opt(9, 0, 0).unwrap()),
             installation: None,
         };
-        billing.record(&u, Aggregation::Max).await.unwrap();
+        assert!(billing.put_records(&[u], None).await.unwrap().is_empty());
     }
 
     async fn invoke(&self, payload: Value) -> Value {

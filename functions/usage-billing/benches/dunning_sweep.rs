@@ -156,7 +156,7 @@ async fn main() {
         config: blapi::billing::service::BillingConfig {
             jobs_queue_url: stack.physical("BillingJobsQueue").to_owned(),
             notifications_queue_url: stack.physical("CustomerNotificationsQueue").to_owned(),
-            ingest: Default::default(),
+            ingest: blapi::billing::usage::IngestPolicy::settled(),
             dunning: policy,
             lease: std::time::Duration::from_secs(60),
             customer_events_queue_url: None,

@@ -16,6 +16,7 @@ use blapi::billing::Config;
 use blapi::billing::dynamo::DynamoBilling;
 use blapi::billing::pricebook::PriceBook;
 use blapi::billing::service::{Billing, Job, Ports as BillingPorts};
+use blapi::deadline::{Deadline, in_invocation};
 use blapi::error::{Error, Result};
 use blapi::ledger::DynamoLedger;
 use blapi::queue::{SqsSender, process_batch};
@@ -107,7 +108,8 @@ impl App {
     /// The Lambda entry point.
     pub async fn handle(&self, event: LambdaEvent<serde_json::Value>) -> Result<serde_json::Value> {
         let tally = Tally::new(self.namespace.clone(), FUNCTION);
-        let out = self.dispatch(event.payload, &tally).await;
+        // Jobs and batches alike run in the invocation's deadline (retries never wait past it).
+        let out = in_invocation(&event.context, self.dispatch(event.payload, &tally)).await;
         tally.flush();
         out
     }
@@ -118,6 +120,8 @@ impl App {
         tally: &Tally,
     ) -> Result<serde_json::Value> {
         let now = (self.clock)();
+        // The invocation's, set by `handle`: `process_batch` stops starting records near it.
+        let deadline = Deadline::current();
         if !payload
             .get("Records")
             .is_some_and(serde_json::Value::is_array)
@@ -134,7 +138,7 @@ impl App {
             ))
         })?;
         let total = sqs.records.len();
-        let resp = process_batch(sqs, self.store.as_ref(), |rec| async move {
+        let resp = process_batch(sqs, self.store.as_ref(), deadline, |rec| async move {
             let body: serde_json::Value = rec.json()?;
             self.billing
                 .handle_message(body, &rec.message_id, now, tally)

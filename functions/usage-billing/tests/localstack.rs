@@ -7,7 +7,9 @@
 use blapi::aws::Clients;
 use blapi::billing::Config;
 use blapi::billing::dynamo::DynamoBilling;
-use blapi::billing::ports::Credits;
+use blapi::billing::memory::HeldWrites;
+use blapi::billing::ports::{Credits, InvoiceStore, UsageStore};
+use blapi::billing::usage::{IngestPolicy, RejectReason};
 use blapi::config::Env;
 use blapi::config::Secret;
 use blapi::retry::RetryPolicy;
@@ -50,8 +52,21 @@ impl Ctx {
     }
 
     /// The app as Lambda wires it, on this stack and localstripe (or `stripe_base`), with
-    /// the clock pinned; `adjust` swaps a port (fault injection).
+    /// the clock pinned; `adjust` swaps a port (fault injection). No settle time after a
+    /// period closes: these tests bill right away and nothing ingests meanwhile (the race
+    /// has its own test, with the template's window and settle).
     async fn app_with(&self, stripe_base: Option<String>, adjust: impl FnOnce(&mut Ports)) -> App {
+        let (mut config, ports) = self.deployed(stripe_base, adjust).await;
+        config.service.ingest = IngestPolicy::settled();
+        App::new(config, ports)
+    }
+
+    /// The configuration and ports exactly as the template's local parameters give them.
+    async fn deployed(
+        &self,
+        stripe_base: Option<String>,
+        adjust: impl FnOnce(&mut Ports),
+    ) -> (Config, Ports) {
         let mut env = self.stack.env("usage-billing");
         env.insert(
             "STRIPE_API_BASE".into(),
@@ -61,7 +76,7 @@ impl Ctx {
         let mut ports = Ports::connect(&config, &self.clients).await.unwrap();
         ports.clock = clock();
         adjust(&mut ports);
-        App::new(config, ports)
+        (config, ports)
     }
 
     async fn app(&self) -> App {
@@ -540,7 +555,17 @@ async fn stripe_5xx_and_429_mid_invoice_resume_without_duplicates() {
     let ctx = Ctx::new(false).await;
     let server = MockServer::start().await;
     let cus = format!("cus_{}", uuid::Uuid::new_v4().simple());
-    // items: one 429 then fine
+    // The invoice is created first (500 until the first run's retries are exhausted), then
+    // its item (one 429, then fine), on the resumed run, which first reads the invoice's
+    // lines (none yet).
+    Mock::given(method("GET"))
+        .and(path("/v1/invoices/in_x"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(
+            serde_json::json!({"id": "in_x", "status": "draft", "lines": {"data": [], "has_more": false}}),
+        ))
+        .expect(1)
+        .mount(&server)
+        .await;
     Mock::given(method("POST"))
         .and(path("/v1/invoiceitems"))
         .respond_with(ResponseTemplate::new(429).insert_header("Retry-After", "0"))
@@ -554,7 +579,6 @@ async fn stripe_5xx_and_429_mid_invoice_resume_without_duplicates() {
         .expect(1)
         .mount(&server)
         .await;
-    // invoice: 500 until the retries of the first run are exhausted, then created
     Mock::given(method("POST"))
         .and(path("/v1/invoices"))
         .respond_with(ResponseTemplate::new(500))
@@ -672,4 +696,107 @@ async fn the_billing_table_lets_a_same_second_cancellation_win_in_either_order()
         let stored = table.get("cus_same_second", &sub).await.unwrap().unwrap();
         assert_eq!(stored.status, "canceled", "{first} then {second}");
     }
+}
+
+/// The period-close race on DynamoDB, with the template's local write window (1 s) and settle
+/// time (2 s): an ingest that read "open" and writes within its window is billed even though
+/// the close came first; one held past its window is listed as late; a bill run before the
+/// settle time composes nothing. Never neither, never both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn usage_racing_the_period_close_is_billed_or_listed_late() {
+    let ctx = Ctx::new(true).await;
+    let http = reqwest::Client::new();
+    let (a, sa) = stripe_customer(&http, &localstripe()).await;
+    let table = Arc::new(ctx.table());
+    let hold = std::collections::HashMap::from([
+        ("held-in".to_owned(), Duration::from_millis(300)),
+        ("held-out".to_owned(), Duration::from_millis(2_500)),
+    ]);
+    let (config, ports) = ctx
+        .deployed(None, |p| {
+            p.billing.usage = Arc::new(HeldWrites::new(table.clone(), hold))
+        })
+        .await;
+    assert_eq!(config.service.ingest.write_window.num_seconds(), 1);
+    assert_eq!(config.service.ingest.settle.num_seconds(), 2);
+    let app = Arc::new(App::new(config, ports));
+    let arn = "arn:aws:sqs:us-east-1:123456789012:local-BillingEventsQueue";
+    let sub = subscription_event(&a, &sa, "cloud-pro", 1, "2026-09-01T00:00:00Z");
+    assert_eq!(failures(&call(&app, sqs_event(arn, &[sub])).await), 0);
+    let record = |id: &str| {
+        let mut r = rec(
+            &a,
+            &sa,
+            "builds",
+            serde_json::json!(1),
+            "2026-10-03T10:00:00Z",
+            "i1",
+        );
+        r["id"] = serde_json::json!(id);
+        r
+    };
+    let now: DateTime<Utc> = "2026-11-01T02:00:00Z".parse().unwrap();
+    let early = app.billing.ingest(&[record("early")], now).await.unwrap();
+    assert_eq!(early.accepted, 1);
+    let held = |id: &'static str| {
+        let app = app.clone();
+        let r = record(id);
+        tokio::spawn(async move { app.billing.ingest(&[r], now).await.unwrap() })
+    };
+    let (inside, outside) = (held("held-in"), held("held-out"));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let plan = call(
+        &app,
+        serde_json::json!({"action": "plan", "period": PERIOD}),
+    )
+    .await;
+    assert_eq!(plan["shard_jobs"], 16);
+    let period = PERIOD.parse().unwrap();
+    let too_soon = app.billing.bill(&a, period).await.unwrap_err();
+    assert!(too_soon.is_retryable(), "{too_soon:?}");
+    assert!(
+        InvoiceStore::load(table.as_ref(), &a, period)
+            .await
+            .unwrap()
+            .is_none(),
+        "nothing composed before the settle time"
+    );
+    let inside = inside.await.unwrap();
+    assert_eq!((inside.accepted, inside.rejected.len()), (1, 0));
+    let outside = outside.await.unwrap();
+    assert_eq!(outside.accepted, 0);
+    assert_eq!(outside.rejected[0].reason, RejectReason::PeriodClosed);
+    let mut billed = None;
+    for _ in 0..50 {
+        match app.billing.bill(&a, period).await {
+            Ok(_) => {
+                billed = InvoiceStore::load(table.as_ref(), &a, period)
+                    .await
+                    .unwrap();
+                break;
+            }
+            Err(e) if e.is_retryable() => tokio::time::sleep(Duration::from_millis(200)).await,
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+    let rec = billed.expect("billed once settled");
+    let builds: i64 = rec
+        .invoice
+        .lines
+        .iter()
+        .filter(|l| l.metric.as_deref() == Some("builds"))
+        .map(|l| l.quantity.micros() / 1_000_000)
+        .sum();
+    assert_eq!(builds, 2, "early and held-in are billed, held-out is not");
+    let ids: Vec<String> = table
+        .records(&a, &sa, period)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    assert!(ids.contains(&"held-in".to_owned()) && !ids.contains(&"held-out".to_owned()));
+    // A redelivery of a billed record after the close is a duplicate, not late.
+    let again = app.billing.ingest(&[record("early")], now).await.unwrap();
+    assert_eq!((again.duplicates, again.rejected.len()), (1, 0));
 }

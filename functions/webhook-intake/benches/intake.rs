@@ -4,14 +4,16 @@
 //!   sample `invoice.paid`), the CPU work on every delivery. Target <= 10 us.
 //! - `verify_parse/standard_4k`: the same for a Standard Webhooks delivery.
 //! - `handler/stripe_4k`: the whole handler (Function URL request -> response) with no-op
-//!   ports, so only our code is measured: routing, verify, parse, ledger key, archive key,
-//!   message JSON, reply JSON.
+//!   ports, so only our code is measured: routing, verify, parse, the events-queue message
+//!   JSON, reply JSON.
+//! - `archiver/batch_100x4k`: the archiver on a batch of 100 such events with no-op ports:
+//!   parse, subject hashes, gzip NDJSON, the routed messages (the CPU behind the cost model's
+//!   archiver duration).
 //!
 //! Run: `cargo bench -p webhook-intake` (or `make bench`).
 
 use async_trait::async_trait;
 use blapi::config::Secret;
-use blapi::ledger::{Claim, ClaimOptions, Lease, Ledger};
 use blapi::queue::QueueSender;
 use blapi::storage::ObjectStore;
 use blapi::webhook::config::Verifiers;
@@ -44,31 +46,6 @@ fn body_4k() -> String {
         )
     };
     with(4096usize.saturating_sub(with(0).len()))
-}
-
-struct NoLedger;
-#[async_trait]
-impl Ledger for NoLedger {
-    async fn claim(&self, key: &str, _hash: &str, _opts: ClaimOptions) -> blapi::Result<Claim> {
-        Ok(Claim::Acquired(Lease {
-            key: key.to_owned(),
-            token: String::new(),
-        }))
-    }
-    async fn complete(
-        &self,
-        _lease: &Lease,
-        _result: Option<&str>,
-        _opts: ClaimOptions,
-    ) -> blapi::Result<()> {
-        Ok(())
-    }
-    async fn release(&self, _lease: &Lease) -> blapi::Result<()> {
-        Ok(())
-    }
-    async fn completed(&self, _key: &str) -> blapi::Result<Option<Option<String>>> {
-        Ok(None)
-    }
 }
 
 struct NoStore;
@@ -163,16 +140,14 @@ fn verify_parse(c: &mut Criterion) {
 fn handler(c: &mut Criterion) {
     let body = body_4k();
     let config = IntakeConfig {
-        queue_urls: ["q/lr", "q/be", "q/ue", "q/le", "q/ce", "q/pr"].map(String::from),
-        stripe_secret_id: "s".into(),
-        source_secret_id: "f".into(),
+        events_queue_url: "q/events".into(),
+        webhook_secrets: None,
         tolerance_secs: 300,
         max_body_bytes: 256 * 1024,
-        ledger_table: "t".into(),
         bucket: "bench".into(),
         metrics_namespace: "blapi".into(),
         stripe_api: None,
-        subjects: None,
+        archiver: None,
     };
     let verifiers = Verifiers::new(
         &StripeSecrets {
@@ -186,9 +161,9 @@ fn handler(c: &mut Criterion) {
         config,
         Ports {
             verifiers,
-            ledger: Arc::new(NoLedger),
             store: Arc::new(NoStore),
             sender: Arc::new(NoQueue),
+            subject_key: None,
         },
     );
     let req = stripe_request(&body, &[STRIPE_SECRET], FIXED_NOW);
@@ -202,6 +177,52 @@ fn handler(c: &mut Criterion) {
         b.iter(|| {
             let resp = rt.block_on(app.respond(black_box(&req), now));
             black_box(resp.status_code);
+        })
+    });
+}
+
+/// The archiver's CPU on a batch of 100 4 KB events (no-op store and queue).
+fn archiver(c: &mut Criterion) {
+    use blapi::webhook::archiver::{Archiver, Record};
+    use blapi::webhook::{ArchiverConfig, Source};
+    let body = body_4k();
+    let env = envelope::parse_stripe(body.as_bytes()).expect("parsed");
+    let source = Source::parse("stripe").expect("source");
+    let now = chrono::DateTime::from_timestamp(FIXED_NOW, 0).expect("time");
+    let records: Vec<Record> = (0..100)
+        .map(|i| {
+            let mut inc = envelope::incoming(
+                &source,
+                &env,
+                blapi::webhook::routes("stripe", "invoice.paid"),
+                now,
+            );
+            inc.id = format!("evt_bench_{i}");
+            Record {
+                message_id: format!("m{i}"),
+                body: Some(serde_json::to_string(&inc).expect("json")),
+            }
+        })
+        .collect();
+    let config = ArchiverConfig {
+        queue_urls: ["q/lr", "q/be", "q/ue", "q/le", "q/ce", "q/pr"].map(String::from),
+        subject_key_secret_id: "k".into(),
+    };
+    let archiver = Archiver::new(
+        &config,
+        Arc::new(NoStore),
+        Arc::new(NoQueue),
+        blapi::subjects::SubjectKey::for_tests(),
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
+    let report = rt.block_on(archiver.archive(records.clone()));
+    assert_eq!((report.events, report.failed.len()), (100, 0));
+    c.bench_function("archiver/batch_100x4k", |b| {
+        b.iter(|| {
+            let report = rt.block_on(archiver.archive(black_box(records.clone())));
+            black_box(report.events);
         })
     });
 }
@@ -230,5 +251,5 @@ fn event_parse(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, verify_parse, handler, event_parse);
+criterion_group!(benches, verify_parse, handler, archiver, event_parse);
 criterion_main!(benches);

@@ -6,7 +6,7 @@
 //! ```
 //! `--now` signs with the current time (so a running function accepts it: the fixed clock of
 //! the committed files is outside the 300 s tolerance), `--fresh` appends a unique suffix to
-//! every event id (so the ledger does not answer "duplicate"), `--out DIR` writes elsewhere.
+//! every event id (new events, not redeliveries of the committed ones), `--out DIR` writes elsewhere.
 //! Bodies come from `events/webhook-intake/bodies/`, secrets from `infra/local-secrets.json`.
 
 use std::path::PathBuf;

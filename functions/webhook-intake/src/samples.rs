@@ -249,7 +249,7 @@ pub enum SampleError {
 }
 
 /// Renders `sample` (its body from `bodies_dir`) signed at `at_unix`. With `suffix`, event ids
-/// get it appended (fresh ids, so a running stack does not answer "duplicate"); the body is
+/// get it appended (fresh ids: new events to a running stack, not redeliveries); the body is
 /// then re-serialised before signing.
 pub fn render(
     sample: &Sample,

@@ -1,12 +1,15 @@
-//! webhook-intake against the local stack (moto): the real SDK, DynamoDB ledger, S3 archive and
-//! SQS queues as provisioned from template.yaml. Each test that counts queue messages has a
-//! fresh stack of its own, so tests run in parallel and repeatedly.
+//! webhook-intake against the local stack (moto): the real SDK, the events queue, the S3
+//! archive and the routed SQS queues as provisioned from template.yaml. The intake's answer
+//! needs nothing but the events queue; the archiver (the same binary, its other function)
+//! takes the batch from there. Each test that counts queue messages has a fresh stack of its
+//! own, so tests run in parallel and repeatedly.
 
 #![allow(clippy::unwrap_used)] // test helpers outside #[test] fns
 
 mod support;
 
 use base64::Engine;
+use blapi::storage::ObjectStore;
 use chrono::Utc;
 use std::time::Duration;
 use support::*;
@@ -15,7 +18,7 @@ use webhook_intake::samples::{standard_request, stripe_request};
 const QUIET: Duration = Duration::from_millis(300);
 
 #[tokio::test]
-async fn accepted_event_is_archived_byte_for_byte_routed_and_recorded() {
+async fn accepted_event_is_queued_then_archived_byte_for_byte_and_routed() {
     let stack = blapi_infra::testing::fresh_stack().await;
     let app = app(&stack, &[]).await;
     let now = Utc::now();
@@ -29,35 +32,52 @@ async fn accepted_event_is_archived_byte_for_byte_routed_and_recorded() {
         .await;
     assert_eq!(resp.status_code, 200, "{:?}", resp.body);
     let json: serde_json::Value = serde_json::from_str(resp.body.as_deref().unwrap()).unwrap();
-    assert_eq!(
-        json,
-        serde_json::json!({"received": true, "id": id, "duplicate": false})
+    assert_eq!(json, serde_json::json!({"received": true, "id": id}));
+    // Durable on the events queue; nothing in S3 yet, nothing routed yet.
+    let s3 = store(&stack).await;
+    assert!(s3.list("archive/").await.unwrap().is_empty());
+    assert!(s3.list("claim-check/").await.unwrap().is_empty());
+    assert!(
+        drain(&stack, "LicenseRequestsQueue", Duration::ZERO)
+            .await
+            .is_empty()
     );
 
-    let key = stripe_key(&id, now.timestamp());
-    assert_eq!(
-        archived(&stack, &key).await.unwrap(),
-        body.as_bytes(),
-        "byte for byte"
-    );
-    for queue in ["LicenseRequestsQueue", "BillingEventsQueue"] {
+    // The archiver's batch.
+    let (answer, ids) = archive_pending(&stack, &app, QUIET).await;
+    assert_eq!(ids.len(), 1);
+    assert!(answer.batch_item_failures.is_empty());
+    let keys = s3.list("archive/batch/").await.unwrap();
+    assert_eq!(keys.len(), 1);
+    let object = s3.get(&keys[0]).await.unwrap().unwrap();
+    assert_eq!(&object[..2], &[0x1f, 0x8b], "gzip");
+    for queue in [
+        "LicenseRequestsQueue",
+        "BillingEventsQueue",
+        "CustomerEventsQueue",
+    ] {
         let msgs = drain(&stack, queue, QUIET).await;
         assert_eq!(msgs.len(), 1, "{queue}");
         assert_eq!(msgs[0].id, id);
         assert_eq!(msgs[0].source, "stripe");
         assert_eq!(msgs[0].event_type, "customer.subscription.created");
-        assert_eq!(msgs[0].raw_key, key);
+        assert_eq!(msgs[0].raw_key, format!("{}#stripe/{id}", keys[0]));
         assert_eq!(
             msgs[0].event,
             serde_json::from_str::<serde_json::Value>(&body).unwrap()
         );
+        let found = blapi::archive::find(&s3, &msgs[0].raw_key)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            found.line.body.as_deref(),
+            Some(body.as_str()),
+            "byte for byte"
+        );
     }
     assert!(drain(&stack, "LeadEventsQueue", QUIET).await.is_empty());
     assert!(drain(&stack, "UsageEventsQueue", QUIET).await.is_empty());
-    assert_eq!(
-        ledger_status(&stack, "stripe", &id).await.as_deref(),
-        Some("COMPLETED")
-    );
 }
 
 #[tokio::test]
@@ -76,19 +96,24 @@ async fn first_party_event_through_base64_lands_in_its_queue() {
     req.is_base64_encoded = true;
     let resp = app.respond(&req, now).await;
     assert_eq!(resp.status_code, 200, "{:?}", resp.body);
+    archive_pending(&stack, &app, QUIET).await;
     let leads = drain(&stack, "LeadEventsQueue", QUIET).await;
     assert_eq!(leads.len(), 1);
     assert_eq!(leads[0].event["data"]["email"], "ada@example.com");
-    let key = format!("raw/portal/{}/{msg_id}.json", now.format("%Y/%m/%d"));
-    assert_eq!(archived(&stack, &key).await.unwrap(), body.as_bytes());
-    assert_eq!(
-        ledger_status(&stack, "portal", &msg_id).await.as_deref(),
-        Some("COMPLETED")
-    );
+    let hour = archived_hour(&stack, now.timestamp()).await;
+    let line = &hour
+        .events
+        .iter()
+        .find(|e| e.line.id == msg_id)
+        .unwrap()
+        .line;
+    assert_eq!(line.body.as_deref(), Some(body.as_str()));
+    // The address is in the archive only inside the body; the line names her by keyed hash.
+    assert_eq!(line.subjects.len(), 1);
 }
 
 #[tokio::test]
-async fn duplicate_delivery_is_acknowledged_and_enqueued_once() {
+async fn a_redelivered_event_is_accepted_again_and_archived_once() {
     let stack = blapi_infra::testing::fresh_stack().await;
     let app = app(&stack, &[]).await;
     let now = Utc::now();
@@ -96,82 +121,37 @@ async fn duplicate_delivery_is_acknowledged_and_enqueued_once() {
     let body = stripe_event(&id, "customer.created", now.timestamp());
     let req = stripe_request(&body, &[STRIPE_SECRET], now.timestamp());
     assert_eq!(app.respond(&req, now).await.status_code, 200);
-    // Stripe's retry a minute later, re-signed.
+    archive_pending(&stack, &app, QUIET).await;
+    // Stripe's retry a minute later (our 2xx was lost), re-signed: accepted again.
     let later = now + chrono::Duration::seconds(60);
     let retry = stripe_request(&body, &[STRIPE_SECRET], later.timestamp());
     let resp = app.respond(&retry, later).await;
     assert_eq!(resp.status_code, 200);
+    archive_pending(&stack, &app, QUIET).await;
+    // Two copies until the seal (readers see one), then one line.
+    let hour = archived_hour(&stack, now.timestamp()).await;
     assert_eq!(
-        serde_json::from_str::<serde_json::Value>(resp.body.as_deref().unwrap()).unwrap(),
-        serde_json::json!({"received": true, "id": id, "duplicate": true})
+        (hour.events.len(), hour.duplicates),
+        (1, 1),
+        "{:?}",
+        hour.events
     );
-    assert_eq!(drain(&stack, "LeadEventsQueue", QUIET).await.len(), 1);
+    let sealed = app.seal(None, true, Utc::now()).await.unwrap();
+    assert_eq!((sealed.events, sealed.duplicates), (1, 1), "{sealed:?}");
+    let s3 = store(&stack).await;
+    assert!(s3.list("archive/batch/").await.unwrap().is_empty());
+    // The consumers got it twice: they are idempotent on the event.
+    assert_eq!(drain(&stack, "LeadEventsQueue", QUIET).await.len(), 2);
 }
 
 #[tokio::test]
-async fn missing_bucket_answers_5xx_and_a_later_retry_succeeds_exactly_once() {
+async fn missing_events_queue_answers_5xx_and_a_later_retry_succeeds() {
     let stack = blapi_infra::testing::fresh_stack().await;
-    let broken = app(
-        &stack,
-        &[("ARTIFACTS_BUCKET", "blapi-no-such-bucket-for-tests")],
-    )
-    .await;
+    let good_url = stack.physical("EventsQueue").to_owned();
+    let missing = format!("{good_url}-missing");
+    let broken = app(&stack, &[("EVENTS_QUEUE_URL", &missing)]).await;
     let now = Utc::now();
     let id = evt_id();
-    let body = stripe_event(&id, "invoice.payment_failed", now.timestamp());
-    let req = stripe_request(&body, &[STRIPE_SECRET], now.timestamp());
-    let resp = broken.respond(&req, now).await;
-    assert!((500..600).contains(&resp.status_code), "{resp:?}");
-    assert_eq!(
-        resp.body.as_deref(),
-        Some(r#"{"error":"could not archive the event; retry later"}"#)
-    );
-    assert_eq!(
-        ledger_status(&stack, "stripe", &id).await,
-        None,
-        "claim released"
-    );
-    let key = stripe_key(&id, now.timestamp());
-    assert!(archived(&stack, &key).await.is_none());
-
-    // The deployment is fixed; Stripe retries.
-    let fixed = app(&stack, &[]).await;
-    let later = now + chrono::Duration::seconds(30);
-    let retry = stripe_request(&body, &[STRIPE_SECRET], later.timestamp());
-    let resp = fixed.respond(&retry, later).await;
-    assert_eq!(resp.status_code, 200, "{:?}", resp.body);
-    assert!(resp.body.unwrap().contains(r#""duplicate":false"#));
-    assert_eq!(archived(&stack, &key).await.unwrap(), body.as_bytes());
-    assert_eq!(
-        ledger_status(&stack, "stripe", &id).await.as_deref(),
-        Some("COMPLETED")
-    );
-    // Archive and enqueue run concurrently, so the failed attempt's message went out too;
-    // both carry the same event id and the same (now written) archive key.
-    let msgs = drain(&stack, "BillingEventsQueue", QUIET).await;
-    assert!((1..=2).contains(&msgs.len()), "{msgs:?}");
-    assert!(msgs.iter().all(|m| m.id == id && m.raw_key == key));
-    // Every further delivery is a duplicate.
-    assert!(
-        fixed
-            .respond(&retry, later)
-            .await
-            .body
-            .unwrap()
-            .contains(r#""duplicate":true"#)
-    );
-    assert!(drain(&stack, "BillingEventsQueue", QUIET).await.is_empty());
-}
-
-#[tokio::test]
-async fn missing_queue_answers_5xx_and_a_later_retry_succeeds_exactly_once() {
-    let stack = blapi_infra::testing::fresh_stack().await;
-    let good_url = stack.physical("LicenseRequestsQueue").to_owned();
-    let missing = format!("{}-missing", good_url);
-    let broken = app(&stack, &[("LICENSE_REQUESTS_QUEUE_URL", &missing)]).await;
-    let now = Utc::now();
-    let id = evt_id();
-    // Routed to license-requests only.
     let body = stripe_event(&id, "checkout.session.completed", now.timestamp());
     let req = stripe_request(&body, &[STRIPE_SECRET], now.timestamp());
     let resp = broken.respond(&req, now).await;
@@ -180,33 +160,15 @@ async fn missing_queue_answers_5xx_and_a_later_retry_succeeds_exactly_once() {
         resp.body.as_deref(),
         Some(r#"{"error":"could not enqueue the event; retry later"}"#)
     );
-    assert_eq!(
-        ledger_status(&stack, "stripe", &id).await,
-        None,
-        "claim released"
-    );
-
+    // The deployment is fixed; Stripe retries.
     let fixed = app(&stack, &[]).await;
     let later = now + chrono::Duration::seconds(30);
     let retry = stripe_request(&body, &[STRIPE_SECRET], later.timestamp());
     assert_eq!(fixed.respond(&retry, later).await.status_code, 200);
-    assert!(
-        fixed
-            .respond(&retry, later)
-            .await
-            .body
-            .unwrap()
-            .contains(r#""duplicate":true"#)
-    );
+    archive_pending(&stack, &fixed, QUIET).await;
     let msgs = drain(&stack, "LicenseRequestsQueue", QUIET).await;
     assert_eq!(msgs.len(), 1, "exactly once: {msgs:?}");
     assert_eq!(msgs[0].id, id);
-    let key = stripe_key(&id, now.timestamp());
-    assert_eq!(archived(&stack, &key).await.unwrap(), body.as_bytes());
-    assert_eq!(
-        ledger_status(&stack, "stripe", &id).await.as_deref(),
-        Some("COMPLETED")
-    );
 }
 
 #[tokio::test]
@@ -222,18 +184,16 @@ async fn forged_and_unknown_deliveries_touch_nothing() {
     let mut unknown = stripe_request(&body, &[STRIPE_SECRET], now.timestamp());
     unknown.raw_path = Some("/webhooks/billing".into());
     assert_eq!(app.respond(&unknown, now).await.status_code, 404);
-    assert_eq!(ledger_status(&stack, "stripe", &id).await, None);
+    let (_, ids) = archive_pending(&stack, &app, QUIET).await;
+    assert!(ids.is_empty(), "nothing on the events queue");
     assert!(
-        archived(&stack, &stripe_key(&id, now.timestamp()))
+        store(&stack)
             .await
-            .is_none()
-    );
-    assert!(
-        drain(&stack, "LicenseRequestsQueue", QUIET)
+            .list("archive/")
             .await
+            .unwrap()
             .is_empty()
     );
-    assert!(drain(&stack, "BillingEventsQueue", QUIET).await.is_empty());
 }
 
 #[tokio::test]
@@ -250,33 +210,20 @@ async fn start_fails_with_the_name_of_a_missing_secret() {
 }
 
 #[tokio::test]
-async fn an_archived_event_erased_leaves_no_version_behind_in_the_versioned_bucket() {
-    use blapi::storage::{ObjectStore, S3Store};
+async fn an_object_erased_leaves_no_version_behind_in_the_versioned_bucket() {
+    use blapi::storage::S3Store;
     let stack = blapi_infra::testing::fresh_stack().await;
-    let app = app(&stack, &[]).await;
-    let now = Utc::now();
-    let id = evt_id();
-    let body = stripe_event(&id, "customer.created", now.timestamp());
-    let resp = app
-        .respond(
-            &stripe_request(&body, &[STRIPE_SECRET], now.timestamp()),
-            now,
-        )
-        .await;
-    assert_eq!(resp.status_code, 200, "{:?}", resp.body);
-    let key = stripe_key(&id, now.timestamp());
+    let key = format!("raw/stripe/2026/03/02/{}.json", evt_id());
     let s3 = aws_sdk_s3::Client::new(&stack.sdk_config().await);
     let bucket = stack.physical("ArtifactsBucket").to_owned();
     let store = S3Store::new(s3.clone(), bucket.clone());
-    // Two more versions and a delete marker: what rewrites and a plain delete leave.
-    store
-        .put(&key, b"v2".to_vec(), "application/json")
-        .await
-        .unwrap();
-    store
-        .put(&key, b"v3".to_vec(), "application/json")
-        .await
-        .unwrap();
+    // Three versions and a delete marker: what rewrites and a plain delete leave.
+    for v in [&b"v1"[..], b"v2", b"v3"] {
+        store
+            .put(&key, v.to_vec(), "application/json")
+            .await
+            .unwrap();
+    }
     store.delete(&key).await.unwrap();
     // A neighbour sharing the prefix is not touched.
     let neighbour = format!("{key}.bak");

@@ -1,14 +1,14 @@
 //! The committed sample events are current, and the handler (with in-memory ports) answers
-//! each as documented at the samples' fixed clock.
+//! each as documented at the samples' fixed clock: the Function URL samples through intake and
+//! the archiver, the archiver's SQS batch and the seal action.
 
 #![allow(clippy::unwrap_used)] // test helpers outside #[test] fns
 
 use aws_lambda_events::event::lambda_function_urls::LambdaFunctionUrlRequest;
-use blapi::ledger::MemoryLedger;
 use blapi::queue::{EventMessage, MemoryQueue};
 use blapi::storage::MemoryStore;
 use blapi::webhook::config::Verifiers;
-use blapi::webhook::{IntakeConfig, Route, SourceSecrets, StripeSecrets};
+use blapi::webhook::{ArchiverConfig, IntakeConfig, Route, SourceSecrets, StripeSecrets};
 use lambda_runtime::{Context, LambdaEvent};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -36,16 +36,17 @@ struct Fake {
 fn fake() -> Fake {
     let secrets = LocalSecrets::load(&root()).unwrap();
     let config = IntakeConfig {
-        queue_urls: Route::ALL.map(|r| format!("q/{}", r.name())),
-        stripe_secret_id: "s".into(),
-        source_secret_id: "f".into(),
+        events_queue_url: "q/events".into(),
+        webhook_secrets: None,
         tolerance_secs: 300,
         max_body_bytes: 256 * 1024,
-        ledger_table: "t".into(),
         bucket: "b".into(),
         metrics_namespace: "blapi".into(),
         stripe_api: None,
-        subjects: None,
+        archiver: Some(ArchiverConfig {
+            queue_urls: Route::ALL.map(|r| format!("q/{}", r.name())),
+            subject_key_secret_id: "k".into(),
+        }),
     };
     let verifiers = Verifiers::new(
         &StripeSecrets {
@@ -61,9 +62,9 @@ fn fake() -> Fake {
         config.clone(),
         Ports {
             verifiers,
-            ledger: Arc::new(MemoryLedger::new()),
             store: store.clone(),
             sender: queue.clone(),
+            subject_key: Some(blapi::subjects::SubjectKey::for_tests()),
         },
     );
     Fake {
@@ -71,6 +72,28 @@ fn fake() -> Fake {
         store,
         queue,
         config,
+    }
+}
+
+impl Fake {
+    fn queue_url(&self, route: Route) -> String {
+        self.config
+            .archiver
+            .as_ref()
+            .map(|a| a.queue_url(route).to_owned())
+            .unwrap()
+    }
+
+    /// The events queue's messages as the SQS event the archiver's function receives.
+    fn events_batch(&self) -> aws_lambda_events::event::sqs::SqsEvent {
+        let mut event = aws_lambda_events::event::sqs::SqsEvent::default();
+        for (i, body) in self.queue.sent("q/events").into_iter().enumerate() {
+            let mut m = aws_lambda_events::event::sqs::SqsMessage::default();
+            m.message_id = Some(format!("m{i}"));
+            m.body = Some(body);
+            event.records.push(m);
+        }
+        event
     }
 }
 
@@ -126,15 +149,28 @@ async fn every_sample_gets_its_documented_answer() {
             resp.body
         );
         assert_eq!(resp.headers["content-type"], "application/json");
+        // Intake wrote nothing but the events-queue message.
+        assert!(f.store.keys().is_empty(), "{}", sample.name);
+        let accepted = usize::from(sample.expect_status == 200);
+        assert_eq!(f.queue.sent("q/events").len(), accepted, "{}", sample.name);
+        // The archiver's function takes it from there.
+        let answer = f.app.archive(f.events_batch()).await.unwrap();
+        assert!(answer.batch_item_failures.is_empty(), "{}", sample.name);
         let mut got: Vec<&str> = Vec::new();
         for route in Route::ALL {
-            let sent = f.queue.sent(f.config.queue_url(route));
+            let sent = f.queue.sent(&f.queue_url(route));
             for body in &sent {
                 let msg: EventMessage = serde_json::from_str(body).unwrap();
                 assert_eq!(msg.source, sample.source);
+                let archived = blapi::archive::find(f.store.as_ref(), &msg.raw_key)
+                    .await
+                    .unwrap()
+                    .unwrap();
                 assert_eq!(
-                    f.store.object(&msg.raw_key).unwrap(),
-                    req.body.as_deref().unwrap().as_bytes()
+                    archived.line.body.as_deref(),
+                    req.body.as_deref(),
+                    "{}: archived byte for byte",
+                    sample.name
                 );
             }
             if !sent.is_empty() {
@@ -142,9 +178,52 @@ async fn every_sample_gets_its_documented_answer() {
             }
         }
         assert_eq!(got, sample.expect_queues, "{}", sample.name);
-        let archived = usize::from(sample.expect_status == 200);
-        assert_eq!(f.store.keys().len(), archived, "{}", sample.name);
+        assert_eq!(f.store.keys().len(), accepted, "{}", sample.name);
     }
+}
+
+#[tokio::test]
+async fn the_archiver_and_seal_samples_get_their_documented_answers() {
+    use webhook_intake::handler::{Answer, Invocation};
+    let f = fake();
+    let text = std::fs::read_to_string(events_dir().join("archiver-batch.json")).unwrap();
+    let inv: Invocation = serde_json::from_str(&text).unwrap();
+    assert!(matches!(inv, Invocation::Sqs(_)));
+    let Answer::Batch(resp) = f
+        .app
+        .dispatch(LambdaEvent::new(inv, Context::default()))
+        .await
+        .unwrap()
+    else {
+        panic!("not a batch answer")
+    };
+    // The malformed record fails alone; the redelivered one adds nothing.
+    let failed: Vec<&str> = resp
+        .batch_item_failures
+        .iter()
+        .map(|f| f.item_identifier.as_str())
+        .collect();
+    assert_eq!(failed, ["m-4-malformed"]);
+    assert_eq!(f.queue.sent(&f.queue_url(Route::LeadEvents)).len(), 2);
+    assert_eq!(f.queue.sent(&f.queue_url(Route::BillingEvents)).len(), 1);
+    let text = std::fs::read_to_string(events_dir().join("action-seal.json")).unwrap();
+    let inv: Invocation = serde_json::from_str(&text).unwrap();
+    let Answer::Sealed(report) = f
+        .app
+        .dispatch(LambdaEvent::new(inv, Context::default()))
+        .await
+        .unwrap()
+    else {
+        panic!("not a seal report")
+    };
+    assert_eq!((report.merged, report.events), (1, 2), "{report:?}");
+    assert_eq!(
+        f.store.keys(),
+        [
+            "archive/manifests/2023/11/14/22.json",
+            "archive/sealed/2023/11/14/22.ndjson.gz"
+        ]
+    );
 }
 
 #[tokio::test]
@@ -245,6 +324,6 @@ async fn direct_invocations_are_told_apart_from_webhooks() {
         }
     }
     for route in Route::ALL {
-        assert!(f.queue.sent(f.config.queue_url(route)).is_empty());
+        assert!(f.queue.sent(&f.queue_url(route)).is_empty());
     }
 }

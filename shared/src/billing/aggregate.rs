@@ -5,9 +5,11 @@
 //! (time-weighted: each value is a level held until the next one, averaged over the period —
 //! e.g. GB stored, seats).
 //!
-//! [`Partial`] is the mergeable state of the first four (one per day in the table, merged at
-//! billing). `latest` and `weighted_sum` need the points themselves ([`Point`]): the table keeps
-//! them as items, which is the trade-off of those two (reads grow with points, not days).
+//! The store keeps each record under its own key; billing folds a period's records here
+//! ([`usage_of`]): [`Partial`] is the mergeable state of the first four, `latest` and
+//! `weighted_sum` need the points themselves ([`Point`]). Reads grow with the records of a
+//! (customer, subscription, month) — about 6,000 records per 1 MB query page — which suits
+//! telemetry that reports per installation and interval, not per API call.
 //! [`Accumulator`] folds records in any order with memory per (customer, metric), not per
 //! record (the in-memory path and the benchmark).
 
@@ -88,6 +90,78 @@ pub struct MetricUsage {
     pub partial: Partial,
     pub points: Vec<Point>,
     pub carry_in: Option<Quantity>,
+}
+
+/// What billing needs of each metric from a period's stored records (`records`) and, for a
+/// time-weighted metric, the month before (`before`: its last level carries in). Order and
+/// duplicates of keys never matter: the store holds one record per key.
+pub fn usage_of(
+    metrics: &[(String, Aggregation)],
+    records: &[super::ports::StoredUsage],
+    before: &[super::ports::StoredUsage],
+) -> BTreeMap<String, MetricUsage> {
+    let point = |r: &super::ports::StoredUsage| Point {
+        ts_ms: r.ts_ms,
+        value: r.value,
+    };
+    metrics
+        .iter()
+        .map(|(metric, agg)| {
+            let mut u = MetricUsage::default();
+            for r in records.iter().filter(|r| &r.metric == metric) {
+                if agg.needs_points() {
+                    u.points.push(point(r));
+                } else {
+                    u.partial.add(
+                        r.value,
+                        r.installation.as_deref(),
+                        *agg == Aggregation::UniqueCount,
+                    );
+                }
+            }
+            u.points.sort();
+            if *agg == Aggregation::WeightedSum {
+                u.carry_in = before
+                    .iter()
+                    .filter(|r| &r.metric == metric)
+                    .map(point)
+                    .max()
+                    .map(|p| p.value);
+            }
+            (metric.clone(), u)
+        })
+        .collect()
+}
+
+/// Every metric's count, sum and max per day (UTC) of `records`, from `from` to `to`
+/// inclusive, ordered by day then metric.
+pub fn daily_of(
+    records: &[super::ports::StoredUsage],
+    from: chrono::NaiveDate,
+    to: chrono::NaiveDate,
+) -> Vec<super::ports::DailyUsage> {
+    let mut days: BTreeMap<(chrono::NaiveDate, String), Partial> = BTreeMap::new();
+    for r in records {
+        let Some(date) = chrono::DateTime::from_timestamp_millis(r.ts_ms).map(|t| t.date_naive())
+        else {
+            continue;
+        };
+        if date < from || date > to {
+            continue;
+        }
+        days.entry((date, r.metric.clone()))
+            .or_default()
+            .add(r.value, None, false);
+    }
+    days.into_iter()
+        .map(|((date, metric), p)| super::ports::DailyUsage {
+            date,
+            metric,
+            count: p.count,
+            sum: p.sum,
+            max: p.max,
+        })
+        .collect()
 }
 
 /// The period's quantity of each metric from what the store returned (a metric the store had

@@ -10,6 +10,8 @@
 //! | `CARD_NOTICE_DAYS` | days before a card expires that the customer is told, comma-separated | `30,7` |
 //! | `LICENSE_REQUESTS_QUEUE_URL` | where a customer's standing (suspended / reinstated) goes to licensing | none: not sent |
 //! | `USAGE_GRACE_HOURS` | how late after a period's end usage is still accepted | [`DEFAULT_GRACE_HOURS`] |
+//! | `USAGE_WRITE_WINDOW_SECONDS` | how long after reading "period open" the ingest may start writes | [`DEFAULT_WRITE_WINDOW_S`] |
+//! | `USAGE_SETTLE_SECONDS` | how long after a period closes its invoices wait (must exceed the window) | [`DEFAULT_SETTLE_S`] |
 //! | `CUSTOMER_EVENTS_QUEUE_URL` | where finished invoices are announced | none: not announced |
 //! | `METRICS_NAMESPACE` | CloudWatch namespace | `blapi` |
 //! | `STRIPE_AUTOMATIC_TAX` | Stripe Tax on usage invoices (`true`/`false`) | `false` |
@@ -26,6 +28,10 @@ use std::time::Duration;
 
 /// Hours after a period's end during which its usage is still accepted, unless configured.
 pub const DEFAULT_GRACE_HOURS: i64 = 72;
+/// See [`IngestPolicy::write_window`].
+pub const DEFAULT_WRITE_WINDOW_S: i64 = 60;
+/// See [`IngestPolicy::settle`]: twice the window.
+pub const DEFAULT_SETTLE_S: i64 = 120;
 /// How long one bill run may hold its (customer, period) lease.
 pub const BILL_LEASE: Duration = Duration::from_secs(300);
 
@@ -54,8 +60,16 @@ impl Config {
                     grace: chrono::Duration::hours(
                         env.parsed_or("USAGE_GRACE_HOURS", DEFAULT_GRACE_HOURS)?,
                     ),
+                    write_window: chrono::Duration::seconds(
+                        env.parsed_or("USAGE_WRITE_WINDOW_SECONDS", DEFAULT_WRITE_WINDOW_S)?,
+                    ),
+                    settle: chrono::Duration::seconds(
+                        env.parsed_or("USAGE_SETTLE_SECONDS", DEFAULT_SETTLE_S)?,
+                    ),
                     ..IngestPolicy::default()
-                },
+                }
+                .validated()
+                .map_err(crate::error::Error::Invalid)?,
                 dunning: dunning::Policy {
                     ladder: dunning::Ladder::parse(
                         &env.optional("DUNNING_LADDER")
@@ -136,5 +150,26 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("USAGE_GRACE_HOURS"), "{e}");
+    }
+
+    #[test]
+    fn a_settle_not_longer_than_the_write_window_is_refused() {
+        let c = Config::from_env(&Env::from_map(vars())).unwrap();
+        assert_eq!(c.service.ingest.write_window, chrono::Duration::seconds(60));
+        assert_eq!(c.service.ingest.settle, chrono::Duration::seconds(120));
+        for (window, settle) in [("30", "30"), ("30", "10"), ("0", "10")] {
+            let env = Env::from_map(vars().into_iter().chain([
+                ("USAGE_WRITE_WINDOW_SECONDS", window),
+                ("USAGE_SETTLE_SECONDS", settle),
+            ]));
+            let e = Config::from_env(&env).unwrap_err().to_string();
+            assert!(e.contains("window"), "{window}/{settle}: {e}");
+        }
+        let env = Env::from_map(vars().into_iter().chain([
+            ("USAGE_WRITE_WINDOW_SECONDS", "2"),
+            ("USAGE_SETTLE_SECONDS", "4"),
+        ]));
+        let c = Config::from_env(&env).unwrap();
+        assert_eq!(c.service.ingest.settle, chrono::Duration::seconds(4));
     }
 }

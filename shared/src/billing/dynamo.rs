@@ -4,48 +4,42 @@
 //! # Item layout
 //! | item | pk | sk | attributes |
 //! |---|---|---|---|
-//! | usage dedupe | `USAGEID#{record id}` | `USAGEID` | `customer`, `expires_at` (+400 days) |
-//! | daily aggregate | `USAGE#{customer}#{subscription}` | `D#{YYYY-MM}#{metric}#{DD}` | `cnt`, `sm` (millionths), `mx` (millionths), `uq` (string set of installations), `expires_at` |
-//! | point (latest, weighted sum) | `USAGE#{customer}#{subscription}` | `P#{metric}#{epoch ms, 13 digits}#{record id}` | `v` (millionths), `expires_at` |
+//! | usage record | `USAGE#{customer}#{subscription}` | `U#{YYYY-MM}#{record id}` | `m` (metric), `t` (epoch ms), `v` (millionths), `i` (installation, if any), `expires_at` (+400 days) |
 //! | refused record | `REJECTED#{YYYY-MM-DD}` | `{list}#{reason}#{record id}` | `customer`, `reason`, `record` (JSON), `expires_at` |
-//! | period closed | `PERIOD#{YYYY-MM}` | `CLOSED` | `closed_at` |
+//! | period closed | `PERIOD#{YYYY-MM}` | `CLOSED` | `closed_at` (RFC 3339) |
 //! | subscription view | `CUST#{customer}` | `SUB#{subscription}` | `doc` (JSON), `updated_at`; `gsi1pk = SUBS#{shard}`, `gsi1sk = {customer}#{subscription}` |
 //! | invoice record | `CUST#{customer}` | `INVOICE#{YYYY-MM}` | `doc` (JSON), `state`, `version`, `stripe_invoice`; `gsi1pk = INVOICES#{YYYY-MM}`, `gsi1sk = {customer}` |
 //! | credit balance | `CUST#{customer}` | `CREDIT` | `balance` (minor units), `currency`, `applied` (string set of `grant:{id}` / `debit:{invoice key}`) |
 //! | dunning | `CUST#{customer}` | `DUNNING` | `doc` (JSON), `status`, `version`; while an action is scheduled `gsi1pk = DUNNING_DUE`, `gsi1sk = {next_at:011}#{customer}` (the sweep's sparse index) |
 //! | price book override | `PRICEBOOK` | `CURRENT` | `doc` (JSON), `version` |
 //!
-//! # Pre-aggregation trade-off
-//! A record is written with one `TransactWriteItems`: the conditional put of its id (dedupe)
-//! and the `ADD` into its daily item (count, sum, unique set) — atomically, so a crash can
-//! neither count a record twice nor mark it seen without counting it. `max` is a separate,
-//! idempotent guarded `SET` (`mx < :v`), re-applied on duplicates. Billing then reads at
-//! most 31 small items per metric. `latest` and `weighted_sum` cannot be folded by DynamoDB
-//! expressions, so their records are stored as points (one item each): `latest` reads one item
-//! (`Limit 1`, descending), `weighted_sum` reads the period's points plus the last one before
-//! it — reads grow with the number of points, so those metrics suit gauges sampled at a
-//! modest rate. Cost: 2 write units per record for the transaction (4 WCU-equivalents).
+//! # Usage: one plain write per record
+//! A record is one item under its own key (the month of its timestamp and its id), written
+//! with `BatchWriteItem` (25 per request): no condition and no transaction, so a record costs
+//! one write unit (items stay well under 1 KB) and a duplicate overwrites itself — dedupe by
+//! id is exact with no read. Billing reads the month's records of a subscription with one
+//! strongly consistent query (about 6,000 records per 1 MB page) and folds them in the domain
+//! ([`super::aggregate::usage_of`]). The period-close race is closed by time, not by a
+//! transaction: see [`super::usage::IngestPolicy`].
 
-use super::aggregate::{Aggregation, MetricUsage, Partial, Point};
 use super::dunning::Dunning;
 use super::money::{Currency, Money, Quantity};
 use super::period::Period;
 use super::ports::{
-    Credits, DailyUsage, Debit, DunningStore, InvoiceRecord, InvoiceStore, SubscriptionView,
-    UsageHistory, UsageStore, shard_of,
+    Credits, Debit, DunningStore, InvoiceRecord, InvoiceStore, StoredUsage, SubscriptionView,
+    UsageStore, shard_of,
 };
 use super::pricebook::PriceBook;
 use super::subscription::Subscription;
 use super::usage::{Rejection, Usage};
 use crate::aws::dynamo::{
-    Item, cancelled_by_condition, get_json, get_n, get_s, get_ss,
+    Item, batch_get, batch_put, get_json, get_n, get_s, get_ss,
     is_conditional_check_failed as is_conditional, json_attr as to_doc, n, query_all, s,
 };
 use crate::error::{Error, Result};
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem, Update};
-use chrono::Datelike;
+use aws_sdk_dynamodb::types::AttributeValue;
 use std::collections::{BTreeMap, HashMap};
 
 const USAGE_TTL_DAYS: i64 = 400;
@@ -72,10 +66,6 @@ fn doc<T: serde::de::DeserializeOwned>(item: &Item, what: &str) -> Result<T> {
 
 fn usage_pk(customer: &str, subscription: &str) -> String {
     format!("USAGE#{customer}#{subscription}")
-}
-
-fn point_sk(metric: &str, ts_ms: i64) -> String {
-    format!("P#{metric}#{:013}", ts_ms.max(0))
 }
 
 impl DynamoBilling {
@@ -129,300 +119,169 @@ impl DynamoBilling {
         )
         .await
     }
-
-    async fn points(
-        &self,
-        pk: &str,
-        metric: &str,
-        from: &str,
-        to: &str,
-        forward: bool,
-        limit: Option<i32>,
-    ) -> Result<Vec<Point>> {
-        let query = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .key_condition_expression("pk = :pk AND sk BETWEEN :a AND :b")
-            .expression_attribute_values(":pk", s(pk))
-            .expression_attribute_values(":a", s(from))
-            .expression_attribute_values(":b", s(to))
-            .scan_index_forward(forward);
-        // With a limit, the first page is the answer (the first or last points of a range).
-        let items = match limit {
-            Some(l) => query
-                .limit(l)
-                .send()
-                .await
-                .map_err(ddb)?
-                .items
-                .unwrap_or_default(),
-            None => query_all(query).await?,
-        };
-        let prefix = format!("P#{metric}#");
-        Ok(items
-            .iter()
-            .map(|item| Point {
-                ts_ms: get_s(item, "sk")
-                    .and_then(|sk| {
-                        sk.strip_prefix(&prefix)
-                            .and_then(|r| r.split('#').next())
-                            .and_then(|t| t.parse().ok())
-                    })
-                    .unwrap_or(0),
-                value: Quantity::from_micros(get_n(item, "v").unwrap_or(0)),
-            })
-            .collect())
-    }
 }
 
-#[async_trait]
-impl UsageHistory for DynamoBilling {
-    /// One query per month touched (`D#{YYYY-MM}#`), filtered to the days asked for.
-    async fn daily(
-        &self,
-        customer: &str,
-        subscription: &str,
-        from: chrono::NaiveDate,
-        to: chrono::NaiveDate,
-    ) -> Result<Vec<DailyUsage>> {
-        let pk = usage_pk(customer, subscription);
-        let mut out = Vec::new();
-        let mut month = Period::of(from.and_time(chrono::NaiveTime::MIN).and_utc());
-        while month.first_day() <= to {
-            let prefix = format!("D#{month}#");
-            for item in self.query_prefix(&pk, &prefix).await? {
-                let sk = get_s(&item, "sk").unwrap_or_default();
-                let Some((metric, day)) = sk.strip_prefix(&prefix).and_then(|r| r.rsplit_once('#'))
-                else {
-                    continue;
-                };
-                let Some(date) = day.parse().ok().and_then(|d| month.first_day().with_day(d))
-                else {
-                    continue;
-                };
-                if date < from || date > to {
-                    continue;
-                }
-                out.push(DailyUsage {
-                    date,
-                    metric: metric.to_owned(),
-                    count: get_n(&item, "cnt").unwrap_or(0),
-                    sum: get_n(&item, "sm").unwrap_or(0),
-                    max: get_n(&item, "mx"),
-                });
-            }
-            month = month.next();
-        }
-        Ok(out)
+fn usage_item(u: &Usage) -> Item {
+    let mut item = HashMap::from([
+        ("pk".to_owned(), s(usage_pk(&u.customer, &u.subscription))),
+        ("sk".to_owned(), s(format!("U#{}#{}", u.period(), u.id))),
+        ("m".to_owned(), s(&u.metric)),
+        ("t".to_owned(), n(u.timestamp.timestamp_millis())),
+        ("v".to_owned(), n(u.value.micros())),
+        (
+            "expires_at".to_owned(),
+            n(u.timestamp.timestamp() + USAGE_TTL_DAYS * 86_400),
+        ),
+    ]);
+    if let Some(i) = &u.installation {
+        item.insert("i".to_owned(), s(i));
     }
+    item
+}
+
+fn usage_key(item: &Item) -> Option<(String, String)> {
+    Some((get_s(item, "pk")?, get_s(item, "sk")?))
+}
+
+fn rejection_item(r: &Rejection, now: chrono::DateTime<chrono::Utc>) -> Item {
+    HashMap::from([
+        (
+            "pk".to_owned(),
+            s(format!("REJECTED#{}", now.format("%Y-%m-%d"))),
+        ),
+        (
+            "sk".to_owned(),
+            s(format!(
+                "{}#{:?}#{}",
+                r.reason.list(),
+                r.reason,
+                r.record_id
+            )),
+        ),
+        ("customer".to_owned(), s(&r.customer)),
+        ("reason".to_owned(), s(r.reason.to_string())),
+        ("record".to_owned(), s(r.record.to_string())),
+        (
+            "expires_at".to_owned(),
+            n(now.timestamp() + USAGE_TTL_DAYS * 86_400),
+        ),
+    ])
 }
 
 #[async_trait]
 impl UsageStore for DynamoBilling {
-    async fn record(&self, u: &Usage, aggregation: Aggregation) -> Result<bool> {
-        let expires = (u.timestamp.timestamp() + USAGE_TTL_DAYS * 86_400).to_string();
-        let pk = usage_pk(&u.customer, &u.subscription);
-        let dedupe = Put::builder()
-            .table_name(&self.table)
-            .item("pk", s(format!("USAGEID#{}", u.id)))
-            .item("sk", s("USAGEID"))
-            .item("customer", s(&u.customer))
-            .item("expires_at", n(&expires))
-            .condition_expression("attribute_not_exists(pk)")
-            .build()
-            .map_err(|e| Error::Invalid(e.to_string()))?;
-        let write = if aggregation.needs_points() {
-            let put = Put::builder()
-                .table_name(&self.table)
-                .item("pk", s(&pk))
-                .item(
-                    "sk",
-                    s(format!(
-                        "{}#{}",
-                        point_sk(&u.metric, u.timestamp.timestamp_millis()),
-                        u.id
-                    )),
-                )
-                .item("v", n(u.value.micros()))
-                .item("expires_at", n(&expires))
-                .build()
-                .map_err(|e| Error::Invalid(e.to_string()))?;
-            TransactWriteItem::builder().put(put).build()
-        } else {
-            let day = u.timestamp.format("%d").to_string();
-            let mut up = Update::builder()
-                .table_name(&self.table)
-                .key("pk", s(&pk))
-                .key("sk", s(format!("D#{}#{}#{day}", u.period(), u.metric)))
-                .expression_attribute_values(":one", n(1))
-                .expression_attribute_values(":v", n(u.value.micros()))
-                .expression_attribute_values(":exp", n(&expires));
-            let mut expr = "ADD cnt :one, sm :v".to_owned();
-            if aggregation == Aggregation::UniqueCount
-                && let Some(inst) = &u.installation
-            {
-                expr.push_str(", uq :u");
-                up = up.expression_attribute_values(":u", AttributeValue::Ss(vec![inst.clone()]));
-            }
-            expr.push_str(" SET expires_at = :exp");
-            let up = up
-                .update_expression(expr)
-                .build()
-                .map_err(|e| Error::Invalid(e.to_string()))?;
-            TransactWriteItem::builder().update(up).build()
-        };
-        let res = self
-            .client
-            .transact_write_items()
-            .transact_items(TransactWriteItem::builder().put(dedupe).build())
-            .transact_items(write)
-            .send()
-            .await;
-        let new = match res {
-            Ok(_) => true,
-            Err(e) if cancelled_by_condition(&e) == Some(true) => false,
-            Err(e) => return Err(ddb(e)),
-        };
-        if aggregation == Aggregation::Max {
-            // Idempotent, so re-applied on duplicates too (a crash after the transaction).
-            let r = self
-                .client
-                .update_item()
-                .table_name(&self.table)
-                .key("pk", s(&pk))
-                .key(
-                    "sk",
-                    s(format!(
-                        "D#{}#{}#{}",
-                        u.period(),
-                        u.metric,
-                        u.timestamp.format("%d")
-                    )),
-                )
-                .update_expression("SET mx = :v")
-                .condition_expression("attribute_not_exists(mx) OR mx < :v")
-                .expression_attribute_values(":v", n(u.value.micros()))
-                .send()
-                .await;
-            match r {
-                Ok(_) => {}
-                Err(e) if is_conditional(&e) => {}
-                Err(e) => return Err(ddb(e)),
-            }
-        }
-        Ok(new)
+    async fn put_records(
+        &self,
+        records: &[Usage],
+        not_after: Option<std::time::Instant>,
+    ) -> Result<Vec<Usage>> {
+        let items = records.iter().map(usage_item).collect();
+        let unwritten: std::collections::HashSet<(String, String)> =
+            batch_put(&self.client, &self.table, items, not_after)
+                .await?
+                .iter()
+                .filter_map(usage_key)
+                .collect();
+        Ok(records
+            .iter()
+            .filter(|u| unwritten.contains(&usage_key(&usage_item(u)).unwrap_or_default()))
+            .cloned()
+            .collect())
     }
 
-    async fn reject(&self, r: &Rejection) -> Result<()> {
+    async fn stored(&self, records: &[Usage]) -> Result<Vec<bool>> {
+        let keys: Vec<Item> = records
+            .iter()
+            .map(|u| {
+                HashMap::from([
+                    ("pk".to_owned(), s(usage_pk(&u.customer, &u.subscription))),
+                    ("sk".to_owned(), s(format!("U#{}#{}", u.period(), u.id))),
+                ])
+            })
+            .collect();
+        let found: std::collections::HashSet<(String, String)> =
+            batch_get(&self.client, &self.table, keys)
+                .await?
+                .iter()
+                .filter_map(usage_key)
+                .collect();
+        Ok(records
+            .iter()
+            .map(|u| found.contains(&usage_key(&usage_item(u)).unwrap_or_default()))
+            .collect())
+    }
+
+    async fn reject(&self, rejections: &[Rejection]) -> Result<()> {
         let now = chrono::Utc::now();
-        self.client
-            .put_item()
-            .table_name(&self.table)
-            .item("pk", s(format!("REJECTED#{}", now.format("%Y-%m-%d"))))
-            .item(
-                "sk",
-                s(format!(
-                    "{}#{:?}#{}",
-                    r.reason.list(),
-                    r.reason,
-                    r.record_id
-                )),
-            )
-            .item("customer", s(&r.customer))
-            .item("reason", s(r.reason.to_string()))
-            .item("record", s(r.record.to_string()))
-            .item("expires_at", n(now.timestamp() + USAGE_TTL_DAYS * 86_400))
-            .send()
-            .await
-            .map_err(ddb)?;
+        let items = rejections.iter().map(|r| rejection_item(r, now)).collect();
+        batch_put(&self.client, &self.table, items, None).await?;
         Ok(())
     }
 
-    async fn usage(
+    async fn records(
         &self,
         customer: &str,
         subscription: &str,
-        metrics: &[(String, Aggregation)],
         period: Period,
-    ) -> Result<BTreeMap<String, MetricUsage>> {
-        let pk = usage_pk(customer, subscription);
-        let mut out: BTreeMap<String, MetricUsage> = metrics
+    ) -> Result<Vec<StoredUsage>> {
+        let items = query_all(
+            self.client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk AND begins_with(sk, :p)")
+                .expression_attribute_values(":pk", s(usage_pk(customer, subscription)))
+                .expression_attribute_values(":p", s(format!("U#{period}#")))
+                .consistent_read(true),
+        )
+        .await?;
+        let prefix = format!("U#{period}#");
+        Ok(items
             .iter()
-            .map(|(m, _)| (m.clone(), MetricUsage::default()))
-            .collect();
-        if metrics.iter().any(|(_, a)| !a.needs_points()) {
-            let prefix = format!("D#{period}#");
-            for item in self.query_prefix(&pk, &prefix).await? {
-                let sk = get_s(&item, "sk").unwrap_or_default();
-                let Some(metric) = sk
-                    .strip_prefix(&prefix)
-                    .and_then(|r| r.rsplit_once('#'))
-                    .map(|(m, _)| m)
-                else {
-                    continue;
-                };
-                if let Some(u) = out.get_mut(metric) {
-                    u.partial.merge(Partial {
-                        count: get_n(&item, "cnt").unwrap_or(0),
-                        sum: get_n(&item, "sm").unwrap_or(0),
-                        max: get_n(&item, "mx"),
-                        unique: get_ss(&item, "uq").into_iter().collect(),
-                    });
-                }
-            }
-        }
-        let start = period.start().timestamp_millis();
-        let end = period.end().timestamp_millis();
-        for (metric, agg) in metrics {
-            let (from, to) = (point_sk(metric, start), point_sk(metric, end));
-            let Some(u) = out.get_mut(metric) else {
-                continue;
-            };
-            match agg {
-                // The latest point of the period is the only one `latest` needs.
-                Aggregation::Latest => {
-                    u.points = self.points(&pk, metric, &from, &to, false, Some(1)).await?;
-                }
-                Aggregation::WeightedSum => {
-                    u.points = self.points(&pk, metric, &from, &to, true, None).await?;
-                    u.carry_in = self
-                        .points(&pk, metric, &format!("P#{metric}#"), &from, false, Some(1))
-                        .await?
-                        .first()
-                        .map(|p| p.value);
-                }
-                _ => {}
-            }
-        }
-        Ok(out)
+            .filter_map(|item| {
+                Some(StoredUsage {
+                    id: get_s(item, "sk")?.strip_prefix(&prefix)?.to_owned(),
+                    metric: get_s(item, "m")?,
+                    ts_ms: get_n(item, "t")?,
+                    value: Quantity::from_micros(get_n(item, "v")?),
+                    installation: get_s(item, "i"),
+                })
+            })
+            .collect())
     }
 
-    async fn is_closed(&self, period: Period) -> Result<bool> {
-        Ok(self
-            .get(&format!("PERIOD#{period}"), "CLOSED")
-            .await?
-            .is_some())
+    async fn closed_at(&self, period: Period) -> Result<Option<chrono::DateTime<chrono::Utc>>> {
+        let Some(item) = self.get(&format!("PERIOD#{period}"), "CLOSED").await? else {
+            return Ok(None);
+        };
+        get_s(&item, "closed_at")
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(&t).ok())
+            .map(|t| Some(t.with_timezone(&chrono::Utc)))
+            .ok_or_else(|| Error::Invalid(format!("period {period}: unreadable closed_at")))
     }
 
-    async fn close(&self, period: Period) -> Result<()> {
-        self.client
+    async fn close(
+        &self,
+        period: Period,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<chrono::DateTime<chrono::Utc>> {
+        let put = self
+            .client
             .put_item()
             .table_name(&self.table)
             .item("pk", s(format!("PERIOD#{period}")))
             .item("sk", s("CLOSED"))
-            .item("closed_at", s(chrono::Utc::now().to_rfc3339()))
+            .item("closed_at", s(at.to_rfc3339()))
             .condition_expression("attribute_not_exists(pk)")
             .send()
-            .await
-            .map(|_| ())
-            .or_else(|e| {
-                if is_conditional(&e) {
-                    Ok(())
-                } else {
-                    Err(ddb(e))
-                }
-            })
+            .await;
+        match put {
+            Ok(_) => Ok(at),
+            Err(e) if is_conditional(&e) => self
+                .closed_at(period)
+                .await?
+                .ok_or_else(|| Error::InProgress(format!("period {period}: close vanished"))),
+            Err(e) => Err(ddb(e)),
+        }
     }
 }
 
@@ -467,6 +326,29 @@ impl SubscriptionView for DynamoBilling {
             Some(item) => doc(&item, "subscription").map(Some),
             None => Ok(None),
         }
+    }
+
+    async fn get_many(
+        &self,
+        keys: &[(String, String)],
+    ) -> Result<HashMap<(String, String), Subscription>> {
+        let keys = keys
+            .iter()
+            .map(|(c, sub)| {
+                HashMap::from([
+                    ("pk".to_owned(), s(format!("CUST#{c}"))),
+                    ("sk".to_owned(), s(format!("SUB#{sub}"))),
+                ])
+            })
+            .collect();
+        batch_get(&self.client, &self.table, keys)
+            .await?
+            .iter()
+            .map(|item| {
+                let sub: Subscription = doc(item, "subscription")?;
+                Ok(((sub.customer.clone(), sub.subscription.clone()), sub))
+            })
+            .collect()
     }
 
     async fn for_customer(&self, customer: &str) -> Result<Vec<Subscription>> {

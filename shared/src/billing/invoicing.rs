@@ -34,6 +34,7 @@ impl<S: StripeInvoices + ?Sized> Invoicing for S {
     async fn create_item(&self, item: &ItemRequest, idempotency_key: &str) -> Result<String> {
         let req = NewInvoiceItem {
             customer: item.customer.clone(),
+            invoice: Some(item.invoice.clone()),
             amount: item.amount.amount,
             currency: item.amount.currency.as_str().to_owned(),
             description: item.description.clone(),
@@ -46,13 +47,21 @@ impl<S: StripeInvoices + ?Sized> Invoicing for S {
         Ok(self.create_invoice_item(&req, idempotency_key).await?.id)
     }
 
-    async fn find_item(&self, customer: &str, key: &str) -> Result<Option<String>> {
-        Ok(self
-            .invoice_items(customer)
-            .await?
-            .into_iter()
-            .find(|i| i.invoice.is_none() && i.metadata.get("blapi_key") == Some(key))
-            .map(|i| i.id))
+    async fn items_on(&self, invoice: &str) -> Result<BTreeMap<String, String>> {
+        let inv = self.invoice_document(invoice).await?;
+        Ok(inv
+            .document
+            .lines
+            .map(|l| l.data)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|line| {
+                Some((
+                    line.metadata.get("blapi_key")?.to_owned(),
+                    line.item_id()?.to_owned(),
+                ))
+            })
+            .collect())
     }
 
     async fn create_invoice(
@@ -70,6 +79,7 @@ impl<S: StripeInvoices + ?Sized> Invoicing for S {
         };
         let req = NewInvoice {
             customer: customer.to_owned(),
+            currency: options.currency.clone(),
             description,
             metadata: BTreeMap::from([("blapi_invoice".to_owned(), key.to_owned())]),
             automatic_tax: options.automatic_tax,
@@ -162,7 +172,7 @@ mod tests {
     use crate::retry::RetryPolicy;
     use crate::stripe::StripeClient;
     use std::time::Duration;
-    use wiremock::matchers::{body_string_contains, header, method, path, query_param};
+    use wiremock::matchers::{body_string_contains, header, method, path};
     use wiremock::{Mock, MockServer, ResponseTemplate};
 
     fn adapter(uri: &str) -> StripeClient {
@@ -186,6 +196,7 @@ mod tests {
             .and(body_string_contains(
                 "metadata%5Bblapi_key%5D=cus_1%3A2026-10%3Al0",
             ))
+            .and(body_string_contains("invoice=in_1"))
             .respond_with(
                 ResponseTemplate::new(200).set_body_json(serde_json::json!({"id": "ii_1"})),
             )
@@ -194,6 +205,7 @@ mod tests {
         let a = adapter(&server.uri());
         let req = ItemRequest {
             customer: "cus_1".into(),
+            invoice: "in_1".into(),
             amount: Money::new(1234, "usd".parse().unwrap()),
             description: "x".into(),
             key: "cus_1:2026-10:l0".into(),
@@ -210,15 +222,17 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn lookups_match_by_metadata_or_description() {
+    async fn lookups_read_the_invoice_lines_and_match_invoices_by_metadata_or_description() {
         let server = MockServer::start().await;
         Mock::given(method("GET"))
-            .and(path("/v1/invoiceitems"))
-            .and(query_param("customer", "cus_1"))
-            .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({"data": [
-                {"id": "ii_other", "invoice": null, "metadata": {"blapi_key": "cus_1:2026-09:l0"}},
-                {"id": "ii_done", "invoice": "in_9", "metadata": {"blapi_key": "cus_1:2026-10:l0"}},
-                {"id": "ii_hit", "invoice": null, "metadata": {"blapi_key": "cus_1:2026-10:l0"}}], "has_more": false})))
+            .and(path("/v1/invoices/in_hit"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+                "id": "in_hit", "status": "draft", "lines": {"data": [
+                    {"id": "il_1", "amount": 5, "invoice_item": "ii_old_shape", "metadata": {"blapi_key": "cus_1:2026-10:l0"}},
+                    {"id": "il_2", "amount": 7, "metadata": {"blapi_key": "cus_1:2026-10:l1"},
+                     "parent": {"type": "invoice_item_details", "invoice_item_details": {"invoice_item": "ii_new_shape"}}},
+                    {"id": "il_3", "amount": 9, "invoice_item": "ii_foreign", "metadata": {}}],
+                "has_more": false}})))
             .mount(&server)
             .await;
         Mock::given(method("GET"))
@@ -230,16 +244,14 @@ mod tests {
             .mount(&server)
             .await;
         let a = adapter(&server.uri());
+        let on = a.items_on("in_hit").await.unwrap();
         assert_eq!(
-            a.find_item("cus_1", "cus_1:2026-10:l0")
-                .await
-                .unwrap()
-                .as_deref(),
-            Some("ii_hit")
-        );
-        assert_eq!(
-            a.find_item("cus_1", "cus_1:2026-10:l7").await.unwrap(),
-            None
+            on,
+            BTreeMap::from([
+                ("cus_1:2026-10:l0".to_owned(), "ii_old_shape".to_owned()),
+                ("cus_1:2026-10:l1".to_owned(), "ii_new_shape".to_owned()),
+            ]),
+            "both API shapes; a line that is not ours is ignored"
         );
         let inv = a
             .find_invoice("cus_1", "cus_1:2026-10")

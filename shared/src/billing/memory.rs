@@ -1,23 +1,24 @@
 //! The in-memory fake of every billing storage port ([`MemoryBilling`]), with the same
-//! semantics as [`super::dynamo::DynamoBilling`] (dedupe by record id, daily partials and
-//! points, guarded updates, optimistic versions) and failure injection, for the unit tests of
+//! semantics as [`super::dynamo::DynamoBilling`] (one record per key, a duplicate overwriting
+//! itself; guarded updates, optimistic versions; the write window of `put_records`) and failure injection, for the unit tests of
 //! the bill state machine. It returns stored records; the numbers are computed by
 //! [`super::aggregate`], as for DynamoDB.
 
-use super::aggregate::{Aggregation, MetricUsage, Partial, Point};
 use super::dunning::Dunning;
 use super::money::Money;
 use super::period::Period;
 use super::ports::{
-    BillState, Credits, DailyUsage, Debit, DunningStore, InvoiceRecord, InvoiceStore,
-    SubscriptionView, UsageHistory, UsageStore, shard_of,
+    BillState, Credits, Debit, DunningStore, InvoiceRecord, InvoiceStore, StoredUsage,
+    SubscriptionView, UsageStore, shard_of,
 };
 use super::subscription::Subscription;
 use super::usage::{Rejection, Usage};
 use crate::error::{Error, Result};
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Mutex;
+use std::time::Instant;
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -25,15 +26,10 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 #[derive(Default)]
 struct MemState {
-    usage_ids: HashSet<String>,
-    /// Merged partials by (customer, subscription, `{period}#{metric}`).
-    partials: HashMap<(String, String, String), Partial>,
-    /// Points (latest, weighted sum) by (customer, subscription, metric), any period.
-    points: HashMap<(String, String, String), Vec<Point>>,
-    /// Aggregated records by (customer, subscription) -> (day, metric).
-    daily: HashMap<(String, String), BTreeMap<(chrono::NaiveDate, String), Partial>>,
+    /// Usage records by (customer, subscription, period) -> record id.
+    usage: HashMap<(String, String, Period), BTreeMap<String, StoredUsage>>,
     rejected: Vec<Rejection>,
-    closed: HashSet<Period>,
+    closed: HashMap<Period, DateTime<Utc>>,
     subs: BTreeMap<(String, String), Subscription>,
     invoices: HashMap<(String, Period), InvoiceRecord>,
     credits: HashMap<String, (Money, HashSet<String>)>,
@@ -73,121 +69,63 @@ impl MemoryBilling {
 }
 
 #[async_trait]
-impl UsageHistory for MemoryBilling {
-    async fn daily(
-        &self,
-        customer: &str,
-        subscription: &str,
-        from: chrono::NaiveDate,
-        to: chrono::NaiveDate,
-    ) -> Result<Vec<DailyUsage>> {
-        let s = lock(&self.state);
-        let Some(days) = s.daily.get(&(customer.to_owned(), subscription.to_owned())) else {
-            return Ok(Vec::new());
-        };
-        Ok(days
-            .iter()
-            .filter(|((d, _), _)| *d >= from && *d <= to)
-            .map(|((date, metric), p)| DailyUsage {
-                date: *date,
-                metric: metric.clone(),
-                count: p.count,
-                sum: p.sum,
-                max: p.max,
-            })
-            .collect())
-    }
-}
-
-#[async_trait]
 impl UsageStore for MemoryBilling {
-    async fn record(&self, u: &Usage, aggregation: Aggregation) -> Result<bool> {
-        let mut s = lock(&self.state);
-        if !s.usage_ids.insert(u.id.clone()) {
-            return Ok(false);
-        }
-        if aggregation.needs_points() {
-            s.points
-                .entry((u.customer.clone(), u.subscription.clone(), u.metric.clone()))
-                .or_default()
-                .push(Point {
-                    ts_ms: u.timestamp.timestamp_millis(),
-                    value: u.value,
-                });
-        } else {
-            s.daily
-                .entry((u.customer.clone(), u.subscription.clone()))
-                .or_default()
-                .entry((u.timestamp.date_naive(), u.metric.clone()))
-                .or_default()
-                .add(u.value, None, false);
-            s.partials
-                .entry((
-                    u.customer.clone(),
-                    u.subscription.clone(),
-                    format!("{}#{}", u.period(), u.metric),
-                ))
-                .or_default()
-                .add(
-                    u.value,
-                    u.installation.as_deref(),
-                    aggregation == Aggregation::UniqueCount,
-                );
-        }
-        Ok(true)
-    }
-
-    async fn reject(&self, r: &Rejection) -> Result<()> {
-        lock(&self.state).rejected.push(r.clone());
-        Ok(())
-    }
-
-    async fn usage(
+    async fn put_records(
         &self,
-        customer: &str,
-        subscription: &str,
-        metrics: &[(String, Aggregation)],
-        period: Period,
-    ) -> Result<BTreeMap<String, MetricUsage>> {
+        records: &[Usage],
+        not_after: Option<Instant>,
+    ) -> Result<Vec<Usage>> {
+        if not_after.is_some_and(|t| Instant::now() >= t) {
+            return Ok(records.to_vec());
+        }
+        let mut s = lock(&self.state);
+        for u in records {
+            s.usage
+                .entry((u.customer.clone(), u.subscription.clone(), u.period()))
+                .or_default()
+                .insert(u.id.clone(), StoredUsage::from(u));
+        }
+        Ok(Vec::new())
+    }
+
+    async fn stored(&self, records: &[Usage]) -> Result<Vec<bool>> {
         let s = lock(&self.state);
-        let (start, end) = (
-            period.start().timestamp_millis(),
-            period.end().timestamp_millis(),
-        );
-        Ok(metrics
+        Ok(records
             .iter()
-            .map(|(m, agg)| {
-                let key = |k: String| (customer.to_owned(), subscription.to_owned(), k);
-                let mut u = MetricUsage::default();
-                if agg.needs_points() {
-                    let all = s.points.get(&key(m.clone())).cloned().unwrap_or_default();
-                    u.points = all
-                        .iter()
-                        .copied()
-                        .filter(|p| p.ts_ms >= start && p.ts_ms < end)
-                        .collect();
-                    if *agg == Aggregation::WeightedSum {
-                        u.carry_in = all
-                            .iter()
-                            .filter(|p| p.ts_ms < start)
-                            .max()
-                            .map(|p| p.value);
-                    }
-                } else if let Some(p) = s.partials.get(&key(format!("{period}#{m}"))) {
-                    u.partial = p.clone();
-                }
-                (m.clone(), u)
+            .map(|u| {
+                s.usage
+                    .get(&(u.customer.clone(), u.subscription.clone(), u.period()))
+                    .is_some_and(|m| m.contains_key(&u.id))
             })
             .collect())
     }
 
-    async fn is_closed(&self, period: Period) -> Result<bool> {
-        Ok(lock(&self.state).closed.contains(&period))
+    async fn reject(&self, rejections: &[Rejection]) -> Result<()> {
+        lock(&self.state)
+            .rejected
+            .extend(rejections.iter().cloned());
+        Ok(())
     }
 
-    async fn close(&self, period: Period) -> Result<()> {
-        lock(&self.state).closed.insert(period);
-        Ok(())
+    async fn records(
+        &self,
+        customer: &str,
+        subscription: &str,
+        period: Period,
+    ) -> Result<Vec<StoredUsage>> {
+        Ok(lock(&self.state)
+            .usage
+            .get(&(customer.to_owned(), subscription.to_owned(), period))
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default())
+    }
+
+    async fn closed_at(&self, period: Period) -> Result<Option<DateTime<Utc>>> {
+        Ok(lock(&self.state).closed.get(&period).copied())
+    }
+
+    async fn close(&self, period: Period, at: DateTime<Utc>) -> Result<DateTime<Utc>> {
+        Ok(*lock(&self.state).closed.entry(period).or_insert(at))
     }
 }
 
@@ -382,5 +320,52 @@ impl DunningStore for MemoryBilling {
             .collect();
         due.sort();
         Ok(due.into_iter().map(|(_, c)| c).collect())
+    }
+}
+
+/// A usage store whose writes wait before they start, per record id: an ingest held between
+/// its check of the period and its write (the period-close race, in tests of any store).
+pub struct HeldWrites {
+    inner: std::sync::Arc<dyn UsageStore>,
+    hold: HashMap<String, std::time::Duration>,
+}
+
+impl HeldWrites {
+    /// `hold`: how long the write of each record id waits (absent: no wait).
+    pub fn new(
+        inner: std::sync::Arc<dyn UsageStore>,
+        hold: HashMap<String, std::time::Duration>,
+    ) -> Self {
+        Self { inner, hold }
+    }
+}
+
+#[async_trait]
+impl UsageStore for HeldWrites {
+    async fn put_records(
+        &self,
+        records: &[Usage],
+        not_after: Option<Instant>,
+    ) -> Result<Vec<Usage>> {
+        let wait = records.iter().filter_map(|r| self.hold.get(&r.id)).max();
+        if let Some(w) = wait {
+            tokio::time::sleep(*w).await;
+        }
+        self.inner.put_records(records, not_after).await
+    }
+    async fn stored(&self, records: &[Usage]) -> Result<Vec<bool>> {
+        self.inner.stored(records).await
+    }
+    async fn reject(&self, rejections: &[Rejection]) -> Result<()> {
+        self.inner.reject(rejections).await
+    }
+    async fn records(&self, c: &str, s: &str, p: Period) -> Result<Vec<StoredUsage>> {
+        self.inner.records(c, s, p).await
+    }
+    async fn closed_at(&self, p: Period) -> Result<Option<DateTime<Utc>>> {
+        self.inner.closed_at(p).await
+    }
+    async fn close(&self, p: Period, at: DateTime<Utc>) -> Result<DateTime<Utc>> {
+        self.inner.close(p, at).await
     }
 }

@@ -11,13 +11,16 @@ use super::document::Issued;
 use super::dunning::Dunning;
 use super::invoice::{Invoice, StripeRefs};
 use super::money::Money;
+use super::money::Quantity;
 use super::period::Period;
 use super::subscription::Subscription;
 use super::usage::{Rejection, Usage};
 use crate::error::Result;
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::time::Instant;
 
 /// Shards of the subscription index: the plan step fans out one job per shard.
 pub const SHARDS: u32 = 16;
@@ -32,26 +35,88 @@ pub fn shard_of(customer: &str) -> u32 {
     h % SHARDS
 }
 
+/// One usage record as stored: what billing aggregates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredUsage {
+    pub id: String,
+    pub metric: String,
+    /// The record's own time, milliseconds since the epoch.
+    pub ts_ms: i64,
+    pub value: Quantity,
+    pub installation: Option<String>,
+}
+
+impl From<&Usage> for StoredUsage {
+    fn from(u: &Usage) -> Self {
+        Self {
+            id: u.id.clone(),
+            metric: u.metric.clone(),
+            ts_ms: u.timestamp.timestamp_millis(),
+            value: u.value,
+            installation: u.installation.clone(),
+        }
+    }
+}
+
 /// Usage storage: ingest side and billing side.
+///
+/// Every record is stored under its own key — (customer, subscription, period of its
+/// timestamp, record id) — by a plain write: no condition, no transaction, one write unit. A
+/// duplicate overwrites itself, so dedupe by id is exact without a read, and aggregation
+/// happens at billing time from the period's records ([`super::aggregate::usage_of`]), the
+/// same code for every store.
 #[async_trait]
 pub trait UsageStore: Send + Sync {
-    /// Records one usage, deduplicated by its id. `true` when new, `false` for a duplicate.
-    async fn record(&self, usage: &Usage, aggregation: Aggregation) -> Result<bool>;
-    /// Stores a refused record (the late / rejected list).
-    async fn reject(&self, rejection: &Rejection) -> Result<()>;
+    /// Writes `records` (in batches). No write starts after `not_after` (the ingest's write
+    /// window, see [`super::usage::IngestPolicy::write_window`]): the records not written by
+    /// then are returned, unwritten, for the caller to re-check the period first.
+    async fn put_records(
+        &self,
+        records: &[Usage],
+        not_after: Option<Instant>,
+    ) -> Result<Vec<Usage>>;
+    /// Which of `records` are stored already (by key: a redelivery of a record written
+    /// before its period closed is a duplicate, not a late record). One flag per record.
+    async fn stored(&self, records: &[Usage]) -> Result<Vec<bool>>;
+    /// Stores refused records (the late / rejected lists), in batches.
+    async fn reject(&self, rejections: &[Rejection]) -> Result<()>;
+    /// Every stored record of `subscription` whose timestamp falls in `period` (a strongly
+    /// consistent read).
+    async fn records(
+        &self,
+        customer: &str,
+        subscription: &str,
+        period: Period,
+    ) -> Result<Vec<StoredUsage>>;
+    /// When the plan step closed `period`, if it did (its late records are refused).
+    async fn closed_at(&self, period: Period) -> Result<Option<DateTime<Utc>>>;
+    /// Closes `period` for ingestion as of `at` (idempotent: an earlier close keeps its
+    /// time). Returns the close time in force.
+    async fn close(&self, period: Period, at: DateTime<Utc>) -> Result<DateTime<Utc>>;
+
+    /// Whether `period` is closed.
+    async fn is_closed(&self, period: Period) -> Result<bool> {
+        Ok(self.closed_at(period).await?.is_some())
+    }
+
     /// What is stored of each `(metric, aggregation)` of a subscription for `period` (every
     /// metric asked for has an entry); [`super::aggregate::quantities`] computes the numbers.
+    /// A time-weighted metric also reads the month before, for the level it starts from.
     async fn usage(
         &self,
         customer: &str,
         subscription: &str,
         metrics: &[(String, Aggregation)],
         period: Period,
-    ) -> Result<BTreeMap<String, MetricUsage>>;
-    /// Whether the plan step closed `period` (its late records are refused).
-    async fn is_closed(&self, period: Period) -> Result<bool>;
-    /// Closes `period` for ingestion (idempotent).
-    async fn close(&self, period: Period) -> Result<()>;
+    ) -> Result<BTreeMap<String, MetricUsage>> {
+        let records = self.records(customer, subscription, period).await?;
+        let before = if metrics.iter().any(|(_, a)| *a == Aggregation::WeightedSum) {
+            self.records(customer, subscription, period.prev()).await?
+        } else {
+            Vec::new()
+        };
+        Ok(super::aggregate::usage_of(metrics, &records, &before))
+    }
 }
 
 /// One metric's usage of one day (UTC), from the daily aggregates.
@@ -65,9 +130,8 @@ pub struct DailyUsage {
     pub max: Option<i64>,
 }
 
-/// Usage read back by day, for reporting (revenue-ops' health and telemetry). Only metrics
-/// kept as daily aggregates appear (`sum`, `count`, `max`, `unique_count`); `latest` and
-/// `weighted_sum` are stored as points and are not summarised by day.
+/// Usage read back by day, for reporting (revenue-ops' health and telemetry): every metric's
+/// count, sum and max per day, folded from the stored records of the months touched.
 #[async_trait]
 pub trait UsageHistory: Send + Sync {
     /// Every metric's days of `subscription` from `from` to `to` inclusive.
@@ -80,12 +144,45 @@ pub trait UsageHistory: Send + Sync {
     ) -> Result<Vec<DailyUsage>>;
 }
 
+#[async_trait]
+impl<T: UsageStore + ?Sized> UsageHistory for T {
+    async fn daily(
+        &self,
+        customer: &str,
+        subscription: &str,
+        from: chrono::NaiveDate,
+        to: chrono::NaiveDate,
+    ) -> Result<Vec<DailyUsage>> {
+        let mut records = Vec::new();
+        let mut month = Period::of(from.and_time(chrono::NaiveTime::MIN).and_utc());
+        while month.first_day() <= to {
+            records.extend(self.records(customer, subscription, month).await?);
+            month = month.next();
+        }
+        Ok(super::aggregate::daily_of(&records, from, to))
+    }
+}
+
 /// The local view of subscriptions.
 #[async_trait]
 pub trait SubscriptionView: Send + Sync {
     /// Stores `sub` unless a view at least as recent exists. `true` when stored.
     async fn upsert(&self, sub: &Subscription) -> Result<bool>;
     async fn get(&self, customer: &str, subscription: &str) -> Result<Option<Subscription>>;
+    /// The views of many `(customer, subscription)` keys at once (the ingest's look-ups; a
+    /// batched read where the store has one). Unknown keys are absent.
+    async fn get_many(
+        &self,
+        keys: &[(String, String)],
+    ) -> Result<HashMap<(String, String), Subscription>> {
+        let mut out = HashMap::new();
+        for (c, s) in keys {
+            if let Some(sub) = self.get(c, s).await? {
+                out.insert((c.clone(), s.clone()), sub);
+            }
+        }
+        Ok(out)
+    }
     async fn for_customer(&self, customer: &str) -> Result<Vec<Subscription>>;
     /// One page of a shard's subscriptions and the cursor of the next page.
     async fn page(
@@ -101,8 +198,9 @@ pub trait SubscriptionView: Send + Sync {
 pub enum BillState {
     Planned,
     Credited,
-    ItemsCreated,
+    /// The (empty, draft) Stripe invoice exists; its items are being attached.
     InvoiceCreated,
+    ItemsCreated,
     Finalized,
     ArtifactsWritten,
     Done,
@@ -188,6 +286,8 @@ pub struct StripeInvoice {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ItemRequest {
     pub customer: String,
+    /// The draft invoice the item is a line of (created first: items are never left pending).
+    pub invoice: String,
     pub amount: Money,
     pub description: String,
     /// `{invoice key}:{line id}`: found again by metadata after a crash.
@@ -200,6 +300,8 @@ pub struct ItemRequest {
 /// How an invoice is created beyond its items.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct InvoiceOptions {
+    /// The invoice's currency (lower-case ISO 4217): it is created before its items.
+    pub currency: String,
     /// Stripe Tax computes the tax (`automatic_tax[enabled]=true`).
     pub automatic_tax: bool,
     /// The coupon that takes the invoice's credit off (see [`Invoicing::credit_coupon`]).
@@ -222,10 +324,12 @@ pub enum Finalized {
 /// Stripe invoicing.
 #[async_trait]
 pub trait Invoicing: Send + Sync {
+    /// Creates an item on its (draft) invoice. Returns the item id.
     async fn create_item(&self, item: &ItemRequest, idempotency_key: &str) -> Result<String>;
-    /// A pending item of `customer` whose metadata key is `key`.
-    async fn find_item(&self, customer: &str, key: &str) -> Result<Option<String>>;
-    /// Creates an invoice collecting the customer's pending items.
+    /// The items already on `invoice`, by their metadata key (one read, for a resumed run).
+    async fn items_on(&self, invoice: &str) -> Result<BTreeMap<String, String>>;
+    /// Creates an empty draft invoice (the customer's other pending items excluded) that the
+    /// items are then attached to.
     async fn create_invoice(
         &self,
         customer: &str,

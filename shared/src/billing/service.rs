@@ -4,9 +4,14 @@
 //!
 //! # Bill: a resumable state machine, exactly once
 //! The record of (customer, period) in the billing table moves
-//! `PLANNED -> CREDITED -> ITEMS_CREATED -> INVOICE_CREATED -> FINALIZED -> ARTIFACTS_WRITTEN
+//! `PLANNED -> CREDITED -> INVOICE_CREATED -> ITEMS_CREATED -> FINALIZED -> ARTIFACTS_WRITTEN
 //! -> DONE`, saved after every step with the Stripe ids obtained so far (one save per invoice
-//! item). A run is serialised by a ledger lease on `billing:{customer}:{period}` (completed
+//! item). The invoice is created first, empty (`pending_invoice_items_behavior=exclude`,
+//! `auto_advance=false`), and each item is attached to it (`invoice=`): an invoice never sweeps
+//! up other pending items of the customer, and a run resumed after Stripe's 24-hour
+//! idempotency window cannot bill an item twice by collecting a stray one. A fresh run makes
+//! `2 + lines` Stripe calls (invoice, items, finalize), plus the card look-up of the
+//! announce step. A run is serialised by a ledger lease on `billing:{customer}:{period}` (completed
 //! for ever once DONE). A rerun loads the record and continues where it stopped. Because a
 //! crash can fall *between* a Stripe POST and the save of its id, a resumed run first looks
 //! the object up by its metadata key (`{customer}:{period}:{line}`) before creating it; the
@@ -20,7 +25,7 @@
 //! one-off coupon (Stripe Tax refuses negative items). What Stripe says of the finalized
 //! invoice (tax per line and per rate, number, customer snapshot) is kept in the record, so the
 //! documents are the same bytes on a rerun. A customer without an address Stripe Tax can use
-//! stops the run at INVOICE_CREATED ([`BillOutcome::TaxAddressRequired`]): the invoice stays a
+//! stops the run at ITEMS_CREATED ([`BillOutcome::TaxAddressRequired`]): the invoice stays a
 //! draft, the customer is asked once for an address, and a rerun finalizes the same invoice
 //! (with a fresh finalize idempotency key, since Stripe replays a refusal for 24 h).
 
@@ -36,7 +41,7 @@ use super::ports::{
 };
 use super::pricebook::PriceBook;
 use super::subscription::Subscription;
-use super::usage::{IngestPolicy, RawUsage, RejectReason, Rejection, parse};
+use super::usage::{IngestPolicy, RawUsage, RejectReason, Rejection, Usage, parse};
 use crate::error::{Error, Result};
 use crate::events::{Internal, InvoiceFinalized};
 use crate::ledger::{Claim, ClaimOptions, Ledger, payload_hash};
@@ -223,15 +228,23 @@ impl Billing {
     // ----------------------------------------------------------------------------- ingest
 
     /// Ingests raw records (JSON values, so one malformed record is refused alone).
+    ///
+    /// Lookup-free checks first, then the subscriptions of the batch in one batched read, then
+    /// each period's records written in batches under the write window of
+    /// [`IngestPolicy`](super::usage::IngestPolicy): the period's close marker is read, and
+    /// writes start only within `write_window` of that read; what was not written by then is
+    /// checked again (and listed as late once the period is closed). Refused records are
+    /// stored in one batch at the end. Duplicates within the call are counted; a duplicate
+    /// of an earlier call overwrites itself and counts as accepted.
     pub async fn ingest(
         &self,
         records: &[serde_json::Value],
         now: DateTime<Utc>,
     ) -> Result<IngestReport> {
         let mut report = IngestReport::default();
-        let mut closed: HashMap<Period, bool> = HashMap::new();
-        let mut subs: HashMap<(String, String), Option<Subscription>> = HashMap::new();
-        for value in records {
+        let mut refused: Vec<(usize, Rejection)> = Vec::new();
+        let mut valid: Vec<(usize, RawUsage, Usage)> = Vec::with_capacity(records.len());
+        for (at, value) in records.iter().enumerate() {
             let raw = match serde_json::from_value::<RawUsage>(value.clone()) {
                 Ok(r) => r,
                 Err(_) => {
@@ -242,92 +255,120 @@ impl Billing {
                             .unwrap_or_default()
                             .to_owned()
                     };
-                    let rej = Rejection {
-                        record_id: field("id"),
-                        customer: field("customer"),
-                        reason: RejectReason::Malformed,
-                        record: value.clone(),
-                    };
-                    self.refuse(rej, &mut report).await?;
+                    refused.push((
+                        at,
+                        Rejection {
+                            record_id: field("id"),
+                            customer: field("customer"),
+                            reason: RejectReason::Malformed,
+                            record: value.clone(),
+                        },
+                    ));
                     continue;
                 }
             };
-            let usage = match parse(&raw, now, &self.config.ingest) {
-                Ok(u) => u,
-                Err(reason) => {
-                    self.refuse(Rejection::new(&raw, reason), &mut report)
-                        .await?;
-                    continue;
-                }
-            };
-            let period = usage.period();
-            let is_closed = match closed.get(&period) {
-                Some(c) => *c,
-                None => {
-                    let c = self.ports.usage.is_closed(period).await?;
-                    closed.insert(period, c);
-                    c
-                }
-            };
-            if is_closed {
-                self.refuse(
-                    Rejection::new(&raw, RejectReason::PeriodClosed),
-                    &mut report,
-                )
-                .await?;
-                continue;
+            match parse(&raw, now, &self.config.ingest) {
+                Ok(u) => valid.push((at, raw, u)),
+                Err(reason) => refused.push((at, Rejection::new(&raw, reason))),
             }
+        }
+        // The subscriptions named, in one batched read.
+        let keys: Vec<(String, String)> = valid
+            .iter()
+            .map(|(_, _, u)| (u.customer.clone(), u.subscription.clone()))
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let subs = if keys.is_empty() {
+            HashMap::new()
+        } else {
+            self.ports.subs.get_many(&keys).await?
+        };
+        // Per period, in order: (raw, usage) of the records to write, duplicates dropped.
+        let mut by_period: BTreeMap<Period, Vec<(usize, RawUsage, Usage)>> = BTreeMap::new();
+        let mut seen: HashSet<(String, String, Period, String)> = HashSet::new();
+        for (at, raw, usage) in valid {
             let key = (usage.customer.clone(), usage.subscription.clone());
-            let sub = match subs.get(&key) {
-                Some(s) => s.clone(),
-                None => {
-                    let s = self.ports.subs.get(&key.0, &key.1).await?;
-                    subs.insert(key, s.clone());
-                    s
-                }
-            };
-            let Some(sub) = sub else {
-                self.refuse(
-                    Rejection::new(&raw, RejectReason::UnknownCustomer),
-                    &mut report,
-                )
-                .await?;
+            let Some(sub) = subs.get(&key) else {
+                refused.push((at, Rejection::new(&raw, RejectReason::UnknownCustomer)));
                 continue;
             };
-            let agg = self
+            let priced = self
                 .ports
                 .book
                 .plan(&sub.plan)
                 .and_then(|(_, p)| p.charge_for(&usage.metric))
-                .and_then(|c| c.aggregation);
-            let Some(agg) = agg else {
-                self.refuse(
-                    Rejection::new(&raw, RejectReason::UnknownMetric),
-                    &mut report,
-                )
-                .await?;
+                .and_then(|c| c.aggregation)
+                .is_some();
+            if !priced {
+                refused.push((at, Rejection::new(&raw, RejectReason::UnknownMetric)));
                 continue;
-            };
-            if self.ports.usage.record(&usage, agg).await? {
-                report.accepted += 1;
-            } else {
+            }
+            if !seen.insert((key.0, key.1, usage.period(), usage.id.clone())) {
                 report.duplicates += 1;
+                continue;
+            }
+            by_period
+                .entry(usage.period())
+                .or_default()
+                .push((at, raw, usage));
+        }
+        let window = self
+            .config
+            .ingest
+            .write_window
+            .to_std()
+            .unwrap_or(std::time::Duration::ZERO);
+        for (period, mut pending) in by_period {
+            while !pending.is_empty() {
+                // The window opens before the read: a write can only be later than the read.
+                let opened = std::time::Instant::now();
+                if self.ports.usage.is_closed(period).await? {
+                    // Late, unless stored before the close (a redelivery: a duplicate).
+                    let usages: Vec<Usage> = pending.iter().map(|(_, _, u)| u.clone()).collect();
+                    let stored = self.ports.usage.stored(&usages).await?;
+                    for ((at, raw, _), stored) in pending.iter().zip(stored) {
+                        if stored {
+                            report.duplicates += 1;
+                        } else {
+                            refused.push((*at, Rejection::new(raw, RejectReason::PeriodClosed)));
+                        }
+                    }
+                    break;
+                }
+                let usages: Vec<Usage> = pending.iter().map(|(_, _, u)| u.clone()).collect();
+                let unwritten = self
+                    .ports
+                    .usage
+                    .put_records(&usages, Some(opened + window))
+                    .await?;
+                report.accepted += (usages.len() - unwritten.len()) as u64;
+                if !unwritten.is_empty() {
+                    tracing::info!(%period, unwritten = unwritten.len(), "write window passed; checking the period again");
+                }
+                let left: HashSet<(String, String)> = unwritten
+                    .iter()
+                    .map(|u| (u.customer.clone(), u.id.clone()))
+                    .collect();
+                pending.retain(|(_, _, u)| left.contains(&(u.customer.clone(), u.id.clone())));
             }
         }
+        refused.sort_by_key(|(at, _)| *at);
+        let refused: Vec<Rejection> = refused.into_iter().map(|(_, r)| r).collect();
+        if !refused.is_empty() {
+            for rej in &refused {
+                tracing::warn!(
+                    record_id = %rej.record_id,
+                    customer_id = %rej.customer,
+                    reason = ?rej.reason,
+                    list = rej.reason.list(),
+                    "usage record refused"
+                );
+            }
+            self.ports.usage.reject(&refused).await?;
+        }
+        report.rejected = refused;
         Ok(report)
-    }
-
-    async fn refuse(&self, rej: Rejection, report: &mut IngestReport) -> Result<()> {
-        tracing::warn!(
-            record_id = %rej.record_id,
-            customer_id = %rej.customer,
-            reason = ?rej.reason,
-            list = rej.reason.list(),
-            "usage record refused"
-        );
-        self.ports.usage.reject(&rej).await?;
-        report.rejected.push(rej);
-        Ok(())
     }
 
     // ------------------------------------------------------------------------------- plan
@@ -345,18 +386,41 @@ impl Billing {
 
     /// Closes `period` now, even before its end, and fans out its plan (see [`Job::Plan`]).
     pub async fn plan_closing_early(&self, period: Period) -> Result<usize> {
-        self.ports.usage.close(period).await?;
+        let closed_at = self.ports.usage.close(period, Utc::now()).await?;
         let jobs = (0..SHARDS)
             .map(|shard| serde_json::to_string(&Job::PlanShard { period, shard }))
             .collect::<std::result::Result<Vec<_>, _>>()
             .map_err(|e| Error::Invalid(e.to_string()))?;
         let n = jobs.len();
+        // The bill jobs come after the settle time (see `IngestPolicy`): delay the shards.
+        let wait = (closed_at + self.config.ingest.settle - Utc::now())
+            .to_std()
+            .unwrap_or(std::time::Duration::ZERO);
         self.ports
             .queue
-            .send_all(&self.config.jobs_queue_url, jobs)
+            .send_all_delayed(&self.config.jobs_queue_url, jobs, wait)
             .await?;
-        tracing::info!(%period, shards = n, "period closed; plan fanned out");
+        tracing::info!(%period, shards = n, %closed_at, delay_s = wait.as_secs(), "period closed; plan fanned out");
         Ok(n)
+    }
+
+    /// The settle rule of a bill run: the period is closed (a bill run of an open period
+    /// closes it, logged) and `settle` has passed since, else "in progress" (retried later).
+    async fn settled(&self, period: Period) -> Result<()> {
+        let closed_at = match self.ports.usage.closed_at(period).await? {
+            Some(t) => t,
+            None => {
+                tracing::warn!(%period, "a bill run closes the period it bills: its later usage is late");
+                self.ports.usage.close(period, Utc::now()).await?
+            }
+        };
+        let ready = closed_at + self.config.ingest.settle;
+        if Utc::now() < ready {
+            return Err(Error::InProgress(format!(
+                "period {period} closed at {closed_at}: usage settles until {ready}"
+            )));
+        }
+        Ok(())
     }
 
     /// Enqueues a `bill` job for each customer of `shard` with a subscription billable in
@@ -511,8 +575,7 @@ impl Billing {
         loop {
             let next = match rec.state {
                 BillState::Planned => self.debit_credit(&run, &mut rec).await?,
-                BillState::Credited => self.create_items(&run, &mut rec).await?,
-                BillState::ItemsCreated => match self.create_invoice(&run, &mut rec).await? {
+                BillState::Credited => match self.create_invoice(&run, &mut rec).await? {
                     Some(next) => next,
                     None => {
                         return Ok(BillOutcome::TaxAddressRequired {
@@ -520,7 +583,8 @@ impl Billing {
                         });
                     }
                 },
-                BillState::InvoiceCreated => match self.finalize(&mut rec, &run).await? {
+                BillState::InvoiceCreated => self.create_items(&run, &mut rec).await?,
+                BillState::ItemsCreated => match self.finalize(&mut rec, &run).await? {
                     Some(next) => next,
                     None => {
                         return Ok(BillOutcome::TaxAddressRequired {
@@ -549,6 +613,8 @@ impl Billing {
         if let Some(rec) = self.ports.invoices.load(customer, period).await? {
             return Ok(Some(rec));
         }
+        // Composed from usage only once nothing can still be written to the period.
+        self.settled(period).await?;
         let Some(invoice) = self.compose(customer, period).await? else {
             return Ok(None);
         };
@@ -597,59 +663,27 @@ impl Billing {
         )))
     }
 
-    /// CREDITED: one Stripe invoice item per billable line, each id saved as it comes. A
-    /// resumed run looks an item up by its key before creating it.
-    async fn create_items(&self, run: &Run<'_>, rec: &mut InvoiceRecord) -> Result<BillState> {
+    /// The lines that become Stripe invoice items.
+    fn item_lines(&self, rec: &InvoiceRecord) -> Vec<invoice::InvoiceLine> {
         let taxed = self.config.issuing.automatic_tax;
-        let lines: Vec<_> = rec
-            .invoice
+        rec.invoice
             .billable_lines()
             // Under Stripe Tax the credit is a coupon on the invoice, not a negative item.
             .filter(|l| !(taxed && l.kind == invoice::LineKind::Credit))
             .cloned()
-            .collect();
-        for line in lines {
-            if rec.refs.items.contains_key(&line.id) {
-                continue;
-            }
-            let item_key = format!("{}:{}", run.key, line.id);
-            let found = if run.resuming {
-                self.ports.stripe.find_item(run.customer, &item_key).await?
-            } else {
-                None
-            };
-            let id = match found {
-                Some(id) => id,
-                None => {
-                    let req = ItemRequest {
-                        customer: run.customer.to_owned(),
-                        amount: rec.invoice.money(line.amount),
-                        description: line_description(&line),
-                        key: item_key.clone(),
-                        period: run.period,
-                        taxed,
-                    };
-                    self.ports
-                        .stripe
-                        .create_item(&req, &format!("blapi:{item_key}:item"))
-                        .await?
-                }
-            };
-            rec.refs.items.insert(line.id.clone(), id);
-            self.save(rec).await?;
-        }
-        Ok(BillState::ItemsCreated)
+            .collect()
     }
 
-    /// ITEMS_CREATED: the Stripe invoice collecting the items (looked up first on a resume).
-    /// With no item there is nothing to charge: straight to FINALIZED, the artifacts still
-    /// explain the zero invoice. `None`: Stripe Tax refused the customer's address.
+    /// CREDITED: the Stripe invoice, created empty (the customer's other pending items are
+    /// excluded, so nothing unrelated is ever swept in) and looked up first on a resume. With
+    /// no line there is nothing to charge: straight to FINALIZED, the artifacts still explain
+    /// the zero invoice. `None`: Stripe Tax refused the customer's address.
     async fn create_invoice(
         &self,
         run: &Run<'_>,
         rec: &mut InvoiceRecord,
     ) -> Result<Option<BillState>> {
-        if rec.refs.items.is_empty() {
+        if self.item_lines(rec).is_empty() {
             return Ok(Some(BillState::Finalized));
         }
         let taxed = self.config.issuing.automatic_tax;
@@ -677,6 +711,7 @@ impl Billing {
                 }
                 let description = format!("Usage {} · ref {}", run.period, run.key);
                 let options = InvoiceOptions {
+                    currency: rec.invoice.currency.as_str().to_owned(),
                     automatic_tax: taxed,
                     coupon: rec.refs.coupon.clone(),
                 };
@@ -700,12 +735,54 @@ impl Billing {
                 }
             }
         };
-        let expected: i64 = rec.invoice.billable_lines().map(|l| l.amount).sum();
-        if !taxed && inv.total.is_some_and(|t| t != expected.max(0)) {
-            tracing::warn!(customer_id = %run.customer, period = %run.period, stripe_total = ?inv.total, expected, "Stripe invoice total differs (other pending items?)");
-        }
         rec.refs.invoice = Some(inv.id);
         Ok(Some(BillState::InvoiceCreated))
+    }
+
+    /// INVOICE_CREATED: one Stripe invoice item per billable line, attached to the invoice,
+    /// each id saved as it comes. A resumed run first reads the items already on the invoice
+    /// (one call), so an item created by a run that crashed before saving is not made twice.
+    async fn create_items(&self, run: &Run<'_>, rec: &mut InvoiceRecord) -> Result<BillState> {
+        let taxed = self.config.issuing.automatic_tax;
+        let invoice_id = rec
+            .refs
+            .invoice
+            .clone()
+            .ok_or_else(|| Error::Invalid(format!("invoice {} has no Stripe id", run.key)))?;
+        let lines = self.item_lines(rec);
+        let mut on_invoice =
+            if run.resuming && lines.iter().any(|l| !rec.refs.items.contains_key(&l.id)) {
+                self.ports.stripe.items_on(&invoice_id).await?
+            } else {
+                BTreeMap::new()
+            };
+        for line in lines {
+            if rec.refs.items.contains_key(&line.id) {
+                continue;
+            }
+            let item_key = format!("{}:{}", run.key, line.id);
+            let id = match on_invoice.remove(&item_key) {
+                Some(id) => id,
+                None => {
+                    let req = ItemRequest {
+                        customer: run.customer.to_owned(),
+                        invoice: invoice_id.clone(),
+                        amount: rec.invoice.money(line.amount),
+                        description: line_description(&line),
+                        key: item_key.clone(),
+                        period: run.period,
+                        taxed,
+                    };
+                    self.ports
+                        .stripe
+                        .create_item(&req, &format!("blapi:{item_key}:item"))
+                        .await?
+                }
+            };
+            rec.refs.items.insert(line.id.clone(), id);
+            self.save(rec).await?;
+        }
+        Ok(BillState::ItemsCreated)
     }
 
     /// Stripe Tax cannot place the customer: the invoice stays as it is, the customer is asked
@@ -739,7 +816,7 @@ impl Billing {
         self.save(rec).await
     }
 
-    /// INVOICE_CREATED: finalize, and keep what Stripe says of the invoice (amounts, tax,
+    /// ITEMS_CREATED: finalize, and keep what Stripe says of the invoice (amounts, tax,
     /// number, customer). An API without the endpoint leaves a draft, said in the log. `None`:
     /// Stripe Tax refused the customer's address (see [`BillOutcome::TaxAddressRequired`]).
     async fn finalize(&self, rec: &mut InvoiceRecord, run: &Run<'_>) -> Result<Option<BillState>> {
@@ -971,6 +1048,8 @@ fn line_description(line: &invoice::InvoiceLine) -> String {
     d
 }
 
+#[cfg(test)]
+mod race_tests;
 #[cfg(test)]
 mod tax_tests;
 #[cfg(test)]

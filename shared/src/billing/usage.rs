@@ -98,7 +98,22 @@ impl Rejection {
     }
 }
 
-/// Time rules of ingestion.
+/// Time rules of ingestion, and the two that close the period-close race.
+///
+/// Usage written while a period closes must be billed or listed as late, never neither, and
+/// the write path has no transaction to make "the period is open" and "the record is written"
+/// one atomic step. Time does it instead:
+/// - the ingest reads the period's close marker (strongly consistent) and then writes within
+///   `write_window` of that read: no write request starts after the window, and records not
+///   written by then go back through the check (a closed period now lists them as late);
+/// - a bill run composes an invoice only once `settle` has passed since the period's close
+///   (earlier it answers "in progress" and the job is retried; the plan step delays its jobs
+///   by `settle`), and `settle` is longer than `write_window`.
+///
+/// So a record whose check saw the period open was written before the period closed plus
+/// `write_window`, which is before any invoice of the period was composed: it is billed. A
+/// record whose check saw it closed is listed as late. Clock skew between functions (NTP,
+/// milliseconds) and request latency are covered by the margin between the two.
 #[derive(Debug, Clone, Copy)]
 pub struct IngestPolicy {
     /// How long after a period ends its records are still accepted (until the plan step
@@ -106,6 +121,10 @@ pub struct IngestPolicy {
     pub grace: Duration,
     /// Clock skew tolerated for timestamps ahead of now.
     pub future_skew: Duration,
+    /// How long after reading "the period is open" the ingest may still start writes.
+    pub write_window: Duration,
+    /// How long after a period closes before its invoices are composed (> `write_window`).
+    pub settle: Duration,
 }
 
 impl Default for IngestPolicy {
@@ -113,7 +132,34 @@ impl Default for IngestPolicy {
         Self {
             grace: Duration::hours(72),
             future_skew: Duration::minutes(5),
+            write_window: Duration::seconds(60),
+            settle: Duration::seconds(120),
         }
+    }
+}
+
+impl IngestPolicy {
+    /// No waiting after a close (unit tests that bill right away; nothing ingests meanwhile).
+    pub fn settled() -> Self {
+        Self {
+            settle: Duration::zero(),
+            ..Self::default()
+        }
+    }
+
+    /// Refuses a settle that does not outlast the write window (the race would reopen).
+    pub fn validated(self) -> Result<Self, String> {
+        if self.write_window <= Duration::zero() {
+            return Err("the usage write window must be positive".into());
+        }
+        if self.settle <= self.write_window {
+            return Err(format!(
+                "the usage settle time ({} s) must be longer than the write window ({} s)",
+                self.settle.num_seconds(),
+                self.write_window.num_seconds()
+            ));
+        }
+        Ok(self)
     }
 }
 

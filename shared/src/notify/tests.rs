@@ -211,7 +211,7 @@ fn batch(bodies: &[(&str, String)]) -> SqsEvent {
 async fn run_batch(w: &World, bodies: &[(&str, String)]) -> (Vec<String>, Vec<String>) {
     let store = MemoryStore::new();
     let errors = std::sync::Mutex::new(Vec::new());
-    let resp = process_batch(batch(bodies), &store, |rec| {
+    let resp = process_batch(batch(bodies), &store, None, |rec| {
         let errors = &errors;
         async move {
             let n: Notification = rec.json()?;

@@ -603,7 +603,6 @@ fn post(path: &str, token: &str, key: Option<&str>, body: &str) -> Request {
 /// Cloud Pro usage of customer A in November: 25 000 API calls (three packages of 10 000 at
 /// $9) and 4 builds ($0.02 each), on top of 25 seats at $15 for the whole month.
 async fn november_usage(f: &Fixture) {
-    use crate::billing::aggregate::Aggregation;
     use crate::billing::money::Quantity;
     use crate::billing::ports::{SubscriptionView, UsageStore};
     use crate::billing::subscription::Subscription;
@@ -623,9 +622,9 @@ async fn november_usage(f: &Fixture) {
         .await
         .unwrap();
     let at: chrono::DateTime<chrono::Utc> = "2026-11-10T08:00:00Z".parse().unwrap();
-    let mut records = vec![("api_calls", 25_000, Aggregation::Sum)];
-    records.extend([("builds", 1, Aggregation::Count); 4]);
-    for (i, (metric, value, agg)) in records.into_iter().enumerate() {
+    let mut records = vec![("api_calls", 25_000)];
+    records.extend([("builds", 1); 4]);
+    for (i, (metric, value)) in records.into_iter().enumerate() {
         let u = Usage {
             id: format!("u{i}"),
             customer: "cus_A".into(),
@@ -635,7 +634,7 @@ async fn november_usage(f: &Fixture) {
             timestamp: at,
             installation: None,
         };
-        assert!(f.billing.record(&u, agg).await.unwrap());
+        assert!(f.billing.put_records(&[u], None).await.unwrap().is_empty());
     }
 }
 

@@ -247,6 +247,8 @@ struct Claims {
 
 impl TokenVerifier {
     pub fn new(config: AuthConfig, source: Arc<dyn KeySource>) -> Self {
+        // Signatures are checked on ring (the crate has no crypto feature of its own here).
+        super::jwt_crypto::install();
         Self {
             config,
             source,

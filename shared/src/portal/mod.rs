@@ -17,6 +17,7 @@ pub mod auth;
 pub mod commerce;
 pub mod config;
 pub mod http;
+pub mod jwt_crypto;
 pub mod problem;
 #[cfg(any(test, feature = "test-issuer"))]
 pub mod testkit;

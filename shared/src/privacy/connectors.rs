@@ -2,11 +2,13 @@
 //! erasing it or keeping it with a legal basis (erasure), and applying an opt-out.
 //!
 //! Most systems are reached through the subject index: the place (`locator`) is known, so a
-//! request costs requests proportional to the person's own data. Two cannot be indexed when
-//! the data is written and are swept instead, both small and bounded by retention: the
-//! messages at rest in the dead-letter and notification queues ([`QueueSweep`]) and the
-//! claim-checked bodies ([`ClaimCheckSweep`], expired by lifecycle). A sweep recognises the
-//! person by hashing every address it reads, so it never needs the address itself.
+//! request costs requests proportional to the person's own data. Three are not indexed when
+//! the data is written and are swept instead: the messages at rest in the dead-letter and
+//! notification queues ([`QueueSweep`]) and the claim-checked bodies ([`ClaimCheckSweep`],
+//! expired by lifecycle), both small and bounded by retention, recognise the person by hashing
+//! every address they read; the event archive ([`ArchiveSweep`]) is found through the keyed
+//! subject hashes its lines and its sealed hours' manifests carry (no per-event index write at
+//! intake), so no body is read to find the person.
 
 use crate::billing::ports::{DunningStore, SubscriptionView};
 use crate::crm::{ConsentChange, CrmError, CrmObject, CrmPort, CrmRecord};
@@ -351,8 +353,11 @@ impl Connector for BillingConnector {
     }
 }
 
-/// Objects holding a person's data whole (locator: the object key): the raw webhook archive
-/// ([`System::Archive`]) and access bundles ([`System::Exports`]). Every version is erased.
+/// Objects holding a person's data whole (locator: the object key): access bundles
+/// ([`System::Exports`]) and the single-event objects of the archive before it was batched
+/// (`raw/...`, [`System::Archive`]). Every version is erased. An index entry naming an event
+/// of today's archive (`archive/...#source/id`, which lead-enrichment records) is left to
+/// [`ArchiveSweep`], which finds every event of the person whether indexed or not.
 pub struct ObjectsConnector {
     pub system: System,
     pub files: Arc<dyn ObjectStore>,
@@ -379,8 +384,9 @@ impl Connector for ObjectsConnector {
         self.system
     }
     async fn export(&self, _subject: &SubjectId, locator: &str) -> Result<Option<Value>> {
-        if self.system == System::Exports {
-            // An earlier bundle is not exported into the next one.
+        if self.system == System::Exports || in_archive(locator) {
+            // An earlier bundle is not exported into the next one; an archived event is
+            // exported by the archive sweep (once).
             return Ok(None);
         }
         Ok(self
@@ -390,6 +396,11 @@ impl Connector for ObjectsConnector {
             .map(|b| serde_json::from_slice(&b).unwrap_or(Value::Null)))
     }
     async fn erase(&self, _subject: &SubjectId, locator: &str) -> Result<Vec<Outcome>> {
+        if in_archive(locator) {
+            return Ok(vec![Outcome::NothingThere(
+                "an event of the event archive: erased by the archive sweep".into(),
+            )]);
+        }
         let what = if self.system == System::Exports {
             "access bundle"
         } else {
@@ -401,6 +412,54 @@ impl Connector for ObjectsConnector {
         } else {
             Outcome::Erased(format!("{what} {locator}: {n} version(s)"))
         }])
+    }
+}
+
+/// Whether `locator` names an event of the batched event archive (not a whole object).
+fn in_archive(locator: &str) -> bool {
+    locator.starts_with("archive/")
+}
+
+/// The event archive ([`crate::archive`]), swept by keyed subject hash: the manifests of
+/// sealed hours and the unsealed batch objects say which hours name the person. Access exports
+/// each of their events once (`place`: its locator, `data`: the event); erasure seals the
+/// unsealed hours naming them, then rewrites each sealed hour with their events replaced by
+/// tombstones (id, source, type and times kept, no body), rebuilds its manifest and erases
+/// every older version. Other people's events in the same objects are untouched.
+pub struct ArchiveSweep {
+    pub files: Arc<dyn ObjectStore>,
+}
+
+#[async_trait]
+impl Sweep for ArchiveSweep {
+    fn system(&self) -> System {
+        System::Archive
+    }
+    async fn export(&self, subject: &SubjectId) -> Result<Vec<Value>> {
+        Ok(crate::archive::events_of(self.files.as_ref(), subject)
+            .await?
+            .into_iter()
+            .map(|e| {
+                json!({
+                    "place": e.locator(),
+                    "received_at": e.line.received_at,
+                    "data": e.line.event(),
+                })
+            })
+            .collect())
+    }
+    async fn erase(&self, subject: &SubjectId) -> Result<Vec<Outcome>> {
+        Ok(crate::archive::erase_subject(self.files.as_ref(), subject)
+            .await?
+            .into_iter()
+            .filter(|h| h.erased > 0 || h.versions > 0)
+            .map(|h| {
+                Outcome::Erased(format!(
+                    "archive hour {}: {} event(s) replaced by tombstones, {} older version(s) erased",
+                    h.hour, h.erased, h.versions
+                ))
+            })
+            .collect())
     }
 }
 

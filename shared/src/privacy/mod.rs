@@ -8,12 +8,14 @@
 //!   erased or kept (with the legal basis of anything kept).
 //! - [`store`]: where requests are kept (one open request per person and kind).
 //! - [`connectors`]: one per system holding personal data (find, export, erase or keep with
-//!   a basis, opt-out), and the two sweeps (queues at rest, claim-checked bodies).
+//!   a basis, opt-out), and the sweeps (queues at rest, claim-checked bodies, the event
+//!   archive by the keyed subject hashes it carries).
 //! - [`service`]: submit, process (resumable), extend, and the daily sweep of deadlines.
 //!
-//! The subject index and the tombstones live in [`crate::subjects`]: intake, lead-enrichment
-//! and customer-sync write the index before any personal data, and refuse to write an erased
-//! person again.
+//! The subject index and the tombstones live in [`crate::subjects`]: lead-enrichment and
+//! customer-sync write the index before any personal data, and refuse to write an erased person
+//! again. The event archive is not indexed per event: its lines and manifests carry the keyed
+//! subject hashes ([`crate::archive`]).
 
 pub mod config;
 pub mod connectors;

@@ -5,12 +5,12 @@
 //! after the last step done on the next delivery or the daily sweep. It never reports
 //! `completed` while a place it knows of was not handled.
 //!
-//! - **access**: every indexed place and both sweeps are exported into one JSON bundle (one
+//! - **access**: every indexed place and every sweep are exported into one JSON bundle (one
 //!   section per system), written to `privacy/exports/{id}.json` (encrypted at rest, removed by
 //!   the bucket's lifecycle after 30 days) and reached through an expiring pre-signed link.
 //! - **erasure**: the tombstone first (nothing about the person is written again, whatever
 //!   arrives meanwhile), then each place: erased, or kept with its legal basis; an erased
-//!   place leaves the index, a kept one stays findable. Then both sweeps.
+//!   place leaves the index, a kept one stays findable. Then the sweeps.
 //! - **opt-out**: the choice is recorded (the latest wins everywhere, including later sign-up
 //!   forms) and written onto the person's CRM lead and contact.
 

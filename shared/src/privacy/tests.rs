@@ -702,3 +702,112 @@ async fn a_requester_whose_address_this_run_lacks_is_reached_through_their_strip
     assert_eq!(note.data["status"], "rejected");
     assert!(!sent[0].contains(ADA));
 }
+
+#[tokio::test]
+async fn the_archive_sweep_exports_and_erases_a_person_from_batched_and_sealed_objects() {
+    use super::connectors::ArchiveSweep;
+    use crate::archive::{self, Hour, Line};
+    let subjects = Subjects::for_tests();
+    let files = Arc::new(MemoryStore::new());
+    let line = |id: &str, who: &str, at: &str| {
+        let received = chrono::DateTime::parse_from_rfc3339(at)
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        Line {
+            id: id.into(),
+            source: "portal".into(),
+            event_type: "lead.signup".into(),
+            received_at: received,
+            occurred_at: None,
+            subjects: vec![subjects.key.subject(&Email::parse(who).unwrap())],
+            body: Some(json!({"type": "lead.signup", "data": {"email": who}}).to_string()),
+            erased: false,
+        }
+    };
+    // One sealed hour and one still in its batch object, each with Ada's event and Bob's.
+    let (h1, h2) = (
+        Hour::parse("2026-03-01T09").unwrap(),
+        Hour::parse("2026-03-01T10").unwrap(),
+    );
+    let bob1 = line("msg_b1", "bob@example.com", "2026-03-01T09:05:00Z");
+    archive::write_batch(
+        files.as_ref(),
+        h1,
+        &[line("msg_a1", ADA, "2026-03-01T09:01:00Z"), bob1.clone()],
+    )
+    .await
+    .unwrap();
+    archive::seal_hour(files.as_ref(), h1).await.unwrap();
+    archive::write_batch(
+        files.as_ref(),
+        h2,
+        &[
+            line("msg_a2", ADA, "2026-03-01T10:01:00Z"),
+            line("msg_b2", "bob@example.com", "2026-03-01T10:02:00Z"),
+        ],
+    )
+    .await
+    .unwrap();
+    let service = PrivacyService::new(
+        Ports {
+            requests: Arc::new(MemoryRequests::new()),
+            subjects: subjects.clone(),
+            connectors: vec![Arc::new(ObjectsConnector::exports(files.clone()))],
+            sweeps: vec![Arc::new(ArchiveSweep {
+                files: files.clone(),
+            })],
+            files: files.clone(),
+            queue: Arc::new(MemoryQueue::new()),
+            clock: now,
+        },
+        Settings {
+            notifications_queue_url: "q/notify".into(),
+            link_ttl: std::time::Duration::from_secs(3600),
+        },
+    );
+    let t = tally();
+
+    // Access: both of her archived events, nothing of Bob's.
+    let r = service
+        .submit(submission("pr_a", RequestKind::Access, ADA), &t)
+        .await
+        .unwrap();
+    let bundle: Value =
+        serde_json::from_slice(&files.object(r.bundle_key.as_ref().unwrap()).unwrap()).unwrap();
+    let archived = bundle["systems"]["archive"].as_array().unwrap();
+    assert_eq!(archived.len(), 2, "{bundle:#}");
+    assert_eq!(archived[0]["data"]["data"]["email"], ADA);
+    assert!(
+        archived[0]["place"]
+            .as_str()
+            .unwrap()
+            .ends_with("#portal/msg_a1")
+    );
+    assert!(!bundle.to_string().contains("bob@example.com"));
+
+    // Erasure: tombstones in both hours, Bob's events byte for byte as they were.
+    let r = service
+        .submit(submission("pr_e", RequestKind::Erasure, ADA), &t)
+        .await
+        .unwrap();
+    assert_eq!(r.status, RequestStatus::Completed, "{:#?}", r.audit);
+    let erased: Vec<&str> = r
+        .audit
+        .iter()
+        .filter(|e| e.action == "erased" && e.system == Some(System::Archive))
+        .map(|e| e.detail.as_str())
+        .collect();
+    assert_eq!(erased.len(), 2, "{erased:?}");
+    assert!(erased[0].contains("1 event(s) replaced by tombstones"));
+    for h in [h1, h2] {
+        let sealed = files.object(&h.sealed_key()).unwrap();
+        let lines = archive::decode("k", &sealed).unwrap();
+        assert_eq!(lines.len(), 2);
+        assert!(lines[0].erased && lines[0].body.is_none());
+        assert!(!lines[1].erased);
+        assert!(!serde_json::to_string(&lines).unwrap().contains(ADA));
+    }
+    let first = archive::decode("k", &files.object(&h1.sealed_key()).unwrap()).unwrap();
+    assert_eq!(first[1], bob1);
+    assert!(files.list(archive::BATCH_PREFIX).await.unwrap().is_empty());
+}

@@ -6,7 +6,6 @@ use super::service::{Job, Ports, RevenueOps};
 use super::store::{MemoryRevenue, RevenueStore};
 use super::tests::{P, customer, date, fixture, term, usd};
 use crate::billing::Quantity;
-use crate::billing::aggregate::Aggregation;
 use crate::billing::memory::MemoryBilling;
 use crate::billing::ports::UsageStore;
 use crate::billing::usage::Usage;
@@ -84,12 +83,13 @@ impl World {
             timestamp: Utc.from_utc_datetime(&day.and_hms_opt(12, 0, 0).unwrap()),
             installation: None,
         };
-        let agg = if metric == "active_users" {
-            Aggregation::Max
-        } else {
-            Aggregation::Sum
-        };
-        self.billing.record(&u, agg).await.unwrap();
+        assert!(
+            self.billing
+                .put_records(&[u], None)
+                .await
+                .unwrap()
+                .is_empty()
+        );
     }
 
     /// 60 days of steady usage ending `to`, `per_day` in the last 30 days.

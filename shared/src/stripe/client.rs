@@ -273,6 +273,10 @@ impl StripeInvoices for StripeClient {
             ("currency".to_owned(), item.currency.clone()),
             ("description".to_owned(), item.description.clone()),
         ];
+        if let Some(invoice) = &item.invoice {
+            checked_id("invoice", "in_", invoice)?;
+            form.push(("invoice".to_owned(), invoice.clone()));
+        }
         if let Some(b) = &item.tax_behavior {
             form.push(("tax_behavior".to_owned(), b.clone()));
         }
@@ -289,10 +293,12 @@ impl StripeInvoices for StripeClient {
         let mut form = vec![
             ("customer".to_owned(), invoice.customer.clone()),
             ("description".to_owned(), invoice.description.clone()),
+            ("currency".to_owned(), invoice.currency.clone()),
             (
                 "pending_invoice_items_behavior".to_owned(),
-                "include".to_owned(),
+                "exclude".to_owned(),
             ),
+            ("auto_advance".to_owned(), "false".to_owned()),
         ];
         if invoice.automatic_tax {
             form.push(("automatic_tax[enabled]".to_owned(), "true".to_owned()));
@@ -311,7 +317,10 @@ impl StripeInvoices for StripeClient {
 
     async fn finalize_invoice(&self, id: &str, idempotency_key: &str) -> Result<Invoice> {
         checked_id("invoice", "in_", id)?;
-        let form = form_pairs(INVOICE_EXPAND.map(|e| ("expand[]", e.to_owned())));
+        // Created with `auto_advance=false` (never finalized half-filled); once final, Stripe
+        // collects it on its own.
+        let mut form = form_pairs(INVOICE_EXPAND.map(|e| ("expand[]", e.to_owned())));
+        form.push(("auto_advance".to_owned(), "true".to_owned()));
         let inv = self
             .post(&format!("invoices/{id}/finalize"), &form, idempotency_key)
             .await?;

@@ -1,7 +1,8 @@
 //! The in-memory Stripe every domain's unit tests share. Objects are kept as JSON and read
 //! through the same typed parsing as real answers. It behaves as Stripe does where our rules
-//! depend on it: pending invoice items are swept into the next invoice of their customer, an
-//! invoice that is not a draft cannot be finalized, an unknown id is `NotFound`. Like
+//! depend on it: an invoice is created empty (pending items excluded) and an item created for
+//! it becomes one of its lines, only while it is a draft; an invoice that is not a draft cannot
+//! be finalized, an unknown id is `NotFound`. Like
 //! localstripe it ignores idempotency keys (so the domains' own look-ups are what prevents
 //! duplicates). Failures can be injected: the whole API down ([`MemoryStripe::set_unavailable`])
 //! or one operation that does its work and then loses the answer ([`MemoryStripe::crash_after`]).
@@ -215,16 +216,42 @@ impl StripeInvoices for MemoryStripe {
 
     async fn create_invoice_item(&self, item: &NewInvoiceItem, _idem: &str) -> Result<InvoiceItem> {
         let mut s = self.begin()?;
+        let id = format!("ii_{}", s.items.len() + 1);
         let v = json!({
-            "id": format!("ii_{}", s.items.len() + 1),
+            "id": id,
             "object": "invoiceitem",
             "customer": item.customer,
             "amount": item.amount,
             "currency": item.currency,
             "description": item.description,
             "metadata": item.metadata,
-            "invoice": null,
+            "invoice": item.invoice,
         });
+        if let Some(invoice) = &item.invoice {
+            let inv = s
+                .invoices
+                .iter_mut()
+                .find(|i| i["id"] == invoice.as_str())
+                .ok_or_else(|| Error::NotFound(format!("stripe: No such invoice: '{invoice}'")))?;
+            if inv["status"] != "draft" {
+                return Err(Error::dependency(
+                    "stripe",
+                    false,
+                    "HTTP 400: invalid_request_error: the invoice is not a draft",
+                ));
+            }
+            let total = inv["total"].as_i64().unwrap_or(0) + item.amount;
+            inv["total"] = json!(total.max(0));
+            if let Some(lines) = inv["lines"]["data"].as_array_mut() {
+                lines.push(json!({
+                    "id": format!("il_{id}"),
+                    "amount": item.amount,
+                    "description": item.description,
+                    "invoice_item": id,
+                    "metadata": item.metadata,
+                }));
+            }
+        }
         s.items.push(v.clone());
         crash(&mut s, StripeOp::CreateItem)?;
         parse(v)
@@ -243,28 +270,22 @@ impl StripeInvoices for MemoryStripe {
     async fn create_invoice(&self, invoice: &NewInvoice, _idem: &str) -> Result<Invoice> {
         let mut s = self.begin()?;
         let id = format!("in_{}", s.invoices.len() + 1);
-        let mut total: i64 = invoice
+        let total: i64 = invoice
             .coupons
             .iter()
             .map(|c| -s.coupons.get(c).copied().unwrap_or(0))
             .sum();
-        for it in s
-            .items
-            .iter_mut()
-            .filter(|i| i["customer"] == invoice.customer.as_str() && i["invoice"].is_null())
-        {
-            it["invoice"] = json!(id);
-            total += it["amount"].as_i64().unwrap_or(0);
-        }
         let v = json!({
             "id": id,
             "object": "invoice",
             "customer": invoice.customer,
+            "currency": invoice.currency,
             "status": "draft",
             "total": total.max(0),
             "description": invoice.description,
             "metadata": invoice.metadata,
             "automatic_tax": {"enabled": invoice.automatic_tax, "status": null},
+            "lines": {"object": "list", "data": [], "has_more": false},
         });
         s.invoices.push(v.clone());
         crash(&mut s, StripeOp::CreateInvoice)?;
@@ -474,31 +495,50 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn pending_items_are_swept_into_the_next_invoice_which_finalizes_once() {
+    async fn items_attach_to_their_draft_invoice_which_finalizes_once() {
         let s = MemoryStripe::new();
-        let item = |amount| NewInvoiceItem {
+        let item = |amount, invoice: Option<&str>| NewInvoiceItem {
             customer: "cus_1".into(),
+            invoice: invoice.map(str::to_owned),
             amount,
             currency: "usd".into(),
             description: "x".into(),
             metadata: BTreeMap::from([("blapi_key".into(), format!("k{amount}"))]),
             tax_behavior: None,
         };
-        s.create_invoice_item(&item(100), "a").await.unwrap();
-        s.create_invoice_item(&item(250), "b").await.unwrap();
+        // An unrelated pending item is never swept into the invoice.
+        s.create_invoice_item(&item(7, None), "p").await.unwrap();
         let new = NewInvoice {
             customer: "cus_1".into(),
+            currency: "usd".into(),
             description: "d".into(),
             metadata: BTreeMap::new(),
             automatic_tax: false,
             coupons: Vec::new(),
         };
         let inv = s.create_invoice(&new, "c").await.unwrap();
-        assert_eq!(inv.total, Some(350));
+        assert_eq!(inv.total, Some(0));
+        s.create_invoice_item(&item(100, Some("in_1")), "a")
+            .await
+            .unwrap();
+        s.create_invoice_item(&item(250, Some("in_1")), "b")
+            .await
+            .unwrap();
         let items = s.invoice_items("cus_1").await.unwrap();
-        assert!(items.iter().all(|i| i.invoice.as_deref() == Some("in_1")));
-        assert_eq!(items[0].metadata.get("blapi_key"), Some("k100"));
+        assert_eq!(items[0].invoice, None, "the pending item stays pending");
+        assert!(
+            items[1..]
+                .iter()
+                .all(|i| i.invoice.as_deref() == Some("in_1"))
+        );
+        assert_eq!(items[1].metadata.get("blapi_key"), Some("k100"));
+        let doc = s.invoice_document("in_1").await.unwrap();
+        let lines = doc.document.lines.unwrap().data;
+        assert_eq!(lines.len(), 2);
+        assert_eq!(lines[1].item_id(), Some("ii_3"));
         s.finalize_invoice("in_1", "f").await.unwrap();
+        let late = s.create_invoice_item(&item(1, Some("in_1")), "l").await;
+        assert!(!late.unwrap_err().is_retryable(), "not a draft any more");
         let again = s.finalize_invoice("in_1", "f").await.unwrap_err();
         assert!(!again.is_retryable());
         assert_eq!(s.invoices("cus_1"), vec![("in_1".into(), 350, true, 2)]);
@@ -514,6 +554,7 @@ mod tests {
         s.crash_after(StripeOp::CreateItem);
         let item = NewInvoiceItem {
             customer: "cus_1".into(),
+            invoice: None,
             amount: 1,
             currency: "usd".into(),
             description: "x".into(),

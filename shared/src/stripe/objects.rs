@@ -591,6 +591,9 @@ pub fn subscription_of(event: &serde_json::Value) -> Option<String> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewInvoiceItem {
     pub customer: String,
+    /// The draft invoice it is a line of (`invoice`). `None` leaves it pending, to be swept
+    /// into the customer's next invoice: billing never does that.
+    pub invoice: Option<String>,
     /// Minor units.
     pub amount: i64,
     /// Lower-case ISO 4217.
@@ -727,10 +730,15 @@ pub struct Card {
     pub exp_year: u32,
 }
 
-/// An invoice to create, collecting the customer's pending items.
+/// An invoice to create: an empty draft (`pending_invoice_items_behavior=exclude`,
+/// `auto_advance=false`) that its items are then attached to. The customer's other pending
+/// items are never swept into it, and Stripe does not finalize it on its own while it is
+/// being filled.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewInvoice {
     pub customer: String,
+    /// Lower-case ISO 4217 (an empty invoice has no item to take it from).
+    pub currency: String,
     pub description: String,
     pub metadata: BTreeMap<String, String>,
     /// Stripe Tax computes the tax (`automatic_tax[enabled]=true`); `false` sends nothing.

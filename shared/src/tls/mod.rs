@@ -5,17 +5,23 @@
 //! parsed once for the SDK and again for each reqwest client; see `bench/README.md`):
 //!
 //! - the AWS SDK trusts the five roots every AWS endpoint chains to (Amazon Trust Services,
-//!   [`AWS_ROOTS_PEM`]);
+//!   [`AWS_ROOTS_PEM`]), taken pre-parsed from the same store ([`aws_roots`]);
 //! - Stripe, the enrichment provider and Salesforce are reached with Mozilla's root store as
 //!   pre-parsed trust anchors (`webpki-roots`), so building a client parses no certificate.
 //!
 //! `BLAPI_TLS_ROOTS=system` switches both back to the system store (a TLS-inspecting proxy or a
 //! private CA in front of an endpoint). Any other value is a configuration error.
+//!
+//! One HTTP stack, reqwest over rustls, HTTP/1.1 only: the SDK's HTTP client is reqwest too
+//! ([`sdk_client`]; the SDK's own client links HTTP/2 and decodes PEM roots at init). Both run
+//! rustls on **ring** ([`crypto_provider`]), not aws-lc: the same cipher suites and key
+//! exchanges (X25519, P-256, P-384) bar aws-lc's post-quantum hybrid, ~2 MB less binary, and no
+//! C build of aws-lc in a function's build (measured in `bench/README.md`). The portal's token
+//! signatures are checked on it too (`crate::portal::jwt_crypto`).
 
 use crate::config::{ConfigError, Env};
 use crate::error::{Error, Result};
 use aws_sdk_dynamodb::config::SharedHttpClient;
-use aws_smithy_http_client::tls::{self, TlsContext, TrustStore, rustls_provider::CryptoMode};
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -24,6 +30,7 @@ use std::sync::Arc;
 pub const ROOTS_VAR: &str = "BLAPI_TLS_ROOTS";
 
 mod aws_roots;
+pub mod sdk_client;
 pub use aws_roots::AWS_ROOTS_PEM;
 
 /// Where trusted roots come from.
@@ -65,19 +72,26 @@ impl Roots {
 
     /// The HTTP client the AWS SDK uses (plain HTTP stays possible for local emulators).
     pub fn sdk_http_client(self) -> Result<SharedHttpClient> {
-        sdk_client_trusting(match self {
-            Roots::Bundled => TrustStore::empty()
-                .with_native_roots(false)
-                .with_pem_certificate(AWS_ROOTS_PEM),
-            Roots::System => TrustStore::default(),
-        })
+        match self {
+            Roots::Bundled => {
+                client_config_trusting(aws_roots()).map(|config| sdk_client::client(Some(config)))
+            }
+            Roots::System => {
+                install_default_provider();
+                Ok(sdk_client::client(None))
+            }
+        }
     }
 
     /// The rustls configuration for outgoing reqwest clients, `None` for reqwest's own
-    /// (system store) verifier.
+    /// (system store) verifier, which takes rustls' process-default provider: ring is installed
+    /// as that default first (reqwest is built without a provider of its own).
     pub fn rustls_config(self) -> Result<Option<rustls::ClientConfig>> {
         match self {
-            Roots::System => Ok(None),
+            Roots::System => {
+                install_default_provider();
+                Ok(None)
+            }
             Roots::Bundled => client_config_trusting(rustls::RootCertStore {
                 roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
             })
@@ -86,25 +100,47 @@ impl Roots {
     }
 }
 
-fn sdk_client_trusting(trust: TrustStore) -> Result<SharedHttpClient> {
-    let context = TlsContext::builder()
-        .with_trust_store(trust)
-        .build()
-        .map_err(|e| Error::dependency("tls", false, e))?;
-    Ok(aws_smithy_http_client::Builder::new()
-        .tls_provider(tls::Provider::Rustls(CryptoMode::AwsLc))
-        .tls_context(context)
-        .build_https())
+/// The crypto of every outgoing TLS connection: rustls on ring.
+pub fn crypto_provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Makes ring rustls' process-wide default provider, for clients that take the default (reqwest
+/// with the system store). Once; a provider installed before stays.
+pub fn install_default_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// The subject names of the five roots of [`AWS_ROOTS_PEM`] (Amazon Root CA 1-4, Starfield
+/// Services Root Certificate Authority - G2), as they appear in a DER subject.
+const AWS_ROOT_NAMES: [&[u8]; 2] = [
+    b"Amazon Root CA ",
+    b"Starfield Services Root Certificate Authority - G2",
+];
+
+/// The AWS roots as trust anchors, picked out of webpki-roots' pre-parsed store by subject
+/// (nothing decoded at init; a test checks they are exactly the anchors of [`AWS_ROOTS_PEM`]).
+pub fn aws_roots() -> rustls::RootCertStore {
+    let roots = webpki_roots::TLS_SERVER_ROOTS
+        .iter()
+        .filter(|anchor| {
+            let subject: &[u8] = anchor.subject.as_ref();
+            AWS_ROOT_NAMES
+                .iter()
+                .any(|name| subject.windows(name.len()).any(|w| w == *name))
+        })
+        .cloned()
+        .collect();
+    rustls::RootCertStore { roots }
 }
 
 fn client_config_trusting(roots: rustls::RootCertStore) -> Result<rustls::ClientConfig> {
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+    let mut config = rustls::ClientConfig::builder_with_provider(crypto_provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| Error::dependency("tls", false, e))?
         .with_root_certificates(roots)
         .with_no_client_auth();
-    // reqwest is built without HTTP/2: offer what it speaks.
+    // reqwest (both stacks) is built without HTTP/2: offer what it speaks.
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(config)
 }
@@ -139,6 +175,28 @@ mod tests {
         let mut store = rustls::RootCertStore::empty();
         let (valid, invalid) = store.add_parsable_certificates(certs);
         assert_eq!((valid, invalid), (5, 0));
+    }
+
+    #[test]
+    fn the_sdks_anchors_are_exactly_the_aws_roots() {
+        let certs: Vec<CertificateDer<'_>> = CertificateDer::pem_slice_iter(AWS_ROOTS_PEM)
+            .collect::<std::result::Result<_, _>>()
+            .expect("PEM");
+        let mut parsed = rustls::RootCertStore::empty();
+        parsed.add_parsable_certificates(certs);
+        let picked = aws_roots();
+        assert_eq!(picked.roots.len(), 5);
+        let key = |a: &rustls::pki_types::TrustAnchor<'_>| {
+            (
+                a.subject.as_ref().to_vec(),
+                a.subject_public_key_info.as_ref().to_vec(),
+            )
+        };
+        let mut want: Vec<_> = parsed.roots.iter().map(key).collect();
+        let mut got: Vec<_> = picked.roots.iter().map(key).collect();
+        want.sort();
+        got.sort();
+        assert_eq!(got, want);
     }
 
     #[test]
@@ -182,6 +240,12 @@ mod tests {
         }
         let config = Roots::Bundled.rustls_config().unwrap().unwrap();
         assert_eq!(config.alpn_protocols, vec![b"http/1.1".to_vec()]);
+        // The system-store path left ring as the process default, for reqwest to take.
+        let default = rustls::crypto::CryptoProvider::get_default().expect("installed");
+        assert_eq!(format!("{:?}", default.secure_random), "Ring");
+        assert_eq!(format!("{:?}", crypto_provider().secure_random), "Ring");
+        // And a reqwest client on its own (system store) verifier builds with it.
+        reqwest::Client::builder().build().expect("client");
     }
 
     /// A throwaway CA, a `localhost` certificate it issued and a TLS server on loopback that
@@ -298,12 +362,8 @@ mod tests {
             .await
             .unwrap_err();
         assert!(err.contains("UnknownIssuer"), "{err}");
-        let trusting = sdk_client_trusting(
-            TrustStore::empty()
-                .with_native_roots(false)
-                .with_pem_certificate(server.ca.pem().into_bytes()),
-        )
-        .unwrap();
+        // The same client trusting that CA completes the handshake and the call.
+        let trusting = sdk_client::client(Some(client_config_trusting(ca_store(&server)).unwrap()));
         list_tables(trusting, &server.url).await.unwrap();
     }
 

@@ -1,5 +1,16 @@
-//! The intake's configuration: environment variables (template.yaml) and the JSON shapes of
-//! its two secrets in Secrets Manager.
+//! webhook-intake's configuration: environment variables (template.yaml) and the JSON shapes
+//! of its two webhook secrets in Secrets Manager.
+//!
+//! One binary runs three Lambda functions (template.yaml). Each function's environment names
+//! what it does:
+//! - the intake (Function URL): `EVENTS_QUEUE_URL` and the webhook secrets
+//!   (`STRIPE_WEBHOOK_SECRET_ID`, `SOURCE_WEBHOOK_SECRET_ID`);
+//! - the archiver (the events queue): the routed queues' URLs and the subject key
+//!   (`PRIVACY_KEY_SECRET_ID`);
+//! - the archive maintenance (schedules: the seal, the Stripe recovery): `EVENTS_QUEUE_URL`
+//!   (the recovery sends there) and the Stripe API.
+//!
+//! `EVENTS_QUEUE_URL` is set on all three.
 //!
 //! A source is *known* iff it has at least one secret: `stripe` through
 //! `STRIPE_WEBHOOK_SECRET_ID` (`{"secrets": ["whsec_..."]}`), first-party sources through
@@ -24,34 +35,48 @@ pub const DEFAULT_TOLERANCE_SECS: u64 = 300;
 /// Everything webhook-intake reads from its environment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IntakeConfig {
-    /// Queue URL per route, in [`Route::ALL`] order.
-    pub queue_urls: [String; 6],
-    pub stripe_secret_id: String,
-    pub source_secret_id: String,
+    /// `EVENTS_QUEUE_URL`: where every accepted event goes (the archiver's queue).
+    pub events_queue_url: String,
+    /// The webhook secrets' ids (the Function URL's function); `None`: no source is known.
+    pub webhook_secrets: Option<WebhookSecretIds>,
     pub tolerance_secs: u64,
     pub max_body_bytes: usize,
-    pub ledger_table: String,
+    /// The artifacts bucket: the archive and the claim check of large messages.
     pub bucket: String,
     pub metrics_namespace: String,
     /// The Stripe API (`STRIPE_API_KEY_SECRET_ID`, `STRIPE_API_BASE`), read only by the daily
-    /// missed-event recovery (and only then loaded). Optional: without it the intake takes
-    /// webhooks and refuses the recovery action.
+    /// missed-event recovery (and only then loaded). Optional: without it the recovery action
+    /// is refused.
     pub stripe_api: Option<crate::stripe::StripeConfig>,
-    /// The subject index (`PRIVACY_TABLE`, `PRIVACY_KEY_SECRET_ID`): archived events are
-    /// indexed under the people they name. Optional: without it nothing is indexed.
-    pub subjects: Option<crate::subjects::SubjectsConfig>,
+    /// The archiver (the routed queues and the subject key); `None` on the intake's function.
+    pub archiver: Option<ArchiverConfig>,
+}
+
+/// `STRIPE_WEBHOOK_SECRET_ID` and `SOURCE_WEBHOOK_SECRET_ID`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookSecretIds {
+    pub stripe: String,
+    pub sources: String,
+}
+
+/// What the archiver reads besides the common settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArchiverConfig {
+    /// Queue URL per route, in [`Route::ALL`] order.
+    pub queue_urls: [String; 6],
+    /// `PRIVACY_KEY_SECRET_ID`: the key of the subject hashes written with every event.
+    pub subject_key_secret_id: String,
+}
+
+impl ArchiverConfig {
+    /// The queue URL of `route`.
+    pub fn queue_url(&self, route: Route) -> &str {
+        &self.queue_urls[route as usize]
+    }
 }
 
 impl IntakeConfig {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        let queue_urls = [
-            env.required(Route::LicenseRequests.env_var())?,
-            env.required(Route::BillingEvents.env_var())?,
-            env.required(Route::UsageEvents.env_var())?,
-            env.required(Route::LeadEvents.env_var())?,
-            env.required(Route::CustomerEvents.env_var())?,
-            env.required(Route::PrivacyRequests.env_var())?,
-        ];
         let max_body_bytes = env.parsed_or("WEBHOOK_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES)?;
         if max_body_bytes == 0 {
             return Err(ConfigError::Malformed {
@@ -59,21 +84,44 @@ impl IntakeConfig {
                 reason: "must be positive".into(),
             });
         }
+        // Both or neither: one without the other is a deployment mistake, named.
+        let webhook_secrets = if env.optional("STRIPE_WEBHOOK_SECRET_ID").is_some()
+            || env.optional("SOURCE_WEBHOOK_SECRET_ID").is_some()
+        {
+            Some(WebhookSecretIds {
+                stripe: env.required("STRIPE_WEBHOOK_SECRET_ID")?,
+                sources: env.required("SOURCE_WEBHOOK_SECRET_ID")?,
+            })
+        } else {
+            None
+        };
+        let routed = Route::ALL
+            .iter()
+            .any(|r| env.optional(r.env_var()).is_some());
+        let archiver = if routed {
+            Some(ArchiverConfig {
+                queue_urls: [
+                    env.required(Route::LicenseRequests.env_var())?,
+                    env.required(Route::BillingEvents.env_var())?,
+                    env.required(Route::UsageEvents.env_var())?,
+                    env.required(Route::LeadEvents.env_var())?,
+                    env.required(Route::CustomerEvents.env_var())?,
+                    env.required(Route::PrivacyRequests.env_var())?,
+                ],
+                subject_key_secret_id: env.required("PRIVACY_KEY_SECRET_ID")?,
+            })
+        } else {
+            None
+        };
         Ok(Self {
-            queue_urls,
-            stripe_secret_id: env.required("STRIPE_WEBHOOK_SECRET_ID")?,
-            source_secret_id: env.required("SOURCE_WEBHOOK_SECRET_ID")?,
+            events_queue_url: env.required("EVENTS_QUEUE_URL")?,
+            webhook_secrets,
             tolerance_secs: env.parsed_or("WEBHOOK_TOLERANCE_SECS", DEFAULT_TOLERANCE_SECS)?,
             max_body_bytes,
-            ledger_table: env.required("LEDGER_TABLE")?,
             bucket: env.required("ARTIFACTS_BUCKET")?,
             metrics_namespace: env
                 .optional("METRICS_NAMESPACE")
                 .unwrap_or_else(|| "blapi".into()),
-            subjects: match env.optional("PRIVACY_TABLE") {
-                None => None,
-                Some(_) => Some(crate::subjects::SubjectsConfig::from_env(env)?),
-            },
             stripe_api: match env.optional("STRIPE_API_KEY_SECRET_ID") {
                 None => None,
                 Some(secret_id) => Some(crate::stripe::StripeConfig {
@@ -84,12 +132,8 @@ impl IntakeConfig {
                     ),
                 }),
             },
+            archiver,
         })
-    }
-
-    /// The queue URL of `route`.
-    pub fn queue_url(&self, route: Route) -> &str {
-        &self.queue_urls[route as usize]
     }
 }
 
@@ -181,15 +225,9 @@ mod tests {
 
     fn env(extra: &[(&str, &str)]) -> Env {
         let mut vars: Vec<(String, String)> = [
-            ("LICENSE_REQUESTS_QUEUE_URL", "q-lr"),
-            ("BILLING_EVENTS_QUEUE_URL", "q-be"),
-            ("USAGE_EVENTS_QUEUE_URL", "q-ue"),
-            ("LEAD_EVENTS_QUEUE_URL", "q-le"),
-            ("CUSTOMER_EVENTS_QUEUE_URL", "q-ce"),
-            ("PRIVACY_REQUESTS_QUEUE_URL", "q-pr"),
+            ("EVENTS_QUEUE_URL", "q-ev"),
             ("STRIPE_WEBHOOK_SECRET_ID", "blapi/stripe"),
             ("SOURCE_WEBHOOK_SECRET_ID", "blapi/sources"),
-            ("LEDGER_TABLE", "ledger"),
             ("ARTIFACTS_BUCKET", "bucket"),
         ]
         .iter()
@@ -203,13 +241,54 @@ mod tests {
         Env::from_map(vars)
     }
 
+    const ARCHIVER: [(&str, &str); 7] = [
+        ("LICENSE_REQUESTS_QUEUE_URL", "q-lr"),
+        ("BILLING_EVENTS_QUEUE_URL", "q-be"),
+        ("USAGE_EVENTS_QUEUE_URL", "q-ue"),
+        ("LEAD_EVENTS_QUEUE_URL", "q-le"),
+        ("CUSTOMER_EVENTS_QUEUE_URL", "q-ce"),
+        ("PRIVACY_REQUESTS_QUEUE_URL", "q-pr"),
+        ("PRIVACY_KEY_SECRET_ID", "blapi/privacy-key"),
+    ];
+
     #[test]
     fn config_from_env() {
         let c = IntakeConfig::from_env(&env(&[])).unwrap();
         assert_eq!(c.tolerance_secs, 300);
         assert_eq!(c.max_body_bytes, 262_144);
-        assert_eq!(c.queue_url(Route::UsageEvents), "q-ue");
+        assert_eq!(c.events_queue_url, "q-ev");
+        assert_eq!(
+            c.webhook_secrets,
+            Some(WebhookSecretIds {
+                stripe: "blapi/stripe".into(),
+                sources: "blapi/sources".into()
+            })
+        );
+        assert_eq!(
+            c.archiver, None,
+            "the intake's function routes nothing itself"
+        );
         assert_eq!(c.metrics_namespace, "blapi");
+        // The archiver's function: the routed queues and the subject key, no webhook secret.
+        let mut archiver: Vec<(String, String)> = ARCHIVER
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        archiver.push(("EVENTS_QUEUE_URL".into(), "q-ev".into()));
+        archiver.push(("ARTIFACTS_BUCKET".into(), "bucket".into()));
+        let c = IntakeConfig::from_env(&Env::from_map(archiver)).unwrap();
+        assert_eq!(c.webhook_secrets, None);
+        let a = c.archiver.unwrap();
+        assert_eq!(a.queue_url(Route::UsageEvents), "q-ue");
+        assert_eq!(a.subject_key_secret_id, "blapi/privacy-key");
+        // A routed queue without the others (or without the key) names what is missing.
+        let err = IntakeConfig::from_env(&env(&[("USAGE_EVENTS_QUEUE_URL", "q-ue")])).unwrap_err();
+        assert!(
+            err.to_string().contains("LICENSE_REQUESTS_QUEUE_URL"),
+            "{err}"
+        );
+        let err = IntakeConfig::from_env(&env(&ARCHIVER[..6])).unwrap_err();
+        assert!(err.to_string().contains("PRIVACY_KEY_SECRET_ID"), "{err}");
         let c = IntakeConfig::from_env(&env(&[
             ("WEBHOOK_TOLERANCE_SECS", "60"),
             ("WEBHOOK_MAX_BODY_BYTES", "524288"),
@@ -218,9 +297,16 @@ mod tests {
         assert_eq!((c.tolerance_secs, c.max_body_bytes), (60, 524_288));
         let err = IntakeConfig::from_env(&env(&[("WEBHOOK_TOLERANCE_SECS", "soon")])).unwrap_err();
         assert!(err.to_string().contains("WEBHOOK_TOLERANCE_SECS"));
-        let err = IntakeConfig::from_env(&Env::from_map([("LEDGER_TABLE", "x")])).unwrap_err();
+        let err = IntakeConfig::from_env(&Env::from_map([("ARTIFACTS_BUCKET", "x")])).unwrap_err();
+        assert!(err.to_string().contains("EVENTS_QUEUE_URL"), "{err}");
+        let one = Env::from_map([
+            ("EVENTS_QUEUE_URL", "q"),
+            ("ARTIFACTS_BUCKET", "b"),
+            ("STRIPE_WEBHOOK_SECRET_ID", "s"),
+        ]);
+        let err = IntakeConfig::from_env(&one).unwrap_err();
         assert!(
-            err.to_string().contains("LICENSE_REQUESTS_QUEUE_URL"),
+            err.to_string().contains("SOURCE_WEBHOOK_SECRET_ID"),
             "{err}"
         );
     }

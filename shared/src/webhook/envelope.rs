@@ -1,15 +1,21 @@
-//! The verified body, read just enough to route it: event id, event type and event time.
+//! The verified body, read just enough to route it: event id, event type and event time; and
+//! the two messages an event travels in.
 //!
 //! Parsing happens only after the signature matched. The body is checked to be UTF-8 and one
 //! JSON object; only `id`/`type`/`created` (Stripe) or `type`/`timestamp` (Standard Webhooks)
-//! are extracted, borrowed, without building a JSON tree. The queue message then embeds the
-//! raw body verbatim as its `event` (see [`message_json`]): consumers get the event exactly as
-//! it was sent, and intake never re-serialises it.
+//! are extracted, borrowed, without building a JSON tree.
+//!
+//! - [`Incoming`]: what intake puts on the events queue: the event's identity, its routes and
+//!   the raw verified body as a JSON string (kept byte for byte for the archive).
+//! - [`EventMessage`] ([`event_message_json`]): what the archiver puts on each routed queue,
+//!   the raw body embedded verbatim as its `event`: consumers get the event exactly as it was
+//!   sent, and it is never re-serialised.
 
 use super::Source;
+use super::routing::Routes;
 use crate::queue::EventMessage;
-use chrono::{DateTime, Datelike, Utc};
-use serde::Deserialize;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
 
 /// Longest event id accepted (Stripe ids are ~30 chars; Standard Webhooks ids are short).
@@ -54,8 +60,8 @@ impl EnvelopeError {
     }
 }
 
-/// An event id: the ledger key and the archive file name, so restricted to characters safe in
-/// both (no `/`, no `..` path tricks).
+/// An event id: part of the archive's locators and of consumers' idempotency keys, so
+/// restricted to characters safe in both (no `/`, `#`, or `..` path tricks).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct EventId(String);
 
@@ -92,8 +98,9 @@ pub struct Envelope<'a> {
     pub id: EventId,
     pub event_type: Cow<'a, str>,
     /// When the event happened according to the sender (Stripe `created`, Standard Webhooks
-    /// `timestamp`), if given and well-formed: it dates the archive key, so a retry on another
-    /// day rewrites the same object.
+    /// `timestamp`), if given and well-formed: it places the event in the archive's hour
+    /// ([`crate::archive::placement`]), so a retry days later lands in the same hour, where
+    /// the seal keeps one copy.
     pub occurred_at: Option<DateTime<Utc>>,
     /// The raw body, verified and known to be one JSON object.
     pub body: &'a str,
@@ -190,18 +197,41 @@ pub fn parse_standard<'a>(webhook_id: &str, body: &'a [u8]) -> Result<Envelope<'
     })
 }
 
-/// `raw/{source}/{yyyy}/{mm}/{dd}/{event id}.json`, dated by the event's own time (else the
-/// time it was received).
-pub fn archive_key(source: &Source, envelope: &Envelope<'_>, received_at: DateTime<Utc>) -> String {
-    let at = envelope.occurred_at.unwrap_or(received_at);
-    format!(
-        "raw/{}/{:04}/{:02}/{:02}/{}.json",
-        source.as_str(),
-        at.year(),
-        at.month(),
-        at.day(),
-        envelope.id
-    )
+/// What intake puts on the events queue for every accepted delivery (the archiver reads it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Incoming {
+    pub id: String,
+    pub source: String,
+    #[serde(rename = "type")]
+    pub event_type: String,
+    /// When intake accepted it.
+    pub received_at: DateTime<Utc>,
+    /// The event's own time, when it gave a well-formed one (it places the event in the
+    /// archive: a retry of the same event lands in the same hour).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub occurred_at: Option<DateTime<Utc>>,
+    /// The routed queues' short names ([`super::Route::name`]); empty: archived only.
+    pub routes: Vec<String>,
+    /// The raw verified body (UTF-8, one JSON object), byte for byte.
+    pub body: String,
+}
+
+/// The events-queue message of a verified (or authentic) event.
+pub fn incoming(
+    source: &Source,
+    envelope: &Envelope<'_>,
+    routes: Routes,
+    received_at: DateTime<Utc>,
+) -> Incoming {
+    Incoming {
+        id: envelope.id.as_str().to_owned(),
+        source: source.as_str().to_owned(),
+        event_type: envelope.event_type.to_string(),
+        received_at,
+        occurred_at: envelope.occurred_at,
+        routes: routes.iter().map(|r| r.name().to_owned()).collect(),
+        body: envelope.body.to_owned(),
+    }
 }
 
 #[derive(serde::Serialize)]
@@ -214,32 +244,51 @@ struct MessageHead<'a> {
     raw_key: &'a str,
 }
 
-/// The JSON of the [`EventMessage`] for this event, with the verified body embedded verbatim
-/// as `event` (it is known to be one JSON object, so splicing it is sound).
+/// The JSON of an [`EventMessage`] with `body` (one JSON object, verified) embedded verbatim
+/// as `event`, so splicing it is sound.
+pub fn event_message_json(
+    id: &str,
+    source: &str,
+    event_type: &str,
+    received_at: DateTime<Utc>,
+    raw_key: &str,
+    body: &str,
+) -> String {
+    let head = MessageHead {
+        id,
+        source,
+        event_type,
+        received_at,
+        raw_key,
+    };
+    // Serialising a struct of strings and a timestamp cannot fail.
+    let head = serde_json::to_string(&head).unwrap_or_else(|_| "{}".to_owned());
+    let mut out = String::with_capacity(head.len() + body.len() + 12);
+    out.push_str(head.strip_suffix('}').unwrap_or(&head));
+    out.push_str(",\"event\":");
+    out.push_str(body);
+    out.push('}');
+    out
+}
+
+/// [`event_message_json`] of a parsed envelope.
 pub fn message_json(
     source: &Source,
     envelope: &Envelope<'_>,
     received_at: DateTime<Utc>,
     raw_key: &str,
 ) -> String {
-    let head = MessageHead {
-        id: envelope.id.as_str(),
-        source: source.as_str(),
-        event_type: &envelope.event_type,
+    event_message_json(
+        envelope.id.as_str(),
+        source.as_str(),
+        &envelope.event_type,
         received_at,
         raw_key,
-    };
-    // Serialising a struct of strings and a timestamp cannot fail.
-    let head = serde_json::to_string(&head).unwrap_or_else(|_| "{}".to_owned());
-    let mut out = String::with_capacity(head.len() + envelope.body.len() + 12);
-    out.push_str(head.strip_suffix('}').unwrap_or(&head));
-    out.push_str(",\"event\":");
-    out.push_str(envelope.body);
-    out.push('}');
-    out
+        envelope.body,
+    )
 }
 
-/// The message as a typed value (tests and tools; intake sends [`message_json`]).
+/// The message as a typed value (tests and tools; the archiver sends [`event_message_json`]).
 pub fn message(
     source: &Source,
     envelope: &Envelope<'_>,
@@ -352,19 +401,24 @@ mod tests {
     }
 
     #[test]
-    fn archive_key_and_message() {
+    fn incoming_and_event_message() {
         let source = Source::parse("stripe").unwrap();
         let env = parse_stripe(STRIPE).unwrap();
         let received = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
-        let key = archive_key(&source, &env, received);
-        assert_eq!(key, "raw/stripe/2023/11/14/evt_123.json");
-        let undated = parse_stripe(br#"{"id":"evt_2","type":"x"}"#).unwrap();
+        let routes = super::super::routing::routes("stripe", "invoice.paid");
+        let inc = incoming(&source, &env, routes, received);
+        assert_eq!(inc.id, "evt_123");
+        assert_eq!(inc.occurred_at, DateTime::from_timestamp(1_700_000_000, 0));
         assert_eq!(
-            archive_key(&source, &undated, received),
-            "raw/stripe/2027/01/15/evt_2.json"
+            inc.routes,
+            vec!["license-requests", "billing-events", "customer-events"]
         );
+        assert_eq!(inc.body.as_bytes(), STRIPE, "the body byte for byte");
+        let json = serde_json::to_string(&inc).unwrap();
+        assert_eq!(serde_json::from_str::<Incoming>(&json).unwrap(), inc);
 
-        let msg = message(&source, &env, received, &key).unwrap();
+        let key = "archive/batch/2023/11/14/22/x.ndjson.gz#stripe/evt_123";
+        let msg = message(&source, &env, received, key).unwrap();
         assert_eq!(msg.id, "evt_123");
         assert_eq!(msg.source, "stripe");
         assert_eq!(msg.event_type, "invoice.paid");
@@ -376,7 +430,7 @@ mod tests {
         );
         // The body is embedded verbatim.
         assert!(
-            message_json(&source, &env, received, &key)
+            message_json(&source, &env, received, key)
                 .ends_with(&format!(",\"event\":{}}}", env.body))
         );
     }

@@ -1,34 +1,53 @@
-//! The intake service with in-memory ports: every path of the contract.
+//! The intake service with in-memory ports: every path of the contract, and the pipeline
+//! intake -> events queue -> archiver -> archive + routed queues.
 
-use super::config::{IntakeConfig, SourceSecrets, StripeSecrets, Verifiers};
-use super::intake::{Inbound, Intake, Outcome, ledger_key};
+use super::archiver::{Archiver, BatchReport, Record};
+use super::config::{ArchiverConfig, IntakeConfig, SourceSecrets, StripeSecrets, Verifiers};
+use super::envelope::Incoming;
+use super::intake::{Inbound, Intake, Outcome};
 use super::routing::Route;
 use super::standard_scheme::StandardSecret;
 use super::stripe_scheme;
 use super::{Routes, Source};
-use crate::ledger::{ClaimOptions, Ledger, MemoryLedger, payload_hash};
+use crate::archive;
 use crate::queue::{EventMessage, MemoryQueue};
 use crate::storage::MemoryStore;
+use crate::subjects::SubjectKey;
 use base64::Engine;
 use chrono::{DateTime, Utc};
 use std::sync::Arc;
-use std::time::Duration;
 
 const NOW: i64 = 1_700_000_000;
 const STRIPE_SECRET: &str = "whsec_local_stripe_test_secret";
 const PORTAL_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 const TELEMETRY_SECRET: &str = "whsec_dGVsZW1ldHJ5LXRlc3Qtc2VjcmV0LTAxMjM0NTY3";
+const EVENTS: &str = "q/events";
 
 struct Fixture {
     intake: Intake,
-    ledger: Arc<MemoryLedger>,
+    archiver: Archiver,
     store: Arc<MemoryStore>,
     queue: Arc<MemoryQueue>,
-    config: IntakeConfig,
+    archiver_config: ArchiverConfig,
+    /// Events-queue messages already handed to the archiver.
+    archived: std::sync::atomic::AtomicUsize,
 }
 
 fn config() -> IntakeConfig {
     IntakeConfig {
+        events_queue_url: EVENTS.into(),
+        webhook_secrets: None,
+        tolerance_secs: 300,
+        max_body_bytes: 256 * 1024,
+        bucket: "bucket".into(),
+        metrics_namespace: "blapi".into(),
+        stripe_api: None,
+        archiver: None,
+    }
+}
+
+fn archiver_config() -> ArchiverConfig {
+    ArchiverConfig {
         queue_urls: [
             "q/license-requests",
             "q/billing-events",
@@ -38,15 +57,7 @@ fn config() -> IntakeConfig {
             "q/privacy-requests",
         ]
         .map(String::from),
-        stripe_secret_id: "s".into(),
-        source_secret_id: "f".into(),
-        tolerance_secs: 300,
-        max_body_bytes: 256 * 1024,
-        ledger_table: "ledger".into(),
-        bucket: "bucket".into(),
-        metrics_namespace: "blapi".into(),
-        stripe_api: None,
-        subjects: None,
+        subject_key_secret_id: "k".into(),
     }
 }
 
@@ -63,22 +74,22 @@ fn fixture() -> Fixture {
         .into(),
     );
     let verifiers = Verifiers::new(&stripe, &sources, ("s", "f")).unwrap();
-    let ledger = Arc::new(MemoryLedger::new());
     let store = Arc::new(MemoryStore::new());
     let queue = Arc::new(MemoryQueue::new());
-    let intake = Intake::new(
-        &config,
-        verifiers,
-        ledger.clone(),
+    let intake = Intake::new(&config, verifiers, queue.clone());
+    let archiver = Archiver::new(
+        &archiver_config(),
         store.clone(),
         queue.clone(),
+        SubjectKey::for_tests(),
     );
     Fixture {
         intake,
-        ledger,
+        archiver,
         store,
         queue,
-        config,
+        archiver_config: archiver_config(),
+        archived: std::sync::atomic::AtomicUsize::new(0),
     }
 }
 
@@ -162,20 +173,41 @@ impl Fixture {
         (reply.status, body, reply.outcome)
     }
 
-    fn messages(&self, route: Route) -> Vec<EventMessage> {
+    /// What intake put on the events queue.
+    fn incoming(&self) -> Vec<Incoming> {
         self.queue
-            .sent(self.config.queue_url(route))
+            .sent(EVENTS)
             .iter()
             .map(|b| serde_json::from_str(b).unwrap())
             .collect()
     }
 
-    async fn completed(&self, source: &str, id: &str) -> bool {
-        let key = ledger_key(&Source::parse(source).unwrap(), id);
-        self.ledger.completed(&key).await.unwrap().is_some()
+    /// Hands every events-queue message not archived yet to the archiver, as one batch.
+    async fn archive(&self) -> BatchReport {
+        let all = self.queue.sent(EVENTS);
+        let from = self
+            .archived
+            .swap(all.len(), std::sync::atomic::Ordering::SeqCst);
+        let records = all[from..]
+            .iter()
+            .enumerate()
+            .map(|(i, b)| Record {
+                message_id: format!("m{}", from + i),
+                body: Some(b.clone()),
+            })
+            .collect();
+        self.archiver.archive(records).await
     }
 
-    /// Nothing archived, nothing enqueued, nothing claimed.
+    fn messages(&self, route: Route) -> Vec<EventMessage> {
+        self.queue
+            .sent(self.archiver_config.queue_url(route))
+            .iter()
+            .map(|b| serde_json::from_str(b).unwrap())
+            .collect()
+    }
+
+    /// Nothing enqueued, nothing archived.
     fn untouched(&self) {
         assert!(
             self.store.keys().is_empty(),
@@ -183,23 +215,64 @@ impl Fixture {
             self.store.keys()
         );
         assert_eq!(self.queue.total(), 0, "enqueued");
-        assert!(self.ledger.is_empty(), "claimed");
     }
 }
 
 #[tokio::test]
-async fn stripe_event_is_archived_byte_for_byte_routed_and_recorded() {
+async fn one_send_to_the_events_queue_then_200_with_the_body_byte_for_byte() {
     let f = fixture();
     let body = stripe_body("evt_sub_1", "customer.subscription.created");
     let (status, json, outcome) = f.send(&Req::stripe(&body)).await;
     assert_eq!(status, 200);
     assert_eq!(
         json,
-        serde_json::json!({"received": true, "id": "evt_sub_1", "duplicate": false})
+        serde_json::json!({"received": true, "id": "evt_sub_1"})
     );
-    let key = "raw/stripe/2023/11/14/evt_sub_1.json";
-    assert_eq!(f.store.keys(), vec![key]);
-    assert_eq!(f.store.object(key).unwrap(), body.as_bytes());
+    // One message, on the events queue only; nothing written anywhere else.
+    assert_eq!(f.queue.total(), 1);
+    assert!(f.store.keys().is_empty(), "no S3 on the hot path");
+    let inc = &f.incoming()[0];
+    assert_eq!(
+        (inc.id.as_str(), inc.source.as_str()),
+        ("evt_sub_1", "stripe")
+    );
+    assert_eq!(inc.event_type, "customer.subscription.created");
+    assert_eq!(inc.received_at, now());
+    assert_eq!(inc.occurred_at, Some(now()));
+    assert_eq!(
+        inc.routes,
+        vec!["license-requests", "billing-events", "customer-events"]
+    );
+    assert_eq!(inc.body, body, "byte for byte");
+    let Outcome::Accepted { routes, .. } = &outcome else {
+        panic!("{outcome:?}")
+    };
+    assert_eq!(routes.len(), 3);
+    // No metric line per accepted event: the archiver counts them per batch.
+    let m = outcome.metrics("blapi", "webhook-intake");
+    assert_eq!(m.render(0), None);
+}
+
+#[tokio::test]
+async fn the_archiver_archives_once_and_routes_each_event_with_its_locator() {
+    let f = fixture();
+    let body = stripe_body("evt_sub_1", "customer.subscription.created");
+    assert_eq!(f.send(&Req::stripe(&body)).await.0, 200);
+    let report = f.archive().await;
+    assert_eq!((report.events, report.failed.len()), (1, 0), "{report:?}");
+    assert_eq!(report.objects.len(), 1);
+    let object = &report.objects[0];
+    assert!(
+        object.starts_with("archive/batch/2023/11/14/22/") && object.ends_with(".ndjson.gz"),
+        "{object}"
+    );
+    let lines = archive::decode(object, &f.store.object(object).unwrap()).unwrap();
+    assert_eq!(lines.len(), 1);
+    assert_eq!(
+        lines[0].body.as_deref(),
+        Some(body.as_str()),
+        "byte for byte"
+    );
     for route in [
         Route::LicenseRequests,
         Route::BillingEvents,
@@ -210,119 +283,83 @@ async fn stripe_event_is_archived_byte_for_byte_routed_and_recorded() {
         let m = &msgs[0];
         assert_eq!((m.id.as_str(), m.source.as_str()), ("evt_sub_1", "stripe"));
         assert_eq!(m.event_type, "customer.subscription.created");
-        assert_eq!(m.raw_key, key);
+        assert_eq!(m.raw_key, format!("{object}#stripe/evt_sub_1"));
         assert_eq!(m.received_at, now());
         assert_eq!(
             m.event,
             serde_json::from_str::<serde_json::Value>(&body).unwrap()
         );
+        // The locator finds the event, before and after the seal.
+        let found = archive::find(f.store.as_ref(), &m.raw_key).await.unwrap();
+        assert_eq!(found.unwrap().line.body.as_deref(), Some(body.as_str()));
     }
-    assert_eq!(f.queue.total(), 3);
-    assert!(f.completed("stripe", "evt_sub_1").await);
-    let Outcome::Accepted { routes, .. } = &outcome else {
-        panic!("{outcome:?}")
-    };
-    assert_eq!(routes.len(), 3);
-    let m = outcome.metrics("blapi", "webhook-intake");
-    assert_eq!(m.get("WebhookAccepted"), Some(1.0));
+    let metrics = report.metrics("blapi", "webhook-intake");
+    assert_eq!(metrics[0].get("WebhookAccepted"), Some(1.0));
+    archive::seal(f.store.as_ref(), now(), true).await.unwrap();
+    let m = &f.messages(Route::LicenseRequests)[0];
+    assert!(
+        archive::find(f.store.as_ref(), &m.raw_key)
+            .await
+            .unwrap()
+            .is_some_and(|e| e.object == "archive/sealed/2023/11/14/22.ndjson.gz")
+    );
 }
 
 #[tokio::test]
-async fn duplicate_is_acknowledged_and_not_enqueued_again() {
+async fn a_redelivered_event_is_accepted_again_and_archived_once() {
     let f = fixture();
     let body = stripe_body("evt_dup", "invoice.paid");
     assert_eq!(f.send(&Req::stripe(&body)).await.0, 200);
-    assert_eq!(f.queue.total(), 3);
-    // Stripe's retry: same event, a later signature, a changed pending_webhooks.
+    f.archive().await;
+    // Stripe's retry a minute later (a lost 2xx): same event, a later signature, a changed
+    // pending_webhooks. Accepted again, not deduplicated here.
     let retry_body = body.replace("\"pending_webhooks\":1", "\"pending_webhooks\":0");
     let later = Req::post("/webhooks/stripe", &retry_body).header(
         "stripe-signature",
         &stripe_scheme::header(&[STRIPE_SECRET], NOW + 60, retry_body.as_bytes()),
     );
-    let (status, json, outcome) = f
-        .send_at(&later, DateTime::from_timestamp(NOW + 60, 0).unwrap())
-        .await;
-    assert_eq!(status, 200);
-    assert_eq!(
-        json,
-        serde_json::json!({"received": true, "id": "evt_dup", "duplicate": true})
-    );
-    assert!(matches!(outcome, Outcome::Duplicate { .. }));
-    assert_eq!(
-        outcome.metrics("blapi", "f").get("WebhookDuplicate"),
-        Some(1.0)
-    );
-    assert_eq!(f.queue.total(), 3, "nothing enqueued for the duplicate");
-    assert_eq!(f.store.keys().len(), 1);
+    let at = DateTime::from_timestamp(NOW + 60, 0).unwrap();
+    let (status, json, _) = f.send_at(&later, at).await;
+    assert_eq!((status, json["id"].as_str()), (200, Some("evt_dup")));
+    // Twice within one batch too.
+    f.send_at(&later, at).await;
+    let report = f.archive().await;
+    assert_eq!((report.events, report.duplicates), (1, 1), "{report:?}");
+    // Two batch objects of the same hour (the event's own time places both), one event.
+    let hour = archive::Hour::of(now());
+    let read = archive::read_hour(f.store.as_ref(), hour).await.unwrap();
+    assert_eq!((read.events.len(), read.duplicates), (1, 1));
+    let sealed = archive::seal(f.store.as_ref(), now(), true).await.unwrap();
+    assert_eq!((sealed.merged, sealed.events, sealed.duplicates), (2, 1, 1));
+    let lines = archive::decode(
+        &hour.sealed_key(),
+        &f.store.object(&hour.sealed_key()).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(lines.len(), 1, "exactly one line for the event");
+    assert_eq!(lines[0].body.as_deref(), Some(body.as_str()), "first wins");
+    // The consumers got it twice: they are idempotent on the event.
+    assert_eq!(f.messages(Route::BillingEvents).len(), 2);
 }
 
 #[tokio::test]
-async fn in_progress_duplicate_is_asked_to_retry() {
-    let f = fixture();
-    let body = stripe_body("evt_busy", "invoice.paid");
-    // Another delivery of the same event holds the claim.
-    let key = ledger_key(&Source::parse("stripe").unwrap(), "evt_busy");
-    let opts = ClaimOptions {
-        lease: Duration::from_secs(30),
-        retain: None,
-    };
-    f.ledger
-        .claim(&key, &payload_hash(b"invoice.paid"), opts)
-        .await
-        .unwrap();
-    let reply = f.intake.receive(&Req::stripe(&body).inbound(), now()).await;
-    assert_eq!(reply.status, 409);
-    assert!(reply.body.contains("being processed"), "{}", reply.body);
-    let retry_after: u64 = reply
-        .headers
-        .iter()
-        .find(|(k, _)| *k == "retry-after")
-        .unwrap()
-        .1
-        .parse()
-        .unwrap();
-    assert!((1..=30).contains(&retry_after), "{retry_after}");
-    assert!(matches!(reply.outcome, Outcome::InProgress { .. }));
-    assert_eq!(f.queue.total(), 0);
-    assert!(f.store.keys().is_empty());
-}
-
-#[tokio::test]
-async fn same_id_with_another_type_is_a_conflict() {
-    let f = fixture();
-    assert_eq!(
-        f.send(&Req::stripe(&stripe_body("evt_x", "invoice.paid")))
-            .await
-            .0,
-        200
-    );
-    let (status, json, _) = f
-        .send(&Req::stripe(&stripe_body("evt_x", "invoice.created")))
-        .await;
-    assert_eq!(status, 409);
-    assert!(
-        json["error"]
-            .as_str()
-            .unwrap()
-            .contains("different event type")
-    );
-    assert_eq!(f.queue.total(), 3);
-}
-
-#[tokio::test]
-async fn unknown_event_type_is_archived_acknowledged_not_enqueued() {
+async fn unknown_event_type_is_archived_acknowledged_not_routed() {
     let f = fixture();
     let body = stripe_body("evt_plan", "plan.created");
-    let (status, json, outcome) = f.send(&Req::stripe(&body)).await;
+    let (status, _, outcome) = f.send(&Req::stripe(&body)).await;
     assert_eq!(status, 200);
-    assert_eq!(json["duplicate"], false);
-    assert_eq!(f.store.keys(), vec!["raw/stripe/2023/11/14/evt_plan.json"]);
-    assert_eq!(f.queue.total(), 0);
-    assert!(f.completed("stripe", "evt_plan").await);
     assert!(matches!(&outcome, Outcome::Accepted { routes, .. } if *routes == Routes::NONE));
-    let m = outcome.metrics("blapi", "webhook-intake");
+    assert!(f.incoming()[0].routes.is_empty());
+    let report = f.archive().await;
+    assert_eq!(report.objects.len(), 1);
+    assert!(report.sent.is_empty());
+    assert_eq!(f.queue.total(), 1, "only the events-queue message");
+    let metrics = report.metrics("blapi", "webhook-intake");
     assert_eq!(
-        (m.get("WebhookUnrouted"), m.get("WebhookAccepted")),
+        (
+            metrics[0].get("WebhookUnrouted"),
+            metrics[0].get("WebhookAccepted")
+        ),
         (Some(1.0), None)
     );
 }
@@ -341,19 +378,6 @@ async fn first_party_sources_route_by_type() {
         .await;
     assert_eq!(status, 200, "{json}");
     assert_eq!(json["id"], "msg_signup_1");
-    let leads = f.messages(Route::LeadEvents);
-    assert_eq!(leads.len(), 1);
-    assert_eq!(
-        (leads[0].source.as_str(), leads[0].event_type.as_str()),
-        ("portal", "lead.signup")
-    );
-    assert_eq!(leads[0].event["data"]["email"], "ada@example.com");
-    assert_eq!(
-        f.store
-            .object("raw/portal/2023/11/14/msg_signup_1.json")
-            .unwrap(),
-        body.as_bytes()
-    );
 
     let usage = r#"{"type":"usage.reported","timestamp":"2023-11-14T22:13:20Z","data":{"records":[{"id":"u1","customer":"cus_1","subscription":"sub_1","metric":"api_calls","value":42,"timestamp":"2023-11-14T22:00:00Z","installation":"inst_1"}]}}"#;
     let (status, _, _) = f
@@ -365,11 +389,6 @@ async fn first_party_sources_route_by_type() {
         ))
         .await;
     assert_eq!(status, 200);
-    assert_eq!(f.messages(Route::UsageEvents).len(), 1);
-    assert_eq!(
-        f.messages(Route::UsageEvents)[0].event["data"]["records"][0]["value"],
-        42
-    );
 
     // One source's secret does not open another source.
     let (status, json, _) = f
@@ -385,74 +404,43 @@ async fn first_party_sources_route_by_type() {
         (400, "no signature matches the payload")
     );
     // Contact-us goes to leads; an unrouted portal type is archived only.
+    for (id, t) in [("msg_c", "lead.contact_us"), ("msg_n", "newsletter.joined")] {
+        let req = Req::standard("portal", PORTAL_SECRET, id, &portal_body(t));
+        assert_eq!(f.send(&req).await.0, 200);
+    }
+    let report = f.archive().await;
+    assert_eq!((report.events, report.objects.len()), (4, 1), "{report:?}");
+    let leads = f.messages(Route::LeadEvents);
+    assert_eq!(leads.len(), 2);
     assert_eq!(
-        f.send(&Req::standard(
-            "portal",
-            PORTAL_SECRET,
-            "msg_c",
-            &portal_body("lead.contact_us")
-        ))
-        .await
-        .0,
-        200
+        (leads[0].source.as_str(), leads[0].event_type.as_str()),
+        ("portal", "lead.signup")
     );
+    assert_eq!(leads[0].event["data"]["email"], "ada@example.com");
     assert_eq!(
-        f.send(&Req::standard(
-            "portal",
-            PORTAL_SECRET,
-            "msg_n",
-            &portal_body("newsletter.joined")
-        ))
-        .await
-        .0,
-        200
+        f.messages(Route::UsageEvents)[0].event["data"]["records"][0]["value"],
+        42
     );
-    assert_eq!(f.messages(Route::LeadEvents).len(), 2);
-    assert_eq!(f.store.keys().len(), 4);
-}
-
-#[tokio::test]
-async fn s3_failure_answers_5xx_releases_and_retry_goes_through_exactly_once() {
-    let f = fixture();
-    let body = stripe_body("evt_s3", "customer.created");
-    f.store.set_failing(true);
-    let (status, json, outcome) = f.send(&Req::stripe(&body)).await;
-    assert_eq!(status, 503);
-    assert_eq!(json["error"], "could not archive the event; retry later");
-    assert_eq!(
-        outcome,
-        Outcome::Failed {
-            status: 503,
-            reason: "archive_failed"
-        }
-    );
-    assert!(f.ledger.is_empty(), "claim released");
-    assert!(f.store.keys().is_empty());
-
-    f.store.set_failing(false);
-    let (status, json, _) = f.send(&Req::stripe(&body)).await;
-    assert_eq!((status, json["duplicate"].as_bool()), (200, Some(false)));
-    assert!(f.completed("stripe", "evt_s3").await);
-    assert_eq!(
-        f.store.object("raw/stripe/2023/11/14/evt_s3.json").unwrap(),
-        body.as_bytes()
-    );
-    // The failed attempt's enqueue ran concurrently with the archive, so its message may
-    // exist too: every message is the same event, pointing at the same (now written) key.
-    let msgs = f.messages(Route::LeadEvents);
-    assert!(!msgs.is_empty() && msgs.len() <= 2);
+    // The portal event names Ada: its line carries her keyed hash, never her address.
+    let object = &report.objects[0];
+    let lines = archive::decode(object, &f.store.object(object).unwrap()).unwrap();
+    let ada =
+        SubjectKey::for_tests().subject(&crate::values::Email::parse("ada@example.com").unwrap());
+    let signup = lines.iter().find(|l| l.id == "msg_signup_1").unwrap();
+    assert_eq!(signup.subjects, vec![ada]);
+    assert_eq!(signup.body.as_deref(), Some(body.as_str()));
     assert!(
-        msgs.iter()
-            .all(|m| m.id == "evt_s3" && m.raw_key == "raw/stripe/2023/11/14/evt_s3.json")
+        lines
+            .iter()
+            .find(|l| l.id == "msg_usage_1")
+            .unwrap()
+            .subjects
+            .is_empty()
     );
-    // And from now on it is a duplicate.
-    let before = f.queue.total();
-    assert_eq!(f.send(&Req::stripe(&body)).await.1["duplicate"], true);
-    assert_eq!(f.queue.total(), before);
 }
 
 #[tokio::test]
-async fn sqs_failure_answers_5xx_releases_and_retry_goes_through_exactly_once() {
+async fn sqs_failure_answers_5xx_and_the_retry_goes_through() {
     let f = fixture();
     let body = stripe_body("evt_sqs", "invoice.payment_succeeded");
     f.queue.set_failing(true);
@@ -460,24 +448,24 @@ async fn sqs_failure_answers_5xx_releases_and_retry_goes_through_exactly_once() 
     assert_eq!(status, 503);
     assert_eq!(json["error"], "could not enqueue the event; retry later");
     assert_eq!(
+        outcome,
+        Outcome::Failed {
+            status: 503,
+            reason: "enqueue_failed"
+        }
+    );
+    assert_eq!(
         outcome.metrics("blapi", "f").get("WebhookFailed"),
         Some(1.0)
     );
-    assert!(f.ledger.is_empty());
-    assert_eq!(f.queue.total(), 0);
+    f.untouched();
 
     f.queue.set_failing(false);
     assert_eq!(f.send(&Req::stripe(&body)).await.0, 200);
+    f.archive().await;
     assert_eq!(f.messages(Route::LicenseRequests).len(), 1);
     assert_eq!(f.messages(Route::BillingEvents).len(), 1);
     assert_eq!(f.messages(Route::CustomerEvents).len(), 1);
-    assert_eq!(
-        f.store.keys().len(),
-        1,
-        "the retry rewrote the same archive key"
-    );
-    assert_eq!(f.send(&Req::stripe(&body)).await.1["duplicate"], true);
-    assert_eq!(f.queue.total(), 3);
 }
 
 #[tokio::test]
@@ -489,15 +477,38 @@ async fn base64_bodies_are_decoded_before_verification() {
     req.base64 = true;
     let (status, _, _) = f.send(&req).await;
     assert_eq!(status, 200);
-    assert_eq!(
-        f.store
-            .object("raw/stripe/2023/11/14/evt_b64.json")
-            .unwrap(),
-        body.as_bytes()
-    );
+    assert_eq!(f.incoming()[0].body, body);
 }
 
-/// Every bad input of the contract: status, error text, nothing archived, enqueued or claimed.
+#[tokio::test]
+async fn authentic_events_of_the_recovery_take_the_same_path() {
+    let f = fixture();
+    let body = stripe_body("evt_missed", "customer.created");
+    let (id, t, routes) = f
+        .intake
+        .accept_authentic(&Source::parse("stripe").unwrap(), body.as_bytes(), now())
+        .await
+        .unwrap();
+    assert_eq!(
+        (id.as_str(), t.as_str(), routes.len()),
+        ("evt_missed", "customer.created", 3)
+    );
+    assert_eq!(f.incoming()[0].body, body);
+    let e = f
+        .intake
+        .accept_authentic(&Source::parse("portal").unwrap(), body.as_bytes(), now())
+        .await
+        .unwrap_err();
+    assert!(e.contains("cannot be fetched"), "{e}");
+    let e = f
+        .intake
+        .accept_authentic(&Source::parse("stripe").unwrap(), b"{}", now())
+        .await
+        .unwrap_err();
+    assert_eq!(e, "no_event_id");
+}
+
+/// Every bad input of the contract: status, error text, nothing enqueued.
 #[tokio::test]
 async fn bad_inputs_get_their_status_and_touch_nothing() {
     let body = stripe_body("evt_bad", "invoice.paid");
@@ -802,147 +813,4 @@ impl Req {
         self.headers.retain(|(k, _)| !k.eq_ignore_ascii_case(name));
         self
     }
-}
-
-/// An index that can be switched off (its records fail as a DynamoDB outage would).
-struct FlakyIndex(
-    crate::subjects::MemorySubjectIndex,
-    std::sync::atomic::AtomicBool,
-);
-
-#[async_trait::async_trait]
-impl crate::subjects::SubjectIndex for FlakyIndex {
-    async fn record(
-        &self,
-        s: &crate::subjects::SubjectId,
-        l: &[crate::subjects::Location],
-        now: i64,
-    ) -> crate::Result<()> {
-        if self.1.load(std::sync::atomic::Ordering::SeqCst) {
-            return Err(crate::Error::dependency(
-                "dynamodb",
-                true,
-                "down (simulated)",
-            ));
-        }
-        self.0.record(s, l, now).await
-    }
-    async fn locations(
-        &self,
-        s: &crate::subjects::SubjectId,
-    ) -> crate::Result<Vec<crate::subjects::Location>> {
-        self.0.locations(s).await
-    }
-    async fn forget(
-        &self,
-        s: &crate::subjects::SubjectId,
-        l: &crate::subjects::Location,
-    ) -> crate::Result<()> {
-        self.0.forget(s, l).await
-    }
-    async fn tombstone(
-        &self,
-        s: &crate::subjects::SubjectId,
-        t: &crate::subjects::Tombstone,
-    ) -> crate::Result<()> {
-        self.0.tombstone(s, t).await
-    }
-    async fn tombstoned(
-        &self,
-        s: &crate::subjects::SubjectId,
-    ) -> crate::Result<Option<crate::subjects::Tombstone>> {
-        self.0.tombstoned(s).await
-    }
-    async fn set_choice(
-        &self,
-        s: &crate::subjects::SubjectId,
-        c: &crate::subjects::Choice,
-    ) -> crate::Result<bool> {
-        self.0.set_choice(s, c).await
-    }
-    async fn choice(
-        &self,
-        s: &crate::subjects::SubjectId,
-    ) -> crate::Result<Option<crate::subjects::Choice>> {
-        self.0.choice(s).await
-    }
-}
-
-#[tokio::test]
-async fn archived_events_are_indexed_under_every_address_they_name_before_they_are_written() {
-    use crate::subjects::{Location, SubjectIndex, Subjects, System};
-    let index = Arc::new(FlakyIndex(
-        crate::subjects::MemorySubjectIndex::new(),
-        std::sync::atomic::AtomicBool::new(false),
-    ));
-    let subjects = Subjects {
-        key: crate::subjects::SubjectKey::for_tests(),
-        index: index.clone(),
-    };
-    let mut f = fixture();
-    f.intake = f.intake.with_subjects(subjects.clone());
-    let subject = |e: &str| {
-        subjects
-            .key
-            .subject(&crate::values::Email::parse(e).unwrap())
-    };
-
-    // A Stripe invoice naming its customer's and a receipt's address.
-    let body = format!(
-        r#"{{"id":"evt_in_1","object":"event","created":{NOW},"type":"invoice.paid","data":{{"object":{{"id":"in_1","customer":"cus_1","customer_email":"Ada@Example.com","charge":{{"receipt_email":"ap@example.com"}}}}}}}}"#
-    );
-    let (status, _, _) = f.send(&Req::stripe(&body)).await;
-    assert_eq!(status, 200);
-    let key = "raw/stripe/2023/11/14/evt_in_1.json";
-    for who in ["ada@example.com", "ap@example.com"] {
-        assert_eq!(
-            index.locations(&subject(who)).await.unwrap(),
-            vec![Location::new(System::Archive, key)],
-            "{who}"
-        );
-    }
-    // An event naming nobody costs no index write.
-    let (status, _, _) = f
-        .send(&Req::stripe(&stripe_body(
-            "evt_sub_9",
-            "customer.subscription.created",
-        )))
-        .await;
-    assert_eq!(status, 200);
-
-    // The index down: the event is refused (the sender retries), nothing archived or queued.
-    index.1.store(true, std::sync::atomic::Ordering::SeqCst);
-    let f2 = {
-        let mut f2 = fixture();
-        f2.intake = f2.intake.with_subjects(subjects.clone());
-        f2
-    };
-    let (status, _, _) = f2
-        .send(&Req::standard(
-            "portal",
-            PORTAL_SECRET,
-            "msg_p1",
-            &portal_body("lead.signup"),
-        ))
-        .await;
-    assert_eq!(status, 503);
-    f2.untouched();
-    index.1.store(false, std::sync::atomic::Ordering::SeqCst);
-    let (status, _, _) = f2
-        .send(&Req::standard(
-            "portal",
-            PORTAL_SECRET,
-            "msg_p1",
-            &portal_body("lead.signup"),
-        ))
-        .await;
-    assert_eq!(status, 200);
-    assert_eq!(
-        index
-            .locations(&subject("ada@example.com"))
-            .await
-            .unwrap()
-            .len(),
-        2
-    );
 }

@@ -1,8 +1,10 @@
-//! Webhook intake: signature schemes, envelope parsing, routing, and the intake service.
+//! Webhook intake: signature schemes, envelope parsing, routing, the intake service and the
+//! archiver.
 //!
 //! This is the front door for money events: a forged event must never get in, a real one must
 //! never be lost. The rules live here, free of Lambda types; `functions/webhook-intake` only
-//! translates a Function URL request into an [`Inbound`] and the [`Reply`] back.
+//! translates a Function URL request into an [`Inbound`] and the [`Reply`] back, and an SQS
+//! batch of the events queue into archiver [`archiver::Record`]s and the batch answer back.
 //!
 //! # Layout
 //!
@@ -11,14 +13,19 @@
 //!   raw bytes, several secrets, `v0` ignored).
 //! - [`standard_scheme`]: Standard Webhooks (`webhook-id`/`-timestamp`/`-signature`, `v1,<base64>`
 //!   over `"{id}.{t}.{body}"`, `whsec_` base64 secrets) for first-party sources.
-//! - [`envelope`]: the verified body read just enough to route it (id, type, time), the archive
-//!   key and the queue message (the body embedded verbatim).
+//! - [`envelope`]: the verified body read just enough to route it (id, type, time), the
+//!   events-queue message ([`envelope::Incoming`]) and the routed queues' message (the body
+//!   embedded verbatim).
 //! - [`routing`]: the table of which queue(s) each event type goes to.
-//! - [`intake`]: the service: size limit -> base64 -> verify -> parse -> ledger claim ->
-//!   archive + enqueue (concurrently) -> ledger complete -> reply; its ports are the
-//!   [`crate::ledger::Ledger`], [`crate::storage::ObjectStore`] and [`crate::queue::QueueSender`].
-//! - [`config`]: the intake's typed configuration and its secrets' JSON shapes.
+//! - [`intake`]: the service: size limit -> base64 -> verify -> parse -> one `SendMessage` to
+//!   the events queue -> reply; its one port is the [`crate::queue::QueueSender`].
+//! - [`archiver`]: the events queue's consumer: a batch -> one gzip NDJSON archive object per
+//!   event hour ([`crate::archive`]) -> `SendMessageBatch` to the routed queues -> the batch
+//!   answer (failed records redelivered).
+//! - [`recovery`]: Stripe's missed-event recovery through the intake's path.
+//! - [`config`]: the typed configuration of both functions and the secrets' JSON shapes.
 
+pub mod archiver;
 pub mod config;
 pub mod envelope;
 pub mod intake;
@@ -28,10 +35,10 @@ pub mod signature;
 pub mod standard_scheme;
 pub mod stripe_scheme;
 
-pub use config::{IntakeConfig, SourceSecrets, StripeSecrets};
+pub use config::{ArchiverConfig, IntakeConfig, SourceSecrets, StripeSecrets, WebhookSecretIds};
 /// webhook-intake's configuration (every function's domain names its own `Config`).
 pub type Config = IntakeConfig;
-pub use envelope::{Envelope, EnvelopeError, EventId};
+pub use envelope::{Envelope, EnvelopeError, EventId, Incoming};
 pub use intake::{Headers, Inbound, Intake, Outcome, Reply};
 pub use routing::{Route, Routes, routes};
 pub use signature::SignatureError;
@@ -41,8 +48,8 @@ pub use stripe_scheme::StripeVerifier;
 /// The source name reserved for Stripe (`POST /webhooks/stripe`).
 pub const STRIPE: &str = "stripe";
 
-/// A webhook source name: the `{source}` of `/webhooks/{source}`, part of the ledger key and
-/// of the archive path, so limited to `[a-z0-9_-]{1,32}`.
+/// A webhook source name: the `{source}` of `/webhooks/{source}`, part of the archive's
+/// locators and of consumers' idempotency keys, so limited to `[a-z0-9_-]{1,32}`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Source(String);
 

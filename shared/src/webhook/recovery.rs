@@ -1,18 +1,25 @@
 //! Stripe's missed-event recovery: the events Stripe could not deliver (`GET /v1/events` with
 //! `delivery_success=false`, at most 30 days back, as far as Stripe keeps them) are read with
 //! the API key, so they are authentic, and fed through [`Intake::accept_authentic`]: the same
-//! ledger, archive and queues as a verified webhook. An event the ledger has seen is a
-//! duplicate and changes nothing, so a recovery can run any number of times.
+//! events queue, archive and routed queues as a verified webhook.
+//!
+//! An event already in the archive (its hour is known from its `created`, see
+//! [`crate::archive::placement`]) is counted as a duplicate and not sent again, so a recovery
+//! can run any number of times. One still on its way (accepted, not archived yet) is sent
+//! again: the archive keeps one copy and the consumers are idempotent.
 //!
 //! An API that refuses the `delivery_success` filter (localstripe) is asked for every event
-//! of the window instead; the ledger then tells delivered from missed.
+//! of the window instead; the archive then tells delivered from missed.
 
 use super::Source;
 use super::intake::Intake;
+use crate::archive::{self, Hour};
 use crate::error::{Error, Result};
+use crate::storage::ObjectStore;
 use crate::stripe::StripeClient;
 use chrono::{DateTime, Duration, Utc};
 use serde::Serialize;
+use std::collections::{HashMap, HashSet};
 
 /// How far back Stripe keeps events.
 pub const MAX_LOOKBACK_DAYS: i64 = 30;
@@ -27,9 +34,9 @@ pub struct RecoveryReport {
     /// `delivery_success=false`, or every event when the API refused the filter.
     pub filter: String,
     pub listed: u64,
-    /// New to us: archived and enqueued now.
+    /// New to us: put on the events queue now.
     pub recovered: u64,
-    /// Already received earlier.
+    /// Already in the archive.
     pub duplicates: u64,
     /// Event ids that could not be taken (with the reason): retried by the next run.
     pub failed: Vec<(String, String)>,
@@ -59,11 +66,41 @@ async fn page(
     stripe.get("events", &q).await
 }
 
-/// Recovers the events since `since` (capped at 30 days before `now`). With `dry_run`, only
-/// lists them (nothing is written, the ledger is not asked).
+/// The ids archived in each hour read so far (each hour read once per run).
+#[derive(Default)]
+struct Archived(HashMap<Hour, HashSet<String>>);
+
+impl Archived {
+    async fn contains(
+        &mut self,
+        store: &dyn ObjectStore,
+        id: &str,
+        created: Option<i64>,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
+        let occurred = created.and_then(|c| DateTime::from_timestamp(c, 0));
+        let hour = archive::placement(occurred, now);
+        if let std::collections::hash_map::Entry::Vacant(slot) = self.0.entry(hour) {
+            let ids = archive::read_hour(store, hour)
+                .await?
+                .events
+                .into_iter()
+                .filter(|e| e.line.source == super::STRIPE)
+                .map(|e| e.line.id)
+                .collect();
+            slot.insert(ids);
+        }
+        Ok(self.0.get(&hour).is_some_and(|ids| ids.contains(id)))
+    }
+}
+
+/// Recovers the events since `since` (capped at 30 days before `now`). With `archive`, an
+/// event already archived is a duplicate; without it every listed event is sent. With
+/// `dry_run`, only lists them (nothing is read from the archive, nothing is sent).
 pub async fn recover_stripe(
     stripe: &StripeClient,
     intake: &Intake,
+    archive: Option<&dyn ObjectStore>,
     since: DateTime<Utc>,
     now: DateTime<Utc>,
     dry_run: bool,
@@ -80,7 +117,8 @@ pub async fn recover_stripe(
     };
     let mut filtered = true;
     let mut after: Option<String> = None;
-    let mut seen = std::collections::HashSet::new();
+    let mut seen = HashSet::new();
+    let mut archived = Archived::default();
     let source = Source::parse("stripe").ok_or_else(|| Error::Invalid("stripe".into()))?;
     for _ in 0..MAX_PAGES {
         let got = match page(stripe, &since_text, after.as_deref(), filtered).await {
@@ -112,9 +150,23 @@ pub async fn recover_stripe(
             if dry_run {
                 continue;
             }
+            let created = event.get("created").and_then(serde_json::Value::as_i64);
+            if let Some(store) = archive {
+                match archived.contains(store, &id, created, now).await {
+                    Ok(true) => {
+                        report.duplicates += 1;
+                        after = Some(id);
+                        continue;
+                    }
+                    Ok(false) => {}
+                    // Unreadable archive: send it (a second copy is harmless, a loss is not).
+                    Err(e) => {
+                        tracing::warn!(event_id = %id, error = %e.chain(), "archive unreadable; event sent again");
+                    }
+                }
+            }
             let body = serde_json::to_vec(event).map_err(|e| Error::Invalid(e.to_string()))?;
             match intake.accept_authentic(&source, &body, now).await {
-                Ok((_, _, _, true)) => report.duplicates += 1,
                 Ok(_) => report.recovered += 1,
                 Err(reason) => report.failed.push((id.clone(), reason)),
             }

@@ -57,6 +57,11 @@ impl Route {
         }
     }
 
+    /// The route of a queue's short name ([`Route::name`]).
+    pub fn from_name(name: &str) -> Option<Route> {
+        Route::ALL.into_iter().find(|r| r.name() == name)
+    }
+
     /// The environment variable (set by template.yaml) holding the queue URL.
     pub fn env_var(self) -> &'static str {
         match self {
@@ -291,5 +296,9 @@ mod tests {
         assert!(Routes::NONE.is_empty());
         assert_eq!(LicenseRequests.env_var(), "LICENSE_REQUESTS_QUEUE_URL");
         assert_eq!(UsageEvents.name(), "usage-events");
+        for r in Route::ALL {
+            assert_eq!(Route::from_name(r.name()), Some(r));
+        }
+        assert_eq!(Route::from_name("usage_events"), None);
     }
 }

@@ -62,7 +62,7 @@ pub fn rig(now: &str) -> Rig {
         service: BillingConfig {
             jobs_queue_url: "jobs".into(),
             notifications_queue_url: "notes".into(),
-            ingest: IngestPolicy::default(),
+            ingest: IngestPolicy::settled(),
             dunning: dunning::Policy::default(),
             lease: Duration::from_secs(60),
             customer_events_queue_url: Some("customer-events".into()),

@@ -1,9 +1,10 @@
-//! Shared helpers of the integration tests: the intake built on a provisioned local stack,
-//! queue draining, ledger and archive reads.
+//! Shared helpers of the integration tests: the intake (and archiver) built on a provisioned
+//! local stack, queue draining, the events queue handed to the archiver as Lambda's event
+//! source would, archive reads.
 
 #![allow(clippy::unwrap_used, dead_code)] // test helpers
 
-use aws_sdk_dynamodb::types::AttributeValue;
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use blapi::config::Env;
 use blapi::queue::EventMessage;
 use blapi_infra::LocalStack;
@@ -91,19 +92,90 @@ pub async fn archived(stack: &LocalStack, key: &str) -> Option<Vec<u8>> {
     }
 }
 
-/// The ledger status (`IN_PROGRESS` / `COMPLETED`) of an event, if it has an entry.
-pub async fn ledger_status(stack: &LocalStack, source: &str, id: &str) -> Option<String> {
-    let ddb = clients(stack).await.dynamodb().clone();
-    let out = ddb
-        .get_item()
-        .table_name(stack.physical("IdempotencyTable"))
-        .key("pk", AttributeValue::S(format!("webhook#{source}#{id}")))
-        .consistent_read(true)
-        .send()
+/// The artifacts bucket as an object store.
+pub async fn store(stack: &LocalStack) -> blapi::storage::S3Store {
+    blapi::storage::S3Store::new(
+        clients(stack).await.s3().clone(),
+        stack.physical("ArtifactsBucket"),
+    )
+}
+
+/// Receives what waits on the events queue (until it stays empty for `quiet`), hands it to
+/// `app`'s archiver as one SQS batch, deletes the records not reported as failures (as
+/// Lambda's event source does) and returns the answer with the batch's message ids.
+pub async fn archive_pending(
+    stack: &LocalStack,
+    app: &App,
+    quiet: Duration,
+) -> (SqsBatchResponse, Vec<String>) {
+    let sqs = clients(stack).await.sqs().clone();
+    let url = stack.physical("EventsQueue");
+    let mut event = SqsEvent::default();
+    let mut handles = Vec::new();
+    let mut idle_since = std::time::Instant::now();
+    loop {
+        let got = sqs
+            .receive_message()
+            .queue_url(url)
+            .max_number_of_messages(10)
+            .wait_time_seconds(0)
+            .send()
+            .await
+            .unwrap();
+        let messages = got.messages.unwrap_or_default();
+        if messages.is_empty() {
+            if idle_since.elapsed() >= quiet {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        }
+        idle_since = std::time::Instant::now();
+        for m in messages {
+            let mut record = SqsMessage::default();
+            record.message_id = m.message_id.clone();
+            record.body = m.body.clone();
+            event.records.push(record);
+            handles.push((
+                m.message_id.unwrap_or_default(),
+                m.receipt_handle.unwrap_or_default(),
+            ));
+        }
+    }
+    let ids: Vec<String> = handles.iter().map(|(id, _)| id.clone()).collect();
+    let resp = app.archive(event).await.unwrap();
+    for (id, handle) in handles {
+        let failed = resp
+            .batch_item_failures
+            .iter()
+            .any(|f| f.item_identifier == id);
+        if failed {
+            // Visible again at once: redelivered to the next batch.
+            sqs.change_message_visibility()
+                .queue_url(url)
+                .receipt_handle(handle)
+                .visibility_timeout(0)
+                .send()
+                .await
+                .unwrap();
+        } else {
+            sqs.delete_message()
+                .queue_url(url)
+                .receipt_handle(handle)
+                .send()
+                .await
+                .unwrap();
+        }
+    }
+    (resp, ids)
+}
+
+/// The events of the archive hour that `created` (unix seconds) falls in.
+pub async fn archived_hour(stack: &LocalStack, created: i64) -> blapi::archive::HourEvents {
+    let hour = blapi::archive::Hour::of(chrono::DateTime::from_timestamp(created, 0).unwrap());
+    blapi::archive::read_hour(&store(stack).await, hour)
         .await
-        .unwrap();
-    out.item
-        .and_then(|i| i.get("status").and_then(|s| s.as_s().ok()).cloned())
+        .unwrap()
 }
 
 /// A unique Stripe event id.
@@ -116,10 +188,4 @@ pub fn stripe_event(id: &str, event_type: &str, created: i64) -> String {
     format!(
         r#"{{"id":"{id}","object":"event","api_version":"2024-06-20","created":{created},"livemode":false,"pending_webhooks":1,"type":"{event_type}","data":{{"object":{{"id":"obj_1","customer":"cus_1"}}}}}}"#
     )
-}
-
-/// The archive key of a Stripe event created at `created`.
-pub fn stripe_key(id: &str, created: i64) -> String {
-    let at = chrono::DateTime::from_timestamp(created, 0).unwrap();
-    format!("raw/stripe/{}/{id}.json", at.format("%Y/%m/%d"))
 }

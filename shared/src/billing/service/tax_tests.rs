@@ -469,7 +469,7 @@ async fn without_a_usable_address_the_invoice_waits_the_customer_is_told_once_an
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(rec.state, BillState::InvoiceCreated, "not finalized");
+    assert_eq!(rec.state, BillState::ItemsCreated, "not finalized");
     assert!(!rec.refs.finalized && rec.refs.issued.is_none());
     assert!(
         r.store.keys().is_empty(),

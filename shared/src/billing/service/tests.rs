@@ -43,7 +43,7 @@ pub(super) fn billing_on(
         config: BillingConfig {
             jobs_queue_url: JOBS.into(),
             notifications_queue_url: NOTES.into(),
-            ingest: IngestPolicy::default(),
+            ingest: IngestPolicy::settled(),
             dunning: dunning::Policy::default(),
             lease: Duration::from_secs(60),
             customer_events_queue_url: Some("customer-events".into()),
