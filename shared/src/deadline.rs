@@ -3,7 +3,8 @@
 //! ([`crate::http::send_with_retry`]) consult without it being threaded through every port.
 //!
 //! - [`Deadline::from_context`]: from `lambda_runtime::Context::deadline` (epoch ms; `0`, as in
-//!   `Context::default()`, means no deadline).
+//!   `Context::default()`, means no deadline; a value too small to be an epoch time, such as
+//!   `cargo lambda watch`'s `600000`, is a budget in ms from now).
 //! - [`Deadline::scope`] / [`within`]: run a future with the deadline set;
 //!   [`Deadline::current`] reads it (`None` outside any scope).
 //! - [`Margin`]: how long before the deadline [`crate::queue::process_batch`] stops starting
@@ -27,6 +28,10 @@ pub const MARGIN_PERCENT_VAR: &str = "BATCH_DEADLINE_MARGIN_PERCENT";
 
 /// The longest deadline taken at face value (Lambda's limit is 15 minutes).
 const LONGEST: Duration = Duration::from_secs(24 * 3600);
+
+/// Deadline header values below this (2001-09-09 in epoch ms) are not epoch times: local
+/// emulators send the budget itself (`cargo lambda watch`: `Lambda-Runtime-Deadline-Ms: 600000`).
+const EPOCH_MS_FLOOR: u64 = 1_000_000_000_000;
 
 /// How long before the deadline a batch stops starting new records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -117,10 +122,17 @@ impl Deadline {
     }
 
     /// From an epoch-milliseconds deadline with the process's [`Margin::configured`]; `None`
-    /// for `0` (no deadline known). A deadline already past is near at once.
+    /// for `0` (no deadline known). A deadline already past is near at once. A value below
+    /// 2001 in epoch ms is an emulator's budget and counts from now.
     pub fn from_epoch_ms(deadline_ms: u64) -> Option<Self> {
         if deadline_ms == 0 {
             return None;
+        }
+        if deadline_ms < EPOCH_MS_FLOOR {
+            return Some(Self::with_budget(
+                Duration::from_millis(deadline_ms),
+                Margin::configured(),
+            ));
         }
         let now_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -224,10 +236,28 @@ mod tests {
             Deadline::from_context(&lambda_runtime::Context::default()),
             None
         );
-        let past = Deadline::from_epoch_ms(1).unwrap();
+        let now_ms = u64::try_from(
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap()
+                .as_millis(),
+        )
+        .unwrap();
+        let past = Deadline::from_epoch_ms(now_ms - 1_000).unwrap();
         assert_eq!(past.remaining(), Duration::ZERO);
         assert!(past.near(Duration::from_millis(1)));
         assert!(!past.allows_wait(Duration::ZERO));
+    }
+
+    #[test]
+    fn an_emulators_relative_deadline_is_a_budget_from_now() {
+        // `cargo lambda watch` sends `Lambda-Runtime-Deadline-Ms: 600000`.
+        let local = Deadline::from_epoch_ms(600_000).unwrap();
+        assert!(local.remaining() > Duration::from_secs(590), "{local:?}");
+        assert!(local.remaining() <= Duration::from_secs(600));
+        assert!(!local.near(Duration::from_secs(60)));
+        let tiny = Deadline::from_epoch_ms(1).unwrap();
+        assert!(tiny.remaining() <= Duration::from_millis(1));
     }
 
     #[tokio::test(start_paused = true)]
