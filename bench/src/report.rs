@@ -530,11 +530,11 @@ impl Report {
                 );
             }
             md.push_str(
-                "\nBy default nothing is read from disk: the SDK parses the 5 compiled-in AWS roots and reqwest \
-                 takes webpki-roots' pre-parsed anchors. With `BLAPI_TLS_ROOTS=system`, rustls-native-certs reads \
-                 `SSL_CERT_FILE` when set, else every file openssl-probe finds (the bundle and each certificate in \
-                 the cert directory); the AWS SDK's HTTP client (once) and every reqwest client \
-                 (rustls-platform-verifier) load and parse that store.\n",
+                "\nBy default nothing is read from disk or parsed: the SDK's HTTP client (reqwest) takes the 5 AWS \
+                 roots and the other reqwest clients all of webpki-roots, as pre-parsed anchors. With \
+                 `BLAPI_TLS_ROOTS=system`, rustls-native-certs reads `SSL_CERT_FILE` when set, else every file \
+                 openssl-probe finds (the bundle and each certificate in the cert directory); every reqwest client, \
+                 the SDK's included, loads and parses that store (rustls-platform-verifier).\n",
             );
         }
         let w = &self.cost_webhooks;

@@ -26,7 +26,7 @@ fn scratch(name: &str) -> PathBuf {
 #[test]
 fn a_cold_start_hands_the_event_and_times_the_response() {
     let stub = Stub::start().unwrap();
-    let template = include_str!("../events/hello.json");
+    let template = include_str!("../../events/hello.json");
     let run = RunValues::fresh("bench");
     let event = events::render(template, &run, &WebhookSecrets::default()).unwrap();
     let log = scratch("hello.log");

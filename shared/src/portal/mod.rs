@@ -4,6 +4,7 @@
 //!
 //! - [`auth`]: the portal's bearer JWT verified against the identity provider's JWKS (cached,
 //!   refetched on an unknown `kid`), and the [`auth::Principal`] it speaks for.
+//! - [`jwt_crypto`]: the signature checks behind it, on ring (jsonwebtoken's `CryptoProvider`).
 //! - [`problem`]: every error as an RFC 9457 problem document with a stable `type`.
 //! - [`http`]: the request and response shapes and the route table (404/405).
 //! - [`api`]: [`api::PortalApi`], one answer per request, scoped to the caller's customer;

@@ -266,7 +266,9 @@ mod tests {
         };
         let conf = dynamodb(client(None), &format!("http://127.0.0.1:{port}"));
         let err = conf.list_tables().send().await.unwrap_err();
-        let connector = err.as_dispatch_failure().expect("dispatch failure");
+        let aws_sdk_dynamodb::error::SdkError::DispatchFailure(connector) = &err else {
+            panic!("not a dispatch failure: {err:?}")
+        };
         assert!(connector.is_io(), "{err:?}");
 
         // An answer that never comes: the read timeout, as a timeout.
@@ -283,7 +285,9 @@ mod tests {
             .send()
             .await
             .unwrap_err();
-        let connector = err.as_dispatch_failure().expect("dispatch failure");
+        let aws_sdk_dynamodb::error::SdkError::DispatchFailure(connector) = &err else {
+            panic!("not a dispatch failure: {err:?}")
+        };
         assert!(connector.is_timeout(), "{err:?}");
     }
 
