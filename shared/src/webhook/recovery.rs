@@ -130,6 +130,8 @@ pub async fn recover_stripe(
             other => other?,
         };
         let mut new_on_page = false;
+        // The page's missed events, sent together (each its own message, concurrently).
+        let mut to_send: Vec<(String, Vec<u8>)> = Vec::new();
         for event in &got.data {
             let Some(id) = event.get("id").and_then(|v| v.as_str()).map(str::to_owned) else {
                 continue;
@@ -139,23 +141,18 @@ pub async fn recover_stripe(
                 continue;
             }
             new_on_page = true;
-            if event
-                .get("created")
-                .and_then(serde_json::Value::as_i64)
-                .is_some_and(|c| c < since)
-            {
+            let created = event.get("created").and_then(serde_json::Value::as_i64);
+            if created.is_some_and(|c| c < since) {
                 continue;
             }
             report.listed += 1;
             if dry_run {
                 continue;
             }
-            let created = event.get("created").and_then(serde_json::Value::as_i64);
             if let Some(store) = archive {
                 match archived.contains(store, &id, created, now).await {
                     Ok(true) => {
                         report.duplicates += 1;
-                        after = Some(id);
                         continue;
                     }
                     Ok(false) => {}
@@ -166,11 +163,19 @@ pub async fn recover_stripe(
                 }
             }
             let body = serde_json::to_vec(event).map_err(|e| Error::Invalid(e.to_string()))?;
-            match intake.accept_authentic(&source, &body, now).await {
+            to_send.push((id, body));
+        }
+        let sent = futures::future::join_all(
+            to_send
+                .iter()
+                .map(|(_, body)| intake.accept_authentic(&source, body, now)),
+        )
+        .await;
+        for ((id, _), outcome) in to_send.into_iter().zip(sent) {
+            match outcome {
                 Ok(_) => report.recovered += 1,
-                Err(reason) => report.failed.push((id.clone(), reason)),
+                Err(reason) => report.failed.push((id, reason)),
             }
-            after = Some(id);
         }
         if let Some(last) = got
             .data
