@@ -385,6 +385,33 @@ pub mod dynamo {
         Ok(out)
     }
 
+    /// Sends a put that writes a fact once (its condition refuses a second write): a lost
+    /// condition means the fact is already there, so it is `Ok` like the first write.
+    pub async fn put_once(
+        put: aws_sdk_dynamodb::operation::put_item::builders::PutItemFluentBuilder,
+    ) -> Result<()> {
+        match put.send().await {
+            Ok(_) => Ok(()),
+            Err(e) if is_conditional_check_failed(&e) => Ok(()),
+            Err(e) => Err(Error::aws("dynamodb", e)),
+        }
+    }
+
+    /// A client of a DynamoDB answered by a test server at `endpoint` (test credentials, no
+    /// retries: each test sees every answer).
+    #[cfg(test)]
+    pub fn test_client(endpoint: &str) -> aws_sdk_dynamodb::Client {
+        use aws_sdk_dynamodb::config::{Credentials, Region, retry::RetryConfig};
+        let conf = aws_sdk_dynamodb::Config::builder()
+            .behavior_version_latest()
+            .region(Region::new("us-east-1"))
+            .credentials_provider(Credentials::new("test", "test", None, None, "test"))
+            .endpoint_url(endpoint)
+            .retry_config(RetryConfig::disabled())
+            .build();
+        aws_sdk_dynamodb::Client::from_conf(conf)
+    }
+
     /// Whether a write lost its condition (`ConditionalCheckFailedException`): the expected
     /// outcome of an idempotent conditional write that someone else already made.
     pub fn is_conditional_check_failed<E: ProvideErrorMetadata>(

@@ -382,22 +382,17 @@ impl SubjectIndex for DynamoSubjectIndex {
     }
 
     async fn tombstone(&self, subject: &SubjectId, t: &Tombstone) -> Result<()> {
-        let put = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .item("pk", s(pk(subject)))
-            .item("sk", s("TOMBSTONE"))
-            .item("erased_at", n(t.erased_at))
-            .item("request_id", s(&t.request_id))
-            .condition_expression("attribute_not_exists(pk)")
-            .send()
-            .await;
-        match put {
-            Ok(_) => Ok(()),
-            Err(e) if crate::aws::dynamo::is_conditional_check_failed(&e) => Ok(()),
-            Err(e) => Err(Error::aws("dynamodb", e)),
-        }
+        crate::aws::dynamo::put_once(
+            self.client
+                .put_item()
+                .table_name(&self.table)
+                .item("pk", s(pk(subject)))
+                .item("sk", s("TOMBSTONE"))
+                .item("erased_at", n(t.erased_at))
+                .item("request_id", s(&t.request_id))
+                .condition_expression("attribute_not_exists(pk)"),
+        )
+        .await
     }
 
     async fn tombstoned(&self, subject: &SubjectId) -> Result<Option<Tombstone>> {

@@ -74,7 +74,8 @@ pub struct App {
 impl App {
     pub fn new(config: Config, ports: Ports) -> Self {
         let mut service =
-            LicenseService::new(ports.stripe, ports.signer, ports.store, ports.files.clone());
+            LicenseService::new(ports.stripe, ports.signer, ports.store, ports.files.clone())
+                .with_superseded_grace(config.superseded_grace);
         if let Some(queue) = ports.queue {
             if let Some(url) = config.customer_events_queue_url {
                 service = service.with_announcements(queue.clone(), url);

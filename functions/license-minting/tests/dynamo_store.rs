@@ -1,5 +1,7 @@
 //! The DynamoDB store's conditions on moto: the compare-and-swap on the period head,
-//! concurrent deliveries, and the recovery of a license recorded before its file was written.
+//! concurrent deliveries, the recovery of a license recorded before its file was written, and
+//! the `ConditionCheck`s that keep a mint racing a cancellation or a revocation from
+//! activating its license.
 //! Stripe and the object store are fakes here so a failure can be injected between the steps;
 //! the table is the template's `LicensesTable` on moto.
 
@@ -23,9 +25,17 @@ struct Parts {
     store: Arc<DynamoLicenseStore>,
     files: Arc<MemoryStore>,
     signer: Arc<CountingSigner<InProcessSigner>>,
+    /// This file's tests run one at a time: moto undoes a transaction whose condition fails
+    /// by restoring the whole table as it was when that transaction began, which also undoes
+    /// writes other requests made meanwhile (a revocation of another test's license). These
+    /// tests fail conditions on purpose; DynamoDB itself isolates transactions.
+    _serial: tokio::sync::MutexGuard<'static, ()>,
 }
 
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 async fn parts() -> Parts {
+    let serial = SERIAL.lock().await;
     let stack = blapi_infra::testing::stack();
     let clients = blapi::aws::Clients::new(&stack.sdk_config().await);
     let table = stack.physical("LicensesTable").to_owned();
@@ -34,6 +44,7 @@ async fn parts() -> Parts {
         store: Arc::new(DynamoLicenseStore::new(clients.dynamodb().clone(), table)),
         files: Arc::new(MemoryStore::new()),
         signer: Arc::new(CountingSigner::new(key())),
+        _serial: serial,
     }
 }
 
@@ -210,4 +221,132 @@ async fn head_compare_and_swap_and_revocation_on_dynamodb() {
     assert!(
         matches!(service.reconcile(&sub).await.unwrap(), Outcome::Revoked { license_ids } if license_ids.is_empty())
     );
+}
+
+/// The subscription's license after a seat change (`quantity` seats) whose file write failed:
+/// recorded (ISSUING) and the period's head, not yet activated.
+async fn successor_left_issuing(p: &Parts, sub: &str, cus: &str, start: i64, quantity: u64) {
+    p.set(sub, cus, "active", quantity, start);
+    p.files.set_failing(true);
+    match p.service().reconcile(sub).await {
+        Err(e) => assert!(e.is_retryable(), "{e:?}"),
+        Ok(out) => panic!("the file write failed, yet {out:?}"),
+    }
+    p.files.set_failing(false);
+}
+
+fn active_of(recs: &[blapi::licensing::LicenseRecord]) -> usize {
+    recs.iter()
+        .filter(|r| r.status == LicenseStatus::Active)
+        .count()
+}
+
+#[tokio::test]
+async fn a_mint_racing_a_cancellation_is_refused_inside_the_write_on_dynamodb() {
+    let p = parts().await;
+    let (cus, sub, start) = p.subscription(5);
+    let service = p.service();
+    let Outcome::Minted {
+        license_id: first, ..
+    } = service.reconcile(&sub).await.unwrap()
+    else {
+        panic!("mint")
+    };
+    successor_left_issuing(&p, &sub, &cus, start, 9).await;
+    let head = p.store.head(&sub, start * 1000).await.unwrap().unwrap();
+    let second = p.store.get(&cus, &head.license_id).await.unwrap().unwrap();
+    assert_eq!(second.status, LicenseStatus::Issuing);
+    let first_rec = p.store.get(&cus, &first).await.unwrap().unwrap();
+
+    // The cancellation is handled now; the minter still believes the subscription active.
+    p.store.end_subscription(&sub, 1).await.unwrap();
+    p.store.end_subscription(&sub, 2).await.unwrap(); // idempotent
+    assert!(p.store.ended(&sub).await.unwrap());
+    // The ConditionCheck on the ended mark refuses the activation and any new record.
+    assert!(
+        !p.store
+            .activate(&second, Some(&first_rec), 1)
+            .await
+            .unwrap()
+    );
+    let mut third = second.clone();
+    third.period_start_ms += 1;
+    third.license_id = blapi::licensing::LicenseKey {
+        subscription_id: sub.clone(),
+        period_start_ms: third.period_start_ms,
+        quantity: 9,
+        sku: third.sku.clone(),
+        supersedes: None,
+    }
+    .license_id();
+    assert!(!p.store.begin(&third, None).await.unwrap());
+
+    // The redelivery of the seat change (Stripe still says active) revokes, never activates.
+    let out = p.service().reconcile(&sub).await.unwrap();
+    let Outcome::Revoked { license_ids } = out else {
+        panic!("{out:?}")
+    };
+    assert_eq!(license_ids.len(), 2, "{license_ids:?}");
+    let recs = p.store.by_customer(&cus).await.unwrap();
+    assert_eq!(active_of(&recs), 0, "{recs:?}");
+    assert!(recs.iter().all(|r| r.status == LicenseStatus::Revoked));
+    assert!(
+        p.files.object(&second.file_key).is_some(),
+        "a revoked record has its file"
+    );
+}
+
+#[tokio::test]
+async fn a_seat_change_never_activates_over_a_predecessor_revoked_meanwhile_on_dynamodb() {
+    let p = parts().await;
+    let (cus, sub, start) = p.subscription(5);
+    let Outcome::Minted {
+        license_id: first, ..
+    } = p.service().reconcile(&sub).await.unwrap()
+    else {
+        panic!("mint")
+    };
+    successor_left_issuing(&p, &sub, &cus, start, 9).await;
+    // A full refund revokes the first license before the successor is activated.
+    let first_rec = p.store.get(&cus, &first).await.unwrap().unwrap();
+    assert!(
+        p.store
+            .revoke(&first_rec, RevocationReason::Refunded, 1)
+            .await
+            .unwrap()
+    );
+    let head = p.store.head(&sub, start * 1000).await.unwrap().unwrap();
+    let second = p.store.get(&cus, &head.license_id).await.unwrap().unwrap();
+    assert!(
+        !p.store.activate(&second, None, 1).await.unwrap(),
+        "the ConditionCheck on the predecessor refuses it"
+    );
+    let out = p.service().reconcile(&sub).await.unwrap();
+    assert!(
+        matches!(&out, Outcome::Revoked { license_ids } if license_ids == &vec![second.license_id.clone()]),
+        "{out:?}"
+    );
+    let recs = p.store.by_customer(&cus).await.unwrap();
+    assert_eq!(active_of(&recs), 0, "{recs:?}");
+
+    // A predecessor suspended for non-payment (a reinstatement) is replaced as before.
+    let (cus, sub, start) = p.subscription(5);
+    let Outcome::Minted {
+        license_id: first, ..
+    } = p.service().reconcile(&sub).await.unwrap()
+    else {
+        panic!("mint")
+    };
+    successor_left_issuing(&p, &sub, &cus, start, 9).await;
+    let first_rec = p.store.get(&cus, &first).await.unwrap().unwrap();
+    assert!(
+        p.store
+            .revoke(&first_rec, RevocationReason::Suspended, 1)
+            .await
+            .unwrap()
+    );
+    let out = p.service().reconcile(&sub).await.unwrap();
+    assert!(matches!(out, Outcome::Existing { .. }), "{out:?}");
+    let recs = p.store.by_customer(&cus).await.unwrap();
+    assert_eq!(active_of(&recs), 1, "{recs:?}");
 }

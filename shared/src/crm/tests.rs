@@ -858,19 +858,11 @@ type JsonMap = serde_json::Map<String, serde_json::Value>;
 impl FakeDynamo {
     /// A client of this table behind `server`.
     async fn client(&self, server: &MockServer) -> aws_sdk_dynamodb::Client {
-        use aws_sdk_dynamodb::config::{Credentials, Region, retry::RetryConfig};
         Mock::given(method("POST"))
             .respond_with(self.clone())
             .mount(server)
             .await;
-        let conf = aws_sdk_dynamodb::Config::builder()
-            .behavior_version_latest()
-            .region(Region::new("us-east-1"))
-            .credentials_provider(Credentials::new("test", "test", None, None, "test"))
-            .endpoint_url(server.uri())
-            .retry_config(RetryConfig::disabled())
-            .build();
-        aws_sdk_dynamodb::Client::from_conf(conf)
+        crate::aws::dynamo::test_client(&server.uri())
     }
 
     /// The stored item `pk` (`sk = CRM`), in DynamoDB's JSON.

@@ -46,17 +46,21 @@
 //!   verifier grants Mattermost's 10-day grace after `expires_at` ([`GRACE_PERIOD_MS`]), so a
 //!   renewal paid late never locks a customer out, and the next period's license is minted
 //!   when its invoice is paid.
-//! - `canceled` / `incomplete_expired`: every license of the subscription that is not expired
-//!   beyond grace is revoked, and the revocation list republished.
+//! - `canceled` / `incomplete_expired`: the subscription is marked *ended* in the store, then
+//!   every license of the subscription that is not expired beyond grace is revoked (one still
+//!   ISSUING too, without being activated), and the revocation list republished.
 //! - `incomplete`, `past_due`, `unpaid`, `paused`: nothing now; the event that settles the
 //!   payment (invoice paid, subscription deleted) decides.
-//! - A period whose license an operator revoked is not minted again automatically.
+//! - A period whose license an operator revoked is not minted again automatically, and a
+//!   license minted while its predecessor was revoked for good (a refund, an operator, a
+//!   cancellation racing the mint) is never activated: it is revoked alike.
 //! - A superseded license (a seat or SKU change) is put on the revocation list when its
 //!   successor is activated, in the same transaction, with reason `superseded` and an
-//!   effective time a week later ([`SUPERSEDED_GRACE_MS`]): the customer has a week to install
-//!   the new file, then an offline verifier with the list refuses the old one (which would
-//!   otherwise stay valid until its own expiry, with the old seat count). Revoking it later
-//!   (a cancellation) replaces the entry with one effective at once.
+//!   effective time a week later ([`SUPERSEDED_GRACE_MS`]; license-minting's
+//!   `LICENSE_SUPERSEDED_GRACE_DAYS`, [`LicenseService::with_superseded_grace`]): the customer
+//!   has that long to install the new file, then an offline verifier with the list refuses the
+//!   old one (which would otherwise stay valid until its own expiry, with the old seat count).
+//!   Revoking it later (a cancellation) replaces the entry with one effective at once.
 //!
 //! localstripe models plans (not prices) and sends `customer.subscription.created|deleted`
 //! and `invoice.payment_succeeded` only; both shapes parse, and since the state is re-fetched
@@ -78,7 +82,18 @@
 //!    consistent item, so two workers can never both mint for the same period state; the
 //!    loser re-reads and finds the winner's license.
 //! 3. Write the file to S3 (`licenses/{customer}/{license}.mattermost-license`, SSE).
-//! 4. `activate`: one transaction ISSUING -> ACTIVE and predecessor ACTIVE -> SUPERSEDED.
+//! 4. `activate`: one transaction ISSUING -> ACTIVE and predecessor ACTIVE -> SUPERSEDED,
+//!    with `ConditionCheck`s in the same write: the subscription is not marked ended, the
+//!    record is still its period's head, the customer is not suspended, and a predecessor
+//!    that is not superseded here is one suspended for non-payment (a reinstatement), never
+//!    one revoked for good. `begin` checks the ended mark too. So a mint racing a
+//!    cancellation either commits before the mark (and the cancellation's sweep, which reads
+//!    after writing it, revokes its license) or is refused; it never activates behind it.
+//!
+//! A cancelled transaction is a lost race only when a condition failed
+//! (`ConditionalCheckFailed`); cancelled by a `TransactionConflict`, throttling or a capacity
+//! limit it is a retryable error, so the message is redelivered, never acknowledged with the
+//! work undone ([`crate::aws::dynamo::cancelled_by_condition`]).
 //!
 //! A crash or an S3 failure after step 2 leaves an ISSUING record with the exact signed
 //! bytes; the next delivery (or any event of the subscription) finds it through the head,
@@ -94,6 +109,7 @@
 //! | license         | `CUSTOMER#{cus}`   | `LICENSE#{id}`      | `SUB#{sub}` / `PERIOD#{start ms:013}#{issued ms:013}#{id}` | `LICENSE#{id}` / `LICENSE` |
 //! | period head     | `SUB#{sub}`        | `TERM#{start ms:013}` | —                                            | —                          |
 //! | revocation      | `REVOKED`          | `LICENSE#{id}`      | —                                              | —                          |
+//! | ended mark      | `SUB#{sub}`        | `ENDED`             | —                                              | —                          |
 //!
 //! A customer's licenses are one consistent Query; a subscription's history is gsi1; a
 //! license by id alone is gsi2 (then a consistent GetItem). License attributes: `license_id,

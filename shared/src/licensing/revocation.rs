@@ -39,8 +39,10 @@ pub enum RevocationReason {
     Suspended,
 }
 
-/// How long a superseded license stays valid after its successor is issued: a week to
-/// install the new file, then the revocation list revokes it offline too.
+/// How long a superseded license stays valid after its successor is issued, by default: a
+/// week to install the new file, then the revocation list revokes it offline too.
+/// license-minting reads it from `LICENSE_SUPERSEDED_GRACE_DAYS`
+/// ([`super::LicenseService::with_superseded_grace`]).
 pub const SUPERSEDED_GRACE_MS: i64 = 7 * 24 * 3600 * 1000;
 
 impl RevocationReason {

@@ -90,6 +90,9 @@ pub struct LicenseService {
     provisioning: Option<(Arc<dyn QueueSender>, String)>,
     /// Where customer notices go (license issued), if anywhere.
     notifications: Option<(Arc<dyn QueueSender>, String)>,
+    /// How long a superseded license stays valid after its successor is activated, before
+    /// the revocation list revokes it offline too.
+    superseded_grace_ms: i64,
 }
 
 impl std::fmt::Debug for LicenseService {
@@ -118,7 +121,16 @@ impl LicenseService {
             announce: None,
             provisioning: None,
             notifications: None,
+            superseded_grace_ms: SUPERSEDED_GRACE_MS,
         }
+    }
+
+    /// How long a superseded license stays valid once its successor is active (default
+    /// [`SUPERSEDED_GRACE_MS`], a week): the customer's time to install the new file. Its
+    /// revocation entry takes effect then.
+    pub fn with_superseded_grace(mut self, grace: std::time::Duration) -> Self {
+        self.superseded_grace_ms = i64::try_from(grace.as_millis()).unwrap_or(i64::MAX);
+        self
     }
 
     /// Tells the product's provisioner (queue `queue_url`) to suspend or resume a customer's
@@ -146,8 +158,17 @@ impl LicenseService {
         self.now()
     }
 
-    pub(crate) async fn finish_license(&self, record: &LicenseRecord) -> Result<()> {
-        self.finish(record).await
+    /// Writes a recorded license's file (the exact recorded bytes) without activating it:
+    /// a license revoked while still issuing keeps the rule that a record past ISSUING has
+    /// its file.
+    pub(crate) async fn store_file(&self, record: &LicenseRecord) -> Result<()> {
+        self.files
+            .put(
+                &record.file_key,
+                record.file.clone().into_bytes(),
+                "text/plain",
+            )
+            .await
     }
 
     pub(crate) async fn invoice_subscription(&self, invoice: &str) -> Result<Option<String>> {
@@ -399,10 +420,7 @@ impl LicenseService {
         let state = SubscriptionState::from_subscription(&sub)?;
         match state.standing {
             Standing::Licensed { trial } => self.ensure_license(&state, trial).await,
-            Standing::Ended => {
-                self.revoke_subscription(&state.id, RevocationReason::SubscriptionCanceled)
-                    .await
-            }
+            Standing::Ended => self.cancel_subscription(&state.id).await,
             Standing::Pending => Ok(Outcome::Skipped {
                 reason: format!("subscription is {}", state.status),
             }),
@@ -463,8 +481,10 @@ impl LicenseService {
                     // A worker died (or is busy) between the record and the file: finish its
                     // work with the recorded bytes, then look again.
                     LicenseStatus::Issuing => {
-                        self.finish(cur).await?;
-                        continue;
+                        if self.finish(cur).await? {
+                            continue;
+                        }
+                        return self.refused(cur).await;
                     }
                     // Suspended for non-payment and paid since: a fresh license replaces it.
                     LicenseStatus::Revoked
@@ -518,6 +538,10 @@ impl LicenseService {
                 .begin(&record, previous.as_ref().map(|p| &p.license_id))
                 .await?
             {
+                if self.store.ended(&state.id).await? {
+                    // The store refused it: the subscription ended since it was read.
+                    return self.cancel_subscription(&state.id).await;
+                }
                 continue; // someone else moved the head: look again
             }
             // The subscription may have been cancelled since it was read, and that
@@ -527,11 +551,11 @@ impl LicenseService {
             let fresh = self.stripe.subscription(&state.id).await?;
             if SubscriptionState::from_subscription(&fresh)?.standing == Standing::Ended {
                 tracing::warn!(subscription_id = %state.id, license_id = %record.license_id, "subscription cancelled while its license was minted; revoking it");
-                return self
-                    .revoke_subscription(&state.id, RevocationReason::SubscriptionCanceled)
-                    .await;
+                return self.cancel_subscription(&state.id).await;
             }
-            self.finish(&record).await?;
+            if !self.finish(&record).await? {
+                return self.refused(&record).await;
+            }
             tracing::info!(
                 license_id = %record.license_id,
                 subscription_id = %record.subscription_id,
@@ -652,16 +676,13 @@ impl LicenseService {
 
     /// Writes the recorded file and activates the record (superseding its predecessor).
     /// Safe to run twice, concurrently or after a crash: it writes the same bytes and the
-    /// activation is conditional.
-    async fn finish(&self, record: &LicenseRecord) -> Result<()> {
+    /// activation is conditional. `true`: the record is ACTIVE (activated here or by someone
+    /// else). `false`: the store refused to activate it — the subscription ended, the
+    /// predecessor was revoked, the customer is suspended or the head moved — and it is
+    /// not active ([`Self::refused`] says what follows).
+    async fn finish(&self, record: &LicenseRecord) -> Result<bool> {
         self.publish_public_key().await?;
-        self.files
-            .put(
-                &record.file_key,
-                record.file.clone().into_bytes(),
-                "text/plain",
-            )
-            .await?;
+        self.store_file(record).await?;
         let previous = match &record.supersedes {
             Some(prev) => self
                 .store
@@ -670,7 +691,7 @@ impl LicenseService {
                 .filter(|p| p.status == LicenseStatus::Active),
             None => None,
         };
-        let effective = self.now().saturating_add(SUPERSEDED_GRACE_MS);
+        let effective = self.now().saturating_add(self.superseded_grace_ms);
         if self
             .store
             .activate(record, previous.as_ref(), effective)
@@ -680,21 +701,59 @@ impl LicenseService {
                 // The superseded license is listed now, effective after its grace.
                 self.publish_revocations().await?;
             }
-            return Ok(());
+            return Ok(true);
         }
-        // Someone else activated it, or the predecessor left ACTIVE meanwhile (revoked).
-        match self
+        // Someone else activated it, or the state moved (a revocation, a cancellation, a
+        // suspension): never activated over that.
+        Ok(self
             .store
             .get(&record.customer_id, &record.license_id)
             .await?
-        {
-            Some(r) if r.status != LicenseStatus::Issuing => Ok(()),
-            Some(_) if self.store.activate(record, None, effective).await? => Ok(()),
-            _ => Err(Error::InProgress(format!(
-                "license {} is being activated",
-                record.license_id
-            ))),
+            .is_some_and(|r| r.status == LicenseStatus::Active))
+    }
+
+    /// What follows when the store refused to activate `record`: the subscription ended
+    /// (its licenses are revoked), the period's license was revoked for good while `record`
+    /// was minted (`record` is revoked alike: the period stays revoked), the customer is
+    /// suspended (it waits for the payment), or the state is moving (retry).
+    async fn refused(&self, record: &LicenseRecord) -> Result<Outcome> {
+        let sub = &record.subscription_id;
+        if self.store.ended(sub).await? {
+            tracing::warn!(subscription_id = %sub, license_id = %record.license_id, "subscription ended while its license was minted; revoking");
+            return self.cancel_subscription(sub).await;
         }
+        let predecessor = match &record.supersedes {
+            Some(prev) => self.store.get(&record.customer_id, prev).await?,
+            None => None,
+        };
+        if let Some(reason) = predecessor
+            .filter(|p| p.status == LicenseStatus::Revoked)
+            .and_then(|p| p.revoked_reason)
+            .filter(|r| *r != RevocationReason::Suspended)
+        {
+            tracing::warn!(subscription_id = %sub, license_id = %record.license_id, reason = %reason, "the license it replaces was revoked meanwhile; revoking it too");
+            let changed = self.store.revoke(record, reason, self.now()).await?;
+            self.publish_revocations().await?;
+            return Ok(Outcome::Revoked {
+                license_ids: if changed {
+                    vec![record.license_id.clone()]
+                } else {
+                    vec![]
+                },
+            });
+        }
+        if self.suspended(&record.customer_id).await? {
+            return Ok(Outcome::Skipped {
+                reason: format!(
+                    "customer {} is suspended for non-payment",
+                    record.customer_id
+                ),
+            });
+        }
+        Err(Error::InProgress(format!(
+            "license {} is being activated",
+            record.license_id
+        )))
     }
 
     /// Publishes `licenses/public-key.pem`, `licenses/keys/{kid}.pem` (kept across
@@ -748,8 +807,19 @@ impl LicenseService {
         Ok(set)
     }
 
-    /// Revokes every license of a subscription that is still valid, then republishes the
-    /// revocation list.
+    /// The subscription ended (cancelled for good): marks it ended in the store first, so no
+    /// license of it is recorded or activated from then on (the check is inside those
+    /// writes), then revokes every license it has.
+    pub async fn cancel_subscription(&self, subscription_id: &str) -> Result<Outcome> {
+        self.store
+            .end_subscription(subscription_id, self.now())
+            .await?;
+        self.revoke_subscription(subscription_id, RevocationReason::SubscriptionCanceled)
+            .await
+    }
+
+    /// Revokes every license of a subscription that is still valid (a license still issuing
+    /// is revoked without being activated), then republishes the revocation list.
     pub async fn revoke_subscription(
         &self,
         subscription_id: &str,
@@ -761,20 +831,29 @@ impl LicenseService {
                 candidates.push(r);
             }
         }
-        for r in self.store.by_subscription(subscription_id).await? {
-            if !candidates.iter().any(|c| c.license_id == r.license_id) {
+        // The heads' predecessors, read consistently (the index below may lag behind).
+        for prev in candidates
+            .iter()
+            .filter_map(|c| c.supersedes.clone().map(|p| (c.customer_id.clone(), p)))
+            .collect::<Vec<_>>()
+        {
+            if let Some(r) = self.store.get(&prev.0, &prev.1).await? {
                 candidates.push(r);
             }
         }
+        for r in self.store.by_subscription(subscription_id).await? {
+            candidates.push(r);
+        }
+        let mut seen = std::collections::HashSet::new();
+        candidates.retain(|c| seen.insert(c.license_id.clone()));
         let now = self.now();
         let mut revoked = Vec::new();
-        for mut rec in candidates {
+        for rec in candidates {
             if rec.expires_at.saturating_add(GRACE_PERIOD_MS) < now {
                 continue; // expired for good: no need to list it
             }
             if rec.status == LicenseStatus::Issuing {
-                self.finish(&rec).await?;
-                rec.status = LicenseStatus::Active;
+                self.store_file(&rec).await?;
             }
             if self.store.revoke(&rec, reason, now).await? {
                 tracing::info!(license_id = %rec.license_id, subscription_id = %subscription_id, reason = %reason, "license revoked");
@@ -799,6 +878,8 @@ impl LicenseService {
             .await?
             .ok_or_else(|| Error::NotFound(format!("license {license_id}")))?;
         if rec.status == LicenseStatus::Issuing {
+            // Finished first where the store allows it, so its predecessor is superseded
+            // (listed); refused (the state moved), it is revoked as it is.
             self.finish(&rec).await?;
         }
         let changed = self.store.revoke(&rec, reason, self.now()).await?;

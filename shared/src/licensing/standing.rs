@@ -86,16 +86,16 @@ impl LicenseService {
     async fn suspend_customer(&self, customer: &str) -> Result<Vec<super::LicenseId>> {
         let now = self.now_ms();
         let mut suspended = Vec::new();
-        for mut rec in self.store().by_customer(customer).await? {
+        for rec in self.store().by_customer(customer).await? {
             if rec.expires_at.saturating_add(GRACE_PERIOD_MS) < now {
                 continue;
             }
-            if rec.status == LicenseStatus::Issuing {
-                self.finish_license(&rec).await?;
-                rec.status = LicenseStatus::Active;
-            }
-            if rec.status != LicenseStatus::Active {
-                continue;
+            match rec.status {
+                // Never activated now that the customer is suspended (the store checks):
+                // suspended as it is, its file written like any revoked license's.
+                LicenseStatus::Issuing => self.store_file(&rec).await?,
+                LicenseStatus::Active => {}
+                _ => continue,
             }
             if self
                 .store()

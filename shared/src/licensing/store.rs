@@ -6,7 +6,7 @@ use super::revocation::{RevocationReason, RevokedLicense};
 use crate::aws::dynamo::{cancelled_by_condition, get_item, get_n, get_s, has_code, n, s};
 use crate::error::{Error, Result};
 use async_trait::async_trait;
-use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem, Update};
+use aws_sdk_dynamodb::types::{AttributeValue, ConditionCheck, Put, TransactWriteItem, Update};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
@@ -110,20 +110,33 @@ pub trait LicenseStore: Send + Sync {
     /// A subscription's licenses, every period and state (index gsi1; eventually consistent).
     async fn by_subscription(&self, subscription_id: &str) -> Result<Vec<LicenseRecord>>;
     /// Records `record` (status ISSUING) and moves its period's head from `previous` (`None`:
-    /// no head yet) to it, atomically. `false`: the head moved or the license exists already.
+    /// no head yet) to it, atomically, unless the subscription was [ended](Self::end_subscription).
+    /// `false`: the head moved, the license exists already or the subscription ended.
     async fn begin(&self, record: &LicenseRecord, previous: Option<&LicenseId>) -> Result<bool>;
     /// ISSUING -> ACTIVE, and `supersede` ACTIVE -> SUPERSEDED with its revocation entry
-    /// (reason `superseded`, effective at `revoked_at_ms`), atomically. `false`: a condition
-    /// failed (someone else did it, or the state moved).
+    /// (reason `superseded`, effective at `revoked_at_ms`), atomically. In the same write it
+    /// checks that the subscription has not [ended](Self::end_subscription), that `record`
+    /// is still its period's head, that the customer is not suspended, and — when `record`
+    /// supersedes a license that is not passed as `supersede` — that this predecessor is a
+    /// license suspended for non-payment (a reinstatement), never one revoked for good.
+    /// `false`: a condition failed (someone else did it, or the state moved).
     async fn activate(
         &self,
         record: &LicenseRecord,
         supersede: Option<&LicenseRecord>,
         revoked_at_ms: i64,
     ) -> Result<bool>;
-    /// ACTIVE|SUPERSEDED -> REVOKED plus its revocation entry, atomically (a license revoked
-    /// as `suspended` may be revoked again for good). `false`: it was not in a revocable
-    /// state (already revoked, or still issuing).
+    /// Marks the subscription ended (cancelled for good), before its licenses are revoked:
+    /// from then on [`begin`](Self::begin) and [`activate`](Self::activate) refuse it inside
+    /// their own transactions, so a mint racing the cancellation can never leave an ACTIVE
+    /// license behind the revocation sweep. Idempotent (the first time is kept).
+    async fn end_subscription(&self, subscription_id: &str, at_ms: i64) -> Result<()>;
+    /// Whether the subscription was marked ended (consistent).
+    async fn ended(&self, subscription_id: &str) -> Result<bool>;
+    /// ISSUING|ACTIVE|SUPERSEDED -> REVOKED plus its revocation entry, atomically (a license
+    /// revoked as `suspended` may be revoked again for good; a license still issuing is
+    /// revoked before it was ever activated). `false`: it was not in a revocable state
+    /// (already revoked).
     async fn revoke(
         &self,
         record: &LicenseRecord,
@@ -163,6 +176,8 @@ fn term_sk(period_start_ms: i64) -> String {
     format!("TERM#{period_start_ms:013}")
 }
 const REVOKED_PK: &str = "REVOKED";
+/// The mark of an ended subscription (beside its period heads, under `SUB#{sub}`).
+const ENDED_SK: &str = "ENDED";
 /// The customer's standing item (beside their licenses, under `CUSTOMER#{cus}`).
 const STANDING_SK: &str = "STANDING";
 
@@ -220,16 +235,98 @@ impl DynamoLicenseStore {
                 Some(true) => Ok(false),
                 // A conflicting transaction or throttling: nothing was written, and it is not
                 // "the condition failed" (taking it for that once skipped revocations).
-                Some(false) => Err(Error::dependency(
-                    "dynamodb",
-                    true,
-                    "transaction cancelled by a conflict or throttling; retry",
-                )),
+                Some(false) => Err(transaction_not_applied()),
                 None if has_code(&e, &["ConditionalCheckFailedException"]) => Ok(false),
                 None => Err(Error::aws("dynamodb", e)),
             },
         }
     }
+}
+
+/// The conditions `activate` and `begin` put in their transactions, each a `ConditionCheck`
+/// on one item (a transaction may touch an item once: none of these is otherwise written).
+impl DynamoLicenseStore {
+    fn check(
+        &self,
+        pk: String,
+        sk: String,
+        condition: &str,
+        names: &[(&str, &str)],
+        values: &[(&str, AttributeValue)],
+    ) -> Result<TransactWriteItem> {
+        let mut check = ConditionCheck::builder()
+            .table_name(&self.table)
+            .key("pk", s(pk))
+            .key("sk", s(sk))
+            .condition_expression(condition);
+        for (k, v) in names {
+            check = check.expression_attribute_names(*k, *v);
+        }
+        for (k, v) in values {
+            check = check.expression_attribute_values(*k, v.clone());
+        }
+        Ok(TransactWriteItem::builder()
+            .condition_check(build(check.build())?)
+            .build())
+    }
+
+    /// The subscription has not ended.
+    fn not_ended(&self, subscription_id: &str) -> Result<TransactWriteItem> {
+        self.check(
+            sub_pk(subscription_id),
+            ENDED_SK.into(),
+            "attribute_not_exists(pk)",
+            &[],
+            &[],
+        )
+    }
+
+    /// `record` is still its period's head.
+    fn still_head(&self, record: &LicenseRecord) -> Result<TransactWriteItem> {
+        self.check(
+            sub_pk(&record.subscription_id),
+            term_sk(record.period_start_ms),
+            "license_id = :id",
+            &[],
+            &[(":id", s(record.license_id.as_str()))],
+        )
+    }
+
+    /// The customer is not suspended for non-payment.
+    fn not_suspended(&self, customer_id: &str) -> Result<TransactWriteItem> {
+        self.check(
+            customer_pk(customer_id),
+            STANDING_SK.into(),
+            "attribute_not_exists(pk) OR suspended = :no",
+            &[],
+            &[(":no", AttributeValue::Bool(false))],
+        )
+    }
+
+    /// The license `id` is revoked as suspended for non-payment (and for nothing else).
+    fn revoked_as_suspended(&self, customer_id: &str, id: &LicenseId) -> Result<TransactWriteItem> {
+        self.check(
+            customer_pk(customer_id),
+            license_sk(id),
+            "#s = :revoked AND revoked_reason = :susp",
+            &[("#s", "status")],
+            &[
+                (":revoked", s(LicenseStatus::Revoked.as_str())),
+                (":susp", s(RevocationReason::Suspended.as_str())),
+            ],
+        )
+    }
+}
+
+/// A transaction DynamoDB cancelled for a reason other than a condition (a conflicting
+/// transaction, throttling, a capacity limit): nothing was written and the state is unknown,
+/// so it is retried (the message is redelivered), never taken for "the condition failed".
+fn transaction_not_applied() -> Error {
+    Error::dependency(
+        "dynamodb",
+        true,
+        "transaction cancelled by a conflict or throttling; retry",
+    )
 }
 
 fn req_s(item: &HashMap<String, AttributeValue>, name: &str) -> Result<String> {
@@ -476,6 +573,7 @@ impl LicenseStore for DynamoLicenseStore {
             TransactWriteItem::builder()
                 .put(build(head.build())?)
                 .build(),
+            self.not_ended(&record.subscription_id)?,
         ])
         .await
     }
@@ -536,8 +634,41 @@ impl LicenseStore for DynamoLicenseStore {
                     )?)
                     .build(),
             );
+        } else if let Some(prev) = &record.supersedes {
+            // Not superseded here: it left ACTIVE. Only a reinstatement replaces a license
+            // that is not active (one suspended for non-payment); one revoked for good
+            // (cancellation, refund, operator) keeps its period revoked.
+            items.push(self.revoked_as_suspended(&record.customer_id, prev)?);
         }
+        items.push(self.not_ended(&record.subscription_id)?);
+        items.push(self.still_head(record)?);
+        items.push(self.not_suspended(&record.customer_id)?);
         self.transact(items).await
+    }
+
+    async fn end_subscription(&self, subscription_id: &str, at_ms: i64) -> Result<()> {
+        crate::aws::dynamo::put_once(
+            self.client
+                .put_item()
+                .table_name(&self.table)
+                .item("pk", s(sub_pk(subscription_id)))
+                .item("sk", s(ENDED_SK))
+                .item("subscription_id", s(subscription_id))
+                .item("ended_at", n(at_ms))
+                .condition_expression("attribute_not_exists(pk)"),
+        )
+        .await
+    }
+
+    async fn ended(&self, subscription_id: &str) -> Result<bool> {
+        Ok(get_item(
+            &self.client,
+            &self.table,
+            sub_pk(subscription_id),
+            Some(ENDED_SK),
+        )
+        .await?
+        .is_some())
     }
 
     async fn revoke(
@@ -555,9 +686,10 @@ impl LicenseStore for DynamoLicenseStore {
                 // A suspension is not final: a revocation for good (cancellation, refund)
                 // replaces it.
                 .condition_expression(
-                    "#s = :active OR #s = :sup OR (#s = :revoked AND revoked_reason = :susp AND :why <> :susp)",
+                    "#s = :active OR #s = :sup OR #s = :issuing OR (#s = :revoked AND revoked_reason = :susp AND :why <> :susp)",
                 )
                 .expression_attribute_names("#s", "status")
+                .expression_attribute_values(":issuing", s(LicenseStatus::Issuing.as_str()))
                 .expression_attribute_values(":revoked", s(LicenseStatus::Revoked.as_str()))
                 .expression_attribute_values(":active", s(LicenseStatus::Active.as_str()))
                 .expression_attribute_values(":sup", s(LicenseStatus::Superseded.as_str()))
@@ -647,8 +779,37 @@ struct Tables {
     heads: BTreeMap<(String, i64), TermHead>,
     revoked: BTreeMap<LicenseId, RevokedLicense>,
     standing: BTreeMap<String, Standing>,
+    /// Ended subscriptions and when.
+    ended: BTreeMap<String, i64>,
     /// A standing recorded as the next suspension is written (a payment racing it).
     standing_during_suspension: Option<(String, Standing)>,
+}
+
+impl Tables {
+    /// The conditions `activate` checks besides the records it writes (see the trait): the
+    /// subscription has not ended, `record` is its period's head, the customer is not
+    /// suspended, and a predecessor not superseded here is one suspended for non-payment.
+    fn may_activate(&self, record: &LicenseRecord, superseding: bool) -> bool {
+        let head = self
+            .heads
+            .get(&(record.subscription_id.clone(), record.period_start_ms));
+        let predecessor_ok = superseding
+            || record.supersedes.as_ref().is_none_or(|prev| {
+                self.licenses
+                    .get(&(record.customer_id.clone(), prev.clone()))
+                    .is_some_and(|p| {
+                        p.status == LicenseStatus::Revoked
+                            && p.revoked_reason == Some(RevocationReason::Suspended)
+                    })
+            });
+        !self.ended.contains_key(&record.subscription_id)
+            && head.is_some_and(|h| h.license_id == record.license_id)
+            && !self
+                .standing
+                .get(&record.customer_id)
+                .is_some_and(|s| s.suspended)
+            && predecessor_ok
+    }
 }
 
 /// The in-memory fake with the same conditions, for unit tests.
@@ -656,6 +817,8 @@ struct Tables {
 pub struct MemoryLicenseStore {
     tables: Mutex<Tables>,
     failing: std::sync::atomic::AtomicBool,
+    /// How many of the next transactional writes are cancelled by a conflict.
+    conflicts: std::sync::atomic::AtomicUsize,
 }
 
 impl MemoryLicenseStore {
@@ -677,6 +840,27 @@ impl MemoryLicenseStore {
                 true,
                 "table unavailable (simulated)",
             ));
+        }
+        Ok(())
+    }
+    /// Cancels the next `n` transactional writes (`begin`, `activate`, `revoke`) as DynamoDB
+    /// cancels a transaction on a `TransactionConflict` or throttling: nothing written, and
+    /// the retryable error the DynamoDB adapter answers.
+    pub fn conflict_next(&self, n: usize) {
+        self.conflicts.store(n, std::sync::atomic::Ordering::SeqCst);
+    }
+    fn transaction(&self) -> Result<()> {
+        self.check()?;
+        let cancelled = self
+            .conflicts
+            .fetch_update(
+                std::sync::atomic::Ordering::SeqCst,
+                std::sync::atomic::Ordering::SeqCst,
+                |n| n.checked_sub(1),
+            )
+            .is_ok();
+        if cancelled {
+            return Err(transaction_not_applied());
         }
         Ok(())
     }
@@ -758,7 +942,7 @@ impl LicenseStore for MemoryLicenseStore {
         Ok(v)
     }
     async fn begin(&self, record: &LicenseRecord, previous: Option<&LicenseId>) -> Result<bool> {
-        self.check()?;
+        self.transaction()?;
         let mut t = self.lock();
         let lkey = (record.customer_id.clone(), record.license_id.clone());
         let hkey = (record.subscription_id.clone(), record.period_start_ms);
@@ -767,7 +951,10 @@ impl LicenseStore for MemoryLicenseStore {
             (Some(h), Some(prev)) => &h.license_id == prev,
             _ => false,
         };
-        if !head_ok || t.licenses.contains_key(&lkey) {
+        if !head_ok
+            || t.licenses.contains_key(&lkey)
+            || t.ended.contains_key(&record.subscription_id)
+        {
             return Ok(false);
         }
         t.licenses.insert(lkey, record.clone());
@@ -788,10 +975,12 @@ impl LicenseStore for MemoryLicenseStore {
         supersede: Option<&LicenseRecord>,
         revoked_at_ms: i64,
     ) -> Result<bool> {
-        self.check()?;
+        self.transaction()?;
         let mut t = self.lock();
         let new_key = (record.customer_id.clone(), record.license_id.clone());
-        if t.licenses.get(&new_key).map(|r| r.status) != Some(LicenseStatus::Issuing) {
+        if t.licenses.get(&new_key).map(|r| r.status) != Some(LicenseStatus::Issuing)
+            || !t.may_activate(record, supersede.is_some())
+        {
             return Ok(false);
         }
         if let Some(old) = supersede {
@@ -819,13 +1008,24 @@ impl LicenseStore for MemoryLicenseStore {
         }
         Ok(true)
     }
+    async fn end_subscription(&self, subscription_id: &str, at_ms: i64) -> Result<()> {
+        self.check()?;
+        self.lock()
+            .ended
+            .entry(subscription_id.to_owned())
+            .or_insert(at_ms);
+        Ok(())
+    }
+    async fn ended(&self, subscription_id: &str) -> Result<bool> {
+        Ok(self.lock().ended.contains_key(subscription_id))
+    }
     async fn revoke(
         &self,
         record: &LicenseRecord,
         reason: RevocationReason,
         at_ms: i64,
     ) -> Result<bool> {
-        self.check()?;
+        self.transaction()?;
         let mut t = self.lock();
         if reason == RevocationReason::Suspended
             && let Some((customer, standing)) = t.standing_during_suspension.take()
@@ -835,9 +1035,11 @@ impl LicenseStore for MemoryLicenseStore {
         let key = (record.customer_id.clone(), record.license_id.clone());
         match t.licenses.get_mut(&key) {
             Some(r)
-                if matches!(r.status, LicenseStatus::Active | LicenseStatus::Superseded)
-                    || (r.revoked_reason == Some(RevocationReason::Suspended)
-                        && reason != RevocationReason::Suspended) =>
+                if matches!(
+                    r.status,
+                    LicenseStatus::Issuing | LicenseStatus::Active | LicenseStatus::Superseded
+                ) || (r.revoked_reason == Some(RevocationReason::Suspended)
+                    && reason != RevocationReason::Suspended) =>
             {
                 r.status = LicenseStatus::Revoked;
                 r.revoked_at = Some(at_ms);
@@ -874,5 +1076,113 @@ impl LicenseStore for MemoryLicenseStore {
         }
         t.standing.insert(customer_id.to_owned(), standing);
         Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The DynamoDB adapter's reading of a cancelled transaction, against DynamoDB's own
+    //! answers served by wiremock (a conflict cannot be provoked deterministically on moto).
+    use super::*;
+    use wiremock::matchers::{header, method};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+
+    fn record() -> LicenseRecord {
+        let license_id = super::super::format::LicenseKey {
+            subscription_id: "sub_1".into(),
+            period_start_ms: 0,
+            quantity: 5,
+            sku: "enterprise".into(),
+            supersedes: None,
+        }
+        .license_id();
+        LicenseRecord {
+            file_key: super::super::format::file_key("cus_1", &license_id),
+            license_id,
+            customer_id: "cus_1".into(),
+            subscription_id: "sub_1".into(),
+            period_start_ms: 0,
+            period_end_ms: 1,
+            quantity: 5,
+            sku: "enterprise".into(),
+            status: LicenseStatus::Active,
+            supersedes: None,
+            superseded_by: None,
+            revoked_at: None,
+            revoked_reason: None,
+            issued_at: 0,
+            starts_at: 0,
+            expires_at: 1,
+            is_trial: false,
+            kid: "k".into(),
+            file: "f".into(),
+        }
+    }
+
+    /// A store whose every `TransactWriteItems` is cancelled with `codes` (one per item).
+    async fn cancelled_with(server: &MockServer, codes: &[&str]) -> DynamoLicenseStore {
+        let reasons: Vec<_> = codes
+            .iter()
+            .map(|c| serde_json::json!({"Code": c}))
+            .collect();
+        Mock::given(method("POST"))
+            .and(header("x-amz-target", "DynamoDB_20120810.TransactWriteItems"))
+            .respond_with(
+                ResponseTemplate::new(400)
+                    .insert_header("content-type", "application/x-amz-json-1.0")
+                    .set_body_json(serde_json::json!({
+                        "__type": "com.amazonaws.dynamodb.v20120810#TransactionCanceledException",
+                        "Message": format!("Transaction cancelled, please refer cancellation reasons for specific reasons [{}]", codes.join(", ")),
+                        "CancellationReasons": reasons,
+                    })),
+            )
+            .mount(server)
+            .await;
+        DynamoLicenseStore::new(crate::aws::dynamo::test_client(&server.uri()), "licenses")
+    }
+
+    #[tokio::test]
+    async fn a_transaction_cancelled_by_a_conflict_or_throttling_is_a_retryable_error() {
+        for codes in [
+            &["None", "TransactionConflict"][..],
+            &["ThrottlingError", "None"],
+            &["ProvisionedThroughputExceeded", "None"],
+            &["None", "RequestLimitExceeded"],
+        ] {
+            let server = MockServer::start().await;
+            let store = cancelled_with(&server, codes).await;
+            let rec = record();
+            let revoke = store
+                .revoke(&rec, RevocationReason::SubscriptionCanceled, 1)
+                .await;
+            assert!(
+                matches!(&revoke, Err(e) if e.is_retryable()),
+                "{codes:?}: a revoke must be retried, never skipped: {revoke:?}"
+            );
+            let mut issuing = rec.clone();
+            issuing.status = LicenseStatus::Issuing;
+            assert!(
+                matches!(store.begin(&issuing, None).await, Err(e) if e.is_retryable()),
+                "{codes:?}"
+            );
+            assert!(
+                matches!(store.activate(&issuing, None, 1).await, Err(e) if e.is_retryable()),
+                "{codes:?}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_transaction_cancelled_by_a_failed_condition_is_a_lost_race() {
+        let server = MockServer::start().await;
+        let store = cancelled_with(&server, &["None", "ConditionalCheckFailed", "None"]).await;
+        let rec = record();
+        assert!(
+            !store
+                .revoke(&rec, RevocationReason::SubscriptionCanceled, 1)
+                .await
+                .unwrap()
+        );
+        assert!(!store.activate(&rec, None, 1).await.unwrap());
     }
 }

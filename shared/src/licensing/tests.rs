@@ -84,6 +84,11 @@ fn subscription(
     })
 }
 
+/// `sub_1` on the professional SKU in the first period.
+fn professional(status: &str, quantity: u64) -> serde_json::Value {
+    subscription(status, quantity, START, json!({"sku": "professional"}))
+}
+
 fn event(id: &str, event_type: &str) -> EventMessage {
     let object = if event_type.starts_with("invoice.") {
         json!({"object": "invoice", "id": "in_1", "subscription": "sub_1"})
@@ -111,12 +116,7 @@ fn active(f: &Fixture) -> Vec<LicenseRecord> {
 #[tokio::test]
 async fn duplicates_and_any_event_kind_mint_exactly_one_license() {
     let f = fixture();
-    f.stripe.put_subscription(subscription(
-        "active",
-        5,
-        START,
-        json!({"sku": "professional"}),
-    ));
+    f.stripe.put_subscription(professional("active", 5));
     let first = f
         .service
         .handle_event(&event("evt_1", "customer.subscription.created"))
@@ -182,24 +182,14 @@ async fn duplicates_and_any_event_kind_mint_exactly_one_license() {
 #[tokio::test]
 async fn seat_change_supersedes_and_stale_events_do_not_undo_it() {
     let f = fixture();
-    f.stripe.put_subscription(subscription(
-        "active",
-        5,
-        START,
-        json!({"sku": "professional"}),
-    ));
+    f.stripe.put_subscription(professional("active", 5));
     let Outcome::Minted {
         license_id: first, ..
     } = f.service.reconcile("sub_1").await.unwrap()
     else {
         panic!()
     };
-    f.stripe.put_subscription(subscription(
-        "active",
-        12,
-        START,
-        json!({"sku": "professional"}),
-    ));
+    f.stripe.put_subscription(professional("active", 12));
     let out = f
         .service
         .handle_event(&event("evt_upd", "customer.subscription.updated"))
@@ -260,12 +250,7 @@ async fn seat_change_supersedes_and_stale_events_do_not_undo_it() {
     );
 
     // Back to 5 seats: a third license, not the first one again.
-    f.stripe.put_subscription(subscription(
-        "active",
-        5,
-        START,
-        json!({"sku": "professional"}),
-    ));
+    f.stripe.put_subscription(professional("active", 5));
     let Outcome::Minted {
         license_id: third, ..
     } = f.service.reconcile("sub_1").await.unwrap()
@@ -319,21 +304,11 @@ async fn renewal_mints_the_next_period_and_trials_are_flagged() {
 #[tokio::test]
 async fn cancellation_revokes_and_publishes_a_verifiable_list() {
     let f = fixture();
-    f.stripe.put_subscription(subscription(
-        "active",
-        5,
-        START,
-        json!({"sku": "professional"}),
-    ));
+    f.stripe.put_subscription(professional("active", 5));
     let Outcome::Minted { license_id, .. } = f.service.reconcile("sub_1").await.unwrap() else {
         panic!()
     };
-    f.stripe.put_subscription(subscription(
-        "canceled",
-        5,
-        START,
-        json!({"sku": "professional"}),
-    ));
+    f.stripe.put_subscription(professional("canceled", 5));
     let out = f
         .service
         .handle_event(&event("evt_del", "customer.subscription.deleted"))
@@ -394,12 +369,7 @@ async fn cancellation_revokes_and_publishes_a_verifiable_list() {
 #[tokio::test]
 async fn admin_revoke_and_no_automatic_remint() {
     let f = fixture();
-    f.stripe.put_subscription(subscription(
-        "active",
-        5,
-        START,
-        json!({"sku": "professional"}),
-    ));
+    f.stripe.put_subscription(professional("active", 5));
     let Outcome::Minted { license_id, .. } = f.service.reconcile("sub_1").await.unwrap() else {
         panic!()
     };
@@ -474,12 +444,7 @@ async fn unknown_subscription_is_permanent_and_stripe_outage_retryable() {
 #[tokio::test]
 async fn kms_failure_writes_nothing_and_the_retry_mints() {
     let f = fixture();
-    f.stripe.put_subscription(subscription(
-        "active",
-        5,
-        START,
-        json!({"sku": "professional"}),
-    ));
+    f.stripe.put_subscription(professional("active", 5));
     f.signer_down(true);
     let e = f.service.reconcile("sub_1").await.unwrap_err();
     assert!(e.is_retryable(), "{e:?}");
@@ -502,12 +467,7 @@ async fn kms_failure_writes_nothing_and_the_retry_mints() {
 #[tokio::test]
 async fn s3_failure_leaves_an_issuing_record_that_the_retry_completes_with_the_same_bytes() {
     let f = fixture();
-    f.stripe.put_subscription(subscription(
-        "active",
-        5,
-        START,
-        json!({"sku": "professional"}),
-    ));
+    f.stripe.put_subscription(professional("active", 5));
     f.service.publish_public_key().await.unwrap();
     f.files.set_failing(true);
     assert!(
@@ -540,12 +500,7 @@ async fn s3_failure_leaves_an_issuing_record_that_the_retry_completes_with_the_s
 #[tokio::test]
 async fn pending_subscriptions_and_foreign_events_are_skipped() {
     let f = fixture();
-    f.stripe.put_subscription(subscription(
-        "past_due",
-        5,
-        START,
-        json!({"sku": "professional"}),
-    ));
+    f.stripe.put_subscription(professional("past_due", 5));
     assert!(matches!(
         f.service.reconcile("sub_1").await.unwrap(),
         Outcome::Skipped { .. }
@@ -609,12 +564,7 @@ async fn a_signature_ending_in_a_zero_byte_is_signed_again_so_the_file_verifies(
         f.files.clone(),
     )
     .with_clock(Arc::new(|| NOW_MS));
-    f.stripe.put_subscription(subscription(
-        "active",
-        5,
-        START,
-        json!({"sku": "professional"}),
-    ));
+    f.stripe.put_subscription(professional("active", 5));
     let out = service
         .handle_event(&event("evt_z", "customer.subscription.created"))
         .await
@@ -671,12 +621,7 @@ async fn license_changes_are_announced_to_customer_sync_again_on_a_duplicate() {
     assert!(e.is_retryable());
     queue.set_failing(false);
 
-    f.stripe.put_subscription(subscription(
-        "canceled",
-        5,
-        START,
-        json!({"sku": "professional"}),
-    ));
+    f.stripe.put_subscription(professional("canceled", 5));
     service
         .handle_event(&event("evt_4", "customer.subscription.deleted"))
         .await
@@ -696,12 +641,7 @@ struct CancelWhileSigning {
 #[async_trait]
 impl LicenseSigner for CancelWhileSigning {
     async fn sign(&self, message: &[u8]) -> crate::Result<Vec<u8>> {
-        self.stripe.put_subscription(subscription(
-            "canceled",
-            5,
-            START,
-            json!({"sku": "professional"}),
-        ));
+        self.stripe.put_subscription(professional("canceled", 5));
         self.inner.sign(message).await
     }
     async fn public_key(&self) -> crate::Result<PublicKey> {
@@ -722,12 +662,7 @@ async fn a_cancellation_racing_a_mint_never_leaves_an_active_license() {
         f.files.clone(),
     )
     .with_clock(Arc::new(|| NOW_MS));
-    f.stripe.put_subscription(subscription(
-        "active",
-        5,
-        START,
-        json!({"sku": "professional"}),
-    ));
+    f.stripe.put_subscription(professional("active", 5));
     let out = service
         .handle_event(&event("evt_1", "customer.subscription.created"))
         .await
@@ -876,12 +811,7 @@ fn wired() -> Wired {
     .with_announcements(queue.clone(), "customer-events".into())
     .with_provisioning(queue.clone(), "provisioning".into())
     .with_notifications(queue.clone(), "notifications".into());
-    f.stripe.put_subscription(subscription(
-        "active",
-        5,
-        START,
-        json!({"sku": "professional"}),
-    ));
+    f.stripe.put_subscription(professional("active", 5));
     Wired { f, service, queue }
 }
 
@@ -991,12 +921,7 @@ async fn suspension_lists_the_license_as_suspended_and_payment_issues_a_fresh_on
     assert_eq!(active(&w.f).len(), 1);
 
     // cancelled later: the suspended license is revoked for good, with its successor
-    w.f.stripe.put_subscription(subscription(
-        "canceled",
-        5,
-        START,
-        json!({"sku": "professional"}),
-    ));
+    w.f.stripe.put_subscription(professional("canceled", 5));
     w.service
         .handle_event(&event("evt_3", "customer.subscription.deleted"))
         .await
@@ -1116,4 +1041,318 @@ async fn a_full_refund_or_a_lost_dispute_revokes_and_a_partial_refund_does_not()
         .await
         .unwrap_err();
     assert!(!e.is_retryable());
+}
+
+// ------------------------------------------------------------- races with revocations
+
+/// Something another worker does while this one signs: between the minter's read of the
+/// period's head and its writes.
+type Race = Box<dyn FnOnce() -> futures::future::BoxFuture<'static, ()> + Send>;
+
+/// A signer that runs a [`Race`] during its next signature.
+struct RacingSigner {
+    inner: InProcessSigner,
+    race: std::sync::Mutex<Option<Race>>,
+}
+
+#[async_trait]
+impl LicenseSigner for RacingSigner {
+    async fn sign(&self, message: &[u8]) -> crate::Result<Vec<u8>> {
+        let race = self.race.lock().unwrap().take();
+        if let Some(race) = race {
+            race().await;
+        }
+        self.inner.sign(message).await
+    }
+    async fn public_key(&self) -> crate::Result<PublicKey> {
+        self.inner.public_key().await
+    }
+}
+
+/// A fixture whose service runs `race` during the next signature, and the first license of
+/// `sub_1` (5 seats, active) already minted.
+async fn racing(race: Race) -> (Fixture, LicenseService, LicenseRecord) {
+    let f = fixture();
+    let signer = Arc::new(RacingSigner {
+        inner: test_signer(),
+        race: std::sync::Mutex::new(None),
+    });
+    let service = LicenseService::new(
+        f.stripe.clone(),
+        signer.clone(),
+        f.store.clone(),
+        f.files.clone(),
+    )
+    .with_clock(Arc::new(|| NOW_MS));
+    f.stripe.put_subscription(professional("active", 5));
+    let Outcome::Minted { license_id, .. } = service.reconcile("sub_1").await.unwrap() else {
+        panic!("first license")
+    };
+    let first = f.store.get("cus_1", &license_id).await.unwrap().unwrap();
+    *signer.race.lock().unwrap() = Some(race);
+    (f, service, first)
+}
+
+fn seat_change(f: &Fixture) {
+    f.stripe.put_subscription(professional("active", 12));
+}
+
+#[tokio::test]
+async fn a_seat_change_racing_a_refund_never_activates_over_the_revoked_license() {
+    // The refund revokes the first license after the seat change read it as ACTIVE and
+    // before its successor is activated. (The service used to activate the successor anyway
+    // once the predecessor had left ACTIVE: a refunded period with a valid license.)
+    let store = Arc::new(std::sync::Mutex::new(
+        None::<(Arc<MemoryLicenseStore>, LicenseRecord)>,
+    ));
+    let slot = store.clone();
+    let (f, service, first) = racing(Box::new(move || {
+        Box::pin(async move {
+            let (store, first) = slot.lock().unwrap().take().unwrap();
+            assert!(
+                store
+                    .revoke(&first, RevocationReason::Refunded, NOW_MS)
+                    .await
+                    .unwrap()
+            );
+        })
+    }))
+    .await;
+    *store.lock().unwrap() = Some((f.store.clone(), first.clone()));
+    seat_change(&f);
+    let out = service.reconcile("sub_1").await.unwrap();
+    let Outcome::Revoked { license_ids } = out else {
+        panic!("{out:?}")
+    };
+    assert_eq!(
+        license_ids.len(),
+        1,
+        "the successor, revoked like its predecessor"
+    );
+    assert!(
+        active(&f).is_empty(),
+        "no ACTIVE license in a refunded period"
+    );
+    let successor = f
+        .store
+        .get("cus_1", &license_ids[0])
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(successor.supersedes.as_ref(), Some(&first.license_id));
+    assert_eq!(
+        (successor.status, successor.revoked_reason),
+        (LicenseStatus::Revoked, Some(RevocationReason::Refunded))
+    );
+    let list = service.published_revocations().await.unwrap().unwrap();
+    assert!(list.find(&first.license_id).is_some() && list.find(&successor.license_id).is_some());
+    // A redelivery changes nothing: the period stays revoked.
+    assert!(matches!(
+        service.reconcile("sub_1").await.unwrap(),
+        Outcome::Skipped { .. }
+    ));
+    assert!(active(&f).is_empty());
+}
+
+#[tokio::test]
+async fn a_subscription_ended_in_the_store_is_never_minted_even_when_stripe_still_says_active() {
+    // The cancellation is handled (the subscription marked ended) while a seat change signs;
+    // the minter's own reads of Stripe still say active (a stale copy). The mark is checked
+    // inside the write, so nothing is recorded or activated, and every license is revoked.
+    let slot = Arc::new(std::sync::Mutex::new(None::<Arc<MemoryLicenseStore>>));
+    let s = slot.clone();
+    let (f, service, first) = racing(Box::new(move || {
+        Box::pin(async move {
+            let store = s.lock().unwrap().take().unwrap();
+            store.end_subscription("sub_1", NOW_MS).await.unwrap();
+        })
+    }))
+    .await;
+    *slot.lock().unwrap() = Some(f.store.clone());
+    seat_change(&f);
+    let out = service.reconcile("sub_1").await.unwrap();
+    assert_eq!(
+        out,
+        Outcome::Revoked {
+            license_ids: vec![first.license_id.clone()]
+        }
+    );
+    assert!(active(&f).is_empty());
+    assert_eq!(f.store.all().len(), 1, "nothing recorded after the end");
+}
+
+#[tokio::test]
+async fn a_seat_change_racing_a_suspension_waits_for_the_payment() {
+    // The customer is suspended (standing recorded, licenses revoked as suspended) while a
+    // seat change signs: its license must not become ACTIVE until the customer pays.
+    let slot = Arc::new(std::sync::Mutex::new(
+        None::<(Arc<MemoryLicenseStore>, LicenseRecord)>,
+    ));
+    let s = slot.clone();
+    let (f, service, first) = racing(Box::new(move || {
+        Box::pin(async move {
+            let (store, first) = s.lock().unwrap().take().unwrap();
+            let suspended = CustomerStanding {
+                suspended: true,
+                seq: 1,
+            };
+            assert!(store.set_standing("cus_1", suspended).await.unwrap());
+            assert!(
+                store
+                    .revoke(&first, RevocationReason::Suspended, NOW_MS)
+                    .await
+                    .unwrap()
+            );
+        })
+    }))
+    .await;
+    *slot.lock().unwrap() = Some((f.store.clone(), first.clone()));
+    seat_change(&f);
+    let out = service.reconcile("sub_1").await.unwrap();
+    assert!(matches!(out, Outcome::Skipped { .. }), "{out:?}");
+    assert!(active(&f).is_empty(), "nothing valid while suspended");
+    // Paid: the waiting license (12 seats) becomes the one ACTIVE license.
+    service.handle_event(&standing(false, 2)).await.unwrap();
+    let live = active(&f);
+    assert_eq!(live.len(), 1);
+    assert_eq!(live[0].quantity, 12);
+    assert_eq!(live[0].supersedes.as_ref(), Some(&first.license_id));
+}
+
+#[tokio::test]
+async fn a_cancellation_whose_transaction_is_cancelled_by_a_conflict_is_retried_not_acknowledged() {
+    // DynamoDB cancels the revocation's transaction (TransactionConflict): the message must
+    // fail retryably so SQS redelivers it, never succeed with the license still ACTIVE.
+    let f = fixture();
+    f.stripe.put_subscription(professional("active", 5));
+    let Outcome::Minted { license_id, .. } = f.service.reconcile("sub_1").await.unwrap() else {
+        panic!()
+    };
+    f.stripe.put_subscription(professional("canceled", 5));
+    f.store.conflict_next(1);
+    let err = f
+        .service
+        .handle_event(&event("evt_del", "customer.subscription.deleted"))
+        .await
+        .unwrap_err();
+    assert!(err.is_retryable(), "{err:?}");
+    assert_eq!(
+        active(&f).len(),
+        1,
+        "not revoked yet: the redelivery must do it"
+    );
+    let out = f
+        .service
+        .handle_event(&event("evt_del", "customer.subscription.deleted"))
+        .await
+        .unwrap();
+    assert_eq!(
+        out,
+        Outcome::Revoked {
+            license_ids: vec![license_id]
+        }
+    );
+    assert!(active(&f).is_empty());
+}
+
+#[tokio::test]
+async fn a_mint_whose_activation_is_cancelled_by_a_conflict_is_retried_and_completes() {
+    let f = fixture();
+    f.stripe.put_subscription(professional("active", 5));
+    f.store.conflict_next(1); // `begin`
+    let err = f.service.reconcile("sub_1").await.unwrap_err();
+    assert!(err.is_retryable(), "{err:?}");
+    assert!(f.store.all().is_empty());
+    let out = f.service.reconcile("sub_1").await.unwrap();
+    assert!(matches!(out, Outcome::Minted { .. }), "{out:?}");
+    assert_eq!(active(&f).len(), 1);
+}
+
+#[tokio::test]
+async fn the_superseded_grace_is_configurable() {
+    let f = fixture();
+    let three_days = std::time::Duration::from_secs(3 * 86_400);
+    let service = LicenseService::new(
+        f.stripe.clone(),
+        f.signer.clone(),
+        f.store.clone(),
+        f.files.clone(),
+    )
+    .with_clock(Arc::new(|| NOW_MS))
+    .with_superseded_grace(three_days);
+    f.stripe.put_subscription(professional("active", 5));
+    let Outcome::Minted {
+        license_id: first, ..
+    } = service.reconcile("sub_1").await.unwrap()
+    else {
+        panic!()
+    };
+    seat_change(&f);
+    service.reconcile("sub_1").await.unwrap();
+    let list = service.published_revocations().await.unwrap().unwrap();
+    let entry = list.find(&first).expect("the superseded license is listed");
+    assert_eq!(entry.reason, RevocationReason::Superseded);
+    assert_eq!(entry.revoked_at, NOW_MS + 3 * 86_400_000);
+}
+
+#[tokio::test]
+async fn the_memory_store_refuses_to_activate_after_the_end_or_over_a_revoked_predecessor() {
+    // The fake keeps the DynamoDB adapter's conditions (its moto test checks the same).
+    let f = fixture();
+    f.stripe.put_subscription(professional("active", 5));
+    let Outcome::Minted { license_id, .. } = f.service.reconcile("sub_1").await.unwrap() else {
+        panic!()
+    };
+    let first = f.store.get("cus_1", &license_id).await.unwrap().unwrap();
+    let mut second = first.clone();
+    second.license_id = LicenseKey {
+        subscription_id: "sub_1".into(),
+        period_start_ms: first.period_start_ms,
+        quantity: 12,
+        sku: first.sku.clone(),
+        supersedes: Some(first.license_id.clone()),
+    }
+    .license_id();
+    second.quantity = 12;
+    second.status = LicenseStatus::Issuing;
+    second.supersedes = Some(first.license_id.clone());
+    assert!(
+        f.store
+            .begin(&second, Some(&first.license_id))
+            .await
+            .unwrap()
+    );
+    // The predecessor revoked for good: not activated without it, nor with it.
+    assert!(
+        f.store
+            .revoke(&first, RevocationReason::Fraud, NOW_MS)
+            .await
+            .unwrap()
+    );
+    let revoked = f
+        .store
+        .get("cus_1", &first.license_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!f.store.activate(&second, None, NOW_MS).await.unwrap());
+    assert!(
+        !f.store
+            .activate(&second, Some(&revoked), NOW_MS)
+            .await
+            .unwrap()
+    );
+    // Ended: nothing begins.
+    f.store.end_subscription("sub_1", NOW_MS).await.unwrap();
+    assert!(f.store.ended("sub_1").await.unwrap());
+    let mut other = second.clone();
+    other.period_start_ms += 1;
+    assert!(!f.store.begin(&other, None).await.unwrap());
+    // A license still issuing can be revoked.
+    assert!(
+        f.store
+            .revoke(&second, RevocationReason::SubscriptionCanceled, NOW_MS)
+            .await
+            .unwrap()
+    );
 }
