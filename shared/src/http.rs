@@ -53,7 +53,11 @@ impl Reply {
     }
 }
 
-/// The largest answer read from an outgoing call (Stripe lists, Salesforce, the provider).
+/// The largest answer read into memory from an outgoing call, by default (Stripe lists of
+/// 100 objects are well under 1 MiB, Salesforce composite answers and JWK sets smaller still).
+/// A larger answer is not read: the call fails with a non-retryable error saying so, since
+/// asking again brings the same answer. [`ApiClient::with_max_response_bytes`] sets another
+/// limit per client.
 pub const MAX_RESPONSE_BYTES: usize = 8 * 1024 * 1024;
 
 /// The body, chunk by chunk, or `None` as soon as it passes `max` bytes (the declared
@@ -89,15 +93,31 @@ async fn read_capped(
 /// [`crate::deadline::Deadline`] scope, by the invocation's deadline: an attempt is cut
 /// [`crate::deadline::Deadline::RESERVE`] before it (a retryable transport failure), and no
 /// wait is slept past it.
+///
+/// Answers are read up to [`MAX_RESPONSE_BYTES`] ([`send_with_retry_capped`] takes another
+/// limit).
 pub async fn send_with_retry<T, E>(
     policy: crate::retry::RetryPolicy,
     build: impl Fn() -> reqwest::RequestBuilder,
     transport: impl Fn(bool, String) -> E,
     answer: impl Fn(Reply) -> crate::retry::Attempt<T, E>,
 ) -> std::result::Result<T, E> {
+    send_with_retry_capped(policy, MAX_RESPONSE_BYTES, build, transport, answer).await
+}
+
+/// [`send_with_retry`] reading at most `max_body` bytes of an answer: a larger one (by its
+/// `Content-Length`, or counted as it streams in when it declares none) is dropped unread and
+/// the call fails with `transport(false, "... larger than {max_body} bytes ...")`.
+pub async fn send_with_retry_capped<T, E>(
+    policy: crate::retry::RetryPolicy,
+    max_body: usize,
+    build: impl Fn() -> reqwest::RequestBuilder,
+    transport: impl Fn(bool, String) -> E,
+    answer: impl Fn(Reply) -> crate::retry::Attempt<T, E>,
+) -> std::result::Result<T, E> {
     use crate::retry::Attempt;
     crate::retry::retry(policy, |_| async {
-        let attempt = attempt(&build, &transport, &answer);
+        let attempt = attempt(max_body, &build, &transport, &answer);
         let Some(deadline) = crate::deadline::Deadline::current() else {
             return attempt.await;
         };
@@ -116,6 +136,7 @@ pub async fn send_with_retry<T, E>(
 
 /// One attempt of [`send_with_retry`].
 async fn attempt<T, E>(
+    max_body: usize,
     build: &impl Fn() -> reqwest::RequestBuilder,
     transport: &impl Fn(bool, String) -> E,
     answer: &impl Fn(Reply) -> crate::retry::Attempt<T, E>,
@@ -135,7 +156,7 @@ async fn attempt<T, E>(
     };
     let status = resp.status();
     let retry_after = crate::retry::retry_after(resp.headers());
-    match read_capped(resp, MAX_RESPONSE_BYTES).await {
+    match read_capped(resp, max_body).await {
         Ok(Some(body)) => answer(Reply {
             status,
             retry_after,
@@ -144,7 +165,7 @@ async fn attempt<T, E>(
         // No API of ours answers this much: refused, not retried, never buffered whole.
         Ok(None) => Attempt::Fail(transport(
             false,
-            format!("HTTP {status} answer larger than {MAX_RESPONSE_BYTES} bytes; not read"),
+            format!("HTTP {status} answer larger than {max_body} bytes; not read"),
         )),
         // The answer broke off mid-body: as good as no answer.
         Err(e) => Attempt::Retry(transport(true, e.without_url().to_string()), None),
@@ -152,14 +173,15 @@ async fn attempt<T, E>(
 }
 
 /// An HTTP API reached with a bearer key (Stripe, the enrichment provider): the client, its
-/// base URL (no trailing slash), the key, the retry policy and a call counter shared by
-/// clones. Cheap to clone.
+/// base URL (no trailing slash), the key, the retry policy, the largest answer it reads and a
+/// call counter shared by clones. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct ApiClient {
     http: reqwest::Client,
     base_url: String,
     api_key: crate::config::Secret<String>,
     policy: crate::retry::RetryPolicy,
+    max_response_bytes: usize,
     calls: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
@@ -176,8 +198,21 @@ impl ApiClient {
             base_url: base_url.into().trim_end_matches('/').to_owned(),
             api_key,
             policy,
+            max_response_bytes: MAX_RESPONSE_BYTES,
             calls: Default::default(),
         })
+    }
+
+    /// Reads answers up to `max` bytes instead of [`MAX_RESPONSE_BYTES`] (an API whose
+    /// answers are small gets a small limit).
+    pub fn with_max_response_bytes(mut self, max: usize) -> Self {
+        self.max_response_bytes = max;
+        self
+    }
+
+    /// The largest answer this client reads.
+    pub fn max_response_bytes(&self) -> usize {
+        self.max_response_bytes
     }
 
     /// Overrides the retry policy (tests use `RetryPolicy::immediate`).
@@ -212,6 +247,133 @@ impl ApiClient {
         transport: impl Fn(bool, String) -> E,
         answer: impl Fn(Reply) -> crate::retry::Attempt<T, E>,
     ) -> std::result::Result<T, E> {
-        send_with_retry(self.policy, build, transport, answer).await
+        send_with_retry_capped(
+            self.policy,
+            self.max_response_bytes,
+            build,
+            transport,
+            answer,
+        )
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::retry::{Attempt, RetryPolicy};
+    use wiremock::matchers::{method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+
+    /// One GET of `url` through the retry loop reading at most `max` bytes: the body length,
+    /// or the error as `(retryable, message)`.
+    async fn get(url: &str, max: usize) -> std::result::Result<usize, (bool, String)> {
+        let http = client(Duration::from_secs(5)).unwrap();
+        send_with_retry_capped(
+            RetryPolicy::immediate(3),
+            max,
+            || http.get(url),
+            |retryable, m| (retryable, m),
+            |reply| Attempt::Done(reply.body.len()),
+        )
+        .await
+    }
+
+    #[tokio::test]
+    async fn an_answer_over_the_limit_is_refused_unread_and_not_retried() {
+        let server = MockServer::start().await;
+        for (p, len) in [("/at", 1000), ("/over", 1001), ("/empty", 0)] {
+            Mock::given(method("GET"))
+                .and(path(p))
+                .respond_with(ResponseTemplate::new(200).set_body_bytes(vec![b'x'; len]))
+                .mount(&server)
+                .await;
+        }
+        assert_eq!(get(&format!("{}/at", server.uri()), 1000).await, Ok(1000));
+        assert_eq!(get(&format!("{}/empty", server.uri()), 0).await, Ok(0));
+        let (retryable, m) = get(&format!("{}/over", server.uri()), 1000)
+            .await
+            .unwrap_err();
+        assert!(!retryable);
+        assert_eq!(m, "HTTP 200 OK answer larger than 1000 bytes; not read");
+        let over = server
+            .received_requests()
+            .await
+            .unwrap()
+            .iter()
+            .filter(|r| r.url.path() == "/over")
+            .count();
+        assert_eq!(over, 1, "asking again brings the same answer");
+        // An error answer is capped the same way (a 500 page is not read whole either).
+        Mock::given(method("GET"))
+            .and(path("/error"))
+            .respond_with(ResponseTemplate::new(500).set_body_bytes(vec![b'x'; 2000]))
+            .mount(&server)
+            .await;
+        let (retryable, m) = get(&format!("{}/error", server.uri()), 1000)
+            .await
+            .unwrap_err();
+        assert!(!retryable && m.contains("larger than 1000 bytes"), "{m}");
+    }
+
+    #[tokio::test]
+    async fn an_answer_without_a_length_is_counted_as_it_streams() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        // A chunked answer (no Content-Length) of 64 chunks of 1 KiB.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut sock, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut req = [0_u8; 4096];
+                    let _ = sock.read(&mut req).await;
+                    let mut out =
+                        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+                            .to_vec();
+                    for _ in 0..64 {
+                        out.extend_from_slice(b"400\r\n");
+                        out.extend_from_slice(&[b'y'; 1024]);
+                        out.extend_from_slice(b"\r\n");
+                    }
+                    out.extend_from_slice(b"0\r\n\r\n");
+                    let _ = sock.write_all(&out).await;
+                    let _ = sock.shutdown().await;
+                });
+            }
+        });
+        let url = format!("http://{addr}/stream");
+        assert_eq!(get(&url, 64 * 1024).await, Ok(64 * 1024));
+        let (retryable, m) = get(&url, 64 * 1024 - 1).await.unwrap_err();
+        assert!(!retryable && m.contains("larger than 65535 bytes"), "{m}");
+    }
+
+    #[tokio::test]
+    async fn each_api_client_has_its_own_limit() {
+        let server = MockServer::start().await;
+        Mock::given(method("GET"))
+            .respond_with(ResponseTemplate::new(200).set_body_bytes(vec![b'z'; 4096]))
+            .mount(&server)
+            .await;
+        let api = ApiClient::new(
+            server.uri(),
+            crate::config::Secret::new("k".to_owned()),
+            Duration::from_secs(5),
+            RetryPolicy::immediate(2),
+        )
+        .unwrap();
+        assert_eq!(api.max_response_bytes(), MAX_RESPONSE_BYTES);
+        let call = |api: ApiClient| async move {
+            let url = api.url("x");
+            api.send(
+                || api.request(reqwest::Method::GET, &url),
+                |retryable, m| (retryable, m),
+                |reply| Attempt::Done(reply.body.len()),
+            )
+            .await
+        };
+        assert_eq!(call(api.clone()).await, Ok(4096));
+        let small = api.with_max_response_bytes(4095);
+        let (retryable, m) = call(small.clone()).await.unwrap_err();
+        assert!(!retryable && m.contains("larger than 4095 bytes"), "{m}");
     }
 }

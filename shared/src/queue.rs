@@ -127,9 +127,17 @@ impl SqsSender {
 }
 
 /// Stores `body` in `store` and returns the pointer message when it exceeds `threshold`.
+/// A body over [`MAX_CHECKED_OUT_BYTES`] is refused ([`Error::Invalid`]): no consumer would
+/// read it.
 pub async fn check_out(store: &dyn ObjectStore, threshold: usize, body: String) -> Result<String> {
     if body.len() <= threshold {
         return Ok(body);
+    }
+    if body.len() > MAX_CHECKED_OUT_BYTES {
+        return Err(Error::Invalid(format!(
+            "message body of {} bytes is over the claim-check limit of {MAX_CHECKED_OUT_BYTES}; not sent",
+            body.len()
+        )));
     }
     let key = format!("{CLAIM_CHECK_PREFIX}{}.json", uuid::Uuid::now_v7());
     let bytes = body.len();
@@ -146,14 +154,38 @@ pub async fn check_out(store: &dyn ObjectStore, threshold: usize, body: String) 
     serde_json::to_string(&pointer).map_err(|e| Error::Invalid(format!("claim check: {e}")))
 }
 
-/// Where claim-checked bodies live in the bucket.
+/// Where claim-checked bodies live in the bucket: `claim-check/{UUID v7}.json`, nothing else.
 pub const CLAIM_CHECK_PREFIX: &str = "claim-check/";
 
-/// The largest claim-checked body a consumer reads (a message is at most this after the
-/// claim check; anything larger is not ours).
-pub const MAX_CLAIM_CHECK_BYTES: usize = 6 * 1024 * 1024;
+/// The largest body a sender claim-checks: 6 MiB, far above any message we send (an event is
+/// at most the intake's body limit, 256 KiB by default, plus its envelope; jobs and
+/// notifications are a few KiB). A larger body is refused when sent, not parked for a consumer
+/// that will not read it.
+pub const MAX_CHECKED_OUT_BYTES: usize = 6 * 1024 * 1024;
+
+/// The largest claim-checked body a consumer reads: what any sender writes
+/// ([`MAX_CHECKED_OUT_BYTES`]) plus 1 MiB of slack, for a sender built with a slightly larger
+/// limit while both run. A larger object is not ours and is not read into memory.
+pub const MAX_CLAIM_CHECK_BYTES: usize = MAX_CHECKED_OUT_BYTES + 1024 * 1024;
+
+/// `key` when it is a claim check's own key, `claim-check/{UUID}.json` (lowercase,
+/// hyphenated, what [`check_out`] writes); `None` for anything else (another prefix, a path
+/// such as `claim-check/../licenses/x` or `/claim-check/x`, other names).
+fn claim_check_key(key: &str) -> Option<&str> {
+    let id = key
+        .strip_prefix(CLAIM_CHECK_PREFIX)?
+        .strip_suffix(".json")?;
+    let uuid = uuid::Uuid::try_parse(id).ok()?;
+    (uuid.hyphenated().to_string() == id).then_some(key)
+}
 
 /// The real body of a received message: fetched from the store when it is a claim check.
+///
+/// Only our own claim checks are read: a pointer into another bucket, or to any key but a
+/// claim check's own ([`CLAIM_CHECK_PREFIX`]), cannot make a consumer read another object (a
+/// license file, an invoice, the raw archive), and an object or a declared size over
+/// [`MAX_CLAIM_CHECK_BYTES`] is not read. Each of those is [`Error::Invalid`]: not retryable,
+/// the record goes to its dead-letter queue. A missing object is [`Error::NotFound`].
 pub async fn resolve_body(store: &dyn ObjectStore, body: &str) -> Result<String> {
     // Cheap test first: only pointers start like this.
     if !body.trim_start().starts_with("{\"blapi_claim_check\"") {
@@ -162,24 +194,34 @@ pub async fn resolve_body(store: &dyn ObjectStore, body: &str) -> Result<String>
     let Ok(pointer) = serde_json::from_str::<ClaimCheckBody>(body) else {
         return Ok(body.to_owned());
     };
-    let key = pointer.blapi_claim_check.key;
-    // Only our own claim checks: a pointer cannot make a consumer read any other object
-    // (a license file, an invoice, the raw archive) or one of unbounded size.
-    if !key.starts_with(CLAIM_CHECK_PREFIX) || key.contains("..") {
+    let ClaimCheck { bucket, key, bytes } = pointer.blapi_claim_check;
+    let Some(key) = claim_check_key(&key) else {
+        let shown: String = key.chars().take(100).collect();
         return Err(Error::Invalid(format!(
-            "claim check points outside {CLAIM_CHECK_PREFIX}: refused"
+            "claim check key {shown:?} is not {CLAIM_CHECK_PREFIX}{{uuid}}.json: refused"
         )));
-    }
-    if pointer.blapi_claim_check.bucket != store.bucket() {
+    };
+    if bucket != store.bucket() {
         return Err(Error::Invalid(
             "claim check points into another bucket: refused".into(),
         ));
     }
-    let bytes = store
-        .get_at_most(&key, MAX_CLAIM_CHECK_BYTES)
+    if bytes > MAX_CLAIM_CHECK_BYTES {
+        return Err(Error::Invalid(format!(
+            "claim check {key} declares {bytes} bytes, over the limit of {MAX_CLAIM_CHECK_BYTES}: refused"
+        )));
+    }
+    let got = store
+        .get_at_most(key, MAX_CLAIM_CHECK_BYTES)
         .await?
         .ok_or_else(|| Error::NotFound(format!("claim-checked body {key}")))?;
-    String::from_utf8(bytes)
+    if got.len() != bytes {
+        return Err(Error::Invalid(format!(
+            "claim-checked body {key} holds {} bytes, its pointer says {bytes}: refused",
+            got.len()
+        )));
+    }
+    String::from_utf8(got)
         .map_err(|_| Error::Invalid(format!("claim-checked body {key} is not UTF-8")))
 }
 
@@ -589,8 +631,7 @@ mod tests {
     #[tokio::test]
     async fn missing_claim_check_fails_that_record() {
         let store = MemoryStore::new();
-        let pointer =
-            r#"{"blapi_claim_check":{"bucket":"memory","key":"claim-check/gone.json","bytes":9}}"#;
+        let pointer = r#"{"blapi_claim_check":{"bucket":"memory","key":"claim-check/0190b3a8-5c1e-7000-8000-000000000000.json","bytes":9}}"#;
         assert!(matches!(
             resolve_body(&store, pointer).await,
             Err(Error::NotFound(_))
@@ -602,45 +643,130 @@ mod tests {
         assert_eq!(resp.batch_item_failures[0].item_identifier, "a");
     }
 
+    fn pointer(bucket: &str, key: &str, bytes: usize) -> String {
+        serde_json::to_string(&ClaimCheckBody {
+            blapi_claim_check: ClaimCheck {
+                bucket: bucket.into(),
+                key: key.into(),
+                bytes,
+            },
+        })
+        .unwrap()
+    }
+
     #[tokio::test]
-    async fn a_claim_check_reads_only_our_own_bounded_objects() {
+    async fn a_claim_check_reads_only_its_own_keys() {
         let store = MemoryStore::new();
+        let secret = b"{\"secret\":1}".to_vec();
+        let n = secret.len();
+        let id = "0190b3a8-5c1e-7000-8000-000000000000";
+        // Every object below exists, so a refusal is the key's doing, not a missing object.
+        for key in [
+            "licenses/cus_1/lic_1.mattermost-license".to_owned(),
+            "archive/2026/10/01/00/batch.ndjson.gz".to_owned(),
+            "claim-check/../licenses/x".to_owned(),
+            "/claim-check/{id}.json".replace("{id}", id),
+            format!("claim-check/{}.json", id.to_uppercase()),
+            format!("claim-check/{}.json", id.replace('-', "")),
+            format!("claim-check/{{{id}}}.json"),
+            format!("claim-check/sub/{id}.json"),
+            format!("claim-check/{id}.json/../../invoices/x"),
+            format!("claim-check/{id}"),
+            "claim-check/x.json".to_owned(),
+            "claim-check/".to_owned(),
+        ] {
+            store
+                .put(&key, secret.clone(), "application/json")
+                .await
+                .unwrap();
+            let e = resolve_body(&store, &pointer("memory", &key, n))
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(&e, Error::Invalid(m) if m.contains("is not claim-check/{uuid}.json")),
+                "{key}: {e:?}"
+            );
+            assert!(!e.is_retryable(), "{key}");
+        }
+        let own = format!("claim-check/{id}.json");
         store
-            .put(
-                "licenses/cus_1/lic_1.mattermost-license",
-                b"secret".to_vec(),
-                "text/plain",
-            )
+            .put(&own, secret.clone(), "application/json")
             .await
             .unwrap();
-        let pointer = |bucket: &str, key: &str| {
-            format!(r#"{{"blapi_claim_check":{{"bucket":"{bucket}","key":"{key}","bytes":6}}}}"#)
-        };
-        for p in [
-            pointer("memory", "licenses/cus_1/lic_1.mattermost-license"),
-            pointer(
-                "memory",
-                "claim-check/../licenses/cus_1/lic_1.mattermost-license",
-            ),
-            pointer("another-bucket", "claim-check/x.json"),
-        ] {
-            let e = resolve_body(&store, &p).await.unwrap_err();
-            assert!(
-                matches!(e, Error::Invalid(_)) && !e.is_retryable(),
-                "{p}: {e:?}"
-            );
-        }
+        assert_eq!(
+            resolve_body(&store, &pointer("memory", &own, n))
+                .await
+                .unwrap(),
+            "{\"secret\":1}"
+        );
+        let e = resolve_body(&store, &pointer("another-bucket", &own, n))
+            .await
+            .unwrap_err();
+        assert!(matches!(e, Error::Invalid(_)) && !e.is_retryable(), "{e:?}");
+        // A pointer whose size disagrees with the object is not ours either.
+        let e = resolve_body(&store, &pointer("memory", &own, n + 1))
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("its pointer says"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_claim_check_reads_no_more_than_the_limit() {
+        let store = MemoryStore::new();
+        let key = format!("claim-check/{}.json", uuid::Uuid::now_v7());
+        // Declared over the limit: refused before any read.
+        let e = resolve_body(&store, &pointer("memory", &key, usize::MAX))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&e, Error::Invalid(m) if m.contains("over the limit")),
+            "{e:?}"
+        );
+        // Stored over the limit, whatever the pointer says: not read.
         store
             .put(
-                "claim-check/huge.json",
-                vec![b'x'; MAX_CLAIM_CHECK_BYTES + 1],
+                &key,
+                vec![b' '; MAX_CLAIM_CHECK_BYTES + 1],
                 "application/json",
             )
             .await
             .unwrap();
-        let e = resolve_body(&store, &pointer("memory", "claim-check/huge.json"))
+        let e = resolve_body(&store, &pointer("memory", &key, 10))
             .await
             .unwrap_err();
-        assert!(e.to_string().contains("larger than"), "{e}");
+        assert!(
+            matches!(&e, Error::Invalid(m) if m.contains("larger than")) && !e.is_retryable(),
+            "{e:?}"
+        );
+        // At the limit: read.
+        store
+            .put(&key, vec![b' '; MAX_CLAIM_CHECK_BYTES], "application/json")
+            .await
+            .unwrap();
+        let body = resolve_body(&store, &pointer("memory", &key, MAX_CLAIM_CHECK_BYTES))
+            .await
+            .unwrap();
+        assert_eq!(body.len(), MAX_CLAIM_CHECK_BYTES);
+    }
+
+    #[tokio::test]
+    async fn the_sender_claim_checks_no_more_than_a_consumer_reads() {
+        const _: () = assert!(MAX_CHECKED_OUT_BYTES < MAX_CLAIM_CHECK_BYTES);
+        let store = MemoryStore::new();
+        let largest = " ".repeat(MAX_CHECKED_OUT_BYTES);
+        let p = check_out(&store, 10, largest.clone()).await.unwrap();
+        assert_eq!(resolve_body(&store, &p).await.unwrap(), largest);
+        let e = check_out(&store, 10, " ".repeat(MAX_CHECKED_OUT_BYTES + 1))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&e, Error::Invalid(m) if m.contains("over the claim-check limit")),
+            "{e:?}"
+        );
+        assert_eq!(
+            store.list(CLAIM_CHECK_PREFIX).await.unwrap().len(),
+            1,
+            "nothing stored"
+        );
     }
 }

@@ -102,7 +102,8 @@ impl S3Store {
 
 impl S3Store {
     /// Reads `key` (with its ETag and version) if it holds at most `max` bytes. The size is
-    /// known before the body is read, so a too large object is not read.
+    /// known before the body is read, so a too large object is not read; the body is also
+    /// counted as it streams in, so an answer longer than it said is cut at `max` too.
     async fn fetch(&self, key: &str, max: usize) -> Result<Option<Tagged>> {
         match self
             .client
@@ -124,15 +125,21 @@ impl S3Store {
                     .version_id()
                     .filter(|v| !v.is_empty() && *v != "null")
                     .map(str::to_owned);
-                let body = out
-                    .body
-                    .collect()
+                let declared = out
+                    .content_length()
+                    .and_then(|n| usize::try_from(n).ok())
+                    .unwrap_or(0);
+                let mut stream = out.body;
+                let mut body = Vec::with_capacity(declared.min(max));
+                while let Some(chunk) = stream
+                    .try_next()
                     .await
                     .map_err(|e| Error::dependency("s3", true, e))?
-                    .into_bytes()
-                    .to_vec();
-                if body.len() > max {
-                    return Err(too_large(key, max));
+                {
+                    if chunk.len() > max.saturating_sub(body.len()) {
+                        return Err(too_large(key, max));
+                    }
+                    body.extend_from_slice(&chunk);
                 }
                 Ok(Some(Tagged {
                     body,

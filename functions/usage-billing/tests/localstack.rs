@@ -698,6 +698,159 @@ async fn the_billing_table_lets_a_same_second_cancellation_win_in_either_order()
     }
 }
 
+/// The billing table's condition keeps the phase order of `Subscription::order_key`: a
+/// cancelled view is never replaced by a live one (same second or later), a live one never by
+/// an incomplete one; within a phase the later second wins. Items written before the phase was
+/// stored (no `precedence` attribute) count as live.
+#[tokio::test]
+async fn the_billing_table_keeps_a_cancelled_subscription_cancelled() {
+    use blapi::aws::dynamo::{n, s};
+    use blapi::billing::ports::SubscriptionView;
+    use blapi::billing::subscription::Subscription;
+    let ctx = Ctx::new(false).await;
+    let table = ctx.table();
+    let customer = format!("cus_terminal{}", uuid::Uuid::new_v4().simple());
+    let view = |sub: &str, status: &str, at: i64| {
+        let obj = serde_json::json!({"id": sub, "customer": customer, "status": status,
+            "start_date": 1_780_000_000, "canceled_at": 1_790_000_000,
+            "items": {"data": [{"quantity": 2, "plan": {"id": "plan_cloud_pro", "currency": "usd"}}]}});
+        Subscription::from_stripe(&obj, at).unwrap()
+    };
+    let t = 1_790_000_000;
+    /// Upserts applied in order: (status, second, whether it is stored).
+    type Steps<'a> = &'a [(&'a str, i64, bool)];
+    // The steps, and the status left.
+    let cases: [(Steps, &str); 5] = [
+        (
+            &[
+                ("canceled", t, true),
+                ("active", t, false),
+                ("active", t + 5, false),
+                ("past_due", t + 86_400, false),
+                ("incomplete", t + 1, false),
+            ],
+            "canceled",
+        ),
+        (
+            &[("active", t + 60, true), ("canceled", t, true)],
+            "canceled",
+        ),
+        (
+            &[
+                ("canceled", t, true),
+                ("canceled", t + 1, true),
+                ("canceled", t, false),
+            ],
+            "canceled",
+        ),
+        (&[("active", t, true), ("incomplete", t, false)], "active"),
+        (
+            &[
+                ("incomplete", t, true),
+                ("active", t, true),
+                ("past_due", t - 1, false),
+            ],
+            "active",
+        ),
+    ];
+    for (i, (steps, left)) in cases.iter().enumerate() {
+        let sub = format!("sub_{i}_{}", uuid::Uuid::new_v4().simple());
+        for (status, at, stored) in *steps {
+            assert_eq!(
+                table.upsert(&view(&sub, status, *at)).await.unwrap(),
+                *stored,
+                "case {i}: {status} @{at}"
+            );
+        }
+        let got = table.get(&customer, &sub).await.unwrap().unwrap();
+        assert_eq!(got.status, *left, "case {i}");
+    }
+
+    // An item from before `precedence` was stored: a live view, replaced by a cancellation
+    // (even an older one) and by a later live view, not by an incomplete one.
+    let legacy = |sub: &str, at: i64| {
+        let v = view(sub, "active", at);
+        ctx.clients
+            .dynamodb()
+            .put_item()
+            .table_name(ctx.env("BILLING_TABLE"))
+            .item("pk", s(format!("CUST#{customer}")))
+            .item("sk", s(format!("SUB#{sub}")))
+            .item("updated_at", n(at))
+            .item("doc", s(serde_json::to_string(&v).unwrap()))
+            .send()
+    };
+    let sub = format!("sub_legacy{}", uuid::Uuid::new_v4().simple());
+    legacy(&sub, t).await.unwrap();
+    assert!(
+        !table
+            .upsert(&view(&sub, "incomplete", t + 1))
+            .await
+            .unwrap()
+    );
+    assert!(!table.upsert(&view(&sub, "past_due", t - 1)).await.unwrap());
+    assert!(table.upsert(&view(&sub, "past_due", t)).await.unwrap());
+    legacy(&sub, t).await.unwrap();
+    assert!(table.upsert(&view(&sub, "canceled", t - 10)).await.unwrap());
+    assert!(!table.upsert(&view(&sub, "active", t + 10)).await.unwrap());
+    let got = table.get(&customer, &sub).await.unwrap().unwrap();
+    assert_eq!(got.status, "canceled");
+}
+
+/// The consumers' claim-check reader on the real bucket: a body it sent comes back; an object
+/// over the limit at a claim-check key, and any object outside `claim-check/`, are refused
+/// (not retryable) without being read.
+#[tokio::test]
+async fn claim_checks_on_s3_read_only_their_own_bounded_objects() {
+    use blapi::error::Error;
+    use blapi::queue::{MAX_CLAIM_CHECK_BYTES, check_out, resolve_body};
+    let ctx = Ctx::new(false).await;
+    let store = ctx.artifacts();
+    let body = format!("{{\"big\":\"{}\"}}", "x".repeat(300 * 1024));
+    let pointer = check_out(&store, 1024, body.clone()).await.unwrap();
+    assert_eq!(resolve_body(&store, &pointer).await.unwrap(), body);
+
+    let pointer_to = |key: &str, bytes: usize| {
+        serde_json::json!({"blapi_claim_check": {"bucket": store.bucket(), "key": key, "bytes": bytes}})
+            .to_string()
+    };
+    let huge = format!("claim-check/{}.json", uuid::Uuid::now_v7());
+    store
+        .put(
+            &huge,
+            vec![b' '; MAX_CLAIM_CHECK_BYTES + 1],
+            "application/json",
+        )
+        .await
+        .unwrap();
+    let e = resolve_body(&store, &pointer_to(&huge, 10))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, Error::Invalid(m) if m.contains("larger than")) && !e.is_retryable(),
+        "{e:?}"
+    );
+    let outside = format!("archive/{}.json", uuid::Uuid::now_v7());
+    store
+        .put(&outside, b"{}".to_vec(), "application/json")
+        .await
+        .unwrap();
+    for key in [
+        outside.clone(),
+        format!("claim-check/../{outside}"),
+        format!("/claim-check/{}.json", uuid::Uuid::now_v7()),
+    ] {
+        let e = resolve_body(&store, &pointer_to(&key, 2))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&e, Error::Invalid(m) if m.contains("is not claim-check/"))
+                && !e.is_retryable(),
+            "{key}: {e:?}"
+        );
+    }
+}
+
 /// The period-close race on DynamoDB, with the template's local write window (1 s) and settle
 /// time (2 s): an ingest that read "open" and writes within its window is billed even though
 /// the close came first; one held past its window is listed as late; a bill run before the

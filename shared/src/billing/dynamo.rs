@@ -285,6 +285,27 @@ impl UsageStore for DynamoBilling {
     }
 }
 
+/// The condition of a subscription view's write: the rule of
+/// [`Subscription::order_key`] (a later phase wins whatever the time; within a phase the later
+/// second, ties to the write) on the item's `precedence` (`:p`, the phase) and `updated_at`
+/// (`:u`). An item written before `precedence` was stored counts as live (phase 1).
+fn upsert_condition(phase: u8) -> &'static str {
+    match phase {
+        0 => {
+            "attribute_not_exists(pk) OR precedence < :p OR \
+             (precedence = :p AND updated_at <= :u)"
+        }
+        1 => {
+            "attribute_not_exists(pk) OR precedence < :p OR \
+             ((precedence = :p OR attribute_not_exists(precedence)) AND updated_at <= :u)"
+        }
+        _ => {
+            "attribute_not_exists(pk) OR attribute_not_exists(precedence) OR precedence < :p \
+             OR (precedence = :p AND updated_at <= :u)"
+        }
+    }
+}
+
 #[async_trait]
 impl SubscriptionView for DynamoBilling {
     async fn upsert(&self, sub: &Subscription) -> Result<bool> {
@@ -302,11 +323,7 @@ impl SubscriptionView for DynamoBilling {
             .item("updated_at", n(sub.updated_at))
             .item("precedence", n(sub.precedence()))
             .item("doc", to_doc(sub)?)
-            // Later wins; within one second a cancellation wins (see `Subscription::precedence`).
-            .condition_expression(
-                "attribute_not_exists(pk) OR updated_at < :u OR (updated_at = :u AND \
-                 (attribute_not_exists(precedence) OR precedence <= :p))",
-            )
+            .condition_expression(upsert_condition(sub.precedence()))
             .expression_attribute_values(":u", n(sub.updated_at))
             .expression_attribute_values(":p", n(sub.precedence()))
             .send()

@@ -112,7 +112,7 @@ impl Invoice {
             });
         }
         self.credit_applied = credit;
-        self.total = self.subtotal - credit;
+        self.total = self.subtotal.saturating_sub(credit);
         self
     }
 }
@@ -201,7 +201,7 @@ pub fn compose(
                 });
             }
         }
-        let sub_total: i64 = lines[first_line..].iter().map(|l| l.amount).sum();
+        let sub_total = saturating_sum(lines[first_line..].iter().map(|l| l.amount));
         let minimum = if prorated {
             scale_amount(plan.minimum, days, period_days)
         } else {
@@ -223,7 +223,7 @@ pub fn compose(
                     period_days,
                     full_amount: plan.minimum,
                 }),
-                amount: minimum - sub_total,
+                amount: minimum.saturating_sub(sub_total),
             });
         }
     }
@@ -232,7 +232,7 @@ pub fn compose(
             "customer {customer} has nothing billable in {period}"
         ))
     })?;
-    let subtotal = lines.iter().map(|l| l.amount).sum();
+    let subtotal = saturating_sum(lines.iter().map(|l| l.amount));
     Ok(Invoice {
         customer: customer.to_owned(),
         period,
@@ -244,6 +244,12 @@ pub fn compose(
         total: subtotal,
     }
     .with_credit(credit))
+}
+
+/// A sum of line amounts that saturates instead of wrapping (an invoice near `i64::MAX` is
+/// absurd, but it must not come out negative and be taken for a credit).
+fn saturating_sum(amounts: impl Iterator<Item = i64>) -> i64 {
+    amounts.fold(0, i64::saturating_add)
 }
 
 /// What Stripe holds of an invoice: the ids recorded with it, and what Stripe said of it when it

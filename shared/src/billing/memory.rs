@@ -134,6 +134,8 @@ impl SubscriptionView for MemoryBilling {
     async fn upsert(&self, sub: &Subscription) -> Result<bool> {
         let mut s = lock(&self.state);
         let key = (sub.customer.clone(), sub.subscription.clone());
+        // The rule of `Subscription::order_key`: a later phase, else a later second, else
+        // the last applied (the DynamoDB adapter's condition says the same).
         if s.subs
             .get(&key)
             .is_some_and(|old| old.order_key() > sub.order_key())

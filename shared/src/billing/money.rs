@@ -125,9 +125,11 @@ macro_rules! decimal6 {
             pub const fn from_micros(m: i64) -> Self {
                 $name(m)
             }
-            /// From a whole number.
+            /// From a whole number; saturates at the largest (smallest) value for a number
+            /// beyond about ±9.2 × 10^12, never wraps (a wrapped seat count could even come
+            /// out as zero or negative).
             pub const fn from_int(n: i64) -> Self {
-                $name(n * SCALE)
+                $name(n.saturating_mul(SCALE))
             }
             pub const fn micros(self) -> i64 {
                 self.0
@@ -244,6 +246,28 @@ mod tests {
         assert_eq!(scale_amount(1000, 1, 31), 32); // 32.258
         assert_eq!(scale_amount(3100, 15, 31), 1500);
         assert_eq!(scale_amount(100, 1, 8), 12); // 12.5 -> 12
+    }
+
+    #[test]
+    fn whole_numbers_beyond_the_scale_saturate() {
+        assert_eq!(Quantity::from_int(i64::MAX).micros(), i64::MAX);
+        assert_eq!(Quantity::from_int(i64::MIN).micros(), i64::MIN);
+        // 2^58 × 10^6 is a multiple of 2^64: wrapping would have made it zero.
+        assert_eq!(Quantity::from_int(1 << 58).micros(), i64::MAX);
+        assert_eq!(
+            Rate::from_int(i64::MAX / SCALE).micros(),
+            i64::MAX / SCALE * SCALE
+        );
+        assert_eq!(Quantity::from_int(0), Quantity::ZERO);
+        assert_eq!(
+            line_amount(Quantity::from_int(i64::MAX), Rate::from_int(i64::MAX)),
+            i64::MAX
+        );
+        assert_eq!(
+            scale_amount(i64::MAX, i64::MAX, 0),
+            i64::MAX,
+            "no division by zero"
+        );
     }
 
     #[test]

@@ -166,7 +166,9 @@ impl<T: UsageStore + ?Sized> UsageHistory for T {
 /// The local view of subscriptions.
 #[async_trait]
 pub trait SubscriptionView: Send + Sync {
-    /// Stores `sub` unless a view at least as recent exists. `true` when stored.
+    /// Stores `sub` unless the stored view is newer by [`Subscription::order_key`] (a later
+    /// phase, or the same phase and a later second): a cancelled view is never replaced by a
+    /// live one, a live one never by an incomplete one. `true` when stored.
     async fn upsert(&self, sub: &Subscription) -> Result<bool>;
     async fn get(&self, customer: &str, subscription: &str) -> Result<Option<Subscription>>;
     /// The views of many `(customer, subscription)` keys at once (the ingest's look-ups; a

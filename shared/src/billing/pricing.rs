@@ -9,9 +9,45 @@
 //!
 //! Amounts are rounded half to even per piece ([`super::money::line_amount`]). A zero quantity
 //! costs nothing except under `flat`.
+//!
+//! A price book is data edited by people, so [`PriceModel::validate`] bounds every price by
+//! [`MAX_PRICE`]; pricing itself never overflows or divides by zero whatever the model (an
+//! amount past `i64` saturates at `i64::MAX`, a package of no size is one package), so even a
+//! model built in code without validation cannot panic or wrap.
 
 use super::money::{Quantity, Rate, SCALE, line_amount};
 use serde::{Deserialize, Serialize};
+
+/// The largest price a price book may name, in minor units (a unit price, a flat fee, a
+/// package price, a plan minimum): 10^12, ten billion of a two-decimal currency. No real price
+/// comes near it, and with it a line stays far from `i64` until absurd quantities.
+pub const MAX_PRICE: i64 = 1_000_000_000_000;
+
+/// `Err` naming `what` unless `0 <= amount <= MAX_PRICE` (minor units).
+pub(crate) fn check_price(what: &str, amount: i64) -> Result<(), String> {
+    if amount < 0 {
+        Err(format!("{what} must not be negative (got {amount})"))
+    } else if amount > MAX_PRICE {
+        Err(format!(
+            "{what} {amount} is above the limit of {MAX_PRICE} minor units"
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+/// [`check_price`] of a unit price (minor units with six decimals).
+fn check_rate(what: &str, rate: Rate) -> Result<(), String> {
+    if rate.micros() < 0 {
+        Err(format!("{what} must not be negative (got {rate})"))
+    } else if rate.micros() > MAX_PRICE.saturating_mul(SCALE) {
+        Err(format!(
+            "{what} {rate} is above the limit of {MAX_PRICE} minor units"
+        ))
+    } else {
+        Ok(())
+    }
+}
 
 /// One tier. `up_to: None` is the last, unbounded tier.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -49,7 +85,9 @@ pub struct Piece {
 }
 
 impl PriceModel {
-    /// Checks the model is well formed (tiers ascending, last unbounded, positive sizes).
+    /// Checks the model is well formed: tiers ascending from above zero, only the last one
+    /// unbounded, positive package sizes, every price in `0..=`[`MAX_PRICE`]. The message
+    /// says which value is wrong.
     pub fn validate(&self) -> Result<(), String> {
         match self {
             PriceModel::Graduated { tiers } | PriceModel::Volume { tiers } => {
@@ -67,29 +105,27 @@ impl PriceModel {
                         }
                         (Some(u), false) => {
                             if u <= prev {
-                                return Err("tier bounds must ascend".into());
+                                return Err(format!(
+                                    "tier {} bounds must ascend from above zero (up_to {u} after {prev})",
+                                    i + 1
+                                ));
                             }
                             prev = u;
                         }
                     }
-                    if t.unit_price.micros() < 0 || t.flat < 0 {
-                        return Err("prices must not be negative".into());
-                    }
+                    check_rate(&format!("tier {} unit_price", i + 1), t.unit_price)?;
+                    check_price(&format!("tier {} flat", i + 1), t.flat)?;
                 }
                 Ok(())
             }
             PriceModel::Package { size, price } => {
-                if size.micros() <= 0 || *price < 0 {
-                    Err("package size must be positive and price not negative".into())
-                } else {
-                    Ok(())
+                if size.micros() <= 0 {
+                    return Err(format!("package size must be positive (got {size})"));
                 }
+                check_price("package price", *price)
             }
-            PriceModel::PerUnit { unit_price } if unit_price.micros() < 0 => {
-                Err("negative unit price".into())
-            }
-            PriceModel::Flat { amount } if *amount < 0 => Err("negative flat amount".into()),
-            _ => Ok(()),
+            PriceModel::PerUnit { unit_price } => check_rate("unit_price", *unit_price),
+            PriceModel::Flat { amount } => check_price("flat amount", *amount),
         }
     }
 
@@ -110,8 +146,13 @@ impl PriceModel {
             }],
             PriceModel::Package { size, price } => {
                 let q = i128::from(quantity.micros().max(0));
-                let s = i128::from(size.micros());
-                let blocks = i64::try_from((q + s - 1) / s).unwrap_or(i64::MAX / SCALE);
+                // A package of no size (refused by `validate`) is one package, not a panic.
+                let s = i128::from(size.micros().max(1));
+                let blocks = if size.micros() > 0 {
+                    i64::try_from((q + s - 1) / s).unwrap_or(i64::MAX)
+                } else {
+                    i64::from(q > 0)
+                };
                 vec![Piece {
                     quantity,
                     unit_price: None,
@@ -176,9 +217,12 @@ fn tier_label(i: usize, lower: Quantity, up_to: Option<Quantity>) -> String {
     }
 }
 
-/// The total of pieces.
+/// The total of pieces, saturating (pieces of an absurd model may each be `i64::MAX`).
 pub fn total(pieces: &[Piece]) -> i64 {
-    pieces.iter().map(|p| p.amount).sum()
+    pieces
+        .iter()
+        .map(|p| p.amount)
+        .fold(0_i64, i64::saturating_add)
 }
 
 #[cfg(test)]
@@ -286,6 +330,111 @@ mod tests {
             let pieces = model.price(Quantity::from_int(1_000_000_000));
             assert_eq!(pieces[0].amount, i64::MAX, "{model:?}");
         }
+    }
+
+    #[test]
+    fn unvalidated_extreme_models_never_panic_wrap_or_divide_by_zero() {
+        let max_tier = |up_to: Option<i64>| Tier {
+            up_to: up_to.map(Quantity::from_micros),
+            unit_price: Rate::from_micros(i64::MAX),
+            flat: i64::MAX,
+        };
+        let three = vec![max_tier(Some(1)), max_tier(Some(2)), max_tier(None)];
+        let quantities = [
+            Quantity::from_micros(i64::MAX),
+            Quantity::from_micros(i64::MIN),
+            Quantity::ZERO,
+            Quantity::from_int(u32::MAX.into()),
+        ];
+        for model in [
+            PriceModel::Graduated {
+                tiers: three.clone(),
+            },
+            PriceModel::Volume { tiers: three },
+            PriceModel::PerUnit {
+                unit_price: Rate::from_micros(i64::MAX),
+            },
+            PriceModel::Package {
+                size: Quantity::from_micros(1),
+                price: i64::MAX,
+            },
+            PriceModel::Package {
+                size: Quantity::ZERO,
+                price: i64::MAX,
+            },
+            PriceModel::Package {
+                size: Quantity::from_micros(i64::MIN),
+                price: 7,
+            },
+            PriceModel::Flat { amount: i64::MAX },
+        ] {
+            for quantity in quantities {
+                let t = total(&model.price(quantity));
+                // Positive quantities cost something non-negative; nothing wraps to a credit.
+                if quantity.micros() >= 0 {
+                    assert!(t >= 0, "{model:?} × {quantity}: {t}");
+                }
+            }
+        }
+        // The graduated total of three saturated tiers is i64::MAX, not a wrapped negative.
+        let g = PriceModel::Graduated {
+            tiers: vec![max_tier(Some(1)), max_tier(Some(2)), max_tier(None)],
+        };
+        assert_eq!(g.price(Quantity::from_micros(i64::MAX)).len(), 3);
+        assert_eq!(total(&g.price(Quantity::from_micros(i64::MAX))), i64::MAX);
+        // A package of no size is one package (validation refuses it; pricing must not panic).
+        let none = PriceModel::Package {
+            size: Quantity::ZERO,
+            price: 7,
+        };
+        assert_eq!(total(&none.price(q(5))), 7);
+        assert_eq!(total(&none.price(Quantity::ZERO)), 0);
+        assert!(none.validate().is_err());
+    }
+
+    #[test]
+    fn validation_bounds_every_price() {
+        let ok = |m: PriceModel| m.validate().map_or_else(|e| e, |()| "ok".to_owned());
+        assert_eq!(ok(PriceModel::Flat { amount: MAX_PRICE }), "ok");
+        assert!(
+            ok(PriceModel::Flat {
+                amount: MAX_PRICE + 1
+            })
+            .contains("above the limit")
+        );
+        assert!(ok(PriceModel::Flat { amount: i64::MIN }).contains("negative"));
+        assert_eq!(
+            ok(PriceModel::PerUnit {
+                unit_price: Rate::from_int(MAX_PRICE)
+            }),
+            "ok"
+        );
+        assert!(
+            ok(PriceModel::PerUnit {
+                unit_price: Rate::from_micros(i64::MAX)
+            })
+            .contains("unit_price")
+        );
+        assert!(
+            ok(PriceModel::Package {
+                size: Quantity::from_micros(i64::MAX),
+                price: i64::MAX
+            })
+            .contains("package price")
+        );
+        assert!(
+            ok(PriceModel::Volume {
+                tiers: vec![Tier {
+                    up_to: None,
+                    unit_price: r("1"),
+                    flat: -1
+                }]
+            })
+            .contains("tier 1 flat")
+        );
+        // With validated prices the largest line stays a number, not a wrap.
+        let line = line_amount(Quantity::from_micros(i64::MAX), Rate::from_int(MAX_PRICE));
+        assert_eq!(line, i64::MAX, "saturates at the extreme quantity");
     }
 
     #[test]

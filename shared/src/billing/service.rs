@@ -938,7 +938,10 @@ impl Billing {
             let obj = ev
                 .pointer("/data/object")
                 .ok_or_else(|| Error::Invalid(format!("event {} has no data.object", msg.id)))?;
-            let sub = Subscription::from_stripe(obj, created)?;
+            let mut sub = Subscription::from_stripe(obj, created)?;
+            if t == "customer.subscription.deleted" {
+                sub.mark_deleted();
+            }
             let stored = self.ports.subs.upsert(&sub).await?;
             tracing::info!(event_id = %msg.id, customer_id = %sub.customer, subscription = %sub.subscription, stored, "subscription view updated");
             return Ok(true);

@@ -32,20 +32,52 @@ pub struct Subscription {
 
 const DAY: i64 = 86_400;
 
+/// Statuses after which a subscription never changes again.
+fn is_terminal(status: &str) -> bool {
+    matches!(status, "canceled" | "incomplete_expired")
+}
+
 impl Subscription {
-    /// Which of two views of the same second wins: a terminal status (cancelled) over any
-    /// other, because Stripe can send `updated` and `deleted` within one second and in either
-    /// order, and a cancelled subscription must never be billed again as active.
+    /// The lifecycle phase of the status: `0` incomplete (awaiting the first payment), `1`
+    /// live (`active`, `trialing`, `past_due`, `unpaid`, `paused`, ...), `2` terminal
+    /// (`canceled`, `incomplete_expired`). A Stripe subscription never goes back a phase: an
+    /// incomplete one becomes live or expires, and a cancelled one stays cancelled for good
+    /// (a new subscription gets a new id). So a view of a later phase is newer than any view
+    /// of an earlier one whatever their timestamps: this is what makes a `deleted` event win
+    /// over an `updated` of the same second (Stripe sends them within one second, in either
+    /// order, and `created` has whole-second resolution), and what keeps a late or redelivered
+    /// `updated` from resurrecting a cancelled subscription and billing it again.
     pub fn precedence(&self) -> u8 {
         match self.status.as_str() {
-            "canceled" | "incomplete_expired" => 2,
+            "incomplete" => 0,
+            s if is_terminal(s) => 2,
             _ => 1,
         }
     }
 
-    /// The ordering key of views: the event's second, then [`Subscription::precedence`].
-    pub fn order_key(&self) -> (i64, u8) {
-        (self.updated_at, self.precedence())
+    /// Whether the view is final (cancelled or expired): no later event changes it back.
+    pub fn is_terminal(&self) -> bool {
+        is_terminal(&self.status)
+    }
+
+    /// The ordering key of views: the phase ([`Subscription::precedence`]), then the event's
+    /// second. A view replaces the stored one when its key is at least as large. Two views
+    /// of the same phase and second (two `updated` events in one second) remain ordered by
+    /// arrival: Stripe event ids are random, not ordered, so nothing in the event orders them.
+    pub fn order_key(&self) -> (u8, i64) {
+        (self.precedence(), self.updated_at)
+    }
+
+    /// Makes the view terminal: what a `customer.subscription.deleted` event says whatever
+    /// its object's status reads. The end is the cancellation if the view has one, else the
+    /// event's second.
+    pub fn mark_deleted(&mut self) {
+        if !self.is_terminal() {
+            self.status = "canceled".into();
+        }
+        if self.end.is_none() {
+            self.end = Some(self.updated_at);
+        }
     }
 
     /// Builds the view from a Stripe subscription object and its event's `created`.
@@ -175,6 +207,53 @@ mod tests {
             assert_eq!(s.active_days(p), want, "{s:?}");
             assert_eq!(s.billable_in(p), want > 0);
         }
+    }
+
+    #[test]
+    fn the_phase_orders_views_before_time() {
+        let view = |status: &str, at: i64| Subscription {
+            status: status.into(),
+            updated_at: at,
+            ..sub("2026-01-01T00:00:00Z", None)
+        };
+        // (stored, incoming, replaces)
+        let table = [
+            (view("canceled", 100), view("active", 100), false),
+            (view("canceled", 100), view("active", 101), false),
+            (view("canceled", 100), view("past_due", i64::MAX), false),
+            (
+                view("incomplete_expired", 100),
+                view("incomplete", 200),
+                false,
+            ),
+            (view("active", 100), view("canceled", 100), true),
+            (view("active", 200), view("canceled", 100), true),
+            (view("canceled", 100), view("canceled", 101), true),
+            (view("canceled", 101), view("canceled", 100), false),
+            (view("incomplete", 100), view("active", 100), true),
+            (view("active", 100), view("incomplete", 100), false),
+            (view("active", 100), view("past_due", 101), true),
+            (view("past_due", 101), view("active", 100), false),
+            (view("active", 100), view("past_due", 100), true),
+        ];
+        for (stored, incoming, replaces) in table {
+            assert_eq!(
+                incoming.order_key() >= stored.order_key(),
+                replaces,
+                "{} @{} then {} @{}",
+                stored.status,
+                stored.updated_at,
+                incoming.status,
+                incoming.updated_at
+            );
+        }
+        let mut deleted = view("active", 100);
+        deleted.mark_deleted();
+        assert_eq!(
+            (deleted.status.as_str(), deleted.end),
+            ("canceled", Some(100))
+        );
+        assert!(deleted.is_terminal());
     }
 
     #[test]

@@ -67,10 +67,12 @@ impl EmployeeBand {
             Some(n) => (n, 1000),
             None => (low.as_str(), 1),
         };
-        // An absurd range (overflowing u64) is no range: the lead is banded "unknown".
+        // An absurd range (overflowing u64, or past `MAX_EMPLOYEES`) is no range: the lead
+        // is banded "unknown".
         num.parse::<u64>()
             .ok()
             .and_then(|n| n.checked_mul(mult))
+            .and_then(plausible)
             .map(Self::of)
     }
 
@@ -85,6 +87,17 @@ impl EmployeeBand {
             Self::Global => "5001+",
         }
     }
+}
+
+/// The largest head count taken as real. The largest employers have about two million people;
+/// a provider saying more is wrong (a unit mix-up, a placeholder like `u64::MAX`), so the count
+/// is dropped and the lead banded from the range or "unknown". It also keeps what reaches the
+/// CRM valid (Salesforce's `NumberOfEmployees` holds eight digits).
+pub const MAX_EMPLOYEES: u64 = 10_000_000;
+
+/// `Some(n)` when `n` is a believable head count ([`MAX_EMPLOYEES`]).
+fn plausible(n: u64) -> Option<u64> {
+    (n <= MAX_EMPLOYEES).then_some(n)
 }
 
 /// What the provider knows of a company.
@@ -104,11 +117,14 @@ pub struct Company {
 impl Company {
     /// The size band, from the head count or else the range.
     pub fn band(&self) -> Option<EmployeeBand> {
-        self.employees.map(EmployeeBand::of).or_else(|| {
-            self.employees_range
-                .as_deref()
-                .and_then(EmployeeBand::of_range)
-        })
+        self.employees
+            .and_then(plausible)
+            .map(EmployeeBand::of)
+            .or_else(|| {
+                self.employees_range
+                    .as_deref()
+                    .and_then(EmployeeBand::of_range)
+            })
     }
 }
 
@@ -134,9 +150,30 @@ struct ProviderCategory {
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct ProviderMetrics {
+    #[serde(default, deserialize_with = "count")]
     employees: Option<u64>,
     employees_range: Option<String>,
+    #[serde(default, deserialize_with = "count")]
     annual_revenue: Option<u64>,
+}
+
+/// A provider's count: a non-negative whole number (as a JSON number, a whole float such as
+/// `250.0`, or numeric text); anything else (negative, fractional, too large for `u64`, not a
+/// number) is no value rather than a failed lookup, so one bad field does not lose the rest of
+/// the company.
+fn count<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Option<u64>, D::Error> {
+    // Whole floats are exact up to 2^53.
+    const EXACT: f64 = 9_007_199_254_740_992.0;
+    let v = Option::<serde_json::Value>::deserialize(d)?;
+    Ok(match v {
+        Some(serde_json::Value::Number(n)) => n.as_u64().or_else(|| {
+            n.as_f64()
+                .filter(|f| f.is_finite() && *f >= 0.0 && f.fract() == 0.0 && *f <= EXACT)
+                .map(|f| f as u64)
+        }),
+        Some(serde_json::Value::String(t)) => t.trim().parse::<u64>().ok(),
+        _ => None,
+    })
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -156,7 +193,17 @@ impl ProviderCompany {
             name: self.name,
             sector: self.category.sector,
             industry: self.category.industry,
-            employees: self.metrics.employees,
+            employees: self.metrics.employees.and_then(|n| {
+                let kept = plausible(n);
+                if kept.is_none() {
+                    tracing::warn!(
+                        employees = n,
+                        max = MAX_EMPLOYEES,
+                        "provider head count not believable; dropped"
+                    );
+                }
+                kept
+            }),
             employees_range: self.metrics.employees_range,
             country: self
                 .geo
@@ -194,6 +241,11 @@ pub trait EnrichmentProvider: Send + Sync {
     fn calls(&self) -> u64;
 }
 
+/// The largest provider answer read: one company is a few KiB; anything near this is not a
+/// company (the lookup fails as [`ProviderError::Transport`], not retried, and the lead goes on
+/// unenriched).
+pub const PROVIDER_MAX_RESPONSE_BYTES: usize = 1024 * 1024;
+
 /// The HTTP adapter.
 #[derive(Debug, Clone)]
 pub struct HttpProvider {
@@ -213,7 +265,8 @@ impl HttpProvider {
             max_delay: Duration::from_secs(2),
         };
         Ok(Self {
-            api: crate::http::ApiClient::new(base_url, api_key, timeout, policy)?,
+            api: crate::http::ApiClient::new(base_url, api_key, timeout, policy)?
+                .with_max_response_bytes(PROVIDER_MAX_RESPONSE_BYTES),
         })
     }
 
@@ -552,6 +605,127 @@ mod tests {
             None
         );
         assert!(EmployeeBand::of_range("1K-5K").is_some());
+    }
+
+    #[test]
+    fn extreme_ranges_and_counts_band_as_unknown_never_wrap() {
+        let max = u64::MAX.to_string();
+        for range in [
+            max.as_str(),
+            "18446744073709551616",
+            "18446744073709551615K",
+            "18446744073709552K-20000000000000000K",
+            "18446744073709551K+",
+            "10000001",
+            "10001K",
+            "-5",
+            "-5K-10K",
+            "1.5K",
+            "",
+            "K",
+        ] {
+            assert_eq!(EmployeeBand::of_range(range), None, "{range:?}");
+        }
+        assert_eq!(EmployeeBand::of_range("0"), Some(EmployeeBand::Micro));
+        assert_eq!(EmployeeBand::of_range("0-10"), Some(EmployeeBand::Micro));
+        assert_eq!(EmployeeBand::of_range("10000K"), Some(EmployeeBand::Global));
+        assert_eq!(EmployeeBand::of(u64::MAX), EmployeeBand::Global, "total");
+        // An unbelievable count falls back to the range, then to unknown.
+        let c = |employees: u64, range: Option<&str>| Company {
+            employees: Some(employees),
+            employees_range: range.map(str::to_owned),
+            ..Company::default()
+        };
+        assert_eq!(
+            c(u64::MAX, Some("51-250")).band(),
+            Some(EmployeeBand::Medium)
+        );
+        assert_eq!(c(MAX_EMPLOYEES + 1, None).band(), None);
+        assert_eq!(c(MAX_EMPLOYEES, None).band(), Some(EmployeeBand::Global));
+        assert_eq!(c(0, None).band(), Some(EmployeeBand::Micro));
+    }
+
+    #[test]
+    fn bad_provider_counts_are_dropped_not_the_company() {
+        let doc = |employees: &str| {
+            format!(
+                r#"[{{"domain":"acme.example","name":"Acme","metrics":{{"employees":{employees},
+                "employeesRange":"51-250","annualRevenue":{employees}}}}}]"#
+            )
+        };
+        let cases = [
+            ("-5", None),
+            ("18446744073709551615", None),
+            ("18446744073709551616", None),
+            ("1e30", None),
+            ("2.5", None),
+            ("\"many\"", None),
+            ("null", None),
+            ("{}", None),
+            ("250.0", Some(250)),
+            ("\" 40 \"", Some(40)),
+            ("0", Some(0)),
+            ("10000000", Some(MAX_EMPLOYEES)),
+            ("10000001", None),
+        ];
+        for (value, want) in cases {
+            let f = FixtureProvider::parse(&doc(value)).unwrap();
+            let c = f.companies.get("acme.example").unwrap();
+            assert_eq!(c.name.as_deref(), Some("Acme"), "{value}");
+            assert_eq!(c.employees, want, "{value}");
+            let band = want.map_or(EmployeeBand::Medium, EmployeeBand::of);
+            assert_eq!(c.band(), Some(band), "{value}");
+        }
+        // The revenue is a count too: u64::MAX is a value, a negative one is none.
+        let f = FixtureProvider::parse(&doc("18446744073709551615")).unwrap();
+        assert_eq!(
+            f.companies["acme.example"].annual_revenue_usd,
+            Some(u64::MAX)
+        );
+        let f = FixtureProvider::parse(&doc("-1")).unwrap();
+        assert_eq!(f.companies["acme.example"].annual_revenue_usd, None);
+    }
+
+    #[tokio::test]
+    async fn the_http_provider_drops_bad_counts_and_refuses_an_oversized_answer() {
+        use wiremock::matchers::{method, path, query_param};
+        use wiremock::{Mock, MockServer, ResponseTemplate};
+        let server = MockServer::start().await;
+        Mock::given(method("GET"))
+            .and(path("/v2/companies/find"))
+            .and(query_param("domain", "acme.example"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+                "domain": "acme.example", "name": "Acme",
+                "metrics": {"employees": -3, "employeesRange": "18446744073709551615K+"}
+            })))
+            .mount(&server)
+            .await;
+        Mock::given(method("GET"))
+            .and(path("/v2/companies/find"))
+            .and(query_param("domain", "huge.example"))
+            .respond_with(ResponseTemplate::new(200).set_body_bytes(vec![
+                b' ';
+                PROVIDER_MAX_RESPONSE_BYTES
+                    + 1
+            ]))
+            .mount(&server)
+            .await;
+        let p = HttpProvider::new(
+            server.uri(),
+            Secret::new("k".to_owned()),
+            Duration::from_secs(5),
+        )
+        .unwrap()
+        .with_retry(RetryPolicy::immediate(3));
+        let acme = p.lookup("acme.example").await.unwrap().unwrap();
+        assert_eq!((acme.name.as_deref(), acme.employees), (Some("Acme"), None));
+        assert_eq!(acme.band(), None);
+        let e = p.lookup("huge.example").await.unwrap_err();
+        assert!(
+            matches!(&e, ProviderError::Transport(m) if m.contains("larger than")),
+            "{e:?}"
+        );
+        assert_eq!(p.calls(), 2, "an oversized answer is not retried");
     }
 
     #[test]

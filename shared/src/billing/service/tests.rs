@@ -472,6 +472,143 @@ async fn within_one_second_a_cancellation_wins_whatever_the_order() {
     }
 }
 
+/// A Stripe subscription object of `sub_1` (2 seats of cloud-pro since 2026-09-01) in
+/// `status`, cancelled at `canceled_at` when it is `canceled`.
+fn sub_obj(status: &str, canceled_at: i64) -> serde_json::Value {
+    serde_json::json!({"id": "sub_1", "customer": "cus_1", "status": status,
+        "start_date": ts("2026-09-01T00:00:00Z"),
+        "canceled_at": if status == "canceled" { serde_json::json!(canceled_at) } else { serde_json::Value::Null },
+        "items": {"data": [{"quantity": 2, "plan": {"id": "plan_cloud_pro", "currency": "usd"}}]}})
+}
+
+#[tokio::test]
+async fn a_same_second_update_after_the_deletion_does_not_bill_the_whole_period() {
+    // Stripe sends `deleted` and a last `updated` (still `active`) in the same second; the
+    // `updated` is applied second. The bill must stop at the cancellation: 10 of 31 days.
+    let cancelled = ts("2026-10-10T12:00:00Z");
+    let r = rig();
+    for (id, t, status) in [
+        ("evt_del", "customer.subscription.deleted", "canceled"),
+        ("evt_upd", "customer.subscription.updated", "active"),
+    ] {
+        r.billing
+            .apply_event(&stripe_msg(id, t, cancelled, sub_obj(status, cancelled)))
+            .await
+            .unwrap();
+    }
+    let view = r.table.get("cus_1", "sub_1").await.unwrap().unwrap();
+    assert_eq!(
+        (view.status.as_str(), view.end),
+        ("canceled", Some(cancelled))
+    );
+    let out = r.billing.bill("cus_1", period()).await.unwrap();
+    let prorated = crate::billing::money::scale_amount(2 * 1500, 10, 31);
+    assert!(
+        matches!(out, BillOutcome::Invoiced { total, .. } if total == prorated),
+        "{out:?}: 2 seats x 15.00 for 10 of 31 days is {prorated}"
+    );
+}
+
+#[tokio::test]
+async fn a_cancelled_subscription_stays_cancelled_whatever_arrives_later() {
+    let cancelled = ts("2026-10-10T12:00:00Z");
+    let r = rig();
+    let apply = |id: &'static str, t: &'static str, created: i64, status: &'static str| {
+        let msg = stripe_msg(id, t, created, sub_obj(status, cancelled));
+        let billing = &r.billing;
+        async move { billing.apply_event(&msg).await.unwrap() }
+    };
+    apply(
+        "evt_del",
+        "customer.subscription.deleted",
+        cancelled,
+        "canceled",
+    )
+    .await;
+    // A later `updated` of a live status (a clock skew, a replay, a hand-made event), an
+    // older one redelivered, and the `created` redelivered: none brings it back.
+    apply(
+        "evt_late",
+        "customer.subscription.updated",
+        cancelled + 5,
+        "active",
+    )
+    .await;
+    apply(
+        "evt_old",
+        "customer.subscription.updated",
+        cancelled - 86_400,
+        "past_due",
+    )
+    .await;
+    apply(
+        "evt_new",
+        "customer.subscription.created",
+        cancelled - 40 * 86_400,
+        "incomplete",
+    )
+    .await;
+    let view = r.table.get("cus_1", "sub_1").await.unwrap().unwrap();
+    assert_eq!(view.status, "canceled");
+    assert_eq!(view.end, Some(cancelled));
+    assert_eq!(view.updated_at, cancelled, "the deletion's view, untouched");
+}
+
+#[tokio::test]
+async fn a_deleted_event_is_terminal_whatever_its_object_says() {
+    let r = rig();
+    let at = ts("2026-10-10T12:00:00Z");
+    r.billing
+        .apply_event(&stripe_msg(
+            "evt_del",
+            "customer.subscription.deleted",
+            at,
+            sub_obj("active", at),
+        ))
+        .await
+        .unwrap();
+    r.billing
+        .apply_event(&stripe_msg(
+            "evt_upd",
+            "customer.subscription.updated",
+            at,
+            sub_obj("active", at),
+        ))
+        .await
+        .unwrap();
+    let view = r.table.get("cus_1", "sub_1").await.unwrap().unwrap();
+    assert_eq!((view.status.as_str(), view.end), ("canceled", Some(at)));
+}
+
+#[tokio::test]
+async fn within_one_second_the_activation_wins_over_the_incomplete_creation() {
+    // `created` (incomplete, awaiting the first payment) and `updated` (active, paid) in one
+    // second: whatever the order, the subscription is billed as active.
+    let at = ts("2026-10-02T08:00:00Z");
+    for order in [["created", "updated"], ["updated", "created"]] {
+        let r = rig();
+        for t in order {
+            let status = if t == "created" {
+                "incomplete"
+            } else {
+                "active"
+            };
+            r.billing
+                .apply_event(&stripe_msg(
+                    t,
+                    &format!("customer.subscription.{t}"),
+                    at,
+                    sub_obj(status, at),
+                ))
+                .await
+                .unwrap();
+        }
+        let view = r.table.get("cus_1", "sub_1").await.unwrap().unwrap();
+        assert_eq!(view.status, "active", "{order:?}");
+        assert!(view.billable_in(period()), "{order:?}");
+    }
+}
+
 #[tokio::test]
 async fn subscription_events_keep_the_newest_view() {
     let r = rig();
