@@ -75,6 +75,9 @@ impl ArchiverConfig {
     }
 }
 
+/// The largest `WEBHOOK_MAX_BODY_BYTES`: half of [`crate::queue::MAX_CHECKED_OUT_BYTES`].
+pub const MAX_WEBHOOK_BODY_BYTES: usize = crate::queue::MAX_CHECKED_OUT_BYTES / 2;
+
 impl IntakeConfig {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         let max_body_bytes = env.parsed_or("WEBHOOK_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES)?;
@@ -82,6 +85,17 @@ impl IntakeConfig {
             return Err(ConfigError::Malformed {
                 name: "WEBHOOK_MAX_BODY_BYTES".into(),
                 reason: "must be positive".into(),
+            });
+        }
+        // The queue message carries the body as a JSON string (escaping can double it), and
+        // the largest message a consumer reads is `MAX_CHECKED_OUT_BYTES`: a larger limit
+        // would accept events that could never be handed on.
+        if max_body_bytes > MAX_WEBHOOK_BODY_BYTES {
+            return Err(ConfigError::Malformed {
+                name: "WEBHOOK_MAX_BODY_BYTES".into(),
+                reason: format!(
+                    "at most {MAX_WEBHOOK_BODY_BYTES} (half the largest queue message a consumer reads)"
+                ),
             });
         }
         // Both or neither: one without the other is a deployment mistake, named.
@@ -295,6 +309,10 @@ mod tests {
         ]))
         .unwrap();
         assert_eq!((c.tolerance_secs, c.max_body_bytes), (60, 524_288));
+        let too_big = (MAX_WEBHOOK_BODY_BYTES + 1).to_string();
+        let err = IntakeConfig::from_env(&env(&[("WEBHOOK_MAX_BODY_BYTES", too_big.as_str())]))
+            .unwrap_err();
+        assert!(err.to_string().contains("WEBHOOK_MAX_BODY_BYTES"), "{err}");
         let err = IntakeConfig::from_env(&env(&[("WEBHOOK_TOLERANCE_SECS", "soon")])).unwrap_err();
         assert!(err.to_string().contains("WEBHOOK_TOLERANCE_SECS"));
         let err = IntakeConfig::from_env(&Env::from_map([("ARTIFACTS_BUCKET", "x")])).unwrap_err();
