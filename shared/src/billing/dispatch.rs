@@ -132,8 +132,15 @@ impl Billing {
             }
             Job::Bill { customer, period } => {
                 let outcome = self.bill(&customer, period).await.inspect_err(|e| {
-                    tally.one("InvoicesFailed");
-                    tracing::error!(customer_id = %customer, %period, error = %e.chain(), retryable = e.is_retryable(), "bill failed");
+                    // Waiting (usage settling, another run's lease) is not a failure: the job
+                    // comes back and bills then.
+                    if matches!(e, Error::InProgress(_)) {
+                        tally.one("InvoicesDeferred");
+                        tracing::info!(customer_id = %customer, %period, reason = %e, "bill deferred");
+                    } else {
+                        tally.one("InvoicesFailed");
+                        tracing::error!(customer_id = %customer, %period, error = %e.chain(), retryable = e.is_retryable(), "bill failed");
+                    }
                 })?;
                 let (name, label, invoice, total) = match outcome {
                     BillOutcome::Invoiced {

@@ -194,3 +194,26 @@ async fn every_record_of_a_closing_period_is_billed_or_late_exactly_once() {
         .collect();
     assert!(late.iter().all(|id| !stored.contains(id)), "never both");
 }
+
+#[tokio::test]
+async fn a_bill_job_waiting_for_the_usage_to_settle_is_deferred_not_failed() {
+    let (billing, _table) = billing_with(HashMap::new()).await;
+    let tally = crate::telemetry::Tally::new("test", "usage-billing");
+    let job = Job::Bill {
+        customer: "cus_r".into(),
+        period: period(),
+    };
+    // The first run closes the period; the usage settles for SETTLE_MS after that.
+    let err = billing
+        .run_job(job.clone(), Utc::now(), &tally)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::InProgress(_)), "{err:?}");
+    assert!(err.is_retryable(), "the job comes back: {err:?}");
+    assert_eq!(tally.get("InvoicesDeferred"), Some(1.0));
+    assert_eq!(
+        tally.get("InvoicesFailed"),
+        None,
+        "waiting is not a failure"
+    );
+}
