@@ -386,3 +386,6 @@ mod tests {
         assert_eq!(weighted(&[last], None, period()), q(1));
     }
 }
+
+#[cfg(test)]
+mod props_tests;

@@ -444,3 +444,6 @@ mod tests {
         assert!(!e.is_retryable());
     }
 }
+
+#[cfg(test)]
+mod props_tests;

@@ -288,3 +288,6 @@ mod tests {
         assert_eq!(serde_json::to_string(&q).unwrap(), "\"2\"");
     }
 }
+
+#[cfg(test)]
+mod props_tests;

@@ -480,3 +480,6 @@ mod tests {
         assert!(PriceModel::Graduated { tiers: vec![] }.validate().is_err());
     }
 }
+
+#[cfg(test)]
+pub(super) mod props_tests;

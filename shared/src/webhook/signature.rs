@@ -134,3 +134,6 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod props_tests;
