@@ -296,25 +296,37 @@ async fn a_mint_racing_a_cancellation_is_refused_inside_the_write_on_dynamodb() 
     );
 }
 
-#[tokio::test]
-async fn a_seat_change_never_activates_over_a_predecessor_revoked_meanwhile_on_dynamodb() {
-    let p = parts().await;
+/// A subscription minted once, then a seat change left ISSUING, then its first license
+/// revoked for `reason` before the successor is activated: (customer, subscription, period
+/// start in seconds).
+async fn predecessor_revoked_under_a_seat_change(
+    p: &Parts,
+    reason: RevocationReason,
+) -> (String, String, i64) {
     let (cus, sub, start) = p.subscription(5);
     let Outcome::Minted {
         license_id: first, ..
-    } = p.service().reconcile(&sub).await.unwrap()
+    } = p.service().reconcile(&sub).await.expect("mint")
     else {
         panic!("mint")
     };
-    successor_left_issuing(&p, &sub, &cus, start, 9).await;
+    successor_left_issuing(p, &sub, &cus, start, 9).await;
+    let first_rec = p
+        .store
+        .get(&cus, &first)
+        .await
+        .expect("read")
+        .expect("the first license");
+    assert!(p.store.revoke(&first_rec, reason, 1).await.expect("revoke"));
+    (cus, sub, start)
+}
+
+#[tokio::test]
+async fn a_seat_change_never_activates_over_a_predecessor_revoked_meanwhile_on_dynamodb() {
+    let p = parts().await;
     // A full refund revokes the first license before the successor is activated.
-    let first_rec = p.store.get(&cus, &first).await.unwrap().unwrap();
-    assert!(
-        p.store
-            .revoke(&first_rec, RevocationReason::Refunded, 1)
-            .await
-            .unwrap()
-    );
+    let (cus, sub, start) =
+        predecessor_revoked_under_a_seat_change(&p, RevocationReason::Refunded).await;
     let head = p.store.head(&sub, start * 1000).await.unwrap().unwrap();
     let second = p.store.get(&cus, &head.license_id).await.unwrap().unwrap();
     assert!(
@@ -330,21 +342,8 @@ async fn a_seat_change_never_activates_over_a_predecessor_revoked_meanwhile_on_d
     assert_eq!(active_of(&recs), 0, "{recs:?}");
 
     // A predecessor suspended for non-payment (a reinstatement) is replaced as before.
-    let (cus, sub, start) = p.subscription(5);
-    let Outcome::Minted {
-        license_id: first, ..
-    } = p.service().reconcile(&sub).await.unwrap()
-    else {
-        panic!("mint")
-    };
-    successor_left_issuing(&p, &sub, &cus, start, 9).await;
-    let first_rec = p.store.get(&cus, &first).await.unwrap().unwrap();
-    assert!(
-        p.store
-            .revoke(&first_rec, RevocationReason::Suspended, 1)
-            .await
-            .unwrap()
-    );
+    let (cus, sub, _) =
+        predecessor_revoked_under_a_seat_change(&p, RevocationReason::Suspended).await;
     let out = p.service().reconcile(&sub).await.unwrap();
     assert!(matches!(out, Outcome::Existing { .. }), "{out:?}");
     let recs = p.store.by_customer(&cus).await.unwrap();

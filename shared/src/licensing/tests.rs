@@ -1045,14 +1045,17 @@ async fn a_full_refund_or_a_lost_dispute_revokes_and_a_partial_refund_does_not()
 
 // ------------------------------------------------------------- races with revocations
 
-/// Something another worker does while this one signs: between the minter's read of the
-/// period's head and its writes.
-type Race = Box<dyn FnOnce() -> futures::future::BoxFuture<'static, ()> + Send>;
+/// Something another worker does while this one signs, between the minter's read of the
+/// period's head and its writes, given the store and the first license.
+type Race = Box<
+    dyn FnOnce(Arc<MemoryLicenseStore>, LicenseRecord) -> futures::future::BoxFuture<'static, ()>
+        + Send,
+>;
 
-/// A signer that runs a [`Race`] during its next signature.
+/// A signer that runs a race during its next signature.
 struct RacingSigner {
     inner: InProcessSigner,
-    race: std::sync::Mutex<Option<Race>>,
+    race: std::sync::Mutex<Option<futures::future::BoxFuture<'static, ()>>>,
 }
 
 #[async_trait]
@@ -1060,7 +1063,7 @@ impl LicenseSigner for RacingSigner {
     async fn sign(&self, message: &[u8]) -> crate::Result<Vec<u8>> {
         let race = self.race.lock().unwrap().take();
         if let Some(race) = race {
-            race().await;
+            race.await;
         }
         self.inner.sign(message).await
     }
@@ -1089,7 +1092,7 @@ async fn racing(race: Race) -> (Fixture, LicenseService, LicenseRecord) {
         panic!("first license")
     };
     let first = f.store.get("cus_1", &license_id).await.unwrap().unwrap();
-    *signer.race.lock().unwrap() = Some(race);
+    *signer.race.lock().unwrap() = Some(race(f.store.clone(), first.clone()));
     (f, service, first)
 }
 
@@ -1102,13 +1105,8 @@ async fn a_seat_change_racing_a_refund_never_activates_over_the_revoked_license(
     // The refund revokes the first license after the seat change read it as ACTIVE and
     // before its successor is activated. (The service used to activate the successor anyway
     // once the predecessor had left ACTIVE: a refunded period with a valid license.)
-    let store = Arc::new(std::sync::Mutex::new(
-        None::<(Arc<MemoryLicenseStore>, LicenseRecord)>,
-    ));
-    let slot = store.clone();
-    let (f, service, first) = racing(Box::new(move || {
+    let (f, service, first) = racing(Box::new(|store, first| {
         Box::pin(async move {
-            let (store, first) = slot.lock().unwrap().take().unwrap();
             assert!(
                 store
                     .revoke(&first, RevocationReason::Refunded, NOW_MS)
@@ -1118,7 +1116,6 @@ async fn a_seat_change_racing_a_refund_never_activates_over_the_revoked_license(
         })
     }))
     .await;
-    *store.lock().unwrap() = Some((f.store.clone(), first.clone()));
     seat_change(&f);
     let out = service.reconcile("sub_1").await.unwrap();
     let Outcome::Revoked { license_ids } = out else {
@@ -1159,16 +1156,12 @@ async fn a_subscription_ended_in_the_store_is_never_minted_even_when_stripe_stil
     // The cancellation is handled (the subscription marked ended) while a seat change signs;
     // the minter's own reads of Stripe still say active (a stale copy). The mark is checked
     // inside the write, so nothing is recorded or activated, and every license is revoked.
-    let slot = Arc::new(std::sync::Mutex::new(None::<Arc<MemoryLicenseStore>>));
-    let s = slot.clone();
-    let (f, service, first) = racing(Box::new(move || {
+    let (f, service, first) = racing(Box::new(|store, _first| {
         Box::pin(async move {
-            let store = s.lock().unwrap().take().unwrap();
             store.end_subscription("sub_1", NOW_MS).await.unwrap();
         })
     }))
     .await;
-    *slot.lock().unwrap() = Some(f.store.clone());
     seat_change(&f);
     let out = service.reconcile("sub_1").await.unwrap();
     assert_eq!(
@@ -1185,13 +1178,8 @@ async fn a_subscription_ended_in_the_store_is_never_minted_even_when_stripe_stil
 async fn a_seat_change_racing_a_suspension_waits_for_the_payment() {
     // The customer is suspended (standing recorded, licenses revoked as suspended) while a
     // seat change signs: its license must not become ACTIVE until the customer pays.
-    let slot = Arc::new(std::sync::Mutex::new(
-        None::<(Arc<MemoryLicenseStore>, LicenseRecord)>,
-    ));
-    let s = slot.clone();
-    let (f, service, first) = racing(Box::new(move || {
+    let (f, service, first) = racing(Box::new(|store, first| {
         Box::pin(async move {
-            let (store, first) = s.lock().unwrap().take().unwrap();
             let suspended = CustomerStanding {
                 suspended: true,
                 seq: 1,
@@ -1206,7 +1194,6 @@ async fn a_seat_change_racing_a_suspension_waits_for_the_payment() {
         })
     }))
     .await;
-    *slot.lock().unwrap() = Some((f.store.clone(), first.clone()));
     seat_change(&f);
     let out = service.reconcile("sub_1").await.unwrap();
     assert!(matches!(out, Outcome::Skipped { .. }), "{out:?}");
