@@ -592,7 +592,8 @@ fn keep_latest(state: &mut CustomerState, new: InvoiceLink) {
 
 /// The annualised contract value of a subscription: Σ unit amount × quantity × billing
 /// periods per year, rounded half up to the minor unit. `None` when a price has no amount or
-/// interval (an unknown or metered price), or the items disagree on the currency.
+/// interval (an unknown or metered price), the items disagree on the currency, or the value
+/// does not fit an amount (checked arithmetic: never a wrapped figure).
 pub fn annual_value(sub: &Subscription) -> Option<Money> {
     let mut total: i128 = 0;
     let mut currency: Option<String> = None;
@@ -601,8 +602,9 @@ pub fn annual_value(sub: &Subscription) -> Option<Money> {
         let unit = i128::from(price.unit_amount?);
         let (per_year, count) = price.periods_per_year()?;
         let qty = i128::from(item.quantity.unwrap_or(1));
-        let (num, den) = (unit * qty * i128::from(per_year), i128::from(count));
-        total += (num + den / 2) / den;
+        let num = unit.checked_mul(qty)?.checked_mul(i128::from(per_year))?;
+        let den = i128::from(count).max(1);
+        total = total.checked_add(num.checked_add(den / 2)? / den)?;
         let c = price.currency.clone().or_else(|| sub.currency.clone())?;
         if currency.as_ref().is_some_and(|cur| *cur != c) {
             return None;
@@ -626,11 +628,11 @@ pub fn monthly_value(sub: &Subscription, at: i64) -> Option<Money> {
     for item in &sub.items.data {
         let price = item.price_or_plan()?;
         let (per_year, count) = price.periods_per_year()?;
-        let per_month = (i128::from(per_year), i128::from(count) * 12);
+        let per_month = (i128::from(per_year), i128::from(count).max(1) * 12);
         invoices_per_month.get_or_insert(per_month);
         let qty = i128::from(item.quantity.unwrap_or(1));
-        let amount = i128::from(price.unit_amount?) * qty;
-        monthly = add(monthly, (amount * per_month.0, per_month.1));
+        let amount = i128::from(price.unit_amount?).checked_mul(qty)?;
+        monthly = add(monthly, (amount.checked_mul(per_month.0)?, per_month.1))?;
     }
     if let Some(d) = &sub.discount
         && d.coupon.duration.as_deref() != Some("once")
@@ -639,25 +641,30 @@ pub fn monthly_value(sub: &Subscription, at: i64) -> Option<Money> {
         if let Some(p) = d.coupon.percent_off {
             // Basis points: exact for the two decimals Stripe allows.
             let bp = ((p * 100.0).round() as i128).clamp(0, 10_000);
-            monthly = (monthly.0 * (10_000 - bp), monthly.1 * 10_000);
+            monthly = (
+                monthly.0.checked_mul(10_000 - bp)?,
+                monthly.1.checked_mul(10_000)?,
+            );
         } else if let (Some(off), Some((n, d))) = (d.coupon.amount_off, invoices_per_month) {
-            monthly = add(monthly, (-i128::from(off) * n, d));
+            monthly = add(monthly, ((-i128::from(off)).checked_mul(n)?, d))?;
         }
     }
     let (num, den) = monthly;
     let rounded = if num <= 0 {
         0
     } else {
-        (2 * num + den) / (2 * den)
+        num.checked_mul(2)?.checked_add(den)? / den.checked_mul(2)?
     };
     Some(Money::new(i64::try_from(rounded).ok()?, currency))
 }
 
-/// The exact sum of two fractions, reduced.
-fn add(a: (i128, i128), b: (i128, i128)) -> (i128, i128) {
-    let (num, den) = (a.0 * b.1 + b.0 * a.1, a.1 * b.1);
-    let g = gcd(num.abs(), den).max(1);
-    (num / g, den / g)
+/// The exact sum of two fractions (positive denominators), reduced; `None` past `i128`
+/// (a value no real subscription reaches: the caller then reports no value).
+fn add(a: (i128, i128), b: (i128, i128)) -> Option<(i128, i128)> {
+    let num = a.0.checked_mul(b.1)?.checked_add(b.0.checked_mul(a.1)?)?;
+    let den = a.1.checked_mul(b.1)?;
+    let g = gcd(num.checked_abs()?, den).max(1);
+    Some((num / g, den / g))
 }
 
 fn gcd(a: i128, b: i128) -> i128 {

@@ -654,6 +654,34 @@ fn monthly_value_normalises_every_interval_and_applies_recurring_discounts() {
     assert_eq!(m(&unpriced), None);
 }
 
+#[test]
+fn values_past_an_amount_are_none_never_wrapped() {
+    use super::service::{annual_value, monthly_value};
+    // i64::MAX x u64::MAX x 365 overflows even i128: no value, no panic, no wrapped figure.
+    let daily = priced("day", 1, i64::MAX, u64::MAX, Value::Null);
+    assert_eq!(annual_value(&daily), None);
+    assert_eq!(monthly_value(&daily, START), None);
+    // Past i64 but inside i128: still no value (an amount is i64).
+    let big = priced("month", 1, i64::MAX, 2, Value::Null);
+    assert_eq!(annual_value(&big), None);
+    assert_eq!(monthly_value(&big, START), None);
+    // A percentage on the largest sum and an amount off on many intervals: checked too.
+    let pct = json!({"coupon": {"percent_off": 33.33, "duration": "forever"}});
+    assert_eq!(
+        monthly_value(&priced("week", 7, i64::MAX, u64::MAX, pct), START),
+        None
+    );
+    let off = json!({"coupon": {"amount_off": i64::MAX, "currency": "usd", "duration": "forever"}});
+    assert_eq!(
+        monthly_value(&priced("day", u32::MAX, 1, 1, off), START).map(|m| m.amount),
+        Some(0),
+        "an amount off larger than the price leaves zero"
+    );
+    // The largest real price still has its value.
+    let real = priced("year", 1, 99_999_999, 10_000, Value::Null);
+    assert_eq!(annual_value(&real).map(|m| m.amount), Some(999_999_990_000));
+}
+
 #[tokio::test]
 async fn each_change_of_a_subscription_is_kept_in_its_history_once() {
     let r = rig();

@@ -102,18 +102,27 @@ impl Rates {
             return Some(money.amount);
         }
         let (num, den) = parse_decimal(self.rates.get(&money.currency)?)?;
+        // Checked throughout: a huge amount gives `None` (no figure), never a wrapped one.
         let scale = |exp: u32| 10_i128.checked_pow(exp);
-        let n = i128::from(money.amount) * num * scale(self.reporting.exponent())?;
-        let d = den * scale(money.currency.exponent())?;
-        i64::try_from((2 * n + d).div_euclid(2 * d)).ok()
+        let n = i128::from(money.amount)
+            .checked_mul(num)?
+            .checked_mul(scale(self.reporting.exponent())?)?;
+        let d = den.checked_mul(scale(money.currency.exponent())?)?;
+        let rounded = n
+            .checked_mul(2)?
+            .checked_add(d)?
+            .div_euclid(d.checked_mul(2)?);
+        i64::try_from(rounded).ok()
     }
 }
 
-/// A positive decimal as a fraction (`"1.08"` -> 108/100).
+/// A positive decimal as a fraction (`"1.08"` -> 108/100), at most 12 digits on each side
+/// of the point (no currency is worth 10¹² of another).
 fn parse_decimal(text: &str) -> Option<(i128, i128)> {
     let (int, frac) = text.split_once('.').unwrap_or((text, ""));
     if int.is_empty() && frac.is_empty()
         || !int.bytes().chain(frac.bytes()).all(|b| b.is_ascii_digit())
+        || int.len() > 12
         || frac.len() > 12
     {
         return None;

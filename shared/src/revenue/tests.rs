@@ -402,10 +402,32 @@ fn rates_convert_exactly_and_refuse_nonsense() {
         r#"{"reporting":"usd","rates":{"eur":"0"}}"#,
         r#"{"reporting":"usd","rates":{"eur":"1,2"}}"#,
         r#"{"reporting":"usd","rates":{"eur":"."}}"#,
+        r#"{"reporting":"usd","rates":{"eur":"1000000000000"}}"#,
         "[]",
     ] {
         assert!(Rates::from_json(bad).is_err(), "{bad}");
     }
+    // The largest amounts convert with checked arithmetic: a figure or none, never wrapped.
+    let steep =
+        Rates::from_json(r#"{"reporting":"jpy","rates":{"eur":"999999999999.999999999999"}}"#)
+            .unwrap();
+    assert_eq!(
+        steep.convert(&Money::new(i64::MAX, "eur".parse().unwrap())),
+        None
+    );
+    assert_eq!(
+        steep.convert(&Money::new(i64::MIN, "eur".parse().unwrap())),
+        None
+    );
+    assert_eq!(
+        steep.convert(&Money::new(100, "eur".parse().unwrap())),
+        Some(1_000_000_000_000),
+        "1.00 EUR at 10^12 - 10^-12 is 10^12 yen, rounded half up"
+    );
+    assert_eq!(
+        r.convert(&Money::new(i64::MAX, "eur".parse().unwrap())),
+        None
+    );
 }
 
 #[test]
