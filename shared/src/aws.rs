@@ -7,7 +7,9 @@ use crate::config::Env;
 use crate::error::Result;
 use crate::tls::Roots;
 use aws_config::{BehaviorVersion, SdkConfig};
+use aws_smithy_types::timeout::TimeoutConfig;
 use std::sync::OnceLock;
+use std::time::Duration;
 
 /// Loads the shared SDK configuration (region, credentials, endpoint) from the environment,
 /// with the trust store `BLAPI_TLS_ROOTS` selects (see [`crate::tls`]).
@@ -17,9 +19,23 @@ use std::sync::OnceLock;
 /// it constructs its web-identity STS client and reads profile files: ~12 % of a function's
 /// init instructions for nothing. Without them (a laptop with a profile or SSO), the default
 /// chain applies.
+///
+/// Every call is bounded: the SDK's defaults time out only the connect, so an answer that
+/// never comes (a stalled connection) would hold the invocation until Lambda's own timeout.
+/// Each read waits at most `AWS_READ_TIMEOUT_MS` (default 20 000) and each attempt twice
+/// that; a timed-out attempt is retried by the SDK's standard retry, and every write the
+/// functions make is idempotent, so a retry after a lost answer changes nothing.
 pub async fn sdk_config(env: &Env) -> Result<SdkConfig> {
     let http = Roots::from_env(env)?.sdk_http_client()?;
-    let mut loader = aws_config::defaults(BehaviorVersion::latest()).http_client(http);
+    let read = Duration::from_millis(env.parsed_or("AWS_READ_TIMEOUT_MS", 20_000u64)?.max(1));
+    let timeouts = TimeoutConfig::builder()
+        .connect_timeout(Duration::from_millis(3_100))
+        .read_timeout(read)
+        .operation_attempt_timeout(read * 2)
+        .build();
+    let mut loader = aws_config::defaults(BehaviorVersion::latest())
+        .http_client(http)
+        .timeout_config(timeouts);
     if let (Some(key), Some(secret)) = (
         env.optional("AWS_ACCESS_KEY_ID"),
         env.optional("AWS_SECRET_ACCESS_KEY"),
@@ -475,6 +491,53 @@ mod tests {
         assert_eq!(creds.access_key_id(), "AKIDEXAMPLE");
         assert_eq!(creds.secret_access_key(), "wJalrXUtnFEMI");
         assert_eq!(creds.session_token(), Some("session"));
+    }
+
+    #[tokio::test]
+    async fn a_stalled_answer_times_out_and_is_retried_never_held_forever() {
+        // A server that accepts every connection and never answers.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = accepted.clone();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((tcp, _)) = listener.accept().await {
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                held.push(tcp);
+            }
+        });
+        let env = Env::from_map([
+            ("AWS_ACCESS_KEY_ID", "test"),
+            ("AWS_SECRET_ACCESS_KEY", "test"),
+            ("AWS_REGION", "us-east-1"),
+            ("AWS_READ_TIMEOUT_MS", "200"),
+        ]);
+        let config = sdk_config(&env).await.unwrap();
+        let conf = aws_sdk_dynamodb::config::Builder::from(&config)
+            .region(aws_sdk_dynamodb::config::Region::new("us-east-1"))
+            .endpoint_url(&url)
+            .build();
+        let client = aws_sdk_dynamodb::Client::from_conf(conf);
+        let err = tokio::time::timeout(Duration::from_secs(60), client.list_tables().send())
+            .await
+            .expect("bounded by the SDK's own timeouts")
+            .unwrap_err();
+        assert!(
+            matches!(err, aws_sdk_dynamodb::error::SdkError::TimeoutError(_))
+                || format!("{err:?}").to_lowercase().contains("timeout"),
+            "{err:?}"
+        );
+        assert_eq!(
+            accepted.load(std::sync::atomic::Ordering::SeqCst),
+            3,
+            "the standard retry's three attempts, each on a new connection"
+        );
+        assert!(
+            Env::from_map([("AWS_READ_TIMEOUT_MS", "soon")])
+                .parsed_or("AWS_READ_TIMEOUT_MS", 1u64)
+                .is_err()
+        );
     }
 
     #[test]
