@@ -698,26 +698,26 @@ async fn create_table(client: &aws_sdk_dynamodb::Client, name: &str, props: &Val
             ));
         }
     }
-    if let Some(ttl) = props.get("TimeToLiveSpecification") {
-        if ttl.get("Enabled").and_then(Value::as_bool).unwrap_or(false) {
-            client
-                .update_time_to_live()
-                .table_name(name)
-                .time_to_live_specification(
-                    ddb::TimeToLiveSpecification::builder()
-                        .attribute_name(ttl["AttributeName"].as_str().unwrap_or("expires_at"))
-                        .enabled(true)
-                        .build()?,
+    if let Some(ttl) = props.get("TimeToLiveSpecification")
+        && ttl.get("Enabled").and_then(Value::as_bool).unwrap_or(false)
+    {
+        client
+            .update_time_to_live()
+            .table_name(name)
+            .time_to_live_specification(
+                ddb::TimeToLiveSpecification::builder()
+                    .attribute_name(ttl["AttributeName"].as_str().unwrap_or("expires_at"))
+                    .enabled(true)
+                    .build()?,
+            )
+            .send()
+            .await
+            .map_err(|e| {
+                anyhow!(
+                    "TTL on {name}: {}",
+                    aws_sdk_dynamodb::error::DisplayErrorContext(e)
                 )
-                .send()
-                .await
-                .map_err(|e| {
-                    anyhow!(
-                        "TTL on {name}: {}",
-                        aws_sdk_dynamodb::error::DisplayErrorContext(e)
-                    )
-                })?;
-        }
+            })?;
     }
     Ok(())
 }

@@ -108,7 +108,7 @@ fn record(n: u64, domain: &str) -> SqsMessage {
     let body = serde_json::json!({
         "id": format!("msg_{n}"),
         "source": "portal",
-        "type": if n % 3 == 0 { "lead.contact_us" } else { "lead.signup" },
+        "type": if n.is_multiple_of(3) { "lead.contact_us" } else { "lead.signup" },
         "received_at": "2026-11-25T10:00:00Z",
         "raw_key": format!("raw/portal/msg_{n}.json"),
         "event": {"type": "lead.signup", "timestamp": "2026-11-25T10:00:00Z", "data": {

@@ -75,7 +75,7 @@ impl CrmPort for Counting {
 
 fn state(i: usize) -> CustomerState {
     let start = T0 - (i as i64 % 700) * 86_400;
-    let yearly = i % 4 == 0;
+    let yearly = i.is_multiple_of(4);
     let end = start + if yearly { 365 } else { 30 } * 86_400;
     let point = ValuePoint {
         at: start,

@@ -178,7 +178,7 @@ struct Customer {
 }
 
 fn customer(i: usize, id: String) -> Customer {
-    let pro = i % 2 == 0;
+    let pro = i.is_multiple_of(2);
     Customer {
         sub: format!("sub_month{i:06}"),
         id,

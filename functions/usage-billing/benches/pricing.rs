@@ -83,7 +83,7 @@ fn subscription(c: u32, plan: &str) -> Subscription {
         quantity: 1 + i64::from(c % 5),
         status: "active".into(),
         currency: None,
-        start: if c % 10 == 0 {
+        start: if c.is_multiple_of(10) {
             1_791_590_400
         } else {
             1_780_000_000

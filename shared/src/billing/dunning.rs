@@ -682,15 +682,14 @@ impl Dunning {
         if !self.outbox.is_empty() {
             consider(0);
         }
-        if let Some((invoice, _, first)) = self.oldest_open() {
-            if let Some(step) = policy
+        if let Some((invoice, _, first)) = self.oldest_open()
+            && let Some(step) = policy
                 .ladder
                 .steps()
                 .iter()
                 .find(|s| !self.steps.contains(&step_key(invoice, s)))
-            {
-                consider(first.saturating_add(step.day.saturating_mul(DAY)));
-            }
+        {
+            consider(first.saturating_add(step.day.saturating_mul(DAY)));
         }
         if let Some(card) = self.payment_method.as_ref().and_then(|p| p.card.as_ref())
             && let Some(expires) = card_expires_at(card)

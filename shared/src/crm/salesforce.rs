@@ -166,10 +166,8 @@ impl SalesforceCrm {
         }
         let mut slot = self.token.write().await;
         // Another task may have refreshed it while we waited.
-        if !force {
-            if let Some(t) = slot.as_ref().filter(|t| t.expires > Instant::now()) {
-                return Ok(t.clone());
-            }
+        if !force && let Some(t) = slot.as_ref().filter(|t| t.expires > Instant::now()) {
+            return Ok(t.clone());
         }
         let url = format!("{}/services/oauth2/token", self.cfg.login_url);
         let creds = self.creds.expose();

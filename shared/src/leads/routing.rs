@@ -237,22 +237,22 @@ pub async fn route(
     company_domain: Option<&str>,
     facts: &Facts,
 ) -> Result<Route> {
-    if let Some(domain) = company_domain {
-        if let Some(acc) = accounts.account_for_domain(domain).await? {
-            return Ok(Route {
-                owner_id: acc.owner_id.clone(),
-                owner_name: String::new(),
-                method: RouteMethod::Account,
-                team: None,
-                rule: None,
-                slot: None,
-                reason: format!(
-                    "existing account {} ({}) on domain {domain}",
-                    acc.name, acc.account_id
-                ),
-                account_id: Some(acc.account_id),
-            });
-        }
+    if let Some(domain) = company_domain
+        && let Some(acc) = accounts.account_for_domain(domain).await?
+    {
+        return Ok(Route {
+            owner_id: acc.owner_id.clone(),
+            owner_name: String::new(),
+            method: RouteMethod::Account,
+            team: None,
+            rule: None,
+            slot: None,
+            reason: format!(
+                "existing account {} ({}) on domain {domain}",
+                acc.name, acc.account_id
+            ),
+            account_id: Some(acc.account_id),
+        });
     }
     let (team, rule) = territories.team_for(facts).ok_or_else(|| {
         crate::Error::Invalid(format!(
