@@ -10,10 +10,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=.venv/bin
-RUN=.local/run
 MOTO_PORT=${MOTO_PORT:-4599}
 STRIPE_PORT=${STRIPE_PORT:-8420}
 LAMBDA_PORT=${LAMBDA_PORT:-9001}
+# Pid files and logs; a stack on other ports keeps its own, so stopping one never stops another.
+RUN=.local/run
+if [ "$MOTO_PORT:$STRIPE_PORT:$LAMBDA_PORT" != "4599:8420:9001" ]; then
+  RUN=.local/run/$MOTO_PORT-$STRIPE_PORT-$LAMBDA_PORT
+fi
 mkdir -p "$RUN"
 
 answers() { curl -s -o /dev/null --max-time 2 "$1"; }

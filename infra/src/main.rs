@@ -5,7 +5,7 @@
 //!   (names and per-function environment) and `.local/lambda.env` (the environment
 //!   `cargo lambda watch --env-file` gives the functions). Safe to re-run.
 //! - `blapi-local env FUNCTION` prints a function's resolved environment as `KEY=value` lines.
-//! - `blapi-local map [--lambda URL] [--retry-after SECS] [--max-window SECS]` runs the local event-source mapper
+//! - `blapi-local map [--lambda URL] [--retry-after SECS] [--max-window SECS] [--copies N]` runs the local event-source mapper
 //!   (SQS queues of the template -> functions under `cargo lambda watch`) until SIGINT/SIGTERM.
 //! - `blapi-local token (--customer cus_... [--email ADDRESS] | --operator ID)` prints a portal
 //!   token signed by the local identity provider (15 minutes), for `curl` against portal-api.
@@ -117,6 +117,9 @@ async fn main() -> Result<()> {
                         .and_then(|s| s.parse().ok())
                         .unwrap_or(2),
                 ),
+                copies: flag(&args, "--copies")
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(1),
             };
             let stop = Arc::new(AtomicBool::new(false));
             let signal_stop = stop.clone();
@@ -167,7 +170,7 @@ async fn main() -> Result<()> {
         }
         _ => {
             bail!(
-                "usage: blapi-local up [--prefix P] | env FUNCTION | map [--lambda URL] [--retry-after SECS] [--max-window SECS] | schedule [--function NAME] [--input JSON] | token (--customer ID | --operator ID)"
+                "usage: blapi-local up [--prefix P] | env FUNCTION | map [--lambda URL] [--retry-after SECS] [--max-window SECS] [--copies N] | schedule [--function NAME] [--input JSON] | token (--customer ID | --operator ID)"
             );
         }
     }

@@ -138,6 +138,24 @@ pub struct MapperOptions {
     pub wait: Duration,
     /// The longest batching window honoured (a template's longer one is cut to this).
     pub max_window: Duration,
+    /// How many times each batch is delivered, concurrently (1 as a rule). SQS delivers at
+    /// least once: the fault tests deliver every batch 3 times at once, and a record counts
+    /// as failed (it is redelivered) when any delivery reports it or fails as a whole.
+    pub copies: usize,
+}
+
+impl MapperOptions {
+    /// The options `make functions` and the tests use: quick retries, short windows, each
+    /// batch delivered once.
+    pub fn local(lambda_url: impl Into<String>) -> Self {
+        Self {
+            lambda_url: lambda_url.into(),
+            retry_after: Duration::from_secs(1),
+            wait: Duration::from_secs(1),
+            max_window: Duration::from_secs(1),
+            copies: 1,
+        }
+    }
 }
 
 /// Outcome counters of the mapper (for summaries).
@@ -272,21 +290,30 @@ async fn poll(
         counters.invocations += 1;
         counters.records += messages.len() as u64;
         let payload = serde_json::to_value(&event)?;
-        let failed: Vec<String> = match invoke(&http, &opts.lambda_url, &m.function, &payload).await
-        {
-            Ok(resp) => serde_json::from_value::<SqsBatchResponse>(resp)
-                .map(|r| {
-                    r.batch_item_failures
-                        .into_iter()
-                        .map(|f| f.item_identifier)
-                        .collect()
-                })
-                .unwrap_or_default(),
-            Err(e) => {
-                tracing::warn!(function = %m.function, error = %format!("{e:#}"), "invocation failed: the whole batch is retried");
-                handles.keys().cloned().collect()
+        let deliveries =
+            (0..opts.copies.max(1)).map(|_| invoke(&http, &opts.lambda_url, &m.function, &payload));
+        let mut failed: Vec<String> = Vec::new();
+        for outcome in futures::future::join_all(deliveries).await {
+            let ids: Vec<String> = match outcome {
+                Ok(resp) => serde_json::from_value::<SqsBatchResponse>(resp)
+                    .map(|r| {
+                        r.batch_item_failures
+                            .into_iter()
+                            .map(|f| f.item_identifier)
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+                Err(e) => {
+                    tracing::warn!(function = %m.function, error = %format!("{e:#}"), "invocation failed: the whole batch is retried");
+                    handles.keys().cloned().collect()
+                }
+            };
+            for id in ids {
+                if !failed.contains(&id) {
+                    failed.push(id);
+                }
             }
-        };
+        }
         let mut deleted = 0;
         for (id, handle) in &handles {
             if failed.contains(id) {

@@ -1,6 +1,7 @@
 //! The event-source mapper against moto and a stand-in for the local Lambda API: good records
 //! are deleted, a poison record is redelivered until the redrive policy parks it in the DLQ,
-//! and a function error retries the whole batch.
+//! a function error retries the whole batch, and each batch can be delivered several times at
+//! once (at-least-once delivery, as the fault tests use it).
 
 #![allow(clippy::unwrap_used)] // test helpers: a failed expectation should panic
 
@@ -86,10 +87,8 @@ async fn poison_goes_to_the_dlq_and_good_records_are_deleted() {
 
     let stop = Arc::new(AtomicBool::new(false));
     let opts = MapperOptions {
-        lambda_url: lambda.uri(),
         retry_after: Duration::ZERO,
-        wait: Duration::from_secs(1),
-        max_window: Duration::from_secs(1),
+        ..MapperOptions::local(lambda.uri())
     };
     let mapper = {
         let stop = stop.clone();
@@ -153,10 +152,8 @@ async fn a_function_error_leaves_the_whole_batch_for_redelivery() {
 
     let stop = Arc::new(AtomicBool::new(false));
     let opts = MapperOptions {
-        lambda_url: lambda.uri(),
         retry_after: Duration::from_secs(30),
-        wait: Duration::from_secs(1),
-        max_window: Duration::from_secs(1),
+        ..MapperOptions::local(lambda.uri())
     };
     let mapper = {
         let stop = stop.clone();
@@ -183,4 +180,98 @@ async fn a_function_error_leaves_the_whole_batch_for_redelivery() {
         1,
         "the message is kept for redelivery"
     );
+}
+
+/// Answers the first delivery of each batch with a failure of every record and the others
+/// with success: a record one concurrent delivery failed is redelivered, not deleted.
+struct FirstDeliveryFails {
+    seen: std::sync::Mutex<std::collections::HashMap<String, usize>>,
+}
+
+impl Respond for FirstDeliveryFails {
+    fn respond(&self, req: &Request) -> ResponseTemplate {
+        let event: serde_json::Value = serde_json::from_slice(&req.body).unwrap();
+        let ids: Vec<String> = event["Records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["messageId"].as_str().unwrap().to_owned())
+            .collect();
+        let mut seen = self.seen.lock().unwrap();
+        let n = seen.entry(ids.join(",")).or_default();
+        *n += 1;
+        let failures: Vec<serde_json::Value> = if *n % 3 == 1 {
+            ids.iter()
+                .map(|id| serde_json::json!({"itemIdentifier": id}))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        ResponseTemplate::new(200).set_body_json(serde_json::json!({"batchItemFailures": failures}))
+    }
+}
+
+#[tokio::test]
+async fn every_batch_goes_out_as_many_times_as_asked_and_any_failure_redelivers_it() {
+    let stack = fresh_stack().await;
+    let template = Template::load(&blapi_infra::repo_root().join("template.yaml")).unwrap();
+    let lambda = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/2015-03-31/functions/customer-sync/invocations"))
+        .respond_with(FirstDeliveryFails {
+            seen: Default::default(),
+        })
+        .mount(&lambda)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(serde_json::json!({"batchItemFailures": []})),
+        )
+        .mount(&lambda)
+        .await;
+    let sqs = aws_sdk_sqs::Client::new(&stack.sdk_config().await);
+    let queue = stack.physical("CustomerEventsQueue").to_owned();
+    sqs.send_message()
+        .queue_url(&queue)
+        .message_body("{\"customer\":1}")
+        .send()
+        .await
+        .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let opts = MapperOptions {
+        retry_after: Duration::from_secs(30),
+        copies: 3,
+        ..MapperOptions::local(lambda.uri())
+    };
+    let mapper = {
+        let stop = stop.clone();
+        let stack = stack.clone();
+        tokio::spawn(async move { run(&stack, &template, opts, stop).await })
+    };
+    let delivered = || async {
+        lambda
+            .received_requests()
+            .await
+            .unwrap_or_default()
+            .iter()
+            .filter(|r| r.url.path().contains("customer-sync"))
+            .count()
+    };
+    for _ in 0..40 {
+        if delivered().await >= 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    // Give a fourth delivery (there must be none: the record waits 30 s) a moment.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::SeqCst);
+    let counters = mapper.await.unwrap().unwrap();
+    assert_eq!(delivered().await, 3, "one batch, three deliveries at once");
+    assert_eq!(
+        (counters.invocations, counters.deleted, counters.failed),
+        (1, 0, 1),
+        "{counters:?}"
+    );
+    assert_eq!(count(&sqs, &queue).await, 1, "kept for redelivery");
 }

@@ -48,6 +48,16 @@ impl Functions {
     /// Starts `cargo lambda watch --only-lambda-apis` on a free port, [`INSTANCES`] processes of
     /// every function binary against it with the stack's environment, and the mapper.
     pub async fn start(stack: &LocalStack, log_dir: &std::path::Path) -> Result<Self> {
+        Self::start_with(stack, log_dir, &StartOptions::default()).await
+    }
+
+    /// [`Functions::start`] with the function processes' environment overridden (the fault
+    /// tests point them at a proxy) and each batch delivered `copies` times at once.
+    pub async fn start_with(
+        stack: &LocalStack,
+        log_dir: &std::path::Path,
+        options: &StartOptions,
+    ) -> Result<Self> {
         let port = free_port()?;
         let lambda_url = format!("http://127.0.0.1:{port}");
         std::fs::create_dir_all(log_dir)?;
@@ -98,6 +108,7 @@ impl Functions {
             for _ in 0..INSTANCES {
                 let child = Command::new(&bin)
                     .envs(stack.process_env(function))
+                    .envs(&options.env)
                     .env(
                         "AWS_LAMBDA_RUNTIME_API",
                         format!("http://127.0.0.1:{port}/.rt/{function}"),
@@ -114,10 +125,8 @@ impl Functions {
         }
         let template = Template::load(&blapi_infra::repo_root().join("template.yaml"))?;
         let opts = MapperOptions {
-            lambda_url,
-            retry_after: Duration::from_secs(1),
-            wait: Duration::from_secs(1),
-            max_window: Duration::from_secs(1),
+            copies: options.copies,
+            ..MapperOptions::local(lambda_url)
         };
         let stack = stack.clone();
         let stop = functions.stop.clone();
@@ -156,6 +165,24 @@ impl Drop for Functions {
             }
             let _ = w.kill();
             let _ = w.wait();
+        }
+    }
+}
+
+/// How [`Functions::start_with`] differs from a plain start.
+#[derive(Debug, Clone)]
+pub struct StartOptions {
+    /// Variables set on every function process over the stack's own.
+    pub env: std::collections::BTreeMap<String, String>,
+    /// Deliveries of each batch (the mapper's `copies`).
+    pub copies: usize,
+}
+
+impl Default for StartOptions {
+    fn default() -> Self {
+        Self {
+            env: Default::default(),
+            copies: 1,
         }
     }
 }

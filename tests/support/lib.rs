@@ -4,9 +4,12 @@
 //!
 //! # Layout
 //! - [`clients`]: AWS clients pointed at a stack's emulator.
+//! - [`faults`]: a fault-injecting proxy in front of an emulator, and a retrying webhook relay.
 //! - [`harness`]: starts `cargo lambda watch` with a stack's environment, and the mapper.
 //! - [`scenario`]: the end-to-end business scenario (`make demo`, `tests/e2e.rs`).
 
+pub mod accounting;
+pub mod faults;
 pub mod harness;
 pub mod scenario;
 

@@ -35,7 +35,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// The Stripe API key of the local stack (`infra/local-secrets.json`).
-const STRIPE_KEY: &str = "sk_test_blapi_local";
+pub const STRIPE_KEY: &str = "sk_test_blapi_local";
 /// The plan the scenario sells: billed by usage-billing (`cloud-pro` in the price book), licensed
 /// as `professional` (its metadata); its own Stripe amount is 0 so seats are not charged twice.
 const PLAN: &str = "plan_cloud_pro";
@@ -187,6 +187,14 @@ pub struct World<'a> {
     clients: blapi::aws::Clients,
     store: Arc<dyn ObjectStore>,
     run: String,
+    /// Where localstripe sends the webhooks (the intake's Function URL unless a relay stands
+    /// in front of it).
+    pub stripe_webhook_url: Option<String>,
+    /// How many times each first-party event is posted at once (each delivery retried on a 5xx
+    /// or a lost answer with the same id, as a Standard Webhooks sender does).
+    pub deliveries: usize,
+    /// The (source, webhook id) of every first-party event the intake accepted.
+    pub accepted: std::sync::Mutex<Vec<(String, String)>>,
 }
 
 impl<'a> World<'a> {
@@ -215,6 +223,9 @@ impl<'a> World<'a> {
             clients,
             store,
             run: uuid::Uuid::new_v4().simple().to_string()[..8].to_owned(),
+            stripe_webhook_url: None,
+            deliveries: 1,
+            accepted: Default::default(),
         })
     }
 
@@ -316,8 +327,27 @@ impl<'a> World<'a> {
             .unwrap_or_default())
     }
 
-    /// Invokes a function through the local Lambda API.
+    /// Invokes a function through the local Lambda API. A `Retryable` error (a dependency
+    /// down) is retried with backoff, as a schedule's retry policy or an operator would; every
+    /// action is idempotent, so a retry after a partial run finishes it.
     pub async fn invoke(&self, function: &str, payload: &Value) -> Result<Value> {
+        let mut wait = Duration::from_millis(500);
+        for _ in 0..7 {
+            match blapi_infra::mapper::invoke(
+                &self.http,
+                &self.functions.lambda_url,
+                function,
+                payload,
+            )
+            .await
+            {
+                Err(e) if format!("{e:#}").contains("\"errorType\":\"Retryable\"") => {
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(8));
+                }
+                other => return other,
+            }
+        }
         blapi_infra::mapper::invoke(&self.http, &self.functions.lambda_url, function, payload).await
     }
 
@@ -344,26 +374,59 @@ impl<'a> World<'a> {
         let body = serde_json::to_vec(
             &json!({"type": event_type, "timestamp": now.to_rfc3339(), "data": data}),
         )?;
-        let resp = self
-            .http
-            .post(
-                self.functions
-                    .url("webhook-intake", &format!("webhooks/{source}")),
-            )
-            .header("content-type", "application/json")
-            .header("webhook-id", &id)
-            .header("webhook-timestamp", now.timestamp().to_string())
-            .header("webhook-signature", key.sign(&id, now.timestamp(), &body))
-            .body(body)
-            .send()
-            .await?;
-        let status = resp.status();
-        let answer: Value = resp.json().await.unwrap_or(Value::Null);
-        ensure!(
-            status.is_success(),
-            "intake refused the {source} event: {status} {answer}"
-        );
-        Ok((id, answer))
+        let url = self
+            .functions
+            .url("webhook-intake", &format!("webhooks/{source}"));
+        // One delivery: a 5xx or a lost answer is retried with the same id and body, signed
+        // afresh, with backoff (a 4xx is final).
+        let deliver = || async {
+            let mut wait = Duration::from_millis(250);
+            let mut tries = 0;
+            loop {
+                tries += 1;
+                let at = Utc::now().timestamp();
+                let sent = self
+                    .http
+                    .post(&url)
+                    .header("content-type", "application/json")
+                    .header("webhook-id", &id)
+                    .header("webhook-timestamp", at.to_string())
+                    .header("webhook-signature", key.sign(&id, at, &body))
+                    .body(body.clone())
+                    .send()
+                    .await;
+                let retry = match sent {
+                    Ok(resp) if !resp.status().is_server_error() => {
+                        let status = resp.status();
+                        let answer: Value = resp.json().await.unwrap_or(Value::Null);
+                        return Ok::<_, anyhow::Error>((status, answer));
+                    }
+                    Ok(resp) => format!("{}", resp.status()),
+                    Err(e) => format!("{e}"),
+                };
+                ensure!(
+                    tries < 8,
+                    "intake did not take the {source} event after {tries} tries: {retry}"
+                );
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(8));
+            }
+        };
+        let answers =
+            futures::future::join_all((0..self.deliveries.max(1)).map(|_| deliver())).await;
+        let mut first = None;
+        for answer in answers {
+            let (status, answer) = answer?;
+            ensure!(
+                status.is_success(),
+                "intake refused the {source} event: {status} {answer}"
+            );
+            first.get_or_insert(answer);
+        }
+        if let Ok(mut accepted) = self.accepted.lock() {
+            accepted.push((source.to_owned(), id.clone()));
+        }
+        Ok((id, first.unwrap_or(Value::Null)))
     }
 
     async fn queue_depth(&self, logical: &str) -> Result<usize> {
@@ -481,7 +544,10 @@ pub async fn run(w: &World<'_>, progress: Progress<'_>) -> Result<Summary> {
 
     // 1. localstripe -> intake.
     progress("registering the intake's Function URL as localstripe's webhook endpoint");
-    let hook_url = w.functions.url("webhook-intake", "webhooks/stripe");
+    let hook_url = w
+        .stripe_webhook_url
+        .clone()
+        .unwrap_or_else(|| w.functions.url("webhook-intake", "webhooks/stripe"));
     let mut form = vec![
         ("url".to_owned(), hook_url.clone()),
         ("secret".to_owned(), stripe_secret.clone()),
@@ -998,17 +1064,27 @@ pub async fn run(w: &World<'_>, progress: Progress<'_>) -> Result<Summary> {
         .to_owned();
     let licenses_before = licenses_of().await?;
     let mut answers = Vec::new();
+    let intake_url = w.functions.url("webhook-intake", "webhooks/stripe");
     for _ in 0..2 {
-        let t = Utc::now().timestamp();
-        let header = blapi::webhook::stripe_scheme::header(&[stripe_secret.as_str()], t, &body);
-        let resp = w
-            .http
-            .post(&hook_url)
-            .header("Stripe-Signature", header)
-            .header("content-type", "application/json")
-            .body(body.clone())
-            .send()
-            .await?;
+        // A 5xx (a dependency of the intake down) is retried, as Stripe does.
+        let mut tries = 0;
+        let resp = loop {
+            tries += 1;
+            let t = Utc::now().timestamp();
+            let header = blapi::webhook::stripe_scheme::header(&[stripe_secret.as_str()], t, &body);
+            let resp = w
+                .http
+                .post(&intake_url)
+                .header("Stripe-Signature", header)
+                .header("content-type", "application/json")
+                .body(body.clone())
+                .send()
+                .await?;
+            if !resp.status().is_server_error() || tries >= 8 {
+                break resp;
+            }
+            tokio::time::sleep(Duration::from_millis(500 * tries)).await;
+        };
         ensure!(
             resp.status().is_success(),
             "intake answered {}",
