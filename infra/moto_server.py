@@ -20,9 +20,16 @@ walked the backlog some thirty times (a 10 000-job billing queue took a second p
 Here the retention period is read from the queue, and GetQueueAttributes builds the
 attributes once per call; the values it answers are unchanged.
 
+Garbage collection: moto's heap grows with traffic (a 10-minute soak at 10 requests/s takes
+it past 4 GB), and every full collection walks all of it while every caller waits: the soak's
+intake p99 climbed from 65 ms to 6.4 s over ten minutes in pauses that grew with the heap.
+Full collections are made rare here (the young generations are still collected); memory grew
+as fast with them as without, and the p99 stayed under 110 ms.
+
 Run instead of `moto_server`: `python infra/moto_server.py -H 127.0.0.1 -p 4599`.
 """
 
+import gc
 import sys
 import threading
 
@@ -144,4 +151,5 @@ SQSBackend.get_queue_attributes = _get_attributes
 SQSBackend.is_message_valid_based_on_retention_period = _retained
 
 if __name__ == "__main__":
+    gc.set_threshold(700, 10, 1_000_000_000)
     sys.exit(main())
