@@ -58,7 +58,8 @@ pub fn parse_micros(s: &str) -> Option<i64> {
     }
     let all: String = format!("{int_part}{frac_part}");
     // value = all × 10^(exp - frac_len); in millionths: × 10^(exp - frac_len + 6)
-    let shift = exp - frac_part.len() as i32 + 6;
+    // In i64: an exponent near the limits of i32 must not wrap (a huge one would read as 0).
+    let shift = i64::from(exp) - frac_part.len() as i64 + 6;
     let trimmed = all.trim_start_matches('0');
     if trimmed.len() > 30 {
         return None;
@@ -231,6 +232,17 @@ mod tests {
         assert_eq!(parse_micros("1e40"), None);
         assert_eq!(Quantity::from_micros(2_500_000).to_string(), "2.5");
         assert_eq!(Rate::from_int(3).to_string(), "3");
+    }
+
+    /// Found by fuzzing price books: an exponent near the limits of `i32` overflowed the
+    /// shift (a panic in debug builds; in release `1e2147483647` wrapped and read as 0).
+    #[test]
+    fn extreme_exponents_neither_overflow_nor_wrap() {
+        assert_eq!(parse_micros("1e2147483647"), None);
+        assert_eq!(parse_micros("0e2147483647"), Some(0));
+        assert_eq!(parse_micros("1.5e-2147483648"), Some(0));
+        assert_eq!(parse_micros("-1e2147483647"), None);
+        assert_eq!("1e2147483647".parse::<Rate>().ok(), None);
     }
 
     #[test]

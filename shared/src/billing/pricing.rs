@@ -168,7 +168,10 @@ impl PriceModel {
                         break;
                     }
                     let upper = t.up_to.map_or(quantity, |u| u.min(quantity));
-                    let units = Quantity::from_micros(upper.micros() - lower.micros());
+                    // Saturating: tiers that do not ascend (refused by `validate`) must not
+                    // overflow either.
+                    let units =
+                        Quantity::from_micros(upper.micros().saturating_sub(lower.micros()));
                     out.push(Piece {
                         quantity: units,
                         unit_price: Some(t.unit_price),
@@ -390,6 +393,20 @@ mod tests {
         assert_eq!(total(&none.price(q(5))), 7);
         assert_eq!(total(&none.price(Quantity::ZERO)), 0);
         assert!(none.validate().is_err());
+    }
+
+    /// Found by the `pricebook` fuzz target: a graduated model whose tiers descend below zero
+    /// (refused by `validate`, but priced as read) overflowed `upper - lower` on the next tier.
+    #[test]
+    fn graduated_tiers_descending_below_zero_do_not_overflow() {
+        let doc = r#"{"type": "graduated", "tiers": [{"up_to": -1001, "unit_price": "0"},
+            {"up_to": null, "unit_price": "0.25"}]}"#;
+        let model: PriceModel = serde_json::from_str(doc).unwrap();
+        assert!(model.validate().is_err());
+        let pieces = model.price(Quantity::from_micros(i64::MAX));
+        assert_eq!(pieces.len(), 2);
+        assert_eq!(pieces[1].quantity, Quantity::from_micros(i64::MAX));
+        assert!(total(&pieces) >= 0);
     }
 
     #[test]

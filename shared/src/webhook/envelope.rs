@@ -2,8 +2,10 @@
 //! the two messages an event travels in.
 //!
 //! Parsing happens only after the signature matched. The body is checked to be UTF-8 and one
-//! JSON object; only `id`/`type`/`created` (Stripe) or `type`/`timestamp` (Standard Webhooks)
-//! are extracted, borrowed, without building a JSON tree.
+//! JSON object that the archiver and every consumer can read as a `serde_json::Value`
+//! (numbers within range, no lone surrogates, nesting within serde_json's limit); only
+//! `id`/`type`/`created` (Stripe) or `type`/`timestamp` (Standard Webhooks) are extracted,
+//! borrowed, without building a JSON tree.
 //!
 //! - [`Incoming`]: what intake puts on the events queue: the event's identity, its routes and
 //!   the raw verified body as a JSON string (kept byte for byte for the archive).
@@ -156,6 +158,59 @@ fn json_error(e: &serde_json::Error) -> EnvelopeError {
     }
 }
 
+/// Any JSON value, read through without building it: `serde_json` refuses what a `Value`
+/// refuses (a number out of `f64` range, a lone surrogate escape, nesting past its recursion
+/// limit), which the head's ignored fields are not checked for.
+struct Readable;
+
+impl<'de> Deserialize<'de> for Readable {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(Readable)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Readable {
+    type Value = Readable;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Readable, E> {
+        Ok(Readable)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Readable, E> {
+        Ok(Readable)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Readable, E> {
+        Ok(Readable)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Readable, E> {
+        Ok(Readable)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Readable, E> {
+        Ok(Readable)
+    }
+    fn visit_unit<E>(self) -> Result<Readable, E> {
+        Ok(Readable)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Readable, A::Error> {
+        while seq.next_element::<Readable>()?.is_some() {}
+        Ok(Readable)
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Readable, A::Error> {
+        while map.next_entry::<Readable, Readable>()?.is_some() {}
+        Ok(Readable)
+    }
+}
+
+/// Refuses a body the archiver and the consumers could not read as a `Value`: accepting it
+/// would answer 200 for an event that is never archived nor forwarded.
+fn readable(text: &str) -> Result<(), EnvelopeError> {
+    serde_json::from_str::<Readable>(text)
+        .map(|_| ())
+        .map_err(|e| json_error(&e))
+}
+
 fn required<'a>(
     v: Option<Cow<'a, str>>,
     missing: EnvelopeError,
@@ -170,6 +225,7 @@ fn required<'a>(
 pub fn parse_stripe(body: &[u8]) -> Result<Envelope<'_>, EnvelopeError> {
     let text = object_text(body)?;
     let head: StripeHead<'_> = serde_json::from_str(text).map_err(|e| json_error(&e))?;
+    readable(text)?;
     let id = required(head.id, EnvelopeError::NoId)?;
     let event_type = required(head.event_type, EnvelopeError::NoType)?;
     Ok(Envelope {
@@ -185,6 +241,7 @@ pub fn parse_stripe(body: &[u8]) -> Result<Envelope<'_>, EnvelopeError> {
 pub fn parse_standard<'a>(webhook_id: &str, body: &'a [u8]) -> Result<Envelope<'a>, EnvelopeError> {
     let text = object_text(body)?;
     let head: StandardHead<'_> = serde_json::from_str(text).map_err(|e| json_error(&e))?;
+    readable(text)?;
     let event_type = required(head.event_type, EnvelopeError::NoType)?;
     Ok(Envelope {
         id: EventId::parse(webhook_id)?,
@@ -374,6 +431,48 @@ mod tests {
         // The error text never quotes the body.
         let err = parse_stripe(br#"{"id":"secret-value-here","type":7}"#).unwrap_err();
         assert!(!err.to_string().contains("secret-value-here"), "{err}");
+    }
+
+    /// Found by the `envelope` fuzz target: bodies whose head reads fine but which no
+    /// `serde_json::Value` holds (the archiver's and every consumer's reading) were accepted,
+    /// answered 200, then failed in the archiver until they reached its dead-letter queue.
+    #[test]
+    fn bodies_no_consumer_can_read_are_refused() {
+        let deep = format!(
+            r#"{{"id":"evt_1","type":"invoice.paid","data":{}{}}}"#,
+            "[".repeat(200),
+            "]".repeat(200)
+        );
+        for body in [
+            r#"{"id":"evt_1","type":"invoice.paid","data":{"amount":1e400}}"#,
+            r#"{"id":"evt_1","type":"invoice.paid","data":{"name":"\ud800"}}"#,
+            r#"{"id":"evt_1","type":"invoice.paid","data":{"name":"\udc00x"}}"#,
+            &deep,
+        ] {
+            assert!(serde_json::from_str::<serde_json::Value>(body).is_err());
+            assert!(
+                matches!(
+                    parse_stripe(body.as_bytes()),
+                    Err(EnvelopeError::NotJson { .. })
+                ),
+                "{body}"
+            );
+            assert!(
+                matches!(
+                    parse_standard("msg_1", body.as_bytes()),
+                    Err(EnvelopeError::NotJson { .. })
+                ),
+                "{body}"
+            );
+        }
+        // Deep but within the limit, large numbers in range, escaped pairs: still events.
+        let fine = format!(
+            r#"{{"id":"evt_1","type":"invoice.paid","data":{}{},"n":1e300,"s":"\ud83d\ude00"}}"#,
+            "[".repeat(100),
+            "]".repeat(100)
+        );
+        assert!(parse_stripe(fine.as_bytes()).is_ok());
+        assert!(serde_json::from_str::<serde_json::Value>(&fine).is_ok());
     }
 
     #[test]
