@@ -21,7 +21,7 @@ export CARGO_TERM_COLOR ?= never
 
 FUNCTIONS := webhook-intake usage-billing license-minting lead-enrichment customer-sync revenue-ops privacy-requests portal-api notifications
 
-.PHONY: help setup build test lint fmt up down functions demo bench bench-billing deploy ops $(addprefix invoke-,$(FUNCTIONS))
+.PHONY: help setup build test lint audit fmt up down functions demo bench bench-billing soak deploy ops fuzz fuzz-smoke $(addprefix invoke-,$(FUNCTIONS))
 
 help: ## this list
 	@grep -E '^[a-z%-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 18
@@ -45,6 +45,10 @@ lint: setup ## rustfmt check, clippy -D warnings, cfn-lint
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
 	$(BIN)/cfn-lint --include-checks I -- template.yaml
+
+audit: ## advisories (RustSec), licences, duplicates, sources of Cargo.lock (cargo-deny); offline: ADVISORY_DB=<clone of rustsec/advisory-db>
+	@[ -x $(BIN)/cargo-deny ] || cargo install --locked --quiet --root $(VENV) cargo-deny@0.20.2
+	infra/audit.sh
 
 fmt: ## format the code
 	cargo fmt --all
@@ -80,6 +84,19 @@ bench: setup ## measure size, cold start, memory and hot paths; writes target/be
 bench-billing: setup ## a month of a 10 000-customer business through usage-billing on the local stack (target/bench/month.md)
 	cargo test --quiet -p usage-billing --bench month --no-run
 	BENCH_MONTH_CUSTOMERS=$${BENCH_MONTH_CUSTOMERS:-10000} RUST_LOG=$${RUST_LOG:-warn} infra/stack.sh run cargo test --quiet -p usage-billing --bench month
+
+SOAK_SECONDS ?= 600
+SOAK_RATE    ?= 10
+soak: setup ## mixed signed traffic at SOAK_RATE/s for SOAK_SECONDS on a stack of its own, then the accounting (target/soak/report.md; not in `make test`)
+	cargo build --workspace --bins --tests  # the functions and the soak driver, one feature set with `cargo test`
+	SOAK_SECONDS=$(SOAK_SECONDS) SOAK_RATE=$(SOAK_RATE) infra/stack.sh run target/debug/blapi-soak
+
+FUZZ_SECONDS ?= 60
+fuzz: ## fuzz every parser and verifier for FUZZ_SECONDS each (default 60; nightly, cargo-fuzz into .venv/); fails on a crash
+	FUZZ_SECONDS=$(FUZZ_SECONDS) fuzz/run.sh
+
+fuzz-smoke: ## build every fuzz target unoptimised and run each for 5 s (CI); fails on a crash
+	FUZZ_SECONDS=5 FUZZ_PROFILE=dev fuzz/run.sh
 
 functions: up ## run the functions under cargo lambda watch and the event-source mapper
 	infra/stack.sh functions

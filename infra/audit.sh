@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # `make audit`: cargo-deny's advisory, licence, duplicate-version and source checks of
-# Cargo.lock (deny.toml says what is allowed and why each exception stands).
+# Cargo.lock and fuzz/Cargo.lock (deny.toml says what is allowed and why each exception stands).
 #
 # The RustSec advisory database is cloned into .local/advisory-dbs on first use and updated on
 # each run. Without access to GitHub, give a local clone of rustsec/advisory-db:
@@ -19,4 +19,9 @@ if [ -n "${ADVISORY_DB:-}" ]; then
   args+=(--offline)
 fi
 echo "advisory database: $(git -C "$DB" log -1 --format='%h of %cs' 2>/dev/null || echo 'fetched now')"
+echo "== the workspace (Cargo.lock)"
 "$DENY" "${args[@]}" check --hide-inclusion-graph
+# The fuzz crate has its own lock (nightly only, never deployed); its advisories and licences
+# are checked too. Offline from here on: the database was fetched above.
+echo "== the fuzz crate (fuzz/Cargo.lock)"
+"$DENY" --offline --manifest-path fuzz/Cargo.toml --config deny.toml check --hide-inclusion-graph
