@@ -363,6 +363,8 @@ fn too_large(key: &str, max: usize) -> Error {
 pub struct MemoryStore {
     objects: Mutex<BTreeMap<String, Stored>>,
     fail_puts: std::sync::atomic::AtomicBool,
+    /// Puts left to succeed before the store fails (`None`: no such plan).
+    fail_after: Mutex<Option<u64>>,
     writes: std::sync::atomic::AtomicU64,
 }
 
@@ -383,6 +385,13 @@ impl MemoryStore {
     pub fn set_failing(&self, failing: bool) {
         self.fail_puts
             .store(failing, std::sync::atomic::Ordering::SeqCst);
+        *self.fail_after.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    /// Lets the next `puts` writes succeed, then makes every `put` fail until
+    /// [`MemoryStore::set_failing`]`(false)`: a store that goes away in the middle of a set.
+    pub fn set_failing_after(&self, puts: u64) {
+        *self.fail_after.lock().unwrap_or_else(|p| p.into_inner()) = Some(puts);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Stored>> {
@@ -405,6 +414,15 @@ impl MemoryStore {
     }
 
     fn check_failing(&self) -> Result<()> {
+        let mut after = self.fail_after.lock().unwrap_or_else(|p| p.into_inner());
+        match *after {
+            Some(0) => self
+                .fail_puts
+                .store(true, std::sync::atomic::Ordering::SeqCst),
+            Some(n) => *after = Some(n - 1),
+            None => {}
+        }
+        drop(after);
         if self.fail_puts.load(std::sync::atomic::Ordering::SeqCst) {
             return Err(Error::dependency(
                 "s3",

@@ -904,19 +904,21 @@ impl Billing {
         Ok(BillState::Done)
     }
 
-    /// FINALIZED: the JSON, HTML and PDF artifacts (same bytes on a rerun: they are made from
-    /// the record alone).
+    /// FINALIZED: the HTML, PDF and JSON artifacts (same bytes on a rerun: they are made from
+    /// the record alone). The JSON goes last: once it is there, so are the documents it links
+    /// (a write that fails between them is redone by the job's retry, and until then no reader
+    /// finds a JSON whose HTML is missing).
     async fn write_artifacts(&self, run: &Run<'_>, rec: &InvoiceRecord) -> Result<BillState> {
         let keys = artifact_keys(run.customer, run.period);
         let doc = Document::new(&rec.invoice, &rec.refs, &self.config.issuing.seller);
         let documents = [
+            (&keys.html, render_html(&doc), "text/html; charset=utf-8"),
+            (&keys.pdf, super::pdf::render_pdf(&doc), "application/pdf"),
             (
                 &keys.json,
                 render_json(&rec.invoice, &rec.refs, &doc),
                 "application/json",
             ),
-            (&keys.html, render_html(&doc), "text/html; charset=utf-8"),
-            (&keys.pdf, super::pdf::render_pdf(&doc), "application/pdf"),
         ];
         for (key, bytes, content_type) in documents {
             self.ports.artifacts.put(key, bytes, content_type).await?;

@@ -355,6 +355,31 @@ async fn a_crash_at_any_step_then_rerun_yields_one_invoice_and_one_credit_use() 
 }
 
 #[tokio::test]
+async fn the_json_artifact_is_written_last_so_its_documents_are_there_when_it_is() {
+    let r = rig();
+    subscribe(&r, "cus_a", "cloud-pro", 2).await;
+    usage_for(&r, "cus_a").await;
+    let keys = artifact_keys("cus_a", period());
+    // The store goes away after one document: the JSON (what readers look for) is not there.
+    r.store.set_failing_after(1);
+    let first = r.billing.bill("cus_a", period()).await;
+    assert!(first.as_ref().is_err_and(Error::is_retryable), "{first:?}");
+    assert!(r.store.object(&keys.html).is_some());
+    assert!(r.store.object(&keys.pdf).is_none());
+    assert!(
+        r.store.object(&keys.json).is_none(),
+        "no JSON without its HTML and PDF"
+    );
+    r.store.set_failing(false);
+    let second = r.billing.bill("cus_a", period()).await.unwrap();
+    assert!(matches!(second, BillOutcome::Invoiced { .. }), "{second:?}");
+    for key in [&keys.html, &keys.pdf, &keys.json] {
+        assert!(r.store.object(key).is_some(), "{key}");
+    }
+    assert_eq!(r.stripe.invoices("cus_a").len(), 1, "one invoice");
+}
+
+#[tokio::test]
 async fn credit_larger_than_the_invoice_leaves_the_rest() {
     let r = rig();
     subscribe(&r, "cus_a", "cloud-pro", 1).await;
