@@ -100,7 +100,25 @@ async fn inbox(w: &World<'_>, address: &str, at_least: usize) -> Result<Inbox> {
     })
 }
 
+/// Follows a link as a reader does: a 429, a 5xx or a lost answer is tried again (the link's
+/// store may be throttling or briefly away), with backoff.
 async fn fetch(w: &World<'_>, url: &str) -> Result<Vec<u8>> {
+    let mut wait = std::time::Duration::from_millis(250);
+    for _ in 0..8 {
+        match w.http.get(url).send().await {
+            Ok(resp) if resp.status().is_success() => {
+                if let Ok(body) = resp.bytes().await {
+                    return Ok(body.to_vec());
+                }
+            }
+            Ok(resp) if resp.status() != 429 && !resp.status().is_server_error() => {
+                anyhow::bail!("{url}: {}", resp.status())
+            }
+            _ => {}
+        }
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(std::time::Duration::from_secs(8));
+    }
     let resp = w.http.get(url).send().await?;
     anyhow::ensure!(resp.status().is_success(), "{url}: {}", resp.status());
     Ok(resp.bytes().await?.to_vec())

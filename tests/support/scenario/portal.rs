@@ -48,7 +48,32 @@ impl Answer {
     }
 }
 
+/// One portal call. A GET, or a POST with an idempotency key, is retried on a 5xx or a lost
+/// answer, as the portal's client does (a POST without a key is sent once).
 async fn call(
+    w: &World<'_>,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    key: Option<&str>,
+    body: Option<Value>,
+) -> Result<Answer> {
+    let retried = method == "GET" || key.is_some();
+    let mut wait = std::time::Duration::from_millis(250);
+    for _ in 0..8 {
+        match call_once(w, method, path, token, key, body.clone()).await {
+            Ok(a) if a.status < 500 => return Ok(a),
+            Ok(a) if !retried => return Ok(a),
+            Err(e) if !retried => return Err(e),
+            _ => {}
+        }
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(std::time::Duration::from_secs(8));
+    }
+    call_once(w, method, path, token, key, body).await
+}
+
+async fn call_once(
     w: &World<'_>,
     method: &str,
     path: &str,
