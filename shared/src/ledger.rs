@@ -166,6 +166,15 @@ impl Ledger for DynamoLedger {
                         result: get_s(&item, "result"),
                     });
                 }
+                // Our own put, whose answer was lost: the SDK's retry of it failed the
+                // condition on the item the first attempt wrote. The claim is ours (without
+                // this, it would be held by no one until its lease ran out).
+                _ if get_s(&item, "owner").as_deref() == Some(token.as_str()) => {
+                    return Ok(Claim::Acquired(Lease {
+                        key: key.to_owned(),
+                        token,
+                    }));
+                }
                 _ => {
                     let until = get_n::<i64>(&item, "lease_until").unwrap_or(0);
                     if until >= now_ms() {
@@ -435,6 +444,58 @@ mod tests {
         assert_eq!(
             server.received_requests().await.unwrap().len(),
             1 + RELEASE_RETRIES as usize
+        );
+    }
+
+    /// A DynamoDB stand-in for one claim whose first answer is lost: the put is applied and
+    /// the SDK's retry of it finds the item (condition failed); the read returns what the put
+    /// wrote.
+    struct LostAnswer {
+        written: Mutex<Option<serde_json::Value>>,
+    }
+
+    impl wiremock::Respond for LostAnswer {
+        fn respond(&self, req: &wiremock::Request) -> wiremock::ResponseTemplate {
+            let target = req
+                .headers
+                .get("x-amz-target")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default();
+            let body: serde_json::Value = serde_json::from_slice(&req.body).unwrap();
+            let json = |status: u16, v: serde_json::Value| {
+                wiremock::ResponseTemplate::new(status)
+                    .insert_header("content-type", "application/x-amz-json-1.0")
+                    .set_body_json(v)
+            };
+            let mut written = self.written.lock().unwrap();
+            if target.ends_with("PutItem") {
+                if written.is_none() {
+                    *written = Some(body["Item"].clone());
+                }
+                json(
+                    400,
+                    serde_json::json!({"__type": "com.amazonaws.dynamodb.v20120810#ConditionalCheckFailedException", "message": "The conditional request failed"}),
+                )
+            } else {
+                json(200, serde_json::json!({"Item": written.clone()}))
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_claim_whose_answer_was_lost_is_still_ours() {
+        let server = wiremock::MockServer::start().await;
+        wiremock::Mock::given(wiremock::matchers::method("POST"))
+            .respond_with(LostAnswer {
+                written: Mutex::new(None),
+            })
+            .mount(&server)
+            .await;
+        let ledger = DynamoLedger::new(crate::aws::dynamo::test_client(&server.uri()), "ledger");
+        let claim = ledger.claim("notify#n1", "h", opts(60_000)).await.unwrap();
+        assert!(
+            matches!(&claim, Claim::Acquired(l) if l.key == "notify#n1"),
+            "{claim:?}"
         );
     }
 
